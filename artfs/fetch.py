@@ -1,0 +1,80 @@
+"""Reading stored content back: entries become verified pieces fetched in ranged GETs.
+
+A piece is the unit of verification: a whole small file inside a pack, or one
+CHUNK_SIZE chunk of a large object, each with its own blake3 digest from the
+manifest. Adjacent pieces of one object are fetched in one ranged GET and
+split, and each piece is checked before anyone sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from .digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes
+from .errors import CorruptRecord
+from .manifest import Entry
+from .publish import object_key, pack_key
+from .stores import ObjectStore
+
+EMPTY_DIGEST = digest_bytes(b"")
+
+
+@dataclass(frozen=True)
+class Piece:
+    digest: bytes
+    size: int
+    key: str  # the store object holding it
+    offset: int  # where in that object
+    file_offset: int = 0  # where in the entry's file
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def pieces(entry: Entry) -> list[Piece]:
+    """The verified pieces of a stored entry, in file order."""
+    if entry.pack is not None:
+        return [Piece(entry.digest, entry.size, pack_key(entry.pack), entry.offset)]
+    if entry.ref is not None:
+        raise ValueError("references are fetched from their source")
+    key = object_key(entry.digest)
+    if not entry.chunks:
+        return [Piece(entry.digest, entry.size, key, 0)]
+    out = []
+    for i in range(0, entry.size, CHUNK_SIZE):
+        k = i // CHUNK_SIZE
+        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i))
+    return out
+
+
+def verify(piece: Piece, data: bytes, where: str) -> bytes:
+    if len(data) != piece.size or digest_bytes(data) != piece.digest:
+        raise CorruptRecord(f"{where}: content does not match its digest {piece.digest.hex()[:16]}…")
+    return data
+
+
+def group(ps: Iterable[Piece], max_bytes: int = 32 << 20, max_gap: int = 64 << 10) -> Iterator[list[Piece]]:
+    """Runs of pieces of one object that one ranged GET can cover (small gaps are read through)."""
+    run: list[Piece] = []
+    for p in sorted(ps, key=lambda p: (p.key, p.offset)):
+        if run and (p.key != run[0].key or p.offset - run[-1].end > max_gap or p.end - run[0].offset > max_bytes):
+            yield run
+            run = []
+        if p.size == 0:
+            continue
+        if not run or p.offset >= run[-1].offset:
+            run.append(p)
+    if run:
+        yield run
+
+
+def fetch_run(store: ObjectStore, run: list[Piece]) -> list[bytes]:
+    """One ranged GET for a run of pieces; each piece verified. Returns their bytes in order."""
+    start, end = run[0].offset, max(p.end for p in run)
+    blob = store.get(run[0].key, start, end)
+    if len(blob) != end - start:
+        raise CorruptRecord(f"{run[0].key}: short read ({len(blob)} of {end - start} bytes)")
+    view = memoryview(blob)
+    return [verify(p, bytes(view[p.offset - start:p.end - start]), run[0].key) for p in run]

@@ -1,0 +1,273 @@
+"""Turns files into stored content and a manifest: hash, dedupe, pack, upload.
+
+Small files (up to SMALL_LIMIT) are packed, in path order, into pack objects
+of about PACK_TARGET bytes, so reading a folder of small files cold costs a
+few ranged GETs rather than one per file; each file keeps its own digest and
+(pack, offset) in the manifest, and every pack has an index object listing
+what it holds so later commits (of any artifact) reuse those bytes. Larger
+files are stored alone under their digest, with per-chunk digests.
+
+Nothing is read twice for hashing and uploading without being checked: small
+files are hashed from the very bytes packed, and large files are re-hashed
+while they stream to the store, aborting the upload if they changed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import blake3
+import msgpack
+
+from .digest import CHUNK_SIZE, digest_bytes, hash_file, needs_chunks
+from .errors import CorruptRecord, InvalidInput, NotFound
+from .manifest import Entry, Manifest
+from .names import join_path, normalize_path
+from .stores import ObjectStore
+
+SMALL_LIMIT = CHUNK_SIZE
+PACK_TARGET = 16 << 20
+
+
+def object_key(digest: bytes) -> str:
+    return f"objects/{digest.hex()}"
+
+
+def pack_key(pack_id: bytes) -> str:
+    return f"packs/{pack_id.hex()}"
+
+
+def index_key(pack_id: bytes) -> str:
+    return f"index/{pack_id.hex()}"
+
+
+@dataclass
+class FileSource:
+    """A local file to become the entry `path`."""
+
+    path: str
+    local: str
+
+
+@dataclass
+class Stats:
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    objects_uploaded: int = 0
+    bytes_uploaded: int = 0
+    entries_reused: int = 0
+
+
+@dataclass
+class KnownContent:
+    """What the store already holds, so it is not uploaded again."""
+
+    small: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # digest -> (pack, offset)
+    large: set[bytes] = field(default_factory=set)
+
+    def add_manifest(self, m: Manifest) -> None:
+        for e in m:
+            if e.pack is not None:
+                self.small.setdefault(e.digest, (e.pack, e.offset))
+            elif e.ref is None:
+                self.large.add(e.digest)
+
+
+class PackIndex:
+    """The union of every pack's index object, cached on local disk (indexes never change)."""
+
+    def __init__(self, store: ObjectStore, cache_dir: str | None):
+        self.store = store
+        self.cache_dir = os.path.join(cache_dir, "index") if cache_dir else None
+
+    def load_into(self, known: KnownContent) -> None:
+        for info in self.store.list("index/"):
+            name = info.key.rsplit("/", 1)[-1]
+            try:
+                pack_id = bytes.fromhex(name)
+            except ValueError:
+                continue
+            data = self._read(info.key, name)
+            try:
+                for digest, offset, _size in msgpack.unpackb(data):
+                    known.small.setdefault(bytes(digest), (pack_id, int(offset)))
+            except (ValueError, TypeError, msgpack.UnpackException):
+                continue  # a damaged index only costs dedupe, never correctness
+
+    def _read(self, key: str, name: str) -> bytes:
+        local = os.path.join(self.cache_dir, name) if self.cache_dir else None
+        if local and os.path.exists(local):
+            with open(local, "rb") as f:
+                return f.read()
+        try:
+            data = self.store.get(key)
+        except NotFound:
+            return msgpack.packb([])
+        if local:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            tmp = f"{local}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, local)
+        return data
+
+
+class _VerifyingReader:
+    """Streams a file to the store and raises at EOF if it no longer has `digest`."""
+
+    def __init__(self, f, digest: bytes, path: str):
+        self.f, self.digest, self.path = f, digest, path
+        self.hasher = blake3.blake3()
+
+    def read(self, n: int = -1) -> bytes:
+        buf = self.f.read(n)
+        if buf:
+            self.hasher.update(buf)
+        elif self.hasher.digest() != self.digest:
+            raise CorruptRecord(f"{self.path} changed while it was being uploaded")
+        return buf
+
+
+class Publisher:
+    def __init__(self, store: ObjectStore, known: KnownContent, workers: int = 8,
+                 progress: Callable[[int], None] | None = None):
+        self.store = store
+        self.known = known
+        self.stats = Stats()
+        self.progress = progress or (lambda n: None)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="artfs-upload")
+        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+        self._pack = bytearray()
+        self._pack_members: list[tuple[Entry, int]] = []  # entry, offset in the pack being built
+        self._pack_index: list[tuple[bytes, int, int]] = []
+        self._pending_duplicates: list[tuple[Entry, bytes]] = []
+
+    def build(self, files: Iterable[FileSource], carried: Iterable[Entry] = ()) -> Manifest:
+        """Stores new content of `files` and returns the manifest of files + carried entries."""
+        entries = list(carried)
+        try:
+            for src in sorted(files, key=lambda s: s.path):
+                entries.append(self._add(src))
+            self._flush_pack()
+            for fut in self._futures:
+                fut.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        return Manifest.from_entries(entries)
+
+    def _add(self, src: FileSource) -> Entry:
+        try:
+            st = os.stat(src.local)
+        except OSError as e:
+            raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{src.local} is not a regular file")
+        mode = 0o755 if st.st_mode & 0o111 else 0o644
+        if st.st_size <= SMALL_LIMIT:
+            try:
+                with open(src.local, "rb") as f:
+                    data = f.read(SMALL_LIMIT + 1)
+            except OSError as e:
+                raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
+            if len(data) <= SMALL_LIMIT:
+                return self._add_small(src.path, data, mode)
+        entry = Entry(src.path, st.st_size, b"", mode)
+        self._futures.append(self._pool.submit(self._add_large, entry, src.local))
+        return entry
+
+    def _add_small(self, path: str, data: bytes, mode: int) -> Entry:
+        digest = digest_bytes(data)
+        self._count_hashed(len(data))
+        entry = Entry(path, len(data), digest, mode)
+        where = self.known.small.get(digest)
+        if where is not None and where[0] is not None:
+            self.stats.entries_reused += 1
+            entry.pack, entry.offset = where
+        elif where is not None:
+            # Same bytes as a file already in the pack being built: resolved when it is sealed.
+            self._pending_duplicates.append((entry, digest))
+        else:
+            self.known.small[digest] = (None, len(self._pack))
+            self._pack_members.append((entry, len(self._pack)))
+            self._pack_index.append((digest, len(self._pack), len(data)))
+            self._pack += data
+            if len(self._pack) >= PACK_TARGET:
+                self._flush_pack()
+        return entry
+
+    def _flush_pack(self) -> None:
+        if not self._pack_members:
+            return
+        data = bytes(self._pack)
+        pack_id = digest_bytes(data)
+        for entry, offset in self._pack_members:
+            entry.pack, entry.offset = pack_id, offset
+        for digest, offset, _ in self._pack_index:
+            self.known.small[digest] = (pack_id, offset)
+        index = msgpack.packb(self._pack_index)
+        self._pack, self._pack_members, self._pack_index = bytearray(), [], []
+        self._resolve_duplicates()
+        self._futures.append(self._pool.submit(self._upload_pack, pack_id, data, index))
+
+    def _resolve_duplicates(self) -> None:
+        for entry, digest in self._pending_duplicates:
+            entry.pack, entry.offset = self.known.small[digest]
+        self._pending_duplicates = []
+
+    def _upload_pack(self, pack_id: bytes, data: bytes, index: bytes) -> None:
+        self.store.put(pack_key(pack_id), data)
+        self.store.put(index_key(pack_id), index)  # after the pack: an index never names a missing pack
+        self._count_uploaded(len(data))
+
+    def _add_large(self, entry: Entry, local: str) -> None:
+        digest, size, chunks = hash_file(local, chunked=needs_chunks(entry.size))
+        self._count_hashed(size)
+        if size <= SMALL_LIMIT:
+            raise InvalidInput(f"{local} shrank while being read; try again")
+        entry.digest, entry.size, entry.chunks = digest, size, chunks
+        with self._lock:
+            known = digest in self.known.large
+            self.known.large.add(digest)
+        if known or self.store.exists(object_key(digest)):
+            with self._lock:
+                self.stats.entries_reused += 1
+            return
+        with open(local, "rb") as f:
+            self.store.put_stream(object_key(digest), _VerifyingReader(f, digest, local))
+        self._count_uploaded(size)
+
+    def _count_hashed(self, n: int) -> None:
+        with self._lock:
+            self.stats.files_hashed += 1
+            self.stats.bytes_hashed += n
+        self.progress(n)
+
+    def _count_uploaded(self, n: int) -> None:
+        with self._lock:
+            self.stats.objects_uploaded += 1
+            self.stats.bytes_uploaded += n
+
+
+def walk_sources(local: str, prefix: str | None) -> list[FileSource]:
+    """Every regular file below `local` (or `local` itself) as FileSources under `prefix`."""
+    local = os.path.abspath(local)
+    if os.path.isfile(local):
+        return [FileSource(normalize_path(prefix or os.path.basename(local)), local)]
+    if not os.path.isdir(local):
+        raise InvalidInput(f"{local}: no such file or directory")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(local):
+        dirnames.sort()
+        for fn in filenames:
+            full = os.path.join(dirpath, fn)
+            if os.path.islink(full) and not os.path.exists(full):
+                raise InvalidInput(f"{full}: broken symbolic link")
+            rel = os.path.relpath(full, local).replace(os.sep, "/")
+            out.append(FileSource(join_path(prefix, rel), full))
+    return out

@@ -1,0 +1,115 @@
+"""`Store`: one registry plus the machinery to publish into it and read from it.
+
+The CLI, the Python API and the filesystem all go through this class, so a
+version made one way is the same as one made another.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from . import config
+from .digest import digest_bytes
+from .download import DownloadStats, Downloader
+from .errors import InvalidInput, NotFound
+from .manifest import Entry, Manifest
+from .names import ArtifactName, ArtifactSpec, normalize_path, parse_spec
+from .publish import FileSource, KnownContent, PackIndex, Publisher, Stats
+from .registry import Registry, VersionRecord
+from .stores import ObjectStore, open_store
+
+
+@dataclass
+class Published:
+    version: VersionRecord
+    created: bool  # False when the content equalled an existing version
+    stats: Stats
+
+
+class Store:
+    def __init__(self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None):
+        self.url = config.store_url(url)
+        self.cache_dir = config.cache_dir(cache)
+        self.objects = objects or open_store(self.url)
+        self.registry = Registry(self.objects)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- reading ----------------------------------------------------------------
+    def resolve(self, spec: str | ArtifactSpec) -> VersionRecord:
+        return self.registry.resolve(parse_spec(spec) if isinstance(spec, str) else spec)
+
+    def manifest(self, rec: VersionRecord) -> Manifest:
+        return self.registry.manifest(rec)
+
+    def download(self, rec: VersionRecord, root: str, path: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> DownloadStats:
+        m = self.manifest(rec)
+        indices = m.under(normalize_path(path)) if path else range(len(m))
+        if path and not indices:
+            raise NotFound(f"{rec} has no file or folder {path!r}")
+        os.makedirs(root, exist_ok=True)
+        return Downloader(self.objects, progress=progress).download(m, indices, os.path.abspath(root))
+
+    # -- publishing ---------------------------------------------------------------
+    def known_content(self, base: Manifest | None) -> KnownContent:
+        known = KnownContent()
+        if base is not None:
+            known.add_manifest(base)
+        PackIndex(self.objects, self.cache_dir).load_into(known)
+        return known
+
+    def publish(
+        self,
+        name: ArtifactName,
+        type_: str | None,
+        files: Iterable[FileSource],
+        carried: Iterable[Entry] = (),
+        *,
+        base: VersionRecord | None = None,
+        same_as: VersionRecord | None = None,
+        description: str | None = None,
+        metadata: dict | None = None,
+        aliases: Iterable[str] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> Published:
+        """Stores new content and commits a version, unless it equals `same_as`.
+
+        `base` is recorded as the version this one was derived from.
+        """
+        aliases = list(aliases)
+        if type_:
+            self.registry.ensure_artifact(name, type_)  # refuse a type clash before uploading anything
+        base_manifest = self.manifest(base) if base else None
+        publisher = Publisher(self.objects, self.known_content(base_manifest), progress=progress)
+        manifest = publisher.build(files, carried)
+        if not len(manifest):
+            raise InvalidInput(f"nothing to commit to {name}: no files")
+        encoded = manifest.encode()
+        if same_as is not None and digest_bytes(encoded).hex() == same_as.manifest:
+            for alias in aliases:
+                self.registry.set_alias(name, alias, same_as.number)
+            return Published(same_as, False, publisher.stats)
+        rec = self.registry.commit(
+            name, type_, manifest, encoded,
+            base=base.number if base else None, description=description or "",
+            metadata=metadata, aliases=aliases,
+        )
+        return Published(rec, True, publisher.stats)
+
+    def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
+        from .registry import check_metadata
+
+        metadata = check_metadata(metadata) if metadata is not None else None
+
+        def change(r: VersionRecord) -> VersionRecord:
+            if description is not None:
+                r.description = description
+            if metadata is not None:
+                r.metadata = {**r.metadata, **metadata} if merge else metadata
+            return r
+
+        return self.registry.update_version(rec, change)

@@ -1,0 +1,65 @@
+"""The interface every object store implements.
+
+Keys are '/'-separated strings made by the registry (never by users). Writes
+are whole-object; the two conditional forms are what the registry's
+consistency rests on: `if_none_match=True` creates only if absent, and
+`if_match=ETAG` replaces only what the caller last read. Both raise
+PreconditionFailed when they lose.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    mtime: float = 0.0
+
+
+class ObjectStore(abc.ABC):
+    url: str
+
+    @abc.abstractmethod
+    def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes [start, end) of an object; NotFound if absent."""
+
+    @abc.abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The whole object and its ETag, for a later compare-and-swap."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None) -> str:
+        """Writes the object and returns its new ETag."""
+
+    def put_stream(self, key: str, stream) -> None:
+        """Uploads from a readable file object (stores may stream or use multipart).
+        An exception raised by `stream.read` aborts the upload: nothing is stored."""
+        self.put(key, stream.read())
+
+    @abc.abstractmethod
+    def head(self, key: str) -> ObjectInfo | None:
+        """Size and ETag, or None if absent."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in key order."""
+
+    @abc.abstractmethod
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """Names of the immediate 'folders' under `prefix` (which ends in '/')."""
+
+    @abc.abstractmethod
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Removes the object; absent is not an error."""
+
+    def exists(self, key: str) -> bool:
+        return self.head(key) is not None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"

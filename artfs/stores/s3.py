@@ -1,0 +1,147 @@
+"""S3-compatible store through boto3 (AWS, SeaweedFS, MinIO, Ceph RGW, GCS interop).
+
+Configuration is boto3's own (credentials chain, AWS_ENDPOINT_URL, profiles).
+Retries use botocore's standard mode with a bounded attempt count and
+timeouts (ARTFS_S3_ATTEMPTS, ARTFS_S3_TIMEOUT), so a dead endpoint becomes
+StoreUnavailable within a bounded time instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from ..errors import InvalidInput, NotFound, PreconditionFailed, StoreUnavailable
+from .base import ObjectInfo, ObjectStore
+
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+_LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+def make_client(endpoint_url: str | None = None, profile: str | None = None):
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": int(os.environ.get("ARTFS_S3_ATTEMPTS", "4"))},
+        connect_timeout=float(os.environ.get("ARTFS_S3_TIMEOUT", "5")),
+        read_timeout=float(os.environ.get("ARTFS_S3_TIMEOUT", "20")),
+        max_pool_connections=64,
+        s3={"addressing_style": os.environ.get("ARTFS_S3_ADDRESSING", "path")},
+    )
+    session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+    try:
+        return session.client("s3", endpoint_url=endpoint_url, config=config)
+    except botocore.exceptions.BotoCoreError as e:
+        raise InvalidInput(f"cannot configure S3: {e}") from None
+
+
+def error_code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, prefix: str = ""):
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.client = make_client()
+        self._transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
+
+    def _call(self, key: str, fn, **kwargs):
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except botocore.exceptions.ClientError as e:
+            code = error_code(e)
+            if code in _MISSING:
+                raise NotFound(f"{key}: not found in {self.url}") from None
+            if code in _LOST_RACE:
+                raise PreconditionFailed(f"{key}: changed or exists already") from None
+            if code in ("NoSuchBucket",):
+                raise StoreUnavailable(f"bucket {self.bucket!r} does not exist") from None
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+                raise StoreUnavailable(f"access denied to {self.url} ({code})") from None
+            raise StoreUnavailable(f"{self.url}: {code or e}") from None
+        except botocore.exceptions.NoCredentialsError:
+            raise StoreUnavailable(f"no S3 credentials found for {self.url} (see boto3 configuration)") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
+
+    def get(self, key, start=0, end=None):
+        kwargs = {}
+        if start or end is not None:
+            if end is not None and end <= start:
+                return b""
+            kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        r = self._call(key, self.client.get_object, Key=self.prefix + key, **kwargs)
+        return self._read_body(key, r)
+
+    def _read_body(self, key, response) -> bytes:
+        try:
+            return response["Body"].read()
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"reading {key} from {self.url}: {e}") from None
+
+    def get_with_etag(self, key):
+        r = self._call(key, self.client.get_object, Key=self.prefix + key)
+        return self._read_body(key, r), r["ETag"]
+
+    def put(self, key, data, *, if_none_match=False, if_match=None):
+        kwargs = {}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        r = self._call(key, self.client.put_object, Key=self.prefix + key, Body=data, **kwargs)
+        return r["ETag"]
+
+    def put_stream(self, key, stream):
+        try:
+            self.client.upload_fileobj(stream, self.bucket, self.prefix + key, Config=self._transfer)
+        except boto3.exceptions.S3UploadFailedError as e:
+            raise StoreUnavailable(f"upload of {key} to {self.url} failed: {e}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
+
+    def head(self, key):
+        try:
+            r = self._call(key, self.client.head_object, Key=self.prefix + key)
+        except NotFound:
+            return None
+        return ObjectInfo(key, r["ContentLength"], r["ETag"], r["LastModified"].timestamp())
+
+    def list(self, prefix) -> Iterator[ObjectInfo]:
+        token = None
+        while True:
+            kwargs = {"Prefix": self.prefix + prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = self._call(prefix, self.client.list_objects_v2, **kwargs)
+            for o in r.get("Contents", []):
+                yield ObjectInfo(o["Key"][len(self.prefix):], o["Size"], o["ETag"], o["LastModified"].timestamp())
+            if not r.get("IsTruncated"):
+                return
+            token = r["NextContinuationToken"]
+
+    def list_prefixes(self, prefix):
+        names, token = [], None
+        while True:
+            kwargs = {"Prefix": self.prefix + prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = self._call(prefix, self.client.list_objects_v2, **kwargs)
+            full = len(self.prefix + prefix)
+            names += [p["Prefix"][full:].rstrip("/") for p in r.get("CommonPrefixes", [])]
+            if not r.get("IsTruncated"):
+                return sorted(names)
+            token = r["NextContinuationToken"]
+
+    def delete(self, key, *, if_match=None):
+        kwargs = {"IfMatch": if_match} if if_match is not None else {}
+        try:
+            self._call(key, self.client.delete_object, Key=self.prefix + key, **kwargs)
+        except NotFound:
+            if if_match is not None:
+                raise PreconditionFailed(f"{key}: changed since it was read") from None
