@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from . import config
+from .api import ArtifactVerbs
 from .digest import digest_bytes
 from .download import DownloadStats, Downloader
 from .errors import InvalidInput, NotFound
 from .manifest import Entry, Manifest
-from .names import ArtifactName, ArtifactSpec, normalize_path, parse_spec
+from .names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
 from .publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from .registry import Registry, VersionRecord
 from .stores import ObjectStore, open_store
@@ -28,7 +29,7 @@ class Published:
     stats: Stats
 
 
-class Store:
+class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of the Python API
     def __init__(self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None):
         self.url = config.store_url(url)
         self.cache_dir = config.cache_dir(cache)
@@ -80,7 +81,7 @@ class Store:
 
         `base` is recorded as the version this one was derived from.
         """
-        aliases = list(aliases)
+        aliases = [check_alias(a) for a in aliases if a != LATEST]  # latest is derived; bad ones fail before upload
         if type_:
             self.registry.ensure_artifact(name, type_)  # refuse a type clash before uploading anything
         base_manifest = self.manifest(base) if base else None
