@@ -1,0 +1,202 @@
+"""Shared fixtures: a SeaweedFS S3 server on loopback, fresh stores on both
+backends, and a runner for the real `artfs` command.
+
+Reusable pieces (other test files may rely on these names):
+  s3_endpoint     session: "http://127.0.0.1:PORT" of a running SeaweedFS S3 gateway;
+                  AWS_* variables point boto3 (and subprocesses) at it for the session
+  new_bucket      function: new_bucket() -> a fresh, empty bucket name
+  store_url       parametrized ["local", "s3"]: a fresh store URL (tmp path or s3://bucket/prefix)
+  local_store_url a fresh local store path, for tests that only need one backend
+  cache_dir       a fresh cache folder
+  store           artfs.Store(store_url, cache_dir)
+  artfs           an ArtfsCLI bound to store_url and cache_dir: artfs("put", ...) -> CLIResult
+  run_artfs(args, store=, cache=, cwd=, env=) -> CLIResult   (plain function)
+
+Set ARTFS_TEST_S3_ENDPOINT to use an already running S3-compatible server
+instead of starting SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from servers import SeaweedFS  # noqa: E402
+
+ARTFS_BIN = os.path.join(os.path.dirname(sys.executable), "artfs")
+
+
+# -- the artfs command line ---------------------------------------------------------
+
+@dataclass
+class CLIResult:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return (f"artfs {' '.join(self.args)} -> exit {self.returncode}\n"
+                f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}")
+
+    @property
+    def out(self) -> str:
+        return self.stdout.strip()
+
+    def ok(self) -> "CLIResult":
+        """Asserts success (and no traceback); returns self for chaining."""
+        assert self.returncode == 0, str(self)
+        assert "Traceback" not in self.stderr, str(self)
+        return self
+
+    def fails(self, *expected: str) -> str:
+        """Asserts a clean failure: non-zero exit, one line on stderr, no traceback,
+        and each of `expected` (case-insensitive) in that line. Returns the line."""
+        assert self.returncode != 0, str(self)
+        assert "Traceback" not in self.stderr and "Traceback" not in self.stdout, str(self)
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected one error line\n{self}"
+        for text in expected:
+            assert text.lower() in lines[0].lower(), f"{text!r} not in error line\n{self}"
+        return lines[0]
+
+
+def run_artfs(args, *, store: str | None = None, cache: str | None = None, cwd: str | None = None,
+              env: dict | None = None, timeout: float = 120) -> CLIResult:
+    """Runs the installed `artfs` as a user would, with ARTFS_STORE / ARTFS_CACHE set."""
+    args = [str(a) for a in args]
+    full_env = dict(os.environ)
+    for k in ("ARTFS_STORE", "ARTFS_CACHE"):
+        full_env.pop(k, None)
+    if store is not None:
+        full_env["ARTFS_STORE"] = str(store)
+    if cache is not None:
+        full_env["ARTFS_CACHE"] = str(cache)
+    full_env.update(env or {})
+    p = subprocess.run([ARTFS_BIN, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    return CLIResult(args, p.returncode, p.stdout, p.stderr)
+
+
+class ArtfsCLI:
+    """`artfs(...)` bound to one store and cache."""
+
+    def __init__(self, store: str, cache: str, cwd: str | None = None):
+        self.store, self.cache, self.cwd = store, cache, cwd
+
+    def __call__(self, *args, **kwargs) -> CLIResult:
+        kwargs.setdefault("store", self.store)
+        kwargs.setdefault("cache", self.cache)
+        kwargs.setdefault("cwd", self.cwd)
+        return run_artfs(args, **kwargs)
+
+
+# -- S3 (SeaweedFS) ------------------------------------------------------------------
+
+_S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "artfs-test",
+    "AWS_SECRET_ACCESS_KEY": "artfs-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",  # never ask for instance credentials
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """The S3 endpoint URL of a SeaweedFS started for this session (or ARTFS_TEST_S3_ENDPOINT)."""
+    server = None
+    endpoint = os.environ.get("ARTFS_TEST_S3_ENDPOINT")
+    if not endpoint:
+        server = SeaweedFS().start()
+        endpoint = server.endpoint
+    home = tmp_path_factory.mktemp("aws")
+    env = {
+        **_S3_ENV,
+        "AWS_ENDPOINT_URL": endpoint,
+        # The user's own ~/.aws must not leak in (profiles, other endpoints).
+        "AWS_CONFIG_FILE": str(home / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
+    }
+    saved = {k: os.environ.get(k) for k in [*env, "AWS_PROFILE"]}
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(env)
+    try:
+        yield endpoint
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if server is not None:
+            server.stop()
+
+
+def s3_client(endpoint: str):
+    import boto3
+    import botocore.config
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=_S3_ENV["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=_S3_ENV["AWS_SECRET_ACCESS_KEY"],
+                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+
+_bucket_numbers = itertools.count()
+
+
+def make_bucket(endpoint: str) -> str:
+    """Creates a fresh, empty bucket and returns its name."""
+    name = f"artfs-{os.getpid()}-{next(_bucket_numbers)}-{secrets.token_hex(3)}"
+    s3_client(endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def new_bucket(s3_endpoint):
+    """new_bucket() -> the name of a fresh bucket on the session's S3 server."""
+    return lambda: make_bucket(s3_endpoint)
+
+
+# -- stores on both backends ------------------------------------------------------
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def store_url(request, tmp_path):
+    """A fresh, empty store URL: a local folder, or s3://fresh-bucket/prefix on SeaweedFS."""
+    if request.param == "local":
+        return str(tmp_path / "store")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return f"s3://{make_bucket(endpoint)}/reg"
+
+
+@pytest.fixture
+def local_store_url(tmp_path):
+    return str(tmp_path / "store")
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    path = tmp_path / "cache"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
+def store(store_url, cache_dir):
+    from artfs import Store
+
+    return Store(store_url, cache_dir)
+
+
+@pytest.fixture
+def artfs(store_url, cache_dir, tmp_path):
+    """Runs `artfs ARGS…` against this test's store; cwd is the test's tmp_path."""
+    return ArtfsCLI(store_url, cache_dir, cwd=str(tmp_path))
