@@ -82,9 +82,11 @@ def parse_spec(text: str, default_project: str | None = None) -> ArtifactSpec:
 
 
 def normalize_path(path: str) -> str:
-    """A manifest path: relative, '/'-separated, no '.', '..', empty parts or NUL."""
+    """A manifest path: relative, '/'-separated, no '.', '..', empty parts, NUL or newline."""
     if not isinstance(path, str) or "\x00" in path:
         raise InvalidInput(f"invalid path {path!r}: contains NUL")
+    if "\n" in path:  # manifests refuse it on read (Manifest._validate), so refuse it on write
+        raise InvalidInput(f"invalid path {path!r}: contains a newline")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not parts:
         raise InvalidInput(f"invalid path {path!r}: empty")

@@ -374,6 +374,8 @@ def test_errors_are_clear(env):
         art.add_dir(os.path.join(src, "a.txt"))
     with pytest.raises(InvalidInput, match="'..' is not allowed"):
         art.add_file(os.path.join(src, "a.txt"), name="../escape.txt")
+    with pytest.raises(InvalidInput, match="newline"):  # a manifest could not be read back
+        art.add_file(os.path.join(src, "a.txt"), name="new\nline.txt")
     with pytest.raises(InvalidInput, match="must be relative"):
         art.add_file(os.path.join(src, "a.txt"), name="/abs.txt")
     with pytest.raises(InvalidInput, match="nothing to commit"):
