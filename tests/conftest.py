@@ -5,7 +5,8 @@ Reusable pieces (other test files may rely on these names):
   s3_endpoint     session: "http://127.0.0.1:PORT" of a running SeaweedFS S3 gateway;
                   AWS_* variables point boto3 (and subprocesses) at it for the session
   new_bucket      function: new_bucket() -> a fresh, empty bucket name
-  store_url       parametrized ["local", "s3"]: a fresh store URL (tmp path or s3://bucket/prefix)
+  store_url       parametrized ["local", "s3"]: a fresh, empty store URL (a tmp path, or
+                  s3://BUCKET/PREFIX with a prefix no other test uses)
   local_store_url a fresh local store path, for tests that only need one backend
   cache_dir       a fresh cache folder
   store           artfs.Store(store_url, cache_dir)
@@ -168,13 +169,23 @@ def new_bucket(s3_endpoint):
 
 # -- stores on both backends ------------------------------------------------------
 
+@pytest.fixture(scope="session")
+def s3_test_bucket(s3_endpoint):
+    """One bucket for the session; each S3 store gets a fresh prefix in it. (In SeaweedFS
+    every bucket allocates a volume on its first write, ~0.2 s; a prefix costs nothing.)"""
+    return make_bucket(s3_endpoint)
+
+
+def fresh_s3_url(bucket: str) -> str:
+    return f"s3://{bucket}/t{next(_bucket_numbers)}-{secrets.token_hex(3)}/reg"
+
+
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def store_url(request, tmp_path):
-    """A fresh, empty store URL: a local folder, or s3://fresh-bucket/prefix on SeaweedFS."""
+    """A fresh, empty store URL: a local folder, or s3://BUCKET/fresh-prefix on SeaweedFS."""
     if request.param == "local":
         return str(tmp_path / "store")
-    endpoint = request.getfixturevalue("s3_endpoint")
-    return f"s3://{make_bucket(endpoint)}/reg"
+    return fresh_s3_url(request.getfixturevalue("s3_test_bucket"))
 
 
 @pytest.fixture

@@ -60,8 +60,9 @@ def free_ports(count: int, with_grpc: int = 0) -> list[int]:
 class SeaweedFS:
     """`weed server` with S3 on loopback. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, volume_size_mb: int = 64):
+    def __init__(self, volume_size_mb: int = 64, max_volumes: int = 2000):
         self.volume_size_mb = volume_size_mb
+        self.max_volumes = max_volumes
         self.proc: subprocess.Popen | None = None
         self.dir: str | None = None
         self.endpoint: str | None = None
@@ -87,11 +88,17 @@ class SeaweedFS:
                 # Off: extra listeners on fixed default ports (clash with any other weed on
                 # the host) and the telemetry report (no network beyond loopback).
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                # Every bucket is a collection with volumes of its own: allow many (they are
+                # sparse files, not preallocated) so tests can use a fresh bucket each.
+                f"-volume.max={self.max_volumes}",
             ]
             log = open(self.log_path, "ab")
             try:
+                # A new collection grows 1 volume at a time instead of 7 (master.toml's
+                # volume_growth.copy_1, set through the environment).
+                env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
                 self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True, cwd=self.dir)
+                                             start_new_session=True, cwd=self.dir, env=env)
             finally:
                 log.close()
             self.endpoint = f"http://127.0.0.1:{s3}"
