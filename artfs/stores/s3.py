@@ -23,6 +23,10 @@ _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
+class _InvalidRange(Exception):
+    """A ranged GET starting at or past the end of the object (HTTP 416)."""
+
+
 def make_client(endpoint_url: str | None = None, profile: str | None = None):
     config = botocore.config.Config(
         retries={"mode": "standard", "max_attempts": int(os.environ.get("ARTFS_S3_ATTEMPTS", "4"))},
@@ -57,6 +61,8 @@ class S3Store(ObjectStore):
             code = error_code(e)
             if code in _MISSING:
                 raise NotFound(f"{key}: not found in {self.url}") from None
+            if code == "InvalidRange":
+                raise _InvalidRange(key)
             if code in _LOST_RACE:
                 raise PreconditionFailed(f"{key}: changed or exists already") from None
             if code in ("NoSuchBucket",):
@@ -75,7 +81,10 @@ class S3Store(ObjectStore):
             if end is not None and end <= start:
                 return b""
             kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
-        r = self._call(key, self.client.get_object, Key=self.prefix + key, **kwargs)
+        try:
+            r = self._call(key, self.client.get_object, Key=self.prefix + key, **kwargs)
+        except _InvalidRange:
+            return b""  # the range starts past the end: no bytes, as a local file read gives
         return self._read_body(key, r)
 
     def _read_body(self, key, response) -> bytes:
@@ -94,7 +103,13 @@ class S3Store(ObjectStore):
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        r = self._call(key, self.client.put_object, Key=self.prefix + key, Body=data, **kwargs)
+        try:
+            r = self._call(key, self.client.put_object, Key=self.prefix + key, Body=data, **kwargs)
+        except NotFound:
+            if if_match is None:
+                raise
+            # AWS answers If-Match on a missing key with 404; SeaweedFS with 412. Both lose.
+            raise PreconditionFailed(f"{key}: changed since it was read") from None
         return r["ETag"]
 
     def put_stream(self, key, stream):
@@ -113,17 +128,22 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, r["ContentLength"], r["ETag"], r["LastModified"].timestamp())
 
     def list(self, prefix) -> Iterator[ObjectInfo]:
-        token = None
+        # Sorted here: not every S3 server lists in key order (SeaweedFS walks folders,
+        # so "a/1" comes before "a-b/1").
+        found, token = [], None
         while True:
             kwargs = {"Prefix": self.prefix + prefix}
             if token:
                 kwargs["ContinuationToken"] = token
             r = self._call(prefix, self.client.list_objects_v2, **kwargs)
             for o in r.get("Contents", []):
-                yield ObjectInfo(o["Key"][len(self.prefix):], o["Size"], o["ETag"], o["LastModified"].timestamp())
+                found.append(ObjectInfo(o["Key"][len(self.prefix):], o["Size"], o["ETag"],
+                                        o["LastModified"].timestamp()))
             if not r.get("IsTruncated"):
-                return
+                break
             token = r["NextContinuationToken"]
+        found.sort(key=lambda o: o.key)
+        return iter(found)
 
     def list_prefixes(self, prefix):
         names, token = [], None
