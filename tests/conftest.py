@@ -23,6 +23,7 @@ import itertools
 import os
 import secrets
 import subprocess
+import threading
 import sys
 from dataclasses import dataclass
 
@@ -211,3 +212,116 @@ def store(store_url, cache_dir):
 def artfs(store_url, cache_dir, tmp_path):
     """Runs `artfs ARGS…` against this test's store; cwd is the test's tmp_path."""
     return ArtfsCLI(store_url, cache_dir, cwd=str(tmp_path))
+
+
+# -- instrumentation ----------------------------------------------------------------
+
+class CountingStore:
+    """Wraps a real ObjectStore (local or S3) and records every request it forwards:
+    `writes` as (key, bytes), `reads` as (key, bytes returned). Instrumentation, not a mock:
+    everything still goes to the real store."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.url = inner.url
+        self.writes: list[tuple[str, int]] = []
+        self.reads: list[tuple[str, int]] = []
+        self.other: list[tuple[str, str]] = []  # (operation, key or prefix)
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.writes, self.reads, self.other = [], [], []
+
+    def _note(self, where, item):
+        with self._lock:
+            where.append(item)
+
+    def written(self, prefix: str = "") -> list[tuple[str, int]]:
+        return [(k, n) for k, n in self.writes if k.startswith(prefix)]
+
+    def read_from(self, prefix: str = "") -> list[tuple[str, int]]:
+        return [(k, n) for k, n in self.reads if k.startswith(prefix)]
+
+    def get(self, key, start=0, end=None):
+        data = self.inner.get(key, start, end)
+        self._note(self.reads, (key, len(data)))
+        return data
+
+    def get_with_etag(self, key):
+        data, etag = self.inner.get_with_etag(key)
+        self._note(self.reads, (key, len(data)))
+        return data, etag
+
+    def put(self, key, data, *, if_none_match=False, if_match=None):
+        etag = self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
+        self._note(self.writes, (key, len(data)))
+        return etag
+
+    def put_stream(self, key, stream):
+        counted = _CountingReader(stream)
+        self.inner.put_stream(key, counted)
+        self._note(self.writes, (key, counted.n))
+
+    def head(self, key):
+        self._note(self.other, ("head", key))
+        return self.inner.head(key)
+
+    def exists(self, key):
+        return self.head(key) is not None
+
+    def list(self, prefix):
+        self._note(self.other, ("list", prefix))
+        return self.inner.list(prefix)
+
+    def list_prefixes(self, prefix):
+        self._note(self.other, ("list_prefixes", prefix))
+        return self.inner.list_prefixes(prefix)
+
+    def delete(self, key, *, if_match=None):
+        self._note(self.other, ("delete", key))
+        return self.inner.delete(key, if_match=if_match)
+
+
+class _CountingReader:
+    def __init__(self, f):
+        self.f, self.n = f, 0
+
+    def read(self, n=-1):
+        buf = self.f.read(n)
+        self.n += len(buf)
+        return buf
+
+
+@pytest.fixture
+def counted(store_url, cache_dir):
+    """(Store, CountingStore): a Store whose every object-store request is recorded."""
+    from artfs import Store
+    from artfs.stores import open_store
+
+    counter = CountingStore(open_store(store_url))
+    return Store(store_url, cache_dir, objects=counter), counter
+
+
+# -- files on disk ------------------------------------------------------------------
+
+def write_tree(root, files: dict) -> str:
+    """Writes {relative path: bytes or str} under root; returns root as str."""
+    root = str(root)
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+    return root
+
+
+def read_tree(root) -> dict:
+    """{relative path: bytes} of every file under root."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(str(root)):
+        for fn in files:
+            full = os.path.join(dirpath, fn)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, str(root)).replace(os.sep, "/")] = f.read()
+    return out
