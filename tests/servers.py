@@ -163,7 +163,7 @@ class SeaweedFS:
             return
         try:
             # weed's graceful shutdown can hang for long; its data is thrown away anyway.
-            proc.wait(timeout=2)
+            proc.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
