@@ -249,3 +249,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"artfs: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", err=True)
         sys.exit(EXIT_ERROR)
+
+
+from .cli_mount import register as _register_mount_commands  # noqa: E402  (verbs defined beside their layer)
+
+_register_mount_commands(cli)

@@ -1,0 +1,124 @@
+"""Verified content for the filesystem: memory, then the disk cache, then the store.
+
+Concurrency in trio's terms: all bookkeeping (the memory LRU and the in-flight
+table) happens on the trio thread, so it needs no locks; only disk and store
+I/O run in worker threads, bounded by one CapacityLimiter. Every piece has an
+in-flight Event while it is being loaded, so any number of readers waiting
+for one piece cause a single fetch ("single flight").
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from cachetools import LRUCache
+
+from ..cache import ContentCache
+from ..errors import StoreUnavailable
+from ..fetch import EMPTY_DIGEST, Piece, fetch_run, group
+from ..stores import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+class ContentSource:
+    def __init__(self, store: ObjectStore, cache: ContentCache, *, memory_bytes: int = 256 << 20,
+                 threads: int = 8, timeout: float = 30.0):
+        self.store = store
+        self.cache = cache
+        self.timeout = timeout
+        self.limiter = trio.CapacityLimiter(threads)
+        self._memory: LRUCache = LRUCache(maxsize=memory_bytes, getsizeof=len)
+        self._inflight: dict[bytes, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.fetches = 0  # ranged GETs issued, for tests and stats
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Background read-ahead runs in this nursery."""
+        self._nursery = nursery
+
+    async def get(self, piece: Piece, companions: list[Piece] = ()) -> bytes:
+        """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip."""
+        if piece.size == 0:
+            return b""
+        while True:
+            data = self._memory.get(piece.digest)
+            if data is not None:
+                return data
+            event = self._inflight.get(piece.digest)
+            if event is None:
+                break
+            await event.wait()  # someone else is loading it; if they failed we try ourselves
+        loaded = await self._load([piece, *companions], wait=True)
+        data = loaded.get(piece.digest)
+        if data is None:
+            raise StoreUnavailable(f"could not load {piece.key}")
+        return data
+
+    def prefetch(self, pieces: list[Piece]) -> None:
+        """Starts loading pieces in the background (no-op for ones cached or in flight)."""
+        if self._nursery is None:
+            return
+        todo = [p for p in pieces if p.size and p.digest not in self._memory and p.digest not in self._inflight]
+        if todo:
+            self._claim(todo)
+            self._nursery.start_soon(self._background, todo)
+
+    def cached(self, piece: Piece) -> bool:
+        return piece.size == 0 or piece.digest in self._memory
+
+    def _claim(self, pieces: list[Piece]) -> None:
+        for p in pieces:
+            self._inflight[p.digest] = trio.Event()
+
+    def _release(self, pieces: list[Piece]) -> None:
+        for p in pieces:
+            event = self._inflight.pop(p.digest, None)
+            if event is not None:
+                event.set()
+
+    async def _background(self, pieces: list[Piece]) -> None:
+        try:
+            await self._run_claimed(pieces)
+        except Exception as e:  # read-ahead failures surface on the real read, once
+            log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
+
+    async def _load(self, pieces: list[Piece], wait: bool) -> dict[bytes, bytes]:
+        first, rest = pieces[0], pieces[1:]
+        todo = [first] + [p for p in rest if p.size and p.digest not in self._memory and p.digest not in self._inflight]
+        self._claim(todo)
+        return await self._run_claimed(todo)
+
+    async def _run_claimed(self, pieces: list[Piece]) -> dict[bytes, bytes]:
+        try:
+            with trio.fail_after(self.timeout):
+                loaded = await trio.to_thread.run_sync(
+                    self._load_blocking, pieces, limiter=self.limiter, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise StoreUnavailable(f"timed out after {self.timeout:g}s reading {pieces[0].key}") from None
+        finally:
+            self._release(pieces)
+        for digest, data in loaded.items():
+            self._memory[digest] = data
+        return loaded
+
+    def _load_blocking(self, pieces: list[Piece]) -> dict[bytes, bytes]:
+        """Worker thread: disk cache first, then one ranged GET per run of misses."""
+        out: dict[bytes, bytes] = {}
+        missing = []
+        for p in pieces:
+            data = self.cache.get(p.digest, p.size)
+            if data is None:
+                missing.append(p)
+            else:
+                out[p.digest] = data
+        for run in group(missing):
+            self.fetches += 1
+            for p, data in zip(run, fetch_run(self.store, run)):
+                self.cache.put(p.digest, data)
+                out[p.digest] = data
+        return out
+
+
+__all__ = ["ContentSource", "EMPTY_DIGEST"]

@@ -1,0 +1,252 @@
+"""What the store looks like as a file system is defined here and only here.
+
+    /<project>/<artifact>/v<N>/...      read-only version trees
+    /<project>/<artifact>/<alias>       symlink -> v<N>
+    /<project>/<artifact>/drafts/       drafts (writable; see the drafts layer)
+
+Nodes get inode numbers on first sight and keep them while the kernel knows
+them (lookup counts). Version trees are immutable, so their nodes carry the
+version and entry index and nothing ever needs invalidating. Methods that may
+list the store (`*_blocking`) must run in a worker thread; the rest only
+touch memory and are safe on the trio thread. One lock guards the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..errors import NotFound
+from ..manifest import Manifest
+from ..names import ArtifactName, parse_version, version_name
+from ..registry import VersionRecord
+from .catalog import Catalog
+
+ROOT_INO = 1
+DRAFTS = "drafts"
+
+# kinds
+ROOT, PROJECT, ARTIFACT, VERSION, DIR, FILE, ALIAS, DRAFTS_DIR = (
+    "root", "project", "artifact", "version", "dir", "file", "alias", "drafts")
+IMMUTABLE = {VERSION, DIR, FILE}
+
+
+@dataclass(eq=False)
+class Node:
+    ino: int
+    kind: str
+    key: tuple
+    project: str = ""
+    artifact: ArtifactName | None = None
+    version: VersionRecord | None = None
+    path: str = ""  # inside the version
+    index: int = -1  # manifest entry index for files
+    target: str = ""  # alias symlink target
+    lookups: int = 0
+    manifest: Manifest | None = field(default=None, repr=False)
+
+    @property
+    def immutable(self) -> bool:
+        return self.kind in IMMUTABLE
+
+
+@dataclass
+class Attr:
+    ino: int
+    mode: int
+    size: int
+    mtime: float
+    nlink: int = 1
+
+
+class Tree:
+    def __init__(self, catalog: Catalog, load_manifest, uid: int = 0, gid: int = 0):
+        self.catalog = catalog
+        self.load_manifest = load_manifest  # VersionRecord -> Manifest (blocking)
+        self.uid, self.gid = uid, gid
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._by_ino: dict[int, Node] = {}
+        self._by_key: dict[tuple, Node] = {}
+        self._next_ino = ROOT_INO + 1
+        root = Node(ROOT_INO, ROOT, ("root",))
+        self._by_ino[ROOT_INO] = root
+        self._by_key[root.key] = root
+
+    # -- inode table ----------------------------------------------------------
+    def node(self, ino: int) -> Node:
+        n = self._by_ino.get(ino)
+        if n is None:
+            raise NotFound(f"inode {ino} is no longer known")
+        return n
+
+    def _get(self, key: tuple, make) -> Node:
+        with self._lock:
+            n = self._by_key.get(key)
+            if n is None:
+                n = make(self._next_ino)
+                self._next_ino += 1
+                self._by_key[key] = n
+                self._by_ino[n.ino] = n
+            return n
+
+    def remember(self, node: Node) -> None:
+        """The kernel now holds one more reference (lookup, readdirplus entry)."""
+        with self._lock:
+            node.lookups += 1
+
+    def forget(self, ino: int, count: int) -> None:
+        with self._lock:
+            n = self._by_ino.get(ino)
+            if n is None or ino == ROOT_INO:
+                return
+            n.lookups -= count
+            if n.lookups <= 0:
+                del self._by_ino[ino]
+                if self._by_key.get(n.key) is n:
+                    del self._by_key[n.key]
+
+    # -- node factories ---------------------------------------------------------
+    def _project(self, p: str) -> Node:
+        return self._get(("p", p), lambda ino: Node(ino, PROJECT, ("p", p), project=p))
+
+    def _artifact(self, a: ArtifactName) -> Node:
+        return self._get(("a", a), lambda ino: Node(ino, ARTIFACT, ("a", a), project=a.project, artifact=a))
+
+    def _version(self, rec: VersionRecord) -> Node:
+        key = ("v", rec.artifact, rec.number)
+        return self._get(key, lambda ino: Node(ino, VERSION, key, project=rec.artifact.project,
+                                               artifact=rec.artifact, version=rec))
+
+    def _alias(self, a: ArtifactName, alias: str, target: str) -> Node:
+        key = ("l", a, alias, target)  # a moved alias is a new node: no stale readlink
+        return self._get(key, lambda ino: Node(ino, ALIAS, key, project=a.project, artifact=a, target=target))
+
+    def _drafts(self, a: ArtifactName) -> Node:
+        key = ("d", a)
+        return self._get(key, lambda ino: Node(ino, DRAFTS_DIR, key, project=a.project, artifact=a))
+
+    def _inside(self, parent: Node, name: str, index: int | None) -> Node:
+        path = f"{parent.path}/{name}" if parent.path else name
+        rec = parent.version
+        if index is None:
+            key = ("f", rec.artifact, rec.number, path)
+            kind = DIR
+        else:
+            key = ("e", rec.artifact, rec.number, index)
+            kind = FILE
+        return self._get(key, lambda ino: Node(ino, kind, key, project=parent.project, artifact=parent.artifact,
+                                               version=rec, path=path, index=-1 if index is None else index,
+                                               manifest=parent.manifest))
+
+    # -- directory contents -------------------------------------------------------
+    def needs_thread(self, node: Node) -> bool:
+        """Whether listing or looking up in `node` may touch the store."""
+        return not (node.kind in (DIR, FILE) or (node.kind == VERSION and node.manifest is not None))
+
+    def ensure_manifest_blocking(self, node: Node) -> Manifest:
+        if node.manifest is None:
+            node.manifest = self.load_manifest(node.version)
+        return node.manifest
+
+    def lookup(self, parent: Node, name: str) -> Node:
+        """Child `name` of `parent` (blocking unless `needs_thread(parent)` is False)."""
+        kind = parent.kind
+        if kind == ROOT:
+            if name in self.catalog.projects():
+                return self._project(name)
+        elif kind == PROJECT:
+            if name in self.catalog.artifacts(parent.project):
+                return self._artifact(ArtifactName(parent.project, name))
+        elif kind == ARTIFACT:
+            return self._lookup_in_artifact(parent.artifact, name)
+        elif kind in (VERSION, DIR):
+            m = self.ensure_manifest_blocking(parent) if kind == VERSION else parent.manifest
+            path = f"{parent.path}/{name}" if parent.path else name
+            i = m.index(path)
+            if i is not None:
+                return self._inside(parent, name, i)
+            if m.is_dir(path):
+                return self._inside(parent, name, None)
+        raise NotFound(name)
+
+    def _lookup_in_artifact(self, a: ArtifactName, name: str) -> Node:
+        if name == DRAFTS:
+            return self._drafts(a)
+        state = self.catalog.artifact(a)
+        n = parse_version(name)
+        if n is not None and n in state.versions:
+            return self._version(state.versions[n])
+        if name in state.aliases:
+            return self._alias(a, name, version_name(state.aliases[name]))
+        raise NotFound(name)
+
+    def children(self, node: Node) -> list[tuple[str, object]]:
+        """(name, how to make the node) for every child, in a stable order."""
+        kind = node.kind
+        if kind == ROOT:
+            return [(p, ("p", p)) for p in self.catalog.projects()]
+        if kind == PROJECT:
+            return [(a, ("a", a)) for a in self.catalog.artifacts(node.project)]
+        if kind == ARTIFACT:
+            state = self.catalog.artifact(node.artifact)
+            out = [(version_name(n), ("v", n)) for n in sorted(state.versions)]
+            out += [(alias, ("l", alias)) for alias in sorted(state.aliases)]
+            out.append((DRAFTS, ("d",)))
+            return out
+        if kind in (VERSION, DIR):
+            m = self.ensure_manifest_blocking(node) if kind == VERSION else node.manifest
+            return [(name, ("i", i)) for name, i in m.children(node.path)]
+        return []
+
+    def child_node(self, parent: Node, name: str, how) -> Node:
+        tag = how[0]
+        if tag == "p":
+            return self._project(name)
+        if tag == "a":
+            return self._artifact(ArtifactName(parent.project, name))
+        if tag == "i":
+            return self._inside(parent, name, how[1])
+        if tag == "d":
+            return self._drafts(parent.artifact)
+        return self._lookup_in_artifact(parent.artifact, name)
+
+    # -- attributes ---------------------------------------------------------------
+    def attr(self, node: Node) -> Attr:
+        kind = node.kind
+        if kind == FILE:
+            size = node.manifest.sizes[node.index]
+            mode = stat.S_IFREG | (0o555 if node.manifest.modes[node.index] & 0o111 else 0o444)
+            return Attr(node.ino, mode, max(size, 0), node.version.created)
+        if kind in (VERSION, DIR):
+            return Attr(node.ino, stat.S_IFDIR | 0o555, 0, node.version.created, 2)
+        if kind == ALIAS:
+            return Attr(node.ino, stat.S_IFLNK | 0o777, len(node.target), self.started)
+        if kind == DRAFTS_DIR:
+            return Attr(node.ino, stat.S_IFDIR | 0o755, 0, self.started, 2)
+        return Attr(node.ino, stat.S_IFDIR | 0o555, 0, self.started, 2)
+
+    # -- extended attributes ---------------------------------------------------------
+    def xattrs(self, node: Node) -> dict[str, bytes]:
+        if node.kind == FILE:
+            e = node.manifest.entry(node.index)
+            out = {"user.artfs.digest": e.hexdigest.encode()}
+            if e.ref:
+                out["user.artfs.ref"] = e.ref["uri"].encode()
+            return out
+        if node.kind == VERSION:
+            rec = node.version
+            return {
+                "user.artfs.type": rec.type.encode(),
+                "user.artfs.description": rec.description.encode(),
+                "user.artfs.metadata": json.dumps(rec.metadata, sort_keys=True).encode(),
+                "user.artfs.version": f"{rec.artifact}:{rec.name}".encode(),
+                "user.artfs.digest": rec.manifest.encode(),
+            }
+        if node.kind == ARTIFACT:
+            state = self.catalog.artifact(node.artifact)
+            return {"user.artfs.type": (state.type or "").encode()}
+        return {}
