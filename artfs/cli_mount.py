@@ -17,7 +17,7 @@ def _size(ctx, param, value):
 
 
 @click.command()
-@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("mountpoint", type=click.Path())  # checked by prepare_mountpoint: one clear line
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (for systemd).")
 @click.option("--cache-size", default=str(DEFAULT_CACHE_SIZE >> 30) + "G", callback=_size, show_default=True,
               help="Bound on the local content cache (e.g. 20G).")

@@ -67,7 +67,7 @@ def unmount(path: str, lazy: bool = False) -> None:
 def prepare_mountpoint(path: str) -> str:
     path = os.path.abspath(path)
     if is_stale(path):
-        log.warning("%s is a stale mount (its daemon died); unmounting it first", path)
+        log.info("%s is a stale mount (its daemon died); unmounting it first", path)
         print(f"artfs: {path} was a stale mount (its daemon died); recovering it", file=sys.stderr)
         unmount(path, lazy=True)
     if not os.path.isdir(path):
