@@ -115,6 +115,7 @@ class ContentSource:
                 out[p.digest] = data
         for run in group(missing):
             self.fetches += 1
+            log.debug("fetch %s bytes %d-%d (%d pieces)", run[0].key, run[0].offset, max(p.end for p in run), len(run))
             for p, data in zip(run, fetch_run(self.store, run)):
                 self.cache.put(p.digest, data)
                 out[p.digest] = data
