@@ -254,3 +254,7 @@ def main(argv: list[str] | None = None) -> None:
 from .cli_mount import register as _register_mount_commands  # noqa: E402  (verbs defined beside their layer)
 
 _register_mount_commands(cli)
+
+from .cli_drafts import register as _register_draft_commands  # noqa: E402
+
+_register_draft_commands(cli)

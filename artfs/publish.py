@@ -52,6 +52,7 @@ class FileSource:
 
     path: str
     local: str
+    mode: int | None = None  # None: take the executable bit from the local file
 
 
 @dataclass
@@ -168,7 +169,7 @@ class Publisher:
             raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
         if not stat_mod.S_ISREG(st.st_mode):
             raise InvalidInput(f"{src.local} is not a regular file")
-        mode = 0o755 if st.st_mode & 0o111 else 0o644
+        mode = 0o755 if (st.st_mode if src.mode is None else src.mode) & 0o111 else 0o644
         if st.st_size <= SMALL_LIMIT:
             try:
                 with open(src.local, "rb") as f:

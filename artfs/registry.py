@@ -277,7 +277,9 @@ class Registry:
 
     # -- manifests ----------------------------------------------------------------
     def manifest(self, rec: VersionRecord) -> Manifest:
-        hexdigest = rec.manifest
+        return self.manifest_by_digest(rec.manifest)
+
+    def manifest_by_digest(self, hexdigest: str) -> Manifest:
         m = self._manifests.get(hexdigest)
         if m is None:
             key = manifest_key(hexdigest)

@@ -17,6 +17,7 @@ from .download import DownloadStats, Downloader
 from .errors import InvalidInput, NotFound
 from .manifest import Entry, Manifest
 from .names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
+from .drafts import Draft
 from .publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from .registry import Registry, VersionRecord
 from .stores import ObjectStore, open_store
@@ -71,13 +72,14 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         carried: Iterable[Entry] = (),
         *,
         base: VersionRecord | None = None,
-        same_as: VersionRecord | None = None,
+        same_as: VersionRecord | list[VersionRecord] | None = None,
         description: str | None = None,
         metadata: dict | None = None,
         aliases: Iterable[str] = (),
         progress: Callable[[int], None] | None = None,
     ) -> Published:
-        """Stores new content and commits a version, unless it equals `same_as`.
+        """Stores new content and commits a version, unless it equals `same_as`
+        (a version, or a list of candidates: the first whose content matches wins).
 
         `base` is recorded as the version this one was derived from.
         """
@@ -90,10 +92,13 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         if not len(manifest):
             raise InvalidInput(f"nothing to commit to {name}: no files")
         encoded = manifest.encode()
-        if same_as is not None and digest_bytes(encoded).hex() == same_as.manifest:
+        hexdigest = digest_bytes(encoded).hex()
+        candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
+        match = next((c for c in candidates if c.manifest == hexdigest), None)
+        if match is not None:
             for alias in aliases:
-                self.registry.set_alias(name, alias, same_as.number)
-            return Published(same_as, False, publisher.stats)
+                self.registry.set_alias(name, alias, match.number)
+            return Published(match, False, publisher.stats)
         rec = self.registry.commit(
             name, type_, manifest, encoded,
             base=base.number if base else None, description=description or "",
@@ -114,3 +119,21 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
             return r
 
         return self.registry.update_version(rec, change)
+
+    def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
+                     description: str | None = None, metadata: dict | None = None,
+                     progress: Callable[[int], None] | None = None) -> Published:
+        """Commits a draft as the next version. Safe to run again after a crash: a version
+        made from this draft's base since the draft was created, with the same content,
+        is recognised as this commit's own and returned instead of a duplicate."""
+        info = draft.info
+        a = info.artifact_name
+        existing = self.registry.artifact_type(a)
+        type_ = type_ or info.type or existing
+        if not type_:
+            raise InvalidInput(f"{a} is a new artifact: give its type (artfs commit … --type dataset)")
+        base = self.registry.version(a, info.base) if info.base is not None else None
+        earlier = [r for r in self.registry.versions(a) if r.base == info.base and r.created >= info.created]
+        files, carried = draft.snapshot()
+        return self.publish(a, type_, files, carried, base=base, same_as=([base] if base else []) + earlier,
+                            description=description, metadata=metadata, aliases=aliases, progress=progress)

@@ -25,6 +25,7 @@ from ..cache import ContentCache
 from ..errors import ArtfsError, InvalidInput
 from .catalog import Catalog
 from .content import ContentSource
+from .draftset import DraftSet
 from .ops import Operations
 from .tree import Tree
 
@@ -121,7 +122,7 @@ def build(opts: MountOptions):
     store = Store(opts.store_url, opts.cache_dir)
     cache = ContentCache(store.cache_dir, opts.cache_size)
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases)
-    tree = Tree(catalog, store.manifest, uid=os.getuid(), gid=os.getgid())
+    tree = Tree(catalog, store.manifest, DraftSet(store, catalog), uid=os.getuid(), gid=os.getgid())
     content = ContentSource(store.objects, cache, threads=opts.threads, timeout=opts.timeout)
     return store, Operations(tree, content, opts.refresh)
 

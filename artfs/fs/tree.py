@@ -23,15 +23,18 @@ from ..errors import NotFound
 from ..manifest import Manifest
 from ..names import ArtifactName, parse_version, version_name
 from ..registry import VersionRecord
+from ..drafts import ROOT as DRAFT_ROOT, Draft
 from .catalog import Catalog
+from .draftset import DraftSet
 
 ROOT_INO = 1
 DRAFTS = "drafts"
 
 # kinds
-ROOT, PROJECT, ARTIFACT, VERSION, DIR, FILE, ALIAS, DRAFTS_DIR = (
-    "root", "project", "artifact", "version", "dir", "file", "alias", "drafts")
+ROOT, PROJECT, ARTIFACT, VERSION, DIR, FILE, ALIAS, DRAFTS_DIR, DRAFT, DNODE = (
+    "root", "project", "artifact", "version", "dir", "file", "alias", "drafts", "draft", "dnode")
 IMMUTABLE = {VERSION, DIR, FILE}
+IN_DRAFT = {DRAFT, DNODE}  # a draft's root folder, and anything below it
 
 
 @dataclass(eq=False)
@@ -47,6 +50,9 @@ class Node:
     target: str = ""  # alias symlink target
     lookups: int = 0
     manifest: Manifest | None = field(default=None, repr=False)
+    draft: Draft | None = field(default=None, repr=False)
+    dino: int = 0  # inode inside the draft
+    draft_name: str = ""
 
     @property
     def immutable(self) -> bool:
@@ -63,8 +69,9 @@ class Attr:
 
 
 class Tree:
-    def __init__(self, catalog: Catalog, load_manifest, uid: int = 0, gid: int = 0):
+    def __init__(self, catalog: Catalog, load_manifest, drafts: DraftSet, uid: int = 0, gid: int = 0):
         self.catalog = catalog
+        self.drafts = drafts
         self.load_manifest = load_manifest  # VersionRecord -> Manifest (blocking)
         self.uid, self.gid = uid, gid
         self.started = time.time()
@@ -129,6 +136,26 @@ class Tree:
         key = ("d", a)
         return self._get(key, lambda ino: Node(ino, DRAFTS_DIR, key, project=a.project, artifact=a))
 
+    def _draft_root(self, a: ArtifactName, name: str) -> Node:
+        draft = self.drafts.get(a, name)
+        key = ("x", draft.path, DRAFT_ROOT)
+        return self._get(key, lambda ino: Node(ino, DRAFT, key, project=a.project, artifact=a, draft=draft,
+                                               dino=DRAFT_ROOT, draft_name=name))
+
+    def draft_node(self, parent: Node, dino: int) -> Node:
+        key = ("x", parent.draft.path, dino)
+        return self._get(key, lambda ino: Node(ino, DNODE, key, project=parent.project, artifact=parent.artifact,
+                                               draft=parent.draft, dino=dino, draft_name=parent.draft_name))
+
+    def known(self, key: tuple) -> Node | None:
+        return self._by_key.get(key)
+
+    def drop(self, node: Node) -> None:
+        """Forgets a node whose thing is gone (a committed or discarded draft)."""
+        with self._lock:
+            if self._by_key.get(node.key) is node:
+                del self._by_key[node.key]
+
     def _inside(self, parent: Node, name: str, index: int | None) -> Node:
         path = f"{parent.path}/{name}" if parent.path else name
         rec = parent.version
@@ -144,8 +171,14 @@ class Tree:
 
     # -- directory contents -------------------------------------------------------
     def needs_thread(self, node: Node) -> bool:
-        """Whether listing or looking up in `node` may touch the store."""
+        """Whether listing, looking up in or stat-ing `node` may block (store or disk)."""
         return not (node.kind in (DIR, FILE) or (node.kind == VERSION and node.manifest is not None))
+
+    def projects(self) -> list[str]:
+        return sorted(set(self.catalog.projects()) | set(self.drafts.drafts.pending_projects()))
+
+    def artifacts(self, project: str) -> list[str]:
+        return sorted(set(self.catalog.artifacts(project)) | set(self.drafts.drafts.pending_artifacts(project)))
 
     def ensure_manifest_blocking(self, node: Node) -> Manifest:
         if node.manifest is None:
@@ -156,13 +189,18 @@ class Tree:
         """Child `name` of `parent` (blocking unless `needs_thread(parent)` is False)."""
         kind = parent.kind
         if kind == ROOT:
-            if name in self.catalog.projects():
+            if name in self.projects():
                 return self._project(name)
         elif kind == PROJECT:
-            if name in self.catalog.artifacts(parent.project):
+            if name in self.artifacts(parent.project):
                 return self._artifact(ArtifactName(parent.project, name))
         elif kind == ARTIFACT:
             return self._lookup_in_artifact(parent.artifact, name)
+        elif kind == DRAFTS_DIR:
+            if self.drafts.drafts.exists(parent.artifact, name):
+                return self._draft_root(parent.artifact, name)
+        elif kind in IN_DRAFT:
+            return self.draft_node(parent, parent.draft.lookup(parent.dino, name).ino)
         elif kind in (VERSION, DIR):
             m = self.ensure_manifest_blocking(parent) if kind == VERSION else parent.manifest
             path = f"{parent.path}/{name}" if parent.path else name
@@ -188,9 +226,13 @@ class Tree:
         """(name, how to make the node) for every child, in a stable order."""
         kind = node.kind
         if kind == ROOT:
-            return [(p, ("p", p)) for p in self.catalog.projects()]
+            return [(p, ("p", p)) for p in self.projects()]
         if kind == PROJECT:
-            return [(a, ("a", a)) for a in self.catalog.artifacts(node.project)]
+            return [(a, ("a", a)) for a in self.artifacts(node.project)]
+        if kind == DRAFTS_DIR:
+            return [(d, ("r",)) for d in self.drafts.names(node.artifact)]
+        if kind in IN_DRAFT:
+            return [(name, ("x", a.ino)) for name, a in node.draft.listdir(node.dino)]
         if kind == ARTIFACT:
             state = self.catalog.artifact(node.artifact)
             out = [(version_name(n), ("v", n)) for n in sorted(state.versions)]
@@ -212,11 +254,18 @@ class Tree:
             return self._inside(parent, name, how[1])
         if tag == "d":
             return self._drafts(parent.artifact)
+        if tag == "r":
+            return self._draft_root(parent.artifact, name)
+        if tag == "x":
+            return self.draft_node(parent, how[1])
         return self._lookup_in_artifact(parent.artifact, name)
 
     # -- attributes ---------------------------------------------------------------
     def attr(self, node: Node) -> Attr:
         kind = node.kind
+        if kind in IN_DRAFT:
+            a = node.draft.getattr(node.dino)
+            return Attr(node.ino, a.st_mode, a.size, a.mtime_ns / 1e9, 2 if a.is_dir else 1)
         if kind == FILE:
             size = node.manifest.sizes[node.index]
             mode = stat.S_IFREG | (0o555 if node.manifest.modes[node.index] & 0o111 else 0o444)
@@ -249,4 +298,10 @@ class Tree:
         if node.kind == ARTIFACT:
             state = self.catalog.artifact(node.artifact)
             return {"user.artfs.type": (state.type or "").encode()}
+        if node.kind == DRAFT:
+            info = node.draft.info
+            out = {"user.artfs.draft": str(info).encode()}
+            if info.base is not None:
+                out["user.artfs.base"] = f"{node.artifact}:{version_name(info.base)}".encode()
+            return out
         return {}

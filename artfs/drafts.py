@@ -1,0 +1,506 @@
+"""Drafts: mutable working copies of a version, kept on local disk until committed.
+
+A draft is a folder holding `draft.json` (artifact, base version), a SQLite
+namespace `tree.sqlite` and `data/<ino>` files for content written locally.
+Files and folders from the base version are rows that point back into the
+base manifest (`origin`), so nothing is copied until it is modified; a folder
+lists its base children into the table only when first looked into, so a
+draft of a million-file version costs nothing until used.
+
+Durability: every namespace change is a SQLite transaction with
+synchronous=FULL (WAL), and `sync(ino)` fsyncs a data file, which the FUSE
+layer calls on flush and fsync: what was closed survives a crash of the
+daemon or the host. A data file's size and times are the file's own, so a
+write never touches the database.
+
+This module knows nothing of FUSE; errors are FsError carrying an errno.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sqlite3
+import stat as stat_mod
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from .errors import ArtfsError, InvalidInput, NotFound
+from .manifest import Entry, Manifest
+from .names import ArtifactName, check_name
+from .publish import FileSource
+
+ROOT = 1
+FILE, DIR = "f", "d"
+DRAFTS_FOLDER = "drafts"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS node (
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL,
+    origin TEXT,
+    UNIQUE (parent, name)
+);
+"""
+
+
+class FsError(ArtfsError):
+    def __init__(self, code: int, message: str = ""):
+        super().__init__(message or os.strerror(code))
+        self.errno = code
+
+
+@dataclass
+class DraftInfo:
+    project: str
+    artifact: str
+    name: str
+    base: int | None  # version number, None for a draft of a new artifact
+    base_manifest: str | None
+    type: str | None
+    created: float
+
+    @property
+    def artifact_name(self) -> ArtifactName:
+        return ArtifactName(self.project, self.artifact)
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.artifact}/drafts/{self.name}"
+
+
+@dataclass
+class Attr:
+    ino: int
+    kind: str
+    mode: int  # permission bits only
+    size: int
+    mtime_ns: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.kind == DIR
+
+    @property
+    def st_mode(self) -> int:
+        return (stat_mod.S_IFDIR if self.is_dir else stat_mod.S_IFREG) | self.mode
+
+
+class Draft:
+    def __init__(self, path: str, base: Manifest | None):
+        self.path = path
+        with open(os.path.join(path, "draft.json")) as f:
+            self.info = DraftInfo(**json.load(f))
+        self.base = base
+        self.data_dir = os.path.join(path, "data")
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    # -- transactions ------------------------------------------------------------------
+    @contextmanager
+    def _tx(self):
+        with self._lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+                self.db.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                self.db.execute("ROLLBACK") if self.db.in_transaction else None
+                if "full" in str(e):
+                    raise FsError(errno.ENOSPC, f"draft {self.info}: disk full") from None
+                raise
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    def _row(self, ino: int):
+        row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE ino=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        return row
+
+    def data_path(self, ino: int) -> str:
+        return os.path.join(self.data_dir, str(ino))
+
+    def _attr(self, row) -> Attr:
+        ino, kind, mode, size, mtime_ns, origin = row
+        if kind == FILE and origin is None:
+            try:
+                st = os.stat(self.data_path(ino))
+                size, mtime_ns = st.st_size, st.st_mtime_ns
+            except FileNotFoundError:
+                size = 0
+        return Attr(ino, kind, mode, size, mtime_ns)
+
+    # -- lazily listing base folders ----------------------------------------------------
+    def _materialize(self, db, ino: int) -> None:
+        row = db.execute("SELECT kind, origin FROM node WHERE ino=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        kind, origin = row
+        if kind != DIR:
+            raise FsError(errno.ENOTDIR)
+        if origin is None:
+            return
+        m = self.base
+        mtime_ns = int(self.info.created * 1e9)
+        rows = []
+        for name, i in m.children(origin):
+            child = f"{origin}/{name}" if origin else name
+            if i is None:
+                rows.append((ino, name, DIR, 0o755, 0, mtime_ns, child))
+            else:
+                rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
+        db.executemany("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows)
+        db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
+
+    def _child(self, db, parent: int, name: str):
+        self._materialize(db, parent)
+        return db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
+                          (parent, name)).fetchone()
+
+    # -- reading the namespace ----------------------------------------------------------
+    def lookup(self, parent: int, name: str) -> Attr:
+        with self._tx() as db:
+            row = self._child(db, parent, name)
+        if row is None:
+            raise FsError(errno.ENOENT)
+        return self._attr(row)
+
+    def getattr(self, ino: int) -> Attr:
+        with self._lock:
+            return self._attr(self._row(ino))
+
+    def listdir(self, ino: int) -> list[tuple[str, Attr]]:
+        with self._tx() as db:
+            self._materialize(db, ino)
+            rows = db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? ORDER BY name",
+                              (ino,)).fetchall()
+        return [(r[0], self._attr(r[1:])) for r in rows]
+
+    def base_entry(self, ino: int) -> Entry | None:
+        """The base version's entry whose bytes this file still has, or None if written locally."""
+        with self._lock:
+            _, kind, _, _, _, origin = self._row(ino)
+        if kind != FILE or origin is None:
+            return None
+        return self.base.get(origin)
+
+    # -- changing the namespace ----------------------------------------------------------
+    def _check_new(self, db, parent: int, name: str) -> None:
+        check_entry_name(name)
+        if self._child(db, parent, name) is not None:
+            raise FsError(errno.EEXIST)
+
+    def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+        with self._tx() as db:
+            self._check_new(db, parent, name)
+            cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                             (parent, name, DIR, mode & 0o7777, time.time_ns()))
+            row = self._row(cur.lastrowid)
+        return self._attr(row)
+
+    def create(self, parent: int, name: str, mode: int) -> Attr:
+        """A new empty file written locally; the data file exists before the row does."""
+        with self._tx() as db:
+            self._check_new(db, parent, name)
+            cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                             (parent, name, FILE, _file_mode(mode), time.time_ns()))
+            ino = cur.lastrowid
+            _create_empty(self.data_path(ino))
+            row = self._row(ino)
+        return self._attr(row)
+
+    def unlink(self, parent: int, name: str) -> None:
+        with self._tx() as db:
+            row = self._child(db, parent, name)
+            if row is None:
+                raise FsError(errno.ENOENT)
+            if row[1] == DIR:
+                raise FsError(errno.EISDIR)
+            db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+        _remove(self.data_path(row[0]))  # open descriptors keep reading it, as POSIX says
+
+    def rmdir(self, parent: int, name: str) -> None:
+        with self._tx() as db:
+            row = self._child(db, parent, name)
+            if row is None:
+                raise FsError(errno.ENOENT)
+            if row[1] != DIR:
+                raise FsError(errno.ENOTDIR)
+            self._materialize(db, row[0])
+            if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (row[0],)).fetchone():
+                raise FsError(errno.ENOTEMPTY)
+            db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+
+    def rename(self, parent: int, name: str, new_parent: int, new_name: str, noreplace: bool = False) -> int | None:
+        """Moves an entry; returns the inode it replaced, if any."""
+        check_entry_name(new_name)
+        replaced = None
+        with self._tx() as db:
+            src = self._child(db, parent, name)
+            if src is None:
+                raise FsError(errno.ENOENT)
+            self._materialize(db, new_parent)
+            if src[1] == DIR and self._is_ancestor(db, src[0], new_parent):
+                raise FsError(errno.EINVAL, "cannot move a folder into itself")
+            dst = self._child(db, new_parent, new_name)
+            if dst is not None:
+                if dst[0] == src[0]:
+                    return None
+                if noreplace:
+                    raise FsError(errno.EEXIST)
+                if dst[1] == DIR:
+                    if src[1] != DIR:
+                        raise FsError(errno.EISDIR)
+                    self._materialize(db, dst[0])
+                    if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (dst[0],)).fetchone():
+                        raise FsError(errno.ENOTEMPTY)
+                elif src[1] == DIR:
+                    raise FsError(errno.ENOTDIR)
+                db.execute("DELETE FROM node WHERE ino=?", (dst[0],))
+                replaced = dst[0]
+            db.execute("UPDATE node SET parent=?, name=? WHERE ino=?", (new_parent, new_name, src[0]))
+        if replaced is not None:
+            _remove(self.data_path(replaced))
+        return replaced
+
+    def _is_ancestor(self, db, ancestor: int, ino: int) -> bool:
+        while ino and ino != ROOT:
+            if ino == ancestor:
+                return True
+            ino = db.execute("SELECT parent FROM node WHERE ino=?", (ino,)).fetchone()[0]
+        return ino == ancestor
+
+    def setattr(self, ino: int, mode: int | None = None, mtime_ns: int | None = None) -> Attr:
+        with self._tx() as db:
+            row = self._row(ino)
+            if mode is not None:
+                db.execute("UPDATE node SET mode=? WHERE ino=?", (mode & 0o7777 if row[1] == DIR else _file_mode(mode), ino))
+            if mtime_ns is not None:
+                if row[1] == FILE and row[5] is None:
+                    os.utime(self.data_path(ino), ns=(mtime_ns, mtime_ns))
+                else:
+                    db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
+            row = self._row(ino)
+        return self._attr(row)
+
+    def make_local(self, ino: int, fill: Callable[[str], None] | None) -> None:
+        """Turns a base file into a locally written one: `fill(tmp_path)` writes its current
+        bytes (None: it starts empty, as for O_TRUNC). Atomic: the row changes only after."""
+        with self._lock:
+            row = self._row(ino)
+            if row[1] != FILE:
+                raise FsError(errno.EISDIR)
+            if row[5] is None:
+                return
+            tmp = self.data_path(ino) + ".fill"
+            _create_empty(tmp)
+            if fill is not None:
+                fill(tmp)
+            os.utime(tmp, ns=(row[4], row[4]))
+            _fsync_path(tmp)
+            os.rename(tmp, self.data_path(ino))
+            with self._tx() as db:
+                db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
+
+    def sync(self, ino: int | None = None) -> None:
+        """Makes a locally written file durable (the namespace already is)."""
+        if ino is not None:
+            try:
+                _fsync_path(self.data_path(ino))
+            except FileNotFoundError:
+                pass
+
+    # -- committing -------------------------------------------------------------------------
+    def snapshot(self) -> tuple[list[FileSource], list[Entry]]:
+        """What a commit needs: local files to hash, and base entries carried over unread."""
+        files: list[FileSource] = []
+        carried: list[Entry] = []
+        with self._tx() as db:
+            rows = db.execute("SELECT ino, parent, name, kind, mode, origin FROM node").fetchall()
+        children: dict[int, list] = {}
+        for r in rows:
+            children.setdefault(r[1], []).append(r)
+        root = next((r for r in rows if r[0] == ROOT), None)
+
+        def walk(row, path):
+            ino, _, _, kind, mode, origin = row
+            if kind == DIR:
+                if origin is not None:
+                    self._carry_folder(origin, path, carried)
+                for child in children.get(ino, ()):
+                    walk(child, f"{path}/{child[2]}" if path else child[2])
+            elif origin is not None:
+                e = self.base.get(origin)
+                if e is not None:
+                    e.path, e.mode = path, mode
+                    carried.append(e)
+            else:
+                files.append(FileSource(path, self.data_path(ino), mode))
+
+        if root is not None:
+            walk(root, "")
+        return files, carried
+
+    def _carry_folder(self, origin: str, path: str, out: list[Entry]) -> None:
+        cut = len(origin) + 1 if origin else 0
+        for i in self.base.under(origin):
+            e = self.base.entry(i)
+            rest = e.path[cut:]
+            e.path = f"{path}/{rest}" if path else rest
+            out.append(e)
+
+
+def check_entry_name(name: str) -> None:
+    if name in ("", ".", "..") or "/" in name or "\x00" in name or "\n" in name:
+        raise FsError(errno.EINVAL, f"invalid name {name!r}")
+    if len(name.encode()) > 255:
+        raise FsError(errno.ENAMETOOLONG)
+
+
+def _file_mode(mode: int) -> int:
+    return mode & 0o777
+
+
+def _create_empty(path: str) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.close(fd)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DraftStore:
+    """Every draft on this host, under CACHE/drafts/<project>/<artifact>/<draft>/.
+
+    A project or artifact folder with no version yet ("pending", made by mkdir)
+    is just its folder here.
+    """
+
+    def __init__(self, cache_dir: str):
+        self.root = os.path.join(cache_dir, DRAFTS_FOLDER)
+        os.makedirs(self.root, exist_ok=True)
+
+    def _dir(self, a: ArtifactName, name: str | None = None) -> str:
+        parts = [self.root, a.project, a.name] + ([name] if name else [])
+        return os.path.join(*parts)
+
+    def pending_projects(self) -> list[str]:
+        return sorted(p for p in _listdir(self.root) if _is_name(p))
+
+    def pending_artifacts(self, project: str) -> list[str]:
+        return sorted(a for a in _listdir(os.path.join(self.root, project)) if _is_name(a))
+
+    def add_pending(self, project: str, artifact: str | None = None) -> None:
+        check_name(project, "project")
+        if artifact is not None:
+            check_name(artifact, "artifact name")
+        os.makedirs(os.path.join(self.root, project, *([artifact] if artifact else [])), exist_ok=True)
+
+    def remove_pending(self, project: str, artifact: str | None = None) -> bool:
+        path = os.path.join(self.root, project, *([artifact] if artifact else []))
+        try:
+            os.rmdir(path)
+            return True
+        except OSError:
+            return False
+
+    def names(self, a: ArtifactName) -> list[str]:
+        d = self._dir(a)
+        return sorted(n for n in _listdir(d) if _is_name(n) and os.path.exists(os.path.join(d, n, "draft.json")))
+
+    def exists(self, a: ArtifactName, name: str) -> bool:
+        return os.path.exists(os.path.join(self._dir(a, name), "draft.json"))
+
+    def create(self, a: ArtifactName, name: str, base: int | None, base_manifest: str | None,
+               type_: str | None) -> DraftInfo:
+        """Atomically makes an empty draft folder (a temp folder renamed into place)."""
+        check_name(name, "draft name")
+        final = self._dir(a, name)
+        if os.path.exists(final):
+            raise FsError(errno.EEXIST, f"draft {a}/drafts/{name} exists already")
+        os.makedirs(self._dir(a), exist_ok=True)
+        tmp = final + f".creating-{os.getpid()}"
+        os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
+        info = DraftInfo(a.project, a.name, name, base, base_manifest, type_, time.time())
+        with open(os.path.join(tmp, "draft.json"), "w") as f:
+            json.dump(asdict(info), f)
+            f.flush()
+            os.fsync(f.fileno())
+        db = sqlite3.connect(os.path.join(tmp, "tree.sqlite"), isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT INTO node(ino, parent, name, kind, mode, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
+                   (ROOT, 0, "", DIR, 0o755, time.time_ns(), "" if base_manifest else None))
+        db.close()
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FsError(errno.EEXIST, f"draft {a}/drafts/{name} exists already") from None
+        return info
+
+    def open(self, a: ArtifactName, name: str, load_manifest: Callable[[str], Manifest]) -> Draft:
+        path = self._dir(a, name)
+        if not self.exists(a, name):
+            raise NotFound(f"no draft {a}/drafts/{name}")
+        with open(os.path.join(path, "draft.json")) as f:
+            try:
+                base_digest = json.load(f).get("base_manifest")
+            except ValueError:
+                raise InvalidInput(f"draft {path} is damaged (draft.json)") from None
+        return Draft(path, load_manifest(base_digest) if base_digest else None)
+
+    def discard(self, a: ArtifactName, name: str) -> None:
+        """Removes a draft: renamed away first, so a crash never leaves half a draft."""
+        path = self._dir(a, name)
+        trash = os.path.join(self.root, f".discarded-{a.project}-{a.name}-{name}-{time.time_ns()}")
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _is_name(n: str) -> bool:
+    try:
+        check_name(n)
+        return True
+    except InvalidInput:
+        return False

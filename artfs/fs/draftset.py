@@ -1,0 +1,84 @@
+"""The mount's drafts: which exist, opening them, making them with mkdir, committing.
+
+One mount at a time owns the drafts of a cache folder (an flock on
+CACHE/drafts/.lock); a second mount sharing the cache shows drafts but
+refuses to change them, with a log line saying why.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import threading
+
+from ..drafts import Draft, DraftStore, FsError
+from ..names import ArtifactName
+from ..store import Published, Store
+from .catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+
+class DraftSet:
+    def __init__(self, store: Store, catalog: Catalog):
+        self.store = store
+        self.catalog = catalog
+        self.drafts = DraftStore(store.cache_dir)
+        self._open: dict[tuple[ArtifactName, str], Draft] = {}
+        self._lock = threading.Lock()
+        self._lockfile = open(os.path.join(self.drafts.root, ".lock"), "a")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.writable = True
+        except OSError:
+            self.writable = False
+            log.warning("another mount owns the drafts in %s: drafts are read-only here", self.drafts.root)
+
+    def check_writable(self) -> None:
+        if not self.writable:
+            raise FsError(errno.EROFS, "drafts of this cache are owned by another mount")
+
+    def names(self, a: ArtifactName) -> list[str]:
+        return self.drafts.names(a)
+
+    def get(self, a: ArtifactName, name: str) -> Draft:
+        with self._lock:
+            d = self._open.get((a, name))
+        if d is None:
+            d = self.drafts.open(a, name, self.store.registry.manifest_by_digest)
+            with self._lock:
+                d = self._open.setdefault((a, name), d)
+        return d
+
+    def create(self, a: ArtifactName, name: str) -> Draft:
+        """mkdir in drafts/: a draft of `latest`, or an empty one for a new artifact."""
+        self.check_writable()
+        state = self.catalog.artifact(a)
+        base = state.newest
+        self.drafts.create(a, name, base.number if base else None, base.manifest if base else None, state.type)
+        return self.get(a, name)
+
+    def discard(self, a: ArtifactName, name: str) -> None:
+        self.check_writable()
+        with self._lock:
+            d = self._open.pop((a, name), None)
+        if d is not None:
+            d.close()
+        self.drafts.discard(a, name)
+
+    def commit(self, a: ArtifactName, name: str, **options) -> Published:
+        self.check_writable()
+        draft = self.get(a, name)
+        result = self.store.commit_draft(draft, **options)
+        self.discard(a, name)
+        self.catalog.invalidate(a)
+        log.info("committed draft %s as %s", draft.info, result.version)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            for d in self._open.values():
+                d.close()
+            self._open.clear()
