@@ -3,6 +3,7 @@
 import io
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -152,8 +153,8 @@ def test_list_in_key_order(objects):
 
 def test_list_many(objects):
     # More than one S3 listing page (1000 keys).
-    for i in range(1005):
-        objects.put(f"many/{i:05d}", b"")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: objects.put(f"many/{i:05d}", b""), range(1005)))
     keys = [o.key for o in objects.list("many/")]
     assert keys == [f"many/{i:05d}" for i in range(1005)]
 
