@@ -15,6 +15,7 @@ import functools
 import itertools
 import logging
 import os
+import stat
 
 import pyfuse3
 import trio
@@ -28,6 +29,7 @@ from ..fetch import pieces
 from ..registry import check_metadata
 from .content import ContentSource
 from .tree import ALIAS, ARTIFACT, DRAFT, DRAFTS_DIR, FILE, IN_DRAFT, PROJECT, ROOT, Node, Tree
+from .tree import Attr as TreeAttr
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,26 @@ class Operations(pyfuse3.Operations):
 
     async def _entry_of(self, node: Node) -> pyfuse3.EntryAttributes:
         if node.kind in IN_DRAFT:
-            return self._entry(node, await self._blocking(self.tree.attr, node))
+            try:
+                a = await self._blocking(self.tree.attr, node)
+            except FsError as e:
+                a = self._unlinked_attr(node) if e.errno == errno.ENOENT else None
+                if a is None:
+                    raise
+            return self._entry(node, a)
         return self._entry(node)
+
+    def _unlinked_attr(self, node: Node) -> TreeAttr | None:
+        """A draft file unlinked (or renamed over) while open stays usable through its
+        descriptors, as POSIX says: the kernel still asks for its attributes (fstat, and
+        before reads after a write), answered from an open handle."""
+        for f in self._handles.values():
+            if isinstance(f, DraftFile) and f.node.ino == node.ino:
+                st = os.fstat(f.fd)
+                return TreeAttr(node.ino, stat.S_IFREG | 0o644, st.st_size, st.st_mtime, 0)
+            if isinstance(f, OpenFile) and f.node.ino == node.ino:
+                return TreeAttr(node.ino, stat.S_IFREG | 0o444, f.size, self.tree.started, 0)
+        return None
 
     def _entry(self, node: Node, a=None) -> pyfuse3.EntryAttributes:
         a = a or self.tree.attr(node)
