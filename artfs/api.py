@@ -3,6 +3,7 @@
     art = artfs.Artifact("demo/bikes", type="dataset", metadata={"classes": 3})
     art.add_dir("images", name="images")
     art.add_file("labels.csv")
+    art.add_reference("s3://bucket/raw/", name="raw")  # bytes stay there, pinned (see references.py)
     with art.new_file("notes/README.txt") as f:
         f.write("hello")
     artfs.log_artifact(art, aliases=["best"])        # art is now demo/bikes:v0
@@ -184,6 +185,7 @@ class Artifact:
         self.aliases: list[str] = []
         # draft state
         self._files: dict[str, FileSource] = {}  # added, to be hashed and uploaded at log time
+        self._refs: dict[str, Entry] = {}  # references added (resolved and pinned when added)
         self._open_files: set[str] = set()
         self._tmpdir: str | None = None
         self._tmp_counter = 0
@@ -269,7 +271,7 @@ class Artifact:
         """Sorted entry paths: of the version, or what a draft holds now."""
         if self._record is not None:
             return list(self.manifest.paths)
-        paths = set(self._files)
+        paths = set(self._files) | set(self._refs)
         if self._base_manifest is not None:
             paths.update(p for i, p in enumerate(self._base_manifest.paths) if i not in self._removed)
         return sorted(paths)
@@ -292,6 +294,10 @@ class Artifact:
         old = self._files.get(path)
         if old is not None and not overwrite and os.path.abspath(old.local) != os.path.abspath(local):
             raise Conflict(f"{self.qualified_name} already has {path!r} added; remove() it first or pass overwrite=True")
+        if path in self._refs:
+            if not overwrite:
+                raise Conflict(f"{self.qualified_name} already has {path!r} added as a reference; remove() it first")
+            del self._refs[path]
         i = self._carried_index(path)
         if i is not None:
             self._removed.add(i)
@@ -323,7 +329,7 @@ class Artifact:
         sources = walk_sources(local, prefix)
         for src in sources:  # check everything before changing anything
             old = self._files.get(src.path)
-            if old is not None and not overwrite and old.local != src.local:
+            if (old is not None and not overwrite and old.local != src.local) or (src.path in self._refs and not overwrite):
                 raise Conflict(f"{self.qualified_name} already has {src.path!r} added; remove() it first or pass overwrite=True")
         for src in sources:
             self._put(src.path, src.local, True)
@@ -337,7 +343,7 @@ class Artifact:
             raise InvalidInput(f"new_file mode {mode!r}: use 'w' (text) or 'wb' (binary)")
         if path in self._open_files:
             raise Conflict(f"{path!r} is already open in new_file()")
-        if path in self._files and not overwrite:
+        if (path in self._files or path in self._refs) and not overwrite:
             raise Conflict(f"{self.qualified_name} already has {path!r} added; remove() it first or pass overwrite=True")
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="artfs-new-file-")
@@ -361,17 +367,41 @@ class Artifact:
 
         return _NewFile(f, on_close, on_discard)
 
+    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
+                      max_objects: int | None = 10_000) -> "Artifact":
+        """Adds the object, file or URL `uri` (s3://, gs://, http(s)://, file://) as a reference:
+        its bytes stay at the source, pinned now (ETag, version, size, blake3…), never uploaded.
+
+        A single object becomes its basename, or `name` (a full path); a prefix or folder
+        becomes its objects, named relative to it, under `name/` when given. A prefix with
+        more than `max_objects` objects is refused. checksum=False records only the URI.
+        """
+        from . import references
+
+        self._editable()
+        entries = references.resolve(uri, name, checksum, max_objects)
+        for e in entries:  # check everything before changing anything
+            if e.path in self._files or (e.path in self._refs and not self._refs[e.path].same_content(e)):
+                raise Conflict(f"{self.qualified_name} already has {e.path!r} added; remove() it first")
+        for e in entries:
+            i = self._carried_index(e.path)
+            if i is not None:
+                self._removed.add(i)
+            self._refs[e.path] = e
+        return self
+
     def remove(self, item: str) -> "Artifact":
         """Removes one entry, or every entry under a folder ('dir' or 'dir/')."""
         self._editable()
         path = normalize_path(item if isinstance(item, str) else getattr(item, "path", item))
         removed = 0
-        if self._files.pop(path, None) is not None:
-            removed += 1
-        prefix = path + "/"
-        for p in [p for p in self._files if p.startswith(prefix)]:
-            del self._files[p]
-            removed += 1
+        for added in (self._files, self._refs):
+            if added.pop(path, None) is not None:
+                removed += 1
+            prefix = path + "/"
+            for p in [p for p in added if p.startswith(prefix)]:
+                del added[p]
+                removed += 1
         if self._base_manifest is not None:
             for i in self._base_manifest.under(path):
                 if i not in self._removed:
@@ -382,16 +412,17 @@ class Artifact:
         return self
 
     def _carried(self) -> Iterator[Entry]:
+        """Entries that go into the manifest unread: the base's kept ones, and references."""
         m = self._base_manifest
-        if m is None:
-            return iter(())
-        return (m.entry(i) for i in range(len(m)) if i not in self._removed)
+        if m is not None:
+            yield from (m.entry(i) for i in range(len(m)) if i not in self._removed)
+        yield from self._refs.values()
 
     def _check_layout(self) -> None:
         """Refuses a file that is also a folder before anything is uploaded."""
         if self._open_files:
             raise InvalidInput(f"new_file {sorted(self._open_files)[0]!r} is still open: close it before logging")
-        added = set(self._files)
+        added = set(self._files) | set(self._refs)
         m = self._base_manifest
         for path in added:
             cut = path.rfind("/")
@@ -414,6 +445,7 @@ class Artifact:
         self._loaded = (self.description, copy.deepcopy(self.metadata), list(self.aliases))
         self._manifest = manifest
         self._files, self._base, self._base_manifest, self._removed = {}, None, None, set()
+        self._refs = {}
         if self._cleanup is not None:
             self._cleanup()
             self._cleanup, self._tmpdir = None, None

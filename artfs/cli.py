@@ -15,6 +15,7 @@ from .names import parse_artifact_name, parse_spec, version_name
 from .registry import check_metadata
 
 EXIT_ERROR = 1
+INFO_REFERENCE_URIS = 100  # `artfs info` lists at most this many reference URIs
 
 
 def human_size(n: int) -> str:
@@ -80,24 +81,34 @@ def _metadata(text: str | None) -> dict | None:
 @click.option("--alias", "-a", "aliases", multiple=True, help="Alias for the new version (repeatable).")
 @click.option("--description", "-d")
 @click.option("--metadata", "-m", help="JSON object.")
+@click.option("--no-checksum", is_flag=True, help="For URIs: record only the URI (no pin; size learned when read).")
+@click.option("--max-objects", type=int, default=10_000, show_default=True,
+              help="For URIs: refuse a prefix or folder holding more objects than this.")
 @pass_ctx
-def put(ctx, paths, name, type_, aliases, description, metadata):
-    """Publish files or folders as the next version of an artifact."""
+def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, max_objects):
+    """Publish files or folders as the next version of an artifact.
+
+    A URI (s3://, gs://, http(s)://, file://) is added as a reference: its bytes stay
+    at the source, pinned (ETag, version, size, blake3), and are never uploaded."""
     from .publish import walk_sources
+    from .references import default_name, is_uri, resolve
 
     artifact = parse_artifact_name(name)
     meta = _metadata(metadata)
-    if len(paths) == 1 and os.path.isdir(paths[0]):
+    local = [p for p in paths if not is_uri(p)]
+    if len(paths) == 1 and local and os.path.isdir(paths[0]):
         files = walk_sources(paths[0], None)
     else:
-        files = [f for p in paths for f in walk_sources(p, os.path.basename(os.path.abspath(p)))]
-    if not files:
+        files = [f for p in local for f in walk_sources(p, os.path.basename(os.path.abspath(p)))]
+    refs = [e for p in paths if is_uri(p)
+            for e in resolve(p, None if len(paths) == 1 else default_name(p), not no_checksum, max_objects)]
+    if not files and not refs:
         raise InvalidInput(f"nothing to put: no files in {' '.join(paths)}")
     store = ctx.store
     latest = store.registry.latest(artifact)
     total = sum(os.path.getsize(f.local) for f in files)
     with progress_bar(total, "hashing and uploading") as bar:
-        result = store.publish(artifact, type_, files, base=latest, same_as=latest, description=description,
+        result = store.publish(artifact, type_, files, refs, base=latest, same_as=latest, description=description,
                                metadata=meta, aliases=aliases, progress=bar)
     click.echo(str(result.version))
 
@@ -170,6 +181,7 @@ def info(ctx, spec):
         "size": rec.size,
         "files": rec.files,
         "references": m.reference_count,
+        "reference_uris": [m.refs[i]["uri"] for i in sorted(m.refs)[:INFO_REFERENCE_URIS]],  # capped: see "references"
         "description": rec.description,
         "metadata": rec.metadata,
         "creator": rec.creator,
@@ -258,3 +270,7 @@ _register_mount_commands(cli)
 from .cli_drafts import register as _register_draft_commands  # noqa: E402
 
 _register_draft_commands(cli)
+
+from .cli_refs import register as _register_ref_commands  # noqa: E402
+
+_register_ref_commands(cli)

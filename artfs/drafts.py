@@ -7,6 +7,11 @@ base manifest (`origin`), so nothing is copied until it is modified; a folder
 lists its base children into the table only when first looked into, so a
 draft of a million-file version costs nothing until used.
 
+A reference added to a draft (`add_reference`) is a file row whose `origin` is
+REF_ORIGIN followed by the encoded entry (URI, pin, size) instead of a base
+path: it reads, renames and commits like an unmodified base file, and is never
+copied. (A manifest path never starts with '/', so the two cannot be confused.)
+
 Durability: every namespace change is a SQLite transaction with
 synchronous=FULL (WAL), and `sync(ino)` fsyncs a data file, which the FUSE
 layer calls on flush and fsync: what was closed survives a crash of the
@@ -18,6 +23,7 @@ This module knows nothing of FUSE; errors are FsError carrying an errno.
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import os
@@ -30,14 +36,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import msgpack
+
 from .errors import ArtfsError, InvalidInput, NotFound
 from .manifest import Entry, Manifest
-from .names import ArtifactName, check_name
+from .names import ArtifactName, check_name, normalize_path
 from .publish import FileSource
 
 ROOT = 1
 FILE, DIR = "f", "d"
 DRAFTS_FOLDER = "drafts"
+REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS node (
@@ -200,7 +209,61 @@ class Draft:
             _, kind, _, _, _, origin = self._row(ino)
         if kind != FILE or origin is None:
             return None
+        return self._origin_entry(origin)
+
+    def _origin_entry(self, origin: str) -> Entry | None:
+        if origin.startswith(REF_ORIGIN):
+            d = msgpack.unpackb(base64.b64decode(origin[len(REF_ORIGIN):]), raw=False)
+            return Entry(d["path"], d["size"], d["digest"], d["mode"], ref=d["ref"])
         return self.base.get(origin)
+
+    def add_reference(self, path: str, entry: Entry) -> int:
+        """Adds reference `entry` as file `path`; returns its inode (see add_references)."""
+        return self.add_references([(path, entry)])[0]
+
+    def add_references(self, items: list[tuple[str, Entry]]) -> list[int]:
+        """Adds references as files, in one transaction (all or nothing): missing folders are
+        made, a file already there is replaced (re-adding a URI re-pins it), a folder refused."""
+        now = time.time_ns()
+        inos, replaced = [], []
+        with self._tx() as db:
+            for path, entry in items:
+                ino, old = self._add_reference(db, path, entry, now)
+                inos.append(ino)
+                if old is not None:
+                    replaced.append(old)
+        for old in replaced:
+            _remove(self.data_path(old))
+        return inos
+
+    def _add_reference(self, db, path: str, entry: Entry, now: int) -> tuple[int, int | None]:
+        if entry.ref is None:
+            raise InvalidInput(f"{path}: not a reference")
+        parts = normalize_path(path).split("/")
+        for name in parts:
+            check_entry_name(name)
+        encoded = base64.b64encode(msgpack.packb(
+            {"path": entry.path, "size": entry.size, "digest": entry.digest, "mode": entry.mode, "ref": entry.ref},
+            use_bin_type=True)).decode()
+        parent = ROOT
+        for name in parts[:-1]:
+            row = self._child(db, parent, name)
+            if row is None:
+                parent = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                                    (parent, name, DIR, 0o755, now)).lastrowid
+            elif row[1] != DIR:
+                raise FsError(errno.ENOTDIR, f"cannot add {path} to draft {self.info}: {name} is a file")
+            else:
+                parent = row[0]
+        row = self._child(db, parent, parts[-1])
+        if row is not None:
+            if row[1] == DIR:
+                raise FsError(errno.EISDIR, f"cannot add {path} to draft {self.info}: it is a folder")
+            db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+        ino = db.execute("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
+                         (parent, parts[-1], FILE, _file_mode(entry.mode), max(entry.size, 0), now,
+                          REF_ORIGIN + encoded)).lastrowid
+        return ino, None if row is None else row[0]
 
     # -- changing the namespace ----------------------------------------------------------
     def _check_new(self, db, parent: int, name: str) -> None:
@@ -348,7 +411,7 @@ class Draft:
                 for child in children.get(ino, ()):
                     walk(child, f"{path}/{child[2]}" if path else child[2])
             elif origin is not None:
-                e = self.base.get(origin)
+                e = self._origin_entry(origin)
                 if e is not None:
                     e.path, e.mode = path, mode
                     carried.append(e)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from . import config
+from . import config, references
 from .api import ArtifactVerbs
 from .digest import digest_bytes
 from .download import DownloadStats, Downloader
@@ -54,7 +54,8 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         if path and not indices:
             raise NotFound(f"{rec} has no file or folder {path!r}")
         os.makedirs(root, exist_ok=True)
-        return Downloader(self.objects, progress=progress).download(m, indices, os.path.abspath(root))
+        downloader = Downloader(self.objects, fetch_reference=references.fetch_to_file, progress=progress)
+        return downloader.download(m, indices, os.path.abspath(root))
 
     # -- publishing ---------------------------------------------------------------
     def known_content(self, base: Manifest | None) -> KnownContent:

@@ -28,6 +28,7 @@ from ..errors import ArtfsError, InvalidInput
 from ..fetch import pieces
 from ..registry import check_metadata
 from .content import ContentSource
+from .refs import RefHandle, RefReader
 from .tree import ALIAS, ARTIFACT, DRAFT, DRAFTS_DIR, FILE, IN_DRAFT, PROJECT, ROOT, Node, Tree
 from .tree import Attr as TreeAttr
 
@@ -99,6 +100,7 @@ class Operations(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self._read_versions: set = set()
         self._results: dict[str, bytes] = {}  # commit token -> JSON outcome
+        self._refs = RefReader(self._blocking)  # reference entries: read from their source (fs/refs.py)
 
     # -- helpers --------------------------------------------------------------------
     async def _blocking(self, fn, *args):
@@ -234,14 +236,14 @@ class Operations(pyfuse3.Operations):
         self._note_read(node)
         fh = next(self._fh)
         self._handles[fh] = f
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=getattr(f, "direct_io", False))
 
     async def _open_stored(self, node: Node, entry) -> OpenFile:
         """A handle reading a stored entry (of a version, or unmodified in a draft)."""
         f = OpenFile(node)
         f.size = entry.size
         if entry.ref is not None:
-            raise pyfuse3.FUSEError(errno.EIO)  # references are served by a later layer
+            return self._refs.open(node, entry)  # fetched from its source, pinned (fs/refs.py)
         f.pieces = pieces(entry)
         if entry.pack is not None:
             neighbours = self._pack_neighbours(node) if node.kind == FILE else []
@@ -274,6 +276,8 @@ class Operations(pyfuse3.Operations):
         f = self._handles[fh]
         if isinstance(f, DraftFile):
             return await self._blocking(os.pread, f.fd, size, off)
+        if isinstance(f, RefHandle):
+            return await self._refs.read(f, off, size)
         if f.data is not None:
             return f.data[off:off + size]
         ps = f.pieces
@@ -411,8 +415,8 @@ class Operations(pyfuse3.Operations):
         base = await self._blocking(draft.base_entry, node.dino)
         fh = next(self._fh)
         if base is not None and not writing:
-            self._handles[fh] = await self._open_stored(node, base)
-            return pyfuse3.FileInfo(fh=fh)
+            self._handles[fh] = f = await self._open_stored(node, base)
+            return pyfuse3.FileInfo(fh=fh, direct_io=getattr(f, "direct_io", False))
         if base is not None:
             self.tree.drafts.check_writable()
             content = None if flags & os.O_TRUNC else await self._read_whole(node, base)
@@ -427,6 +431,8 @@ class Operations(pyfuse3.Operations):
 
     async def _read_whole(self, node: Node, entry) -> list[bytes]:
         """Copy-up: a base file's verified bytes, before its first change."""
+        if entry.ref is not None:
+            return [await self._refs.read_all(node, entry)]
         return [await self.content.get(p) for p in pieces(entry)]
 
     @boundary

@@ -1,0 +1,109 @@
+"""References in the mount: read-only files whose bytes are fetched from their source.
+
+An open reference is a RefHandle. Reads fetch aligned BLOCK-sized ranges lazily, in a
+worker thread, through `references.read`, which serves bytes only while the source
+still matches the pin. A handle keeps its last KEEP blocks in memory (the kernel's page
+cache keeps what was read for version files, opened with keep_cache), and loads each
+block once however many reads wait for it. Any failure (pin mismatch, source gone or
+unreachable) answers EIO and logs one line per handle naming the entry and its URI.
+
+A reference recorded without checksum has no known size (st_size 0): it is opened
+with direct_io so the kernel asks us, and reads stop at the source's end.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections import OrderedDict
+
+import pyfuse3
+import trio
+
+from .. import references
+from ..errors import ArtfsError
+from ..manifest import Entry
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1 << 20
+KEEP = 8
+
+
+class RefHandle:
+    __slots__ = ("node", "entry", "where", "blocks", "inflight", "logged", "direct_io")
+
+    def __init__(self, node, entry: Entry):
+        self.node, self.entry = node, entry
+        if getattr(node, "version", None) is not None:
+            self.where = f"{node.artifact}:{node.version.name}"
+        elif getattr(node, "draft_name", ""):
+            self.where = f"{node.artifact}/drafts/{node.draft_name}"
+        else:
+            self.where = str(getattr(node, "artifact", ""))
+        self.blocks: OrderedDict[int, bytes] = OrderedDict()
+        self.inflight: dict[int, trio.Event] = {}
+        self.logged = False
+        self.direct_io = entry.size < 0
+
+
+class RefReader:
+    def __init__(self, blocking):
+        self._blocking = blocking  # runs a blocking call in a worker thread
+
+    def open(self, node, entry: Entry) -> RefHandle:
+        return RefHandle(node, entry)
+
+    async def read(self, h: RefHandle, off: int, size: int) -> bytes:
+        end = off + size
+        if h.entry.size >= 0:
+            end = min(end, h.entry.size)
+        if size <= 0 or off >= end:
+            return b""
+        first, last = off // BLOCK, (end - 1) // BLOCK
+        parts = []
+        for k in range(first, last + 1):
+            data = await self._block(h, k)
+            parts.append(data)
+            if len(data) < BLOCK:
+                break  # the source ends here
+        blob = parts[0] if len(parts) == 1 else b"".join(parts)
+        lo = off - first * BLOCK
+        return blob[lo:lo + (end - off)]
+
+    async def read_all(self, node, entry: Entry) -> bytes:
+        """The whole reference (copy-up before a draft file's first change)."""
+        h = RefHandle(node, entry)
+        try:
+            return await self._blocking(references.read, entry, 0, None)
+        except ArtfsError as e:
+            self._fail(h, e)
+
+    async def _block(self, h: RefHandle, k: int) -> bytes:
+        while True:
+            data = h.blocks.get(k)
+            if data is not None:
+                h.blocks.move_to_end(k)
+                return data
+            event = h.inflight.get(k)
+            if event is None:
+                break
+            await event.wait()  # another read of this handle is loading it
+        event = h.inflight[k] = trio.Event()
+        try:
+            data = await self._blocking(references.read, h.entry, k * BLOCK, (k + 1) * BLOCK)
+        except ArtfsError as e:
+            self._fail(h, e)
+        finally:
+            del h.inflight[k]
+            event.set()
+        h.blocks[k] = data
+        while len(h.blocks) > KEEP:
+            h.blocks.popitem(last=False)
+        return data
+
+    def _fail(self, h: RefHandle, e: ArtfsError):
+        if not h.logged:
+            h.logged = True
+            log.warning("EIO reading %s: %s", h.where, e)
+        raise pyfuse3.FUSEError(errno.EIO) from None
