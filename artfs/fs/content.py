@@ -68,6 +68,15 @@ class ContentSource:
     def cached(self, piece: Piece) -> bool:
         return piece.size == 0 or piece.digest in self._memory
 
+    def cached_digest(self, digest: bytes) -> bool:
+        return digest in self._memory or digest in self._inflight
+
+    def peek(self, piece: Piece) -> bytes | None:
+        """The piece's bytes if they are in memory now (no waiting, no I/O)."""
+        if piece.size == 0:
+            return b""
+        return self._memory.get(piece.digest)
+
     def _claim(self, pieces: list[Piece]) -> None:
         for p in pieces:
             self._inflight[p.digest] = trio.Event()
