@@ -274,3 +274,7 @@ _register_draft_commands(cli)
 from .cli_refs import register as _register_ref_commands  # noqa: E402
 
 _register_ref_commands(cli)
+
+from .cli_lifecycle import register as _register_lifecycle_commands  # noqa: E402
+
+_register_lifecycle_commands(cli)

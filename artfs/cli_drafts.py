@@ -37,8 +37,7 @@ def draft(ctx, spec, draft_name, type_):
     if existing_type is None and parsed.selector:
         raise InvalidInput(f"artifact {parsed.artifact} does not exist (make a draft of a new one with just {parsed.artifact})")
     base = reg.resolve(parsed) if existing_type and reg.versions(parsed.artifact) else None
-    DraftStore(ctx.store.cache_dir).create(parsed.artifact, draft_name, base.number if base else None,
-                                           base.manifest if base else None, type_ or existing_type)
+    ctx.store.create_draft(DraftStore(ctx.store.cache_dir), parsed.artifact, draft_name, base, type_ or existing_type)
     click.echo(f"{parsed.artifact}/drafts/{draft_name}")
 
 
@@ -128,7 +127,7 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, options: dict) -> str:
             result = ctx.store.commit_draft(d, **options)
         finally:
             d.close()
-        drafts.discard(artifact, draft_name)
+        ctx.store.discard_draft(drafts, artifact, draft_name)
     return str(result.version)
 
 

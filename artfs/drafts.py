@@ -78,6 +78,7 @@ class DraftInfo:
     base_manifest: str | None
     type: str | None
     created: float
+    hold: str | None = None  # the store's hold on the base manifest (lifecycle.add_hold)
 
     @property
     def artifact_name(self) -> ArtifactName:
@@ -505,7 +506,7 @@ class DraftStore:
         return os.path.exists(os.path.join(self._dir(a, name), "draft.json"))
 
     def create(self, a: ArtifactName, name: str, base: int | None, base_manifest: str | None,
-               type_: str | None) -> DraftInfo:
+               type_: str | None, hold: str | None = None) -> DraftInfo:
         """Atomically makes an empty draft folder (a temp folder renamed into place)."""
         check_name(name, "draft name")
         final = self._dir(a, name)
@@ -514,7 +515,7 @@ class DraftStore:
         os.makedirs(self._dir(a), exist_ok=True)
         tmp = final + f".creating-{os.getpid()}"
         os.makedirs(os.path.join(tmp, "data"), exist_ok=True)
-        info = DraftInfo(a.project, a.name, name, base, base_manifest, type_, time.time())
+        info = DraftInfo(a.project, a.name, name, base, base_manifest, type_, time.time(), hold)
         with open(os.path.join(tmp, "draft.json"), "w") as f:
             json.dump(asdict(info), f)
             f.flush()
@@ -542,6 +543,13 @@ class DraftStore:
             except ValueError:
                 raise InvalidInput(f"draft {path} is damaged (draft.json)") from None
         return Draft(path, load_manifest(base_digest) if base_digest else None)
+
+    def info(self, a: ArtifactName, name: str) -> DraftInfo | None:
+        try:
+            with open(os.path.join(self._dir(a, name), "draft.json")) as f:
+                return DraftInfo(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def discard(self, a: ArtifactName, name: str) -> None:
         """Removes a draft: renamed away first, so a crash never leaves half a draft."""

@@ -17,7 +17,8 @@ from .download import DownloadStats, Downloader
 from .errors import InvalidInput, NotFound
 from .manifest import Entry, Manifest
 from .names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
-from .drafts import Draft
+from .drafts import Draft, DraftInfo, DraftStore
+from .lifecycle import add_hold, commit_guard, release_hold
 from .publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from .registry import Registry, VersionRecord
 from .stores import ObjectStore, open_store
@@ -53,7 +54,10 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         indices = m.under(normalize_path(path)) if path else range(len(m))
         if path and not indices:
             raise NotFound(f"{rec} has no file or folder {path!r}")
-        os.makedirs(root, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"cannot create folder {root}: {e.strerror}") from None
         downloader = Downloader(self.objects, fetch_reference=references.fetch_to_file, progress=progress)
         return downloader.download(m, indices, os.path.abspath(root))
 
@@ -87,25 +91,26 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         aliases = [check_alias(a) for a in aliases if a != LATEST]  # latest is derived; bad ones fail before upload
         if type_:
             self.registry.ensure_artifact(name, type_)  # refuse a type clash before uploading anything
-        base_manifest = self.manifest(base) if base else None
-        publisher = Publisher(self.objects, self.known_content(base_manifest), progress=progress)
-        manifest = publisher.build(files, carried)
-        if not len(manifest):
-            raise InvalidInput(f"nothing to commit to {name}: no files")
-        encoded = manifest.encode()
-        hexdigest = digest_bytes(encoded).hex()
-        candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
-        match = next((c for c in candidates if c.manifest == hexdigest), None)
-        if match is not None:
-            for alias in aliases:
-                self.registry.set_alias(name, alias, match.number)
-            return Published(match, False, publisher.stats)
-        rec = self.registry.commit(
-            name, type_, manifest, encoded,
-            base=base.number if base else None, description=description or "",
-            metadata=metadata, aliases=aliases,
-        )
-        return Published(rec, True, publisher.stats)
+        with commit_guard(self.objects):  # gc must not delete content this commit reuses
+            base_manifest = self.manifest(base) if base else None
+            publisher = Publisher(self.objects, self.known_content(base_manifest), progress=progress)
+            manifest = publisher.build(files, carried)
+            if not len(manifest):
+                raise InvalidInput(f"nothing to commit to {name}: no files")
+            encoded = manifest.encode()
+            hexdigest = digest_bytes(encoded).hex()
+            candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
+            match = next((c for c in candidates if c.manifest == hexdigest), None)
+            if match is not None:
+                for alias in aliases:
+                    self.registry.set_alias(name, alias, match.number)
+                return Published(match, False, publisher.stats)
+            rec = self.registry.commit(
+                name, type_, manifest, encoded,
+                base=base.number if base else None, description=description or "",
+                metadata=metadata, aliases=aliases,
+            )
+            return Published(rec, True, publisher.stats)
 
     def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
         from .registry import check_metadata
@@ -120,6 +125,26 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
             return r
 
         return self.registry.update_version(rec, change)
+
+    def create_draft(self, drafts: "DraftStore", a: ArtifactName, name: str, base: VersionRecord | None,
+                     type_: str | None) -> "DraftInfo":
+        """A new draft on this host; the store holds its base content until it is committed or discarded."""
+        hold = None
+        if base is not None:
+            with commit_guard(self.objects):
+                hold = add_hold(self.objects, base.manifest, f"{a}/drafts/{name}")
+                self.registry.version(a, base.number)  # still there now that the hold protects it
+        try:
+            return drafts.create(a, name, base.number if base else None, base.manifest if base else None, type_, hold)
+        except BaseException:
+            release_hold(self.objects, hold)
+            raise
+
+    def discard_draft(self, drafts: "DraftStore", a: ArtifactName, name: str) -> None:
+        info = drafts.info(a, name)
+        drafts.discard(a, name)
+        if info is not None:
+            release_hold(self.objects, info.hold)
 
     def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
                      description: str | None = None, metadata: dict | None = None,

@@ -57,7 +57,7 @@ class DraftSet:
         self.check_writable()
         state = self.catalog.artifact(a)
         base = state.newest
-        self.drafts.create(a, name, base.number if base else None, base.manifest if base else None, state.type)
+        self.store.create_draft(self.drafts, a, name, base, state.type)
         return self.get(a, name)
 
     def discard(self, a: ArtifactName, name: str) -> None:
@@ -66,7 +66,7 @@ class DraftSet:
             d = self._open.pop((a, name), None)
         if d is not None:
             d.close()
-        self.drafts.discard(a, name)
+        self.store.discard_draft(self.drafts, a, name)
 
     def commit(self, a: ArtifactName, name: str, **options) -> Published:
         self.check_writable()

@@ -1,0 +1,222 @@
+"""Deleting versions and collecting garbage without ever losing what someone needs.
+
+The protocol (docs/store-format.md, "Garbage collection") in short:
+- Every commit, upsert and draft creation holds a *commit marker*
+  `locks/commits/<id>.json` while it runs: written first, deleted last.
+- GC takes the *GC lock* `locks/gc.json` (create-if-absent), then refuses to
+  delete anything while any fresh commit marker exists; a committer that
+  finds a fresh GC lock after writing its marker steps back and waits. Both
+  sides write before they look, so with a strongly consistent store at least
+  one of them sees the other: a commit never reuses content GC is deleting.
+- Live content is everything reachable from a non-deleted version, a pending
+  distributed part, or a *hold* (`holds/<id>.json`: the base manifest of a
+  draft on some host). Unreachable objects are deleted only when older than
+  the grace period too, so an upload whose marker was lost is still safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from .manifest import OBJECT
+from .names import ArtifactName
+from .registry import Registry, VersionRecord, manifest_key
+from .stores import ObjectStore
+
+log = logging.getLogger(__name__)
+
+GC_LOCK = "locks/gc.json"
+COMMITS = "locks/commits/"
+HOLDS = "holds/"
+PARTS = "parts/"  # pending distributed versions; see distributed.py
+STALE_COMMIT = 6 * 3600.0  # a commit marker older than this belongs to a dead process
+STALE_GC_LOCK = 3600.0
+GC_WAIT = 60.0
+
+
+def _marker(**extra) -> bytes:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(), **extra}).encode()
+
+
+def _fresh(objects: ObjectStore, key: str, max_age: float) -> bool:
+    info = objects.head(key)
+    return info is not None and time.time() - info.mtime < max_age
+
+
+@contextmanager
+def commit_guard(objects: ObjectStore, wait: float = GC_WAIT):
+    """Held while content is uploaded and a record points at it (see the module doc)."""
+    key = f"{COMMITS}{uuid.uuid4().hex}.json"
+    deadline = time.monotonic() + wait
+    while True:
+        objects.put(key, _marker())
+        if not _fresh(objects, GC_LOCK, STALE_GC_LOCK):
+            break
+        objects.delete(key)
+        if time.monotonic() > deadline:
+            raise Conflict("a garbage collection is running on this store; try again when it has finished")
+        time.sleep(1.0)
+    try:
+        yield
+    finally:
+        try:
+            objects.delete(key)
+        except Exception as e:  # a leftover marker only delays GC until it is stale
+            log.warning("could not remove commit marker %s: %s", key, e)
+
+
+# -- holds: drafts keep their base content alive --------------------------------------
+def add_hold(objects: ObjectStore, manifest: str, label: str) -> str:
+    key = f"{HOLDS}{uuid.uuid4().hex}.json"
+    objects.put(key, _marker(manifest=manifest, label=label))
+    return key
+
+
+def release_hold(objects: ObjectStore, key: str | None) -> None:
+    if key and key.startswith(HOLDS):
+        objects.delete(key)
+
+
+# -- deleting versions -----------------------------------------------------------------------
+def delete_version(reg: Registry, rec: VersionRecord, force: bool = False) -> VersionRecord:
+    """Tombstones a version (its number is never reused) and drops the aliases naming it."""
+    a = rec.artifact
+    aliases = [k for k, v in reg.aliases(a).items() if v == rec.number]
+    if aliases and not force:
+        raise Conflict(f"{rec} has aliases {', '.join(aliases)}: remove them first or use --force")
+    if not force and [r.number for r in reg.versions(a)] == [rec.number]:
+        raise Conflict(f"{rec} is the only version of {a}: use --force to delete it anyway")
+    for alias in aliases:
+        try:
+            reg.remove_alias(a, alias, rec.number)
+        except NotFound:
+            pass  # moved or removed meanwhile
+
+    def tombstone(r: VersionRecord) -> VersionRecord:
+        r.deleted = True
+        return r
+
+    return reg.update_version(rec, tombstone)
+
+
+def prune_plan(reg: Registry, a: ArtifactName, keep: int) -> list[VersionRecord]:
+    """Versions without aliases (latest counts as one), oldest first, sparing the newest `keep`."""
+    if keep < 0:
+        raise InvalidInput("--keep must be 0 or more")
+    versions = reg.versions(a)
+    if not versions and reg.artifact_type(a) is None:
+        raise NotFound(f"artifact {a} does not exist")
+    named = set(reg.aliases(a).values())
+    if versions:
+        named.add(versions[-1].number)  # latest
+    spare = {r.number for r in versions[-keep:]} if keep else set()
+    return [r for r in versions if r.number not in named and r.number not in spare]
+
+
+# -- garbage collection ---------------------------------------------------------------------------
+@dataclass
+class GcReport:
+    live_manifests: int = 0
+    deleted: list[tuple[str, int]] = field(default_factory=list)  # key, size
+    kept_young: int = 0
+    aborted: str = ""
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(s for _, s in self.deleted)
+
+
+def live_manifests(reg: Registry) -> set[str]:
+    objects = reg.store
+    live: set[str] = set()
+    for p in reg.projects():
+        for name in reg.artifacts(p):
+            for r in reg.versions(ArtifactName(p, name)):
+                live.add(r.manifest)
+    for info in objects.list(HOLDS):
+        live |= _manifests_in(objects, info.key)
+    for info in objects.list(PARTS):
+        if info.key.endswith(".json"):
+            live |= _manifests_in(objects, info.key)
+    return live
+
+
+def _manifests_in(objects: ObjectStore, key: str) -> set[str]:
+    try:
+        doc = json.loads(objects.get(key))
+    except (NotFound, ValueError):
+        return set()
+    return {m for m in (doc.get("manifest"), *doc.get("manifests", [])) if isinstance(m, str) and len(m) == 64}
+
+
+def collect(reg: Registry, grace: float = 3600.0, dry_run: bool = False, wait: float = GC_WAIT) -> GcReport:
+    objects = reg.store
+    report = GcReport()
+    if dry_run:
+        return _sweep(reg, grace, report, delete=False)
+    _take_gc_lock(objects)
+    try:
+        deadline = time.monotonic() + wait
+        while _fresh_commits(objects):
+            if time.monotonic() > deadline:
+                report.aborted = "commits are in flight on this store; nothing was deleted (try again later)"
+                return report
+            time.sleep(1.0)
+        return _sweep(reg, grace, report, delete=True)
+    finally:
+        objects.delete(GC_LOCK)
+
+
+def _take_gc_lock(objects: ObjectStore) -> None:
+    try:
+        objects.put(GC_LOCK, _marker(), if_none_match=True)
+    except PreconditionFailed:
+        if _fresh(objects, GC_LOCK, STALE_GC_LOCK):
+            raise Conflict("another garbage collection is running on this store") from None
+        objects.delete(GC_LOCK)  # left by a dead gc
+        objects.put(GC_LOCK, _marker(), if_none_match=True)
+
+
+def _fresh_commits(objects: ObjectStore) -> bool:
+    now = time.time()
+    return any(now - i.mtime < STALE_COMMIT for i in objects.list(COMMITS))
+
+
+def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool) -> GcReport:
+    from .publish import index_key, object_key, pack_key
+
+    objects = reg.store
+    manifests = live_manifests(reg)
+    report.live_manifests = len(manifests)
+    live = {manifest_key(m) for m in manifests}
+    for m in manifests:
+        man = reg.manifest_by_digest(m)
+        for pack_id in man.pack_ids:
+            live.add(pack_key(pack_id))
+            live.add(index_key(pack_id))
+        digests = man.digests
+        for i, where in enumerate(man.packs):
+            if where == OBJECT:
+                live.add(object_key(digests[i * 32:(i + 1) * 32]))
+    now = time.time()
+    # Index objects go before their packs, so an index never names a missing pack.
+    for prefix in ("manifests/", "index/", "packs/", "objects/"):
+        for info in objects.list(prefix):
+            if info.key in live:
+                continue
+            if now - info.mtime < grace:
+                report.kept_young += 1
+                continue
+            report.deleted.append((info.key, info.size))
+            if delete:
+                objects.delete(info.key)
+    return report
+
