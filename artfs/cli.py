@@ -84,8 +84,10 @@ def _metadata(text: str | None) -> dict | None:
 @click.option("--no-checksum", is_flag=True, help="For URIs: record only the URI (no pin; size learned when read).")
 @click.option("--max-objects", type=int, default=10_000, show_default=True,
               help="For URIs: refuse a prefix or folder holding more objects than this.")
+@click.option("--distributed-id", default=None,
+              help="Add these files to a version many writers build together (committed by `artfs finish`).")
 @pass_ctx
-def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, max_objects):
+def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, max_objects, distributed_id):
     """Publish files or folders as the next version of an artifact.
 
     A URI (s3://, gs://, http(s)://, file://) is added as a reference: its bytes stay
@@ -105,11 +107,47 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
     if not files and not refs:
         raise InvalidInput(f"nothing to put: no files in {' '.join(paths)}")
     store = ctx.store
-    latest = store.registry.latest(artifact)
     total = sum(os.path.getsize(f.local) for f in files)
+    if distributed_id is not None:
+        from .distributed import Distributed
+
+        if aliases or description is not None or metadata is not None:
+            raise InvalidInput("--alias, --description and --metadata go with `artfs finish` for a distributed version")
+        with progress_bar(total, "hashing and uploading") as bar:
+            Distributed(store).upsert(artifact, type_, distributed_id, files, refs, progress=bar)
+        click.echo(f"{artifact}: {len(files) + len(refs)} files added to distributed version {distributed_id!r}")
+        return
+    latest = store.registry.latest(artifact)
     with progress_bar(total, "hashing and uploading") as bar:
         result = store.publish(artifact, type_, files, refs, base=latest, same_as=latest, description=description,
                                metadata=meta, aliases=aliases, progress=bar)
+    click.echo(str(result.version))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("paths", nargs=-1)
+@click.option("--distributed-id", required=True, help="The id every writer used with `artfs put`.")
+@click.option("--type", "-t", "type_", default=None, help="dataset, model, … (needed if no writer gave it).")
+@click.option("--alias", "-a", "aliases", multiple=True, help="Alias for the new version (repeatable).")
+@click.option("--description", "-d")
+@click.option("--metadata", "-m", help="JSON object.")
+@click.option("--overwrite", is_flag=True, help="Where writers disagree on a path, keep the last writer's.")
+@pass_ctx
+def finish(ctx, name, paths, distributed_id, type_, aliases, description, metadata, overwrite):
+    """Commit the union of every writer's files as one new version (optionally adding PATHS first)."""
+    from .distributed import Distributed
+    from .publish import walk_sources
+
+    artifact = parse_artifact_name(name)
+    meta = _metadata(metadata)
+    dist = Distributed(ctx.store)
+    if paths:
+        files = walk_sources(paths[0], None) if len(paths) == 1 and os.path.isdir(paths[0]) else \
+            [f for p in paths for f in walk_sources(p, os.path.basename(os.path.abspath(p)))]
+        dist.upsert(artifact, type_, distributed_id, files)
+    result = dist.finish(artifact, distributed_id, type_=type_, aliases=aliases, description=description,
+                         metadata=meta, overwrite=overwrite)
     click.echo(str(result.version))
 
 

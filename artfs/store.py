@@ -69,6 +69,14 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         PackIndex(self.objects, self.cache_dir).load_into(known)
         return known
 
+    def store_content(self, files: Iterable[FileSource], carried: Iterable[Entry], base: Manifest | None,
+                      progress: Callable[[int], None] | None = None) -> tuple[Manifest, bytes, Stats]:
+        """Uploads what is new in `files` (call under commit_guard) and returns their manifest,
+        encoded; the caller stores it (Registry.commit or a distributed part)."""
+        publisher = Publisher(self.objects, self.known_content(base), progress=progress)
+        manifest = publisher.build(files, carried)
+        return manifest, manifest.encode(), publisher.stats
+
     def publish(
         self,
         name: ArtifactName,
@@ -92,25 +100,22 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         if type_:
             self.registry.ensure_artifact(name, type_)  # refuse a type clash before uploading anything
         with commit_guard(self.objects):  # gc must not delete content this commit reuses
-            base_manifest = self.manifest(base) if base else None
-            publisher = Publisher(self.objects, self.known_content(base_manifest), progress=progress)
-            manifest = publisher.build(files, carried)
+            manifest, encoded, stats = self.store_content(files, carried, self.manifest(base) if base else None, progress)
             if not len(manifest):
                 raise InvalidInput(f"nothing to commit to {name}: no files")
-            encoded = manifest.encode()
             hexdigest = digest_bytes(encoded).hex()
             candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
             match = next((c for c in candidates if c.manifest == hexdigest), None)
             if match is not None:
                 for alias in aliases:
                     self.registry.set_alias(name, alias, match.number)
-                return Published(match, False, publisher.stats)
+                return Published(match, False, stats)
             rec = self.registry.commit(
                 name, type_, manifest, encoded,
                 base=base.number if base else None, description=description or "",
                 metadata=metadata, aliases=aliases,
             )
-            return Published(rec, True, publisher.stats)
+            return Published(rec, True, stats)
 
     def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
         from .registry import check_metadata
