@@ -12,13 +12,20 @@ import fcntl
 import logging
 import os
 import threading
+import time
 
+from ..digest import digest_bytes
+from ..distributed import Distributed
 from ..drafts import Draft, DraftStore, FsError
+from ..manifest import Manifest
+from ..registry import VersionRecord
 from ..names import ArtifactName
 from ..store import Published, Store
 from .catalog import Catalog
 
 log = logging.getLogger(__name__)
+
+PENDING = -1  # the version number shown for a distributed version not yet finished
 
 
 class DraftSet:
@@ -27,6 +34,7 @@ class DraftSet:
         self.catalog = catalog
         self.drafts = DraftStore(store.cache_dir)
         self._open: dict[tuple[ArtifactName, str], Draft] = {}
+        self._pending: dict[ArtifactName, tuple[float, dict]] = {}
         self._lock = threading.Lock()
         self._lockfile = open(os.path.join(self.drafts.root, ".lock"), "a")
         try:
@@ -42,6 +50,26 @@ class DraftSet:
 
     def names(self, a: ArtifactName) -> list[str]:
         return self.drafts.names(a)
+
+    def pending(self, a: ArtifactName) -> dict[str, tuple[VersionRecord, Manifest]]:
+        """Distributed versions still being built, as read-only trees (refreshed like listings)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._pending.get(a)
+        if hit and now - hit[0] < self.catalog.refresh:
+            return hit[1]
+        dist = Distributed(self.store)
+        out = {}
+        for pid in dist.pending_ids(a):
+            merged = dist.merged(a, pid)
+            identity = digest_bytes("\n".join(merged.parts).encode()).hex()
+            rec = VersionRecord(artifact=a, number=PENDING, manifest=identity, type="", created=time.time(),
+                                size=merged.manifest.total_size, files=len(merged.manifest),
+                                description=f"distributed version {pid!r}, not finished")
+            out[pid] = (rec, merged.manifest)
+        with self._lock:
+            self._pending[a] = (now, out)
+        return out
 
     def get(self, a: ArtifactName, name: str) -> Draft:
         with self._lock:

@@ -56,7 +56,7 @@ class Node:
 
     @property
     def immutable(self) -> bool:
-        return self.kind in IMMUTABLE
+        return self.kind in IMMUTABLE and self.version.number >= 0  # pending distributed trees still grow
 
 
 @dataclass
@@ -123,10 +123,10 @@ class Tree:
     def _artifact(self, a: ArtifactName) -> Node:
         return self._get(("a", a), lambda ino: Node(ino, ARTIFACT, ("a", a), project=a.project, artifact=a))
 
-    def _version(self, rec: VersionRecord) -> Node:
-        key = ("v", rec.artifact, rec.number)
+    def _version(self, rec: VersionRecord, manifest: Manifest | None = None) -> Node:
+        key = ("v", rec.artifact, rec.number, rec.manifest)
         return self._get(key, lambda ino: Node(ino, VERSION, key, project=rec.artifact.project,
-                                               artifact=rec.artifact, version=rec))
+                                               artifact=rec.artifact, version=rec, manifest=manifest))
 
     def _alias(self, a: ArtifactName, alias: str, target: str) -> Node:
         key = ("l", a, alias, target)  # a moved alias is a new node: no stale readlink
@@ -160,10 +160,10 @@ class Tree:
         path = f"{parent.path}/{name}" if parent.path else name
         rec = parent.version
         if index is None:
-            key = ("f", rec.artifact, rec.number, path)
+            key = ("f", rec.artifact, rec.number, rec.manifest, path)
             kind = DIR
         else:
-            key = ("e", rec.artifact, rec.number, index)
+            key = ("e", rec.artifact, rec.number, rec.manifest, index)
             kind = FILE
         return self._get(key, lambda ino: Node(ino, kind, key, project=parent.project, artifact=parent.artifact,
                                                version=rec, path=path, index=-1 if index is None else index,
@@ -199,6 +199,9 @@ class Tree:
         elif kind == DRAFTS_DIR:
             if self.drafts.drafts.exists(parent.artifact, name):
                 return self._draft_root(parent.artifact, name)
+            pending = self.drafts.pending(parent.artifact).get(name)
+            if pending is not None:
+                return self._version(*pending)
         elif kind in IN_DRAFT:
             return self.draft_node(parent, parent.draft.lookup(parent.dino, name).ino)
         elif kind in (VERSION, DIR):
@@ -230,7 +233,9 @@ class Tree:
         if kind == PROJECT:
             return [(a, ("a", a)) for a in self.artifacts(node.project)]
         if kind == DRAFTS_DIR:
-            return [(d, ("r",)) for d in self.drafts.names(node.artifact)]
+            local = self.drafts.names(node.artifact)
+            pending = [(p, ("q",)) for p in self.drafts.pending(node.artifact) if p not in local]
+            return [(d, ("r",)) for d in local] + pending
         if kind in IN_DRAFT:
             return [(name, ("x", a.ino)) for name, a in node.draft.listdir(node.dino)]
         if kind == ARTIFACT:
@@ -256,6 +261,8 @@ class Tree:
             return self._drafts(parent.artifact)
         if tag == "r":
             return self._draft_root(parent.artifact, name)
+        if tag == "q":
+            return self._version(*self.drafts.pending(parent.artifact)[name])
         if tag == "x":
             return self.draft_node(parent, how[1])
         return self._lookup_in_artifact(parent.artifact, name)
