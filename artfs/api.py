@@ -578,6 +578,9 @@ def use_artifact(artifact: "str | Artifact", project: str | None = None, store: 
         raise InvalidInput(f"use_artifact needs 'project/name:alias', not {type(artifact).__name__}")
     store = store or default_store()
     rec = store.resolve(parse_spec(artifact, project))
+    from . import lineage
+
+    lineage.record_use(store.registry, rec, "use_artifact")
     return Artifact._from_record(store, rec)
 
 

@@ -69,6 +69,29 @@ def gc(ctx, dry_run, grace):
                f"({report.live_manifests} live manifests; {report.kept_young} unreferenced objects younger than {grace} kept)")
 
 
+@click.command()
+@click.argument("spec")
+@click.option("--depth", default=2, show_default=True, help="How many steps up and down the graph.")
+@click.option("--dot", "dot_file", default=None, help="Also write the graph as Graphviz dot to this file ('-': stdout).")
+@click.pass_obj
+def lineage(ctx, spec, depth, dot_file):
+    """Who logged a version and what that run used; which runs used it and what they logged."""
+    from . import lineage as graph
+
+    if depth < 1:
+        raise InvalidInput("--depth must be 1 or more")
+    rec = ctx.store.resolve(parse_spec(spec))
+    g = graph.walk(ctx.store.registry, rec, depth)
+    start = str(rec)
+    if dot_file == "-":
+        click.echo(graph.as_dot(g, start))
+        return
+    click.echo(graph.as_text(g, start))
+    if dot_file:
+        with open(dot_file, "w") as f:
+            f.write(graph.as_dot(g, start) + "\n")
+
+
 def register(group: click.Group) -> None:
-    for command in (rm_, prune, gc):
+    for command in (rm_, prune, gc, lineage):
         group.add_command(command)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from . import config, references
+from . import config, lineage, references
 from .api import ArtifactVerbs
 from .digest import digest_bytes
 from .download import DownloadStats, Downloader
@@ -51,6 +51,7 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
     def download(self, rec: VersionRecord, root: str, path: str | None = None,
                  progress: Callable[[int], None] | None = None) -> DownloadStats:
         m = self.manifest(rec)
+        lineage.record_use(self.registry, rec, "get")
         indices = m.under(normalize_path(path)) if path else range(len(m))
         if path and not indices:
             raise NotFound(f"{rec} has no file or folder {path!r}")
@@ -115,7 +116,8 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
                 base=base.number if base else None, description=description or "",
                 metadata=metadata, aliases=aliases,
             )
-            return Published(rec, True, stats)
+        lineage.record_logged(self.registry, rec)
+        return Published(rec, True, stats)
 
     def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
         from .registry import check_metadata

@@ -56,6 +56,17 @@ class ContentSource:
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
 
+    def spawn(self, fn, *args) -> None:
+        """Runs blocking `fn(*args)` in a worker thread in the background; failures are logged."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._quietly, fn, args)
+
+    async def _quietly(self, fn, args) -> None:
+        try:
+            await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        except Exception as e:
+            log.warning("background %s failed: %s", getattr(fn, "__name__", fn), e)
+
     def prefetch(self, pieces: list[Piece]) -> None:
         """Starts loading pieces in the background (no-op for ones cached or in flight)."""
         if self._nursery is None:

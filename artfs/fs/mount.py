@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
+from .. import lineage
 from ..cache import ContentCache
 from ..errors import ArtfsError, InvalidInput
 from .catalog import Catalog
@@ -124,7 +125,10 @@ def build(opts: MountOptions):
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases)
     tree = Tree(catalog, store.manifest, DraftSet(store, catalog), uid=os.getuid(), gid=os.getgid())
     content = ContentSource(store.objects, cache, threads=opts.threads, timeout=opts.timeout)
-    return store, Operations(tree, content, opts.refresh)
+    def record_use(rec):
+        lineage.record_use(store.registry, rec, "mount")
+
+    return store, Operations(tree, content, opts.refresh, on_first_read=record_use)
 
 
 def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:

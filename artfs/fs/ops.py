@@ -272,10 +272,11 @@ class Operations(pyfuse3.Operations):
         return out
 
     def _note_read(self, node: Node) -> None:
+        """The first read of a version in this mount is a use (lineage); off the hot path."""
         key = (node.artifact, node.version.number)
         if key not in self._read_versions:
             self._read_versions.add(key)
-            self.on_first_read(node.version)
+            self.content.spawn(self.on_first_read, node.version)
 
     @boundary
     async def read(self, fh, off, size):
