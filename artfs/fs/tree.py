@@ -104,6 +104,11 @@ class Tree:
         """The kernel now holds one more reference (lookup, readdirplus entry)."""
         with self._lock:
             node.lookups += 1
+            if self._by_ino.get(node.ino) is not node:
+                # forgotten between being found (in a worker thread) and this reply: the
+                # kernel is about to hold it again, so it must stay resolvable.
+                self._by_ino[node.ino] = node
+                self._by_key.setdefault(node.key, node)
 
     def forget(self, ino: int, count: int) -> None:
         with self._lock:
