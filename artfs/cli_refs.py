@@ -1,7 +1,7 @@
 """CLI verbs for references: `artfs ref add DRAFT URI`.
 
 (`artfs put` takes URIs beside local paths; see cli.py. What is pinned and how
-credentials are found: artfs/references.py and docs/references.md.)
+credentials are found: artfs/references.py and docs/store-format.md, "References".)
 """
 
 from __future__ import annotations
