@@ -47,6 +47,8 @@ class CountingStore(ObjectStore):
 
     def _count(self, key: str, n: int) -> None:
         parts = key.split("/")  # objects/…, packs/…, index/…, manifests/…, or artifacts/p/a/<record>
+        if parts[0] in ("locks", "lineage"):
+            return  # bookkeeping (commit markers, lineage), not content or records
         kind = parts[0] if parts[0] != "artifacts" else parts[3]  # versions, aliases.json, artifact.json
         self.puts[kind] += 1
         self.bytes_put += n
