@@ -17,7 +17,6 @@ import threading
 from collections import OrderedDict
 
 from .digest import digest_bytes
-from .errors import NoSpace
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +130,3 @@ class ContentCache:
             except OSError:
                 pass
 
-
-def ensure_free(path: str, needed: int) -> None:
-    st = os.statvfs(path)
-    if st.f_bavail * st.f_frsize < needed:
-        raise NoSpace(f"not enough space in {path}")

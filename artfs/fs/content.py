@@ -50,7 +50,7 @@ class ContentSource:
             if event is None:
                 break
             await event.wait()  # someone else is loading it; if they failed we try ourselves
-        loaded = await self._load([piece, *companions], wait=True)
+        loaded = await self._load([piece, *companions])
         data = loaded.get(piece.digest)
         if data is None:
             raise StoreUnavailable(f"could not load {piece.key}")
@@ -104,7 +104,7 @@ class ContentSource:
         except Exception as e:  # read-ahead failures surface on the real read, once
             log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
 
-    async def _load(self, pieces: list[Piece], wait: bool) -> dict[bytes, bytes]:
+    async def _load(self, pieces: list[Piece]) -> dict[bytes, bytes]:
         first, rest = pieces[0], pieces[1:]
         todo = [first] + [p for p in rest if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         self._claim(todo)
