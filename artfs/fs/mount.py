@@ -51,11 +51,15 @@ class MountOptions:
 
 
 def is_stale(path: str) -> bool:
-    try:
-        os.stat(path)
-        return False
-    except OSError as e:
-        return e.errno == errno.ENOTCONN
+    # statfs always reaches the daemon; stat may be answered from the kernel's attribute
+    # cache for a while after the daemon died (and then the mount looks alive).
+    for probe in (os.statvfs, os.stat):
+        try:
+            probe(path)
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                return True
+    return False
 
 
 def unmount(path: str, lazy: bool = False) -> None:
