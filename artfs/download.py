@@ -76,7 +76,7 @@ class Downloader:
         except OSError as e:
             if e.errno == 28:
                 raise NoSpace(f"no space left writing into {root}") from None
-            raise
+            raise InvalidInput(f"cannot write {e.filename2 or e.filename or root}: {e.strerror}") from None
         return self.stats
 
     def _fetch_all(self, todo: list[tuple[Entry, str]]) -> None:

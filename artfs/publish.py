@@ -263,8 +263,17 @@ def walk_sources(local: str, prefix: str | None) -> list[FileSource]:
     if not os.path.isdir(local):
         raise InvalidInput(f"{local}: no such file or directory")
     out = []
-    for dirpath, dirnames, filenames in os.walk(local):
+    # Symbolic links are followed, to folders as to files (a linked folder's files are
+    # part of the tree, not silently left out); a link back to an ancestor is a loop.
+    for dirpath, dirnames, filenames in os.walk(local, followlinks=True):
         dirnames.sort()
+        real = os.path.realpath(dirpath)
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if real == target or real.startswith(target.rstrip(os.sep) + os.sep):
+                    raise InvalidInput(f"{full}: symbolic link loop (points to {target})")
         for fn in filenames:
             full = os.path.join(dirpath, fn)
             if os.path.islink(full) and not os.path.exists(full):
