@@ -57,6 +57,17 @@ def free_ports(count: int, with_grpc: int = 0) -> list[int]:
     raise RuntimeError("could not find free loopback ports")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the test process dies without cleaning up
+    (killed by a timeout, say), so no server outlives its tests."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the fixture's teardown still stops it
+        pass
+
+
 class SeaweedFS:
     """`weed server` with S3 on loopback. Use as a context manager or call start()/stop()."""
 
@@ -98,7 +109,8 @@ class SeaweedFS:
                 # volume_growth.copy_1, set through the environment).
                 env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
                 self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True, cwd=self.dir, env=env)
+                                             start_new_session=True, cwd=self.dir, env=env,
+                                             preexec_fn=_die_with_parent)
             finally:
                 log.close()
             self.endpoint = f"http://127.0.0.1:{s3}"

@@ -257,6 +257,35 @@ def test_bad_input_gets_one_line_and_harms_nothing(local_cli, data, tmp_path):
     assert local_cli("ls", "p/a").ok().out.startswith("v0\tlatest,best")
 
 
+def test_symbolic_links_are_followed_and_loops_refused(local_cli, tmp_path):
+    write_tree(tmp_path / "elsewhere", {"inner/deep.txt": "deep", "file.txt": "target"})
+    write_tree(tmp_path / "d", {"plain.txt": "plain"})
+    os.symlink(tmp_path / "elsewhere" / "inner", tmp_path / "d" / "linked-dir")
+    os.symlink(tmp_path / "elsewhere" / "file.txt", tmp_path / "d" / "linked-file.txt")
+    local_cli("put", "d", "--name", "p/links", "--type", "dataset").ok()
+    local_cli("get", "p/links", "--root", "out").ok()
+    assert read_tree(tmp_path / "out") == {"plain.txt": b"plain", "linked-dir/deep.txt": b"deep",
+                                           "linked-file.txt": b"target"}
+    os.symlink("..", tmp_path / "d" / "loop")
+    local_cli("put", "d", "--name", "p/loop", "--type", "dataset").fails("loop")
+    os.unlink(tmp_path / "d" / "loop")
+    os.symlink(tmp_path / "nowhere", tmp_path / "d" / "dangling")
+    local_cli("put", "d", "--name", "p/loop", "--type", "dataset").fails("dangling")
+    assert local_cli("ls", "p").ok().out.splitlines() == ["links\tdataset\t1 versions"]
+
+
+def test_put_with_clashing_names_and_get_into_an_obstructed_folder(local_cli, tmp_path):
+    write_tree(tmp_path, {"a/x": "1", "b/x": "2"})
+    local_cli("put", "a/x", "b/x", "--name", "p/a", "--type", "dataset").fails("x")
+    local_cli("put", "a", "--name", "p/a", "--type", "dataset").ok()
+    (tmp_path / "out" / "x").mkdir(parents=True)  # a folder where the file must go
+    line = local_cli("get", "p/a", "--root", "out").fails("out/x")
+    assert "internal error" not in line
+    (tmp_path / "file").write_text("a file where the root folder must go")
+    line = local_cli("get", "p/a", "--root", "file").fails("file")
+    assert "internal error" not in line
+
+
 def test_usage_errors_exit_non_zero_without_traceback(local_cli):
     for args in (["put", "x"], ["frobnicate"], ["get"], ["alias", "add", "p/a:v0"]):
         r = local_cli(*args)
