@@ -525,6 +525,27 @@ class GCSFetcher(S3Fetcher):
     def _is_versioned(self, uri, bucket):
         return False  # generations come from HEAD headers, not from S3 version listings
 
+    def _list(self, uri, bucket, prefix, max_objects, checksum):
+        # The XML API's original listing (GET Bucket with marker): every GCS XML endpoint has it.
+        client, found, marker = self.client(bucket), [], None
+        while True:
+            kwargs = {"Prefix": prefix, **({"Marker": marker} if marker else {})}
+            try:
+                page = self._call(uri, bucket, client.list_objects, **kwargs)
+            except (_Gone, _Stale, _BadRange):
+                raise StoreUnavailable(f"{uri}: listing failed") from None
+            contents = page.get("Contents", [])
+            for o in contents:
+                if not o["Key"].endswith("/"):
+                    found.append((o["Key"], o["Size"], {"etag": o["ETag"]}))
+                    if len(found) > max_objects:
+                        raise _too_many(uri, max_objects)
+            if not page.get("IsTruncated") or not contents:
+                break
+            marker = page.get("NextMarker") or contents[-1]["Key"]
+        found.sort()
+        return iter(found)
+
     def _pin(self, response):
         pin = {}
         if response.get("ETag"):
