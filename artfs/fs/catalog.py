@@ -3,16 +3,21 @@
 A thread-safe view of the registry that is refreshed at most every `refresh`
 seconds per listing. Called from worker threads only (it blocks on the store).
 With `pin_aliases`, each artifact's aliases are read once and never change.
+While the store is unreachable, listings seen before are served as they were.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
+from ..errors import StoreUnavailable
 from ..names import LATEST, ArtifactName
 from ..registry import Registry, VersionRecord
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._cache: dict[tuple, tuple[float, object]] = {}
         self._pinned: dict[ArtifactName, dict[str, int]] = {}
+        self._outage = False
 
     def _cached(self, key: tuple, load):
         now = time.monotonic()
@@ -41,7 +47,19 @@ class Catalog:
             hit = self._cache.get(key)
         if hit and now - hit[0] < self.refresh:
             return hit[1]
-        value = load()
+        try:
+            value = load()
+        except StoreUnavailable as e:
+            if hit is None:
+                raise
+            # The store is down: keep showing what we last saw, so cached content stays reachable.
+            if not self._outage:
+                self._outage = True
+                log.warning("%s; showing listings as last seen until the store is back", e)
+            return hit[1]
+        if self._outage:
+            self._outage = False
+            log.info("the store is reachable again")
         with self._lock:
             self._cache[key] = (now, value)
         return value
