@@ -215,13 +215,31 @@ def config_path() -> str:
     return os.path.join(platformdirs.user_config_dir("artfs"), "references.toml")
 
 
+_config_cache: dict[tuple, dict] = {}
+
+
 def _load_config() -> dict:
+    """The config file, parsed again only when it changes (every read of a mount asks)."""
     path = config_path()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise InvalidInput(f"cannot read the references config {path}: {e.strerror}") from None
+    key = (path, st.st_mtime_ns, st.st_size, st.st_ino)
+    doc = _config_cache.get(key)
+    if doc is None:
+        doc = _parse_config(path)
+        _config_cache.clear()
+        _config_cache[key] = doc
+    return doc
+
+
+def _parse_config(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-    except FileNotFoundError:
-        return {}
     except OSError as e:
         raise InvalidInput(f"cannot read the references config {path}: {e.strerror}") from None
     import tomllib

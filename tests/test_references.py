@@ -475,9 +475,13 @@ def test_mount_reads_references_of_every_scheme(cli, ref_buckets, s3, nginx_serv
     assert open(os.path.join(d, "added", "h.bin"), "rb").read() == http_data
     assert open(os.path.join(d, "big.bin"), "rb").read(10) == big_s3[:10]  # carried from v0
     cli("ref", "add", d, nginx_server.url(f"{root}/h.bin")).fails("--cache")  # another cache: refused
+    with open(os.path.join(d, "gcs", "g.bin"), "ab") as f:  # a change copies the source's bytes up first
+        f.write(b" + local")
+    assert open(os.path.join(d, "gcs", "g.bin"), "rb").read() == b"from gcs + local"
     assert cli("commit", d).ok().out == "demo/mnt:v1"
     m1 = artfs.Store(cli.store, cli.cache).manifest(artfs.Store(cli.store, cli.cache).resolve("demo/mnt:v1"))
-    assert m1.reference_count == 6 and m1.get("added/h.bin").ref["uri"] == nginx_server.url(f"{root}/h.bin")
+    assert m1.reference_count == 5 and m1.get("added/h.bin").ref["uri"] == nginx_server.url(f"{root}/h.bin")
+    assert m1.get("gcs/g.bin").ref is None and m1.get("gcs/g.bin").size == len(b"from gcs + local")
 
 
 @pytest.mark.mount
