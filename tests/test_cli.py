@@ -107,7 +107,8 @@ def test_get_default_root(local_cli, data, tmp_path):
 
 
 def test_get_large_files_and_modes(artfs, tmp_path):
-    files = {"model.bin": os.urandom(3 * CHUNK_SIZE + 11), "run.sh": "#!/bin/sh\necho hi\n", "empty": b""}
+    files = {"model.bin": os.urandom(3 * CHUNK_SIZE + 11), "run.sh": "#!/bin/sh\necho hi\n", "empty": b"",
+             "naïve name with spaces/日本.txt": "unicode"}
     src = write_tree(tmp_path / "m", files)
     os.chmod(os.path.join(src, "run.sh"), 0o755)
     artfs("put", "m", "--name", "p/model", "--type", "model").ok()
