@@ -612,7 +612,7 @@ def finish_artifact(artifact: Artifact, project: str | None = None, distributed_
                     overwrite: bool = False) -> Artifact:
     """Commits the union of every writer's upserts (and this artifact's own files) as one new version."""
     name, dist, store = _distributed_target(artifact, project, distributed_id, store)
-    if artifact._files or artifact._carried():
+    if artifact._files or next(artifact._carried(), None) is not None:  # (a generator is always truthy)
         upsert_artifact(artifact, project, distributed_id, store)
     result = dist.finish(name, distributed_id, type_=artifact.type, aliases=_aliases_arg(aliases),
                          description=artifact.description, metadata=artifact.metadata, overwrite=overwrite)

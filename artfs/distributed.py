@@ -3,13 +3,18 @@
 Each writer's upsert stores its files and a *part*:
   parts/<project>/<artifact>/<id>/part-<uuid>.json    {"manifest": <hex>, "host", "time", …}
 `finish` claims the id with create-if-absent on
-  parts/<project>/<artifact>/<id>/finish.json         {"state": "finishing" | "finished", …}
-merges the parts (a path written with different content by two parts is a
-conflict, refused unless overwrite), commits the union as the artifact's next
-version, and marks the claim finished. An upsert refuses to start once the
-claim exists, and checks again after writing its part: a part that missed the
-finish is withdrawn and reported, never silently lost. A finish that crashed is
-run again: it reuses its claim and recognises a version it already made.
+  parts/<project>/<artifact>/<id>/finish.json         {"state": "claiming" | "finishing" | "finished", …}
+*then* lists the parts and writes that list into the claim (compare-and-swap,
+state "finishing"), merges the parts (a path written with different content by
+two parts is a conflict, refused unless overwrite), commits the union as the
+artifact's next version, and marks the claim finished. An upsert refuses to
+start once the claim exists, and checks again after writing its part: no claim
+yet means the finish's listing (made after its claim) will see the part; a claim
+with a parts list decides by membership (a part that missed the finish is
+withdrawn and reported, never silently lost); a claim still "claiming" is waited
+for. A finish that crashed is run again once its claim is older than
+FINISH_STALE: it reuses its claim and recognises a version it already made; a
+younger unfinished claim belongs to a finish still running elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from .manifest import Entry, Manifest
 from .names import ArtifactName, check_name
 from .publish import FileSource
 from .registry import manifest_key
+
+FINISH_STALE = 600.0  # an unfinished claim older than this belongs to a finish that died
+CLAIM_WAIT = 60.0  # how long an upsert waits for a finish to list its parts
 
 
 def _prefix(a: ArtifactName, distributed_id: str) -> str:
@@ -86,6 +94,7 @@ class Distributed:
     def upsert(self, a: ArtifactName, type_: str | None, distributed_id: str, files: list[FileSource],
                carried: list[Entry] = (), progress=None) -> str:
         prefix = _prefix(a, distributed_id)
+        files, carried = list(files), list(carried)
         if not files and not carried:
             raise InvalidInput("nothing to upsert: no files")
         with commit_guard(self.objects):
@@ -99,7 +108,11 @@ class Distributed:
             key = f"{prefix}part-{uuid.uuid4().hex}.json"
             self.objects.put(key, _marker(manifest=hexdigest, files=len(manifest)))
             claim = self._claim(a, distributed_id)
-            if claim is not None and key not in claim[0].get("parts", []):
+            deadline = time.monotonic() + CLAIM_WAIT
+            while claim is not None and claim[0].get("parts") is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # a finish has claimed the id but not yet listed the parts
+                claim = self._claim(a, distributed_id)
+            if claim is not None and key not in (claim[0].get("parts") or []):
                 self.objects.delete(key)
                 raise Conflict(f"{a} distributed version {distributed_id!r} was finished while this upsert ran; "
                                "its files are not in it")
@@ -109,8 +122,10 @@ class Distributed:
         claim = self._claim(a, distributed_id)
         if claim is not None:
             doc = claim[0]
-            done = f" as v{doc['version']}" if doc.get("version") is not None else ""
-            raise Conflict(f"{a} distributed version {distributed_id!r} is already finished{done}; "
+            if doc.get("state") != "finished":
+                raise Conflict(f"{a} distributed version {distributed_id!r} is being finished; "
+                               "its files can no longer change (use a new --distributed-id)")
+            raise Conflict(f"{a} distributed version {distributed_id!r} is already finished as v{doc['version']}; "
                            "use a new --distributed-id")
 
     def finish(self, a: ArtifactName, distributed_id: str, *, type_: str | None = None, aliases=(),
@@ -120,17 +135,28 @@ class Distributed:
         claim = self._claim(a, distributed_id)
         if claim is not None and claim[0].get("state") == "finished":
             raise Conflict(f"{a} distributed version {distributed_id!r} is already finished as v{claim[0]['version']}")
+        busy = Conflict(f"{a} distributed version {distributed_id!r} is being finished by someone else")
         if claim is None:
-            parts = [k for k, _ in self._parts(a, distributed_id)]
-            if not parts:
+            if not self._parts(a, distributed_id):
                 raise NotFound(f"no upserts for {a} with distributed id {distributed_id!r}")
-            doc = {"state": "finishing", "parts": parts, "time": time.time()}
+            doc = {"state": "claiming", "parts": None, "time": time.time()}
             try:
                 etag = self.objects.put(key, json.dumps(doc).encode(), if_none_match=True)
             except PreconditionFailed:
-                raise Conflict(f"{a} distributed version {distributed_id!r} is being finished by someone else") from None
+                raise busy from None
         else:
-            doc, etag = claim  # a finish that crashed: go on with what it claimed
+            doc, etag = claim  # a finish that crashed, or one still running elsewhere
+            info = self.objects.head(key)
+            if info is not None and time.time() - info.mtime < FINISH_STALE:
+                raise Conflict(f"{busy}; if that finish died, run it again in "
+                               f"{int(FINISH_STALE - (time.time() - info.mtime)) + 1} s")
+        if doc.get("parts") is None:
+            # Listed only now that the claim exists: an upsert that saw no claim wrote its part before it.
+            doc = {**doc, "state": "finishing", "parts": [k for k, _ in self._parts(a, distributed_id)]}
+            try:
+                etag = self.objects.put(key, json.dumps(doc).encode(), if_match=etag)
+            except PreconditionFailed:
+                raise busy from None
         merged = self.merged(a, distributed_id, doc["parts"])
         if merged.conflicts and not overwrite:
             self.objects.delete(key)  # release the claim so the user can retry with --overwrite
