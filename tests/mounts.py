@@ -11,7 +11,8 @@
       fresh mount point under the test's tmp_path (and a fresh cache unless `cache` is
       given) and returns once it is mounted. `env` adds variables for the daemon.
       mounter.tmp_path is the root under which everything of the test lives.
-  Mount: .mp, .path(*parts), .log_path, .log(), .pids(), .fetches(), .umount(), .mounted()
+  Mount: .mp, .path(*parts), .cache, .log_path, .log(), .pids(), .pid, .fetches(), .umount(), .mounted(),
+         .result (the CLIResult of `artfs mount`)
 
 On teardown — pass or fail — every FUSE mount under the test's tmp_path is unmounted
 (fusermount3 -u, then -u -z) and every artfs mount daemon whose command line names a
@@ -143,6 +144,7 @@ def cleanup(root: str) -> list[str]:
 class Mount:
     def __init__(self, mp: str, store: str, cache: str, log_path: str):
         self.mp, self.store, self.cache, self.log_path = mp, store, cache, log_path
+        self.result = None  # the CLIResult of `artfs mount`
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.mp, *parts)
@@ -220,7 +222,7 @@ class Mounter:
         self.mounts.append(m)
         args = ["--debug"] if debug else []
         args += ["mount", mp, "--log-file", log_path, *flags]
-        run_artfs(args, store=store, cache=cache, env=env, timeout=90).ok()
+        m.result = run_artfs(args, store=store, cache=cache, env=env, timeout=90).ok()
         assert m.mounted(), f"`artfs mount` returned but {mp} is not mounted\n{m.log()}"
         return m
 
@@ -261,7 +263,9 @@ class RestartableSeaweedFS(SeaweedFS):
 
     def start(self, timeout: float = 60.0) -> "RestartableSeaweedFS":
         super().start(timeout)
-        self._cmd = list(self.proc.args)
+        # Same ports and folder; a short raft election, else the lone master waits ~15 s
+        # for a leader when it finds its previous state.
+        self._cmd = [*self.proc.args, "-master.electionTimeout=1s"]
         return self
 
     def kill(self) -> None:
