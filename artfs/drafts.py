@@ -473,6 +473,9 @@ class DraftStore:
     def __init__(self, cache_dir: str):
         self.root = os.path.join(cache_dir, DRAFTS_FOLDER)
         os.makedirs(self.root, exist_ok=True)
+        for n in _listdir(self.root):
+            if n.startswith(".discarded-"):  # a removal that a crash cut short
+                shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
 
     def _dir(self, a: ArtifactName, name: str | None = None) -> str:
         parts = [self.root, a.project, a.name] + ([name] if name else [])

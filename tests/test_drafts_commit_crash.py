@@ -1,0 +1,127 @@
+"""A crash during commit: `artfs commit p/a/drafts/d` (no mount) killed with SIGKILL at
+random moments, then run again. It must end with exactly one new version holding the
+draft's content: never a partial version, never a duplicate."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+
+import pytest
+
+from conftest import ARTFS_BIN, run_artfs, write_tree
+from mounts import mounter  # noqa: F401  (a fixture)
+from test_drafts_common import random_files, version_files, write
+
+pytestmark = pytest.mark.mount
+
+ARTIFACT = "crash/a"
+BASE = {**random_files(1, 40, prefix="base/"), "README.md": b"base\n"}
+
+
+def intended(r: int) -> dict[str, bytes]:
+    """What draft number `r` holds: the base with changes, additions, a rename and a deletion."""
+    rnd = random.Random(100 + r)
+    files = dict(BASE)
+    files["README.md"] = f"draft {r}\n".encode()
+    del files["base/f0003.bin"]
+    files[f"moved/f0004-{r}.bin"] = files.pop("base/f0004.bin")
+    files.update(random_files(200 + r, 60, max_size=9000, prefix=f"new{r}/"))
+    for i in range(5):
+        files[f"big/{r}-{i}.bin"] = rnd.randbytes(4 << 20)
+    return files
+
+
+def fill(draft: str, r: int) -> None:
+    os.unlink(os.path.join(draft, "base/f0003.bin"))
+    os.mkdir(os.path.join(draft, "moved"))
+    os.rename(os.path.join(draft, "base/f0004.bin"), os.path.join(draft, f"moved/f0004-{r}.bin"))
+    for name, data in intended(r).items():
+        if name.startswith(("new", "big/")) or name == "README.md":
+            path = os.path.join(draft, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write(path, data)
+
+
+def registry_versions(store: str) -> list[int]:
+    from artfs import Store
+    from artfs.names import parse_artifact_name
+
+    st = Store(store, os.path.join(os.path.dirname(store), "probe-cache"))
+    return [r.number for r in st.registry.versions(parse_artifact_name(ARTIFACT))]
+
+
+@pytest.fixture
+def procs():
+    started: list[subprocess.Popen] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+
+
+def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mounter, store_url, tmp_path, procs):
+    rounds = 1 if store_url.startswith("s3://") else 3  # every S3 CLI start costs ~1 s of boto3
+    store, cache = store_url, mounter.new_dir("cache")
+    src = write_tree(tmp_path / "base", BASE)
+    run_artfs(["put", src, "--name", ARTIFACT, "--type", "dataset"], store=store, cache=str(tmp_path / "c")).ok()
+    # The drafts, all of v0, made through a mount that is then unmounted.
+    m = mounter(store, cache=cache, debug=False)
+    for r in range(rounds):
+        d = m.path(ARTIFACT, "drafts", f"d{r}")
+        os.mkdir(d)
+        fill(d, r)
+    m.umount()
+
+    seed = int.from_bytes(os.urandom(4), "big")
+    rnd = random.Random(seed)
+    env = {**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": cache}
+    kills = 0
+    story: list[str] = [f"seed {seed}"]  # printed on failure
+    for r in range(rounds):
+        want = intended(r)
+        known = list(range(r + 1))  # v0 and the versions of earlier rounds
+        done = None
+        for attempt in range(8):
+            p = subprocess.Popen([ARTFS_BIN, "commit", f"{ARTIFACT}/drafts/d{r}"], env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            procs.append(p)
+            delay = rnd.uniform(0.15, 1.0)  # an uninterrupted commit takes ~0.9 s here
+            try:
+                out, err = p.communicate(timeout=delay)
+                done = (p.returncode, out, err)
+                story.append(f"round {r}: finished within {delay:.2f}s: {out.strip()} {err.strip()}")
+                break
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGKILL)
+                p.communicate(timeout=10)
+                kills += 1
+                story.append(f"round {r}: killed after {delay:.2f}s")
+            now = registry_versions(store)
+            assert now[:len(known)] == known and len(now) <= len(known) + 1, f"versions {now}; {story}"
+            if len(now) == len(known) + 1:  # a new version after a kill: it must be complete
+                assert version_files(store, f"{ARTIFACT}:v{now[-1]}", tmp_path) == want
+        if done is None or done[0] != 0:
+            res = run_artfs(["commit", f"{ARTIFACT}/drafts/d{r}"], store=store, cache=cache, timeout=120)
+            if res.returncode != 0:
+                # Killed after the version was made, while the draft was being removed.
+                res.fails("no draft")
+                out = f"{ARTIFACT}:v{r + 1}"
+            else:
+                out = res.out
+        else:
+            assert "Traceback" not in done[2], done[2]
+            out = done[1].strip()
+        assert out == f"{ARTIFACT}:v{r + 1}", story
+        assert registry_versions(store) == known + [r + 1], f"exactly one new version; {story}"
+        assert version_files(store, f"{ARTIFACT}:v{r + 1}", tmp_path) == want
+    # A kill while the committed draft was being removed leaves nothing behind for long.
+    assert [n for n in os.listdir(os.path.join(cache, "drafts")) if n not in (".lock", "crash")] == []
+    assert os.listdir(os.path.join(cache, "drafts", "crash", "a")) == []
+    listing = run_artfs(["ls", ARTIFACT], store=store, cache=cache).ok().stdout.splitlines()
+    assert [line.split("\t")[0] for line in listing] == [f"v{n}" for n in range(rounds + 1)]
+    assert kills >= 1, "no commit was ever killed: make the drafts bigger"
+
