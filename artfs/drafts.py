@@ -292,6 +292,23 @@ class Draft:
         return self._attr(row)
 
     def unlink(self, parent: int, name: str) -> None:
+        try:
+            self._unlink(parent, name)
+        except FsError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            # The disk is full and recording the removal needs a little space: the file is
+            # going away, so its own bytes make that room (else nothing in a full draft
+            # could be deleted to free space). Open descriptors then read it as empty.
+            with self._lock:
+                row = self.db.execute("SELECT ino, kind, origin FROM node WHERE parent=? AND name=?",
+                                      (parent, name)).fetchone()
+            if row is None or row[1] != FILE or row[2] is not None:
+                raise
+            os.truncate(self.data_path(row[0]), 0)
+            self._unlink(parent, name)
+
+    def _unlink(self, parent: int, name: str) -> None:
         with self._tx() as db:
             row = self._child(db, parent, name)
             if row is None:
