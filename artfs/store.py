@@ -165,8 +165,15 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         type_ = type_ or info.type or existing
         if not type_:
             raise InvalidInput(f"{a} is a new artifact: give its type (artfs commit … --type dataset)")
-        base = self.registry.version(a, info.base) if info.base is not None else None
+        base = same = None
+        if info.base is not None:
+            try:
+                base = same = self.registry.version(a, info.base)
+            except NotFound:
+                # Deleted since the draft was made: the draft's hold kept its content, so the draft
+                # still commits, as a new version (never "the same as" a deleted one).
+                base = self.registry._read_record(a, info.base)  # the tombstone keeps the manifest digest
         earlier = [r for r in self.registry.versions(a) if r.base == info.base and r.created >= info.created]
         files, carried = draft.snapshot()
-        return self.publish(a, type_, files, carried, base=base, same_as=([base] if base else []) + earlier,
+        return self.publish(a, type_, files, carried, base=base, same_as=([same] if same else []) + earlier,
                             description=description, metadata=metadata, aliases=aliases, progress=progress)
