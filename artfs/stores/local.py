@@ -64,6 +64,11 @@ class LocalStore(ObjectStore):
         with _os_errors(key), open(self._path(key), "rb") as f:
             return f.read(), _etag(os.fstat(f.fileno()))
 
+    def _check_root(self) -> None:
+        # A store folder that went away (unmounted disk, moved) is an outage, not a new store.
+        if not os.path.isdir(self._tmp):
+            raise StoreUnavailable(f"store {self.root} is not there")
+
     def _write_temp(self, data: bytes) -> str:
         fd, tmp = tempfile.mkstemp(dir=self._tmp)
         try:
@@ -92,6 +97,7 @@ class LocalStore(ObjectStore):
     def put(self, key, data, *, if_none_match=False, if_match=None):
         path = self._path(key)
         with _os_errors(key):
+            self._check_root()
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = self._write_temp(data)
             try:
@@ -116,6 +122,7 @@ class LocalStore(ObjectStore):
     def put_stream(self, key, stream):
         dest = self._path(key)
         with _os_errors(key):
+            self._check_root()
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self._tmp)
             try:
