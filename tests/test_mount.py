@@ -350,6 +350,13 @@ def test_pin_aliases_keeps_latest_where_it_was(ds, mounter):
     assert read(m.path(NAME, "latest", "big.bin")) == ds.files["big.bin"]
 
 
+def test_pin_aliases_pins_latest_at_mount_time_not_first_look(ds, mounter):
+    m = mounter(ds.store, "--refresh", "0.5", "--pin-aliases")
+    _commit_v2(ds)  # after the mount, before anything looked at the artifact
+    assert sorted(os.listdir(m.path(NAME))) == ["best", "drafts", "latest", "v0", "v1", "v2"]
+    assert os.readlink(m.path(NAME, "latest")) == "v1"
+
+
 def test_readlink_never_fails_while_an_alias_moves(local_store_url, mounter, tmp_path):
     ds = publish_dataset(local_store_url, tmp_path)
     m = mounter(ds.store, "--refresh", "0.1")

@@ -40,6 +40,7 @@ class Catalog:
         self._cache: dict[tuple, tuple[float, object]] = {}
         self._pinned: dict[ArtifactName, dict[str, int]] = {}
         self._outage = False
+        self.started = time.time()
 
     def _cached(self, key: tuple, load):
         now = time.monotonic()
@@ -91,5 +92,10 @@ class Catalog:
             if versions:
                 aliases[LATEST] = max(versions)
             if self.pin_aliases:
+                # Pinned at mount time: a version committed since (before this first look) is
+                # not `latest`. Other aliases are pinned as first seen.
+                before = [n for n, r in versions.items() if r.created <= self.started]
+                if before:
+                    aliases[LATEST] = max(before)
                 self._pinned[a] = aliases
         return ArtifactState(type_, versions, aliases)
