@@ -46,7 +46,8 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
         return
     prepare_mountpoint(opts.mountpoint)  # report a bad mount point before forking
     opts.log_file = log_file or os.path.join(opts.cache_dir, "mount.log")
-    argv = [sys.executable, "-m", "artfs", "--store", opts.store_url, "--cache", opts.cache_dir]
+    # -P: a folder named artfs in the current directory must not shadow the installed package
+    argv = [sys.executable, "-P", "-m", "artfs", "--store", opts.store_url, "--cache", opts.cache_dir]
     argv += ["--debug"] if ctx.debug else []
     argv += ["mount", opts.mountpoint, "--foreground", "--cache-size", str(cache_size), "--refresh", str(refresh),
              "--timeout", str(timeout), "--log-file", opts.log_file]

@@ -145,3 +145,14 @@ def test_remount_reuses_the_cache(store, mounter):
     m2 = mounter(store, cache=m.cache)
     assert read(m2.path("p/model/v0/weights.bin")) == DATA["weights.bin"]
     assert m2.fetches() == [], "everything came from the cache the first mount filled"
+
+
+def test_mount_works_from_a_folder_that_holds_an_artfs_folder(store, mounter, tmp_path):
+    """The daemon imports the installed artfs, never ./artfs of wherever `artfs mount` ran."""
+    os.makedirs(tmp_path / "work" / "artfs")
+    (tmp_path / "work" / "artfs" / "__init__.py").write_text('raise SystemExit("the wrong artfs was imported")\n')
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    run_artfs(["mount", "../mnt"], store=store, cache=str(tmp_path / "c"), cwd=str(tmp_path / "work")).ok()
+    assert read(str(mp / "p/model/v0/config.json")) == DATA["config.json"]
+    subprocess.run(["fusermount3", "-u", str(mp)], check=True, timeout=10)
