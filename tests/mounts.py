@@ -19,15 +19,19 @@ On teardown — pass or fail — every FUSE mount under the test's tmp_path is u
 path under it (and only those) is stopped (SIGTERM, then SIGKILL), then the teardown
 checks nothing is left. A test that mounts by other means (systemd's command, the fstab
 helper, mount(8)) under tmp_path is covered too. The daemon log is printed on teardown,
-so a failing test shows it.
+so a failing test shows it. If pytest itself is stopped (SIGTERM, SIGHUP, a crash), a
+signal handler and an atexit hook still clean up; only SIGKILL can leave mounts behind.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -234,15 +238,51 @@ class Mounter:
         return cleanup(self.tmp_path)
 
 
-@pytest.fixture
-def mounter(tmp_path):
-    """mounter(store, *flags, cache=None, env=None, debug=True) -> Mount; see module doc."""
-    m = Mounter(tmp_path)
+# Mounters not torn down yet. If pytest dies without running teardowns (killed by SIGTERM
+# or SIGHUP, or a crash such as a broken pipe), atexit and the signal handler still clean up.
+_active: set = set()
+
+
+def _cleanup_active() -> None:
+    for m in list(_active):
+        _active.discard(m)
+        cleanup(m.tmp_path)
+
+
+def _teardown_on_signal(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest then runs the fixtures' teardowns
+
+
+atexit.register(_cleanup_active)
+
+
+def _install_signal_handlers() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _teardown_on_signal)
+
+
+@contextlib.contextmanager
+def mounting(root):
+    """A Mounter for `root` that cleans up on exit (also used by module-scoped fixtures)."""
+    _install_signal_handlers()
+    m = Mounter(root)
+    _active.add(m)
     try:
         yield m
     finally:
+        _active.discard(m)
         left = m.teardown()
         assert not left, f"left behind after cleanup: {left}"
+
+
+@pytest.fixture
+def mounter(tmp_path):
+    """mounter(store, *flags, cache=None, env=None, debug=True) -> Mount; see module doc."""
+    with mounting(tmp_path) as m:
+        yield m
 
 
 # -- sample data ------------------------------------------------------------------------------
@@ -250,7 +290,7 @@ def mounter(tmp_path):
 MiB = 1 << 20
 
 
-__all__ = ["mounter", "Mount", "Mounter", "RestartableSeaweedFS", "cleanup", "mounts_under", "is_mounted", "fs_type", "daemon_pids",
+__all__ = ["mounter", "mounting", "Mount", "Mounter", "RestartableSeaweedFS", "cleanup", "mounts_under", "is_mounted", "fs_type", "daemon_pids",
            "wait_for", "errno_of", "MiB"]
 
 

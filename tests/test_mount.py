@@ -23,7 +23,7 @@ import blake3
 import pytest
 
 from conftest import fresh_s3_url, read_tree, run_artfs, write_tree
-from mounts import Mounter, MiB, errno_of, mounter, wait_for  # noqa: F401  (mounter is a fixture)
+from mounts import MiB, errno_of, mounter, mounting, wait_for  # noqa: F401  (mounter is a fixture)
 
 pytestmark = pytest.mark.mount
 
@@ -100,12 +100,8 @@ def shared(request, tmp_path_factory) -> Dataset:
 @pytest.fixture(scope="module")
 def shared_mount(shared, tmp_path_factory):
     """One mount of `shared` for the tests that only look (no cold-read or cache checks)."""
-    m = Mounter(tmp_path_factory.mktemp("shared-mount"))
-    try:
+    with mounting(tmp_path_factory.mktemp("shared-mount")) as m:
         yield m(shared.store)
-    finally:
-        left = m.teardown()
-        assert not left, f"left behind after cleanup: {left}"
 
 
 @pytest.fixture
