@@ -152,11 +152,20 @@ def _alias_writer(url, cache, who, barrier, queue):
         queue.put((who, f"ERROR {type(e).__name__}: {e}"))
 
 
+def _two_versions(artfs, tmp_path):
+    """p/a:v0 and p/a:v1 (published in process: the race, not the put, is under test)."""
+    from artfs import Store
+    from artfs.names import ArtifactName
+    from artfs.publish import walk_sources
+
+    store = Store(artfs.store, artfs.cache)
+    for content in ("1", "2"):
+        write_tree(tmp_path / "d", {"a": content})
+        store.publish(ArtifactName("p", "a"), "dataset", walk_sources(str(tmp_path / "d"), None))
+
+
 def test_racing_alias_and_metadata_changes_lose_nothing(artfs, tmp_path):
-    write_tree(tmp_path / "d", {"a": "1"})
-    artfs("put", "d", "--name", "p/a", "--type", "dataset").ok()
-    write_tree(tmp_path / "d", {"a": "2"})
-    artfs("put", "d", "--name", "p/a", "--type", "dataset").ok()
+    _two_versions(artfs, tmp_path)
     barrier = SPAWN.Barrier(2)
     results = _run_children(_alias_writer, [(artfs.store, artfs.cache, who, barrier) for who in ("x", "y")])
     assert sorted(results) == [("x", "ok"), ("y", "ok")]
@@ -173,10 +182,7 @@ def test_racing_alias_and_metadata_changes_lose_nothing(artfs, tmp_path):
 
 
 def test_racing_moves_of_one_alias_end_on_one_version(artfs, tmp_path):
-    write_tree(tmp_path / "d", {"a": "1"})
-    artfs("put", "d", "--name", "p/a", "--type", "dataset").ok()
-    write_tree(tmp_path / "d", {"a": "2"})
-    artfs("put", "d", "--name", "p/a", "--type", "dataset").ok()
+    _two_versions(artfs, tmp_path)
     env = {**os.environ, "ARTFS_STORE": artfs.store, "ARTFS_CACHE": artfs.cache}
     procs = [subprocess.Popen([ARTFS_BIN, "alias", "add", f"p/a:v{v}", "best", "prod"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in (0, 1, 0, 1)]
