@@ -12,6 +12,10 @@ Reusable pieces (other test files may rely on these names):
   store           artfs.Store(store_url, cache_dir)
   artfs           an ArtfsCLI bound to store_url and cache_dir: artfs("put", ...) -> CLIResult
   run_artfs(args, store=, cache=, cwd=, env=) -> CLIResult   (plain function)
+  CLIResult.ok() / .fails(*texts)   success, or one clean error line containing texts
+  make_bucket(endpoint), s3_test_bucket (session), fresh_s3_url(bucket)
+  counted         (Store, CountingStore): every object-store request recorded
+  write_tree(root, {path: data}), read_tree(root) -> {path: bytes}
 
 Set ARTFS_TEST_S3_ENDPOINT to use an already running S3-compatible server
 instead of starting SeaweedFS.
@@ -23,8 +27,8 @@ import itertools
 import os
 import secrets
 import subprocess
-import threading
 import sys
+import threading
 from dataclasses import dataclass
 
 import pytest
