@@ -8,6 +8,7 @@ import os
 import random
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -68,28 +69,33 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
     store, cache = store_url, mounter.new_dir("cache")
     src = write_tree(tmp_path / "base", BASE)
     run_artfs(["put", src, "--name", ARTIFACT, "--type", "dataset"], store=store, cache=str(tmp_path / "c")).ok()
-    # The drafts, all of v0, made through a mount that is then unmounted.
+    # The drafts, all of v0, made through a mount that is then unmounted. Draft "cal" is
+    # committed whole first, to time a commit: the kills then land anywhere in one.
     m = mounter(store, cache=cache, debug=False)
-    for r in range(rounds):
-        d = m.path(ARTIFACT, "drafts", f"d{r}")
+    for name, r in [("cal", 99)] + [(f"d{r}", r) for r in range(rounds)]:
+        d = m.path(ARTIFACT, "drafts", name)
         os.mkdir(d)
         fill(d, r)
     m.umount()
+    env = {**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": cache}
+    started = time.monotonic()
+    subprocess.run([ARTFS_BIN, "commit", f"{ARTIFACT}/drafts/cal"], env=env, check=True, capture_output=True)
+    duration = time.monotonic() - started
 
     seed = int.from_bytes(os.urandom(4), "big")
     rnd = random.Random(seed)
-    env = {**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": cache}
     kills = 0
-    story: list[str] = [f"seed {seed}"]  # printed on failure
+    story: list[str] = [f"seed {seed}, a whole commit takes {duration:.2f}s"]  # shown on failure
     for r in range(rounds):
         want = intended(r)
-        known = list(range(r + 1))  # v0 and the versions of earlier rounds
+        known = list(range(r + 2))  # v0, v1 (cal) and the versions of earlier rounds
+        new = f"{ARTIFACT}:v{len(known)}"
         done = None
         for attempt in range(8):
             p = subprocess.Popen([ARTFS_BIN, "commit", f"{ARTIFACT}/drafts/d{r}"], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
             procs.append(p)
-            delay = rnd.uniform(0.15, 1.0)  # an uninterrupted commit takes ~0.9 s here
+            delay = rnd.uniform(0.1, 1.05) * duration
             try:
                 out, err = p.communicate(timeout=delay)
                 done = (p.returncode, out, err)
@@ -99,29 +105,29 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
                 p.send_signal(signal.SIGKILL)
                 p.communicate(timeout=10)
                 kills += 1
-                story.append(f"round {r}: killed after {delay:.2f}s")
             now = registry_versions(store)
-            assert now[:len(known)] == known and len(now) <= len(known) + 1, f"versions {now}; {story}"
+            story.append(f"round {r}: killed after {delay:.2f}s, versions {now}")
+            assert now[:len(known)] == known and len(now) <= len(known) + 1, story
             if len(now) == len(known) + 1:  # a new version after a kill: it must be complete
-                assert version_files(store, f"{ARTIFACT}:v{now[-1]}", tmp_path) == want
+                assert version_files(store, f"{ARTIFACT}:v{now[-1]}", tmp_path) == want, story
         if done is None or done[0] != 0:
             res = run_artfs(["commit", f"{ARTIFACT}/drafts/d{r}"], store=store, cache=cache, timeout=120)
             if res.returncode != 0:
                 # Killed after the version was made, while the draft was being removed.
                 res.fails("no draft")
-                out = f"{ARTIFACT}:v{r + 1}"
+                out = new
             else:
                 out = res.out
         else:
             assert "Traceback" not in done[2], done[2]
             out = done[1].strip()
-        assert out == f"{ARTIFACT}:v{r + 1}", story
-        assert registry_versions(store) == known + [r + 1], f"exactly one new version; {story}"
-        assert version_files(store, f"{ARTIFACT}:v{r + 1}", tmp_path) == want
+        assert out == new, story
+        assert registry_versions(store) == known + [len(known)], f"exactly one new version; {story}"
+        assert version_files(store, new, tmp_path) == want, story
     # A kill while the committed draft was being removed leaves nothing behind for long.
     assert [n for n in os.listdir(os.path.join(cache, "drafts")) if n not in (".lock", "crash")] == []
     assert os.listdir(os.path.join(cache, "drafts", "crash", "a")) == []
     listing = run_artfs(["ls", ARTIFACT], store=store, cache=cache).ok().stdout.splitlines()
-    assert [line.split("\t")[0] for line in listing] == [f"v{n}" for n in range(rounds + 1)]
-    assert kills >= 1, "no commit was ever killed: make the drafts bigger"
+    assert [line.split("\t")[0] for line in listing] == [f"v{n}" for n in range(rounds + 2)]
+    assert kills >= 1, story
 

@@ -29,7 +29,7 @@ import hashlib, os, sys
 root, log_path, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
 def content(name, i):
-    size = 700_000 if i % 9 == 0 else 1 + (i * 7919) % 20_000
+    size = 400_000 if i % 9 == 0 else 1 + (i * 7919) % 20_000
     block = hashlib.sha256(name.encode()).digest()
     return (block * (size // 32 + 1))[:size]
 
@@ -53,7 +53,7 @@ with open(log_path, "a") as log:
 
 
 def content(name: str, i: int) -> bytes:
-    size = 700_000 if i % 9 == 0 else 1 + (i * 7919) % 20_000
+    size = 400_000 if i % 9 == 0 else 1 + (i * 7919) % 20_000
     block = hashlib.sha256(name.encode()).digest()
     return (block * (size // 32 + 1))[:size]
 
@@ -103,9 +103,9 @@ def test_closed_files_survive_kill_9_of_the_daemon_mid_copy(mounter, tmp_path, p
         draft = m.path(ARTIFACT, "drafts", "d")
         if r == 0:
             os.makedirs(draft)
-        want = closed_files(logs)
-        got = {k: read(os.path.join(draft, k)) for k in want}  # every closed file, exact bytes
-        assert got == want, f"round {r}: closed files lost or damaged"
+        else:  # the files closed before the last kill (all rounds' files are checked at the end)
+            last = closed_files(logs[-1:])
+            assert {k: read(os.path.join(draft, k)) for k in last} == last, f"round {r}"
         logs.append(str(tmp_path / f"closed-{r}.log"))
         copier = subprocess.Popen([sys.executable, "-c", COPIER, draft, logs[-1], str(r * 1000)],
                                   stderr=subprocess.PIPE, text=True)
@@ -115,7 +115,8 @@ def test_closed_files_survive_kill_9_of_the_daemon_mid_copy(mounter, tmp_path, p
         os.kill(m.pid, signal.SIGKILL)
         copier.communicate(timeout=20)  # it sees ENOTCONN and stops
         wait_for(lambda: is_stale(mp), 10, "the mount to go stale")
-        os.stat(mp)  # the root's attributes may still be cached: `artfs mount` must not be fooled
+        # (stat of the mount point may still succeed from the kernel's attribute cache:
+        # `artfs mount` must see through that and recover the stale mount.)
     m = mounter(store, cache=cache, mp=mp, debug=False)
     draft = m.path(ARTIFACT, "drafts", "d")
     want = closed_files(logs)
@@ -126,17 +127,6 @@ def test_closed_files_survive_kill_9_of_the_daemon_mid_copy(mounter, tmp_path, p
     assert commit(m, draft, "--type", "dataset").ok().out == f"{ARTIFACT}:v0"
     version = read_tree(m.path(ARTIFACT, "v0"))
     assert {k: version.get(k) for k in want} == want
-
-
-def test_stale_mount_is_reported_and_recovered_by_artfs_mount(mounter, tmp_path):
-    store, cache, mp = str(tmp_path / "store"), mounter.new_dir("cache"), mounter.new_dir("mnt")
-    m = mounter(store, cache=cache, mp=mp, debug=False)
-    os.makedirs(m.path(ARTIFACT, "drafts", "d"))
-    write(m.path(ARTIFACT, "drafts", "d", "f.txt"), b"kept")
-    os.kill(m.pid, signal.SIGKILL)
-    wait_for(lambda: is_stale(mp), 10, "the mount to go stale")
-    m = mounter(store, cache=cache, mp=mp, debug=False)
-    assert read(m.path(ARTIFACT, "drafts", "d", "f.txt")) == b"kept"
 
 
 def test_fsynced_data_of_an_open_file_survives_kill_9(mounter, tmp_path):
@@ -161,26 +151,6 @@ def test_fsynced_data_of_an_open_file_survives_kill_9(mounter, tmp_path):
 
 
 def test_a_draft_survives_a_clean_unmount_and_remount(mounter, tmp_path):
-    store, cache = str(tmp_path / "store"), mounter.new_dir("cache")
-    m = mounter(store, cache=cache, debug=False)
-    draft = m.path(ARTIFACT, "drafts", "d")
-    os.makedirs(os.path.join(draft, "sub"))
-    files = {"a.txt": b"a" * 10, "sub/b.bin": os.urandom(300_000)}
-    for k, v in files.items():
-        write(os.path.join(draft, k), v)
-    os.chmod(os.path.join(draft, "a.txt"), 0o755)
-    m.umount()
-    assert not m.mounted()
-    m = mounter(store, cache=cache, debug=False)  # another mount point, same cache
-    draft = m.path(ARTIFACT, "drafts", "d")
-    assert os.listdir(m.path(ARTIFACT, "drafts")) == ["d"]
-    assert read_tree(draft) == files
-    assert os.stat(os.path.join(draft, "a.txt")).st_mode & 0o111
-    assert commit(m, draft, "--type", "dataset").ok().out == f"{ARTIFACT}:v0"
-    assert read_tree(m.path(ARTIFACT, "v0")) == files
-
-
-def test_a_draft_of_a_version_survives_a_remount_with_its_changes(mounter, tmp_path):
     from conftest import run_artfs, write_tree
 
     store, cache = str(tmp_path / "store"), mounter.new_dir("cache")
@@ -192,10 +162,17 @@ def test_a_draft_of_a_version_survives_a_remount_with_its_changes(mounter, tmp_p
     os.unlink(os.path.join(draft, "drop.txt"))
     os.rename(os.path.join(draft, "dir"), os.path.join(draft, "dir2"))
     write(os.path.join(draft, "keep.txt"), b"kept, changed")
+    os.makedirs(os.path.join(draft, "new"))
+    big = os.urandom(300_000)
+    write(os.path.join(draft, "new/big.bin"), big)
+    os.chmod(os.path.join(draft, "new/big.bin"), 0o755)
     m.umount()
-    m = mounter(store, cache=cache, debug=False)
+    assert not m.mounted()
+    m = mounter(store, cache=cache, debug=False)  # another mount point, same cache
     draft = m.path(ARTIFACT, "drafts", "d")
-    want = {"keep.txt": b"kept, changed", "dir2/x.txt": b"x"}
+    assert os.listdir(m.path(ARTIFACT, "drafts")) == ["d"]
+    want = {"keep.txt": b"kept, changed", "dir2/x.txt": b"x", "new/big.bin": big}
     assert read_tree(draft) == want
+    assert os.stat(os.path.join(draft, "new/big.bin")).st_mode & 0o111
     assert commit(m, draft).ok().out == f"{ARTIFACT}:v1"
     assert read_tree(m.path(ARTIFACT, "v1")) == want
