@@ -30,7 +30,7 @@ from ..publish import pack_key
 from ..registry import check_metadata
 from .content import ContentSource
 from .refs import RefHandle, RefReader
-from .tree import ALIAS, ARTIFACT, DRAFT, DRAFTS_DIR, FILE, IN_DRAFT, PROJECT, ROOT, Node, Tree
+from .tree import ALIAS, ARTIFACT, DRAFT, DRAFTS_DIR, FILE, IN_DRAFT, PROJECT, ROOT, VERSION, Node, Tree
 from .tree import Attr as TreeAttr
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,8 @@ class Operations(pyfuse3.Operations):
         e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = ns
         timeout = IMMUTABLE_TIMEOUT if node.immutable else DRAFT_TIMEOUT if node.kind in IN_DRAFT else self.refresh
         e.entry_timeout = e.attr_timeout = timeout
+        if node.kind == VERSION:
+            e.entry_timeout = self.refresh  # the name vN goes when the version is deleted (artfs rm)
         return e
 
     # -- lookups and attributes -------------------------------------------------------------
