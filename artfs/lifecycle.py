@@ -73,6 +73,35 @@ def commit_guard(objects: ObjectStore, wait: float = GC_WAIT):
             log.warning("could not remove commit marker %s: %s", key, e)
 
 
+def live_base(reg: Registry, base: VersionRecord | None) -> VersionRecord | None:
+    """`base` if it is still a live version (call under commit_guard: then gc cannot collect it
+    before the commit is done), else None: a deleted base's content may already be collected."""
+    if base is None:
+        return None
+    try:
+        return reg.version(base.artifact, base.number)
+    except NotFound:
+        return None
+
+
+def check_carried(objects: ObjectStore, base: VersionRecord | None, carried) -> None:
+    """Under commit_guard, when `base` (whose files `carried` keeps) was deleted: every stored
+    object those entries need must still exist, else the commit fails instead of making a
+    version whose bytes are missing. (A draft's hold keeps them; a Python draft has none.)"""
+    from .publish import object_key, pack_key
+
+    keys = set()
+    for e in carried:
+        if e.pack is not None:
+            keys.add(pack_key(e.pack))
+        elif e.ref is None and e.digest:
+            keys.add(object_key(e.digest))
+    for key in sorted(keys):
+        if not objects.exists(key):
+            raise NotFound(f"{base} was deleted and its files were collected ({key} is gone): "
+                           "add those files again to commit them")
+
+
 # -- holds: drafts keep their base content alive --------------------------------------
 def add_hold(objects: ObjectStore, manifest: str, label: str) -> str:
     key = f"{HOLDS}{uuid.uuid4().hex}.json"

@@ -18,7 +18,7 @@ from .errors import InvalidInput, NotFound
 from .manifest import Entry, Manifest
 from .names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
 from .drafts import Draft, DraftInfo, DraftStore
-from .lifecycle import add_hold, commit_guard, release_hold
+from .lifecycle import add_hold, check_carried, commit_guard, live_base, release_hold
 from .publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from .registry import Registry, VersionRecord
 from .stores import ObjectStore, open_store
@@ -101,7 +101,11 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         if type_:
             self.registry.ensure_artifact(name, type_)  # refuse a type clash before uploading anything
         with commit_guard(self.objects):  # gc must not delete content this commit reuses
-            manifest, encoded, stats = self.store_content(files, carried, self.manifest(base) if base else None, progress)
+            live = live_base(self.registry, base)  # re-read under the guard: deleted meanwhile?
+            if base is not None and live is None:
+                carried = list(carried)
+                check_carried(self.objects, base, carried)
+            manifest, encoded, stats = self.store_content(files, carried, self.manifest(live) if live else None, progress)
             if not len(manifest):
                 raise InvalidInput(f"nothing to commit to {name}: no files")
             hexdigest = digest_bytes(encoded).hex()
