@@ -205,6 +205,13 @@ def test_commit_of_a_draft_of_an_older_version(two):
     assert two.info("v2")["base"] == "v0"
 
 
+def test_unchanged_draft_of_an_older_version_prints_it_and_keeps_latest(two):
+    two.cli("draft", f"{two.artifact}:v0", "--name", "old").ok()
+    assert two.commit(two.path("drafts", "old")).ok().out == f"{two.artifact}:v0"
+    assert two.versions() == ["v0", "v1"]
+    assert os.readlink(two.path("latest")) == "v1"
+
+
 def test_artfs_draft_of_a_missing_version_fails_cleanly(two):
     two.cli("draft", f"{two.artifact}:v9", "--name", "x").fails()
     assert os.listdir(two.path("drafts")) == []
