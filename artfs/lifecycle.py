@@ -12,6 +12,11 @@ The protocol (docs/store-format.md, "Garbage collection") in short:
   distributed part, or a *hold* (`holds/<id>.json`: the base manifest of a
   draft on some host). Unreachable objects are deleted only when older than
   the grace period too, so an upload whose marker was lost is still safe.
+- Markers and the GC lock are re-written every HEARTBEAT seconds while held,
+  so a long upload or a long GC is never mistaken for a dead one; only a
+  marker not re-written for STALE_COMMIT (a lock for STALE_GC_LOCK) is
+  ignored (broken), and the GC lock is broken and released only by
+  compare-and-swap on its ETag, so two GCs never both hold it.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .errors import Conflict, InvalidInput, NotFound, PreconditionFailed
+from .errors import Conflict, CorruptRecord, InvalidInput, NotFound, PreconditionFailed
 from .manifest import OBJECT
 from .names import ArtifactName
 from .registry import Registry, VersionRecord, manifest_key
@@ -40,6 +46,7 @@ PARTS = "parts/"  # pending distributed versions; see distributed.py
 STALE_COMMIT = 6 * 3600.0  # a commit marker older than this belongs to a dead process
 STALE_GC_LOCK = 3600.0
 GC_WAIT = 60.0
+HEARTBEAT = 300.0  # a held marker or gc lock is re-written this often
 
 
 def _marker(**extra) -> bytes:
@@ -49,6 +56,35 @@ def _marker(**extra) -> bytes:
 def _fresh(objects: ObjectStore, key: str, max_age: float) -> bool:
     info = objects.head(key)
     return info is not None and time.time() - info.mtime < max_age
+
+
+class _Heartbeat:
+    """Re-writes a held marker every HEARTBEAT seconds (by compare-and-swap when `etag` is
+    given; `lost` turns true if someone else replaced or removed it meanwhile)."""
+
+    def __init__(self, objects: ObjectStore, key: str, etag: str | None = None):
+        self.objects, self.key, self.etag = objects, key, etag
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="artfs-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            try:
+                if self.etag is None:
+                    self.objects.put(self.key, _marker())
+                else:
+                    self.etag = self.objects.put(self.key, _marker(), if_match=self.etag)
+            except PreconditionFailed:
+                self.lost = True
+                return
+            except Exception as e:  # retried at the next beat; staleness takes hours
+                log.warning("could not refresh %s: %s", self.key, e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 @contextmanager
@@ -64,9 +100,11 @@ def commit_guard(objects: ObjectStore, wait: float = GC_WAIT):
         if time.monotonic() > deadline:
             raise Conflict("a garbage collection is running on this store; try again when it has finished")
         time.sleep(1.0)
+    beat = _Heartbeat(objects, key)
     try:
         yield
     finally:
+        beat.stop()
         try:
             objects.delete(key)
         except Exception as e:  # a leftover marker only delays GC until it is stale
@@ -181,8 +219,12 @@ def live_manifests(reg: Registry) -> set[str]:
 def _manifests_in(objects: ObjectStore, key: str) -> set[str]:
     try:
         doc = json.loads(objects.get(key))
-    except (NotFound, ValueError):
-        return set()
+    except NotFound:
+        return set()  # released meanwhile
+    except ValueError:  # what it holds is unknown: deleting anything could lose it
+        raise CorruptRecord(f"corrupt record {key}: gc cannot tell what it keeps alive; nothing was deleted") from None
+    if not isinstance(doc, dict):
+        raise CorruptRecord(f"corrupt record {key}: gc cannot tell what it keeps alive; nothing was deleted")
     return {m for m in (doc.get("manifest"), *doc.get("manifests", [])) if isinstance(m, str) and len(m) == 64}
 
 
@@ -191,7 +233,7 @@ def collect(reg: Registry, grace: float = 3600.0, dry_run: bool = False, wait: f
     report = GcReport()
     if dry_run:
         return _sweep(reg, grace, report, delete=False)
-    _take_gc_lock(objects)
+    beat = _Heartbeat(objects, GC_LOCK, _take_gc_lock(objects))
     try:
         deadline = time.monotonic() + wait
         while _fresh_commits(objects):
@@ -199,19 +241,30 @@ def collect(reg: Registry, grace: float = 3600.0, dry_run: bool = False, wait: f
                 report.aborted = "commits are in flight on this store; nothing was deleted (try again later)"
                 return report
             time.sleep(1.0)
-        return _sweep(reg, grace, report, delete=True)
+        return _sweep(reg, grace, report, delete=True, lost=lambda: beat.lost)
     finally:
-        objects.delete(GC_LOCK)
+        beat.stop()
+        try:
+            objects.delete(GC_LOCK, if_match=beat.etag)  # only if it is still ours
+        except PreconditionFailed:
+            log.warning("the gc lock was taken over by another gc before this one finished")
 
 
-def _take_gc_lock(objects: ObjectStore) -> None:
+def _take_gc_lock(objects: ObjectStore) -> str:
+    """Creates the gc lock and returns its ETag; breaks a stale one (by compare-and-swap)."""
+    busy = Conflict("another garbage collection is running on this store")
     try:
-        objects.put(GC_LOCK, _marker(), if_none_match=True)
+        return objects.put(GC_LOCK, _marker(), if_none_match=True)
     except PreconditionFailed:
-        if _fresh(objects, GC_LOCK, STALE_GC_LOCK):
-            raise Conflict("another garbage collection is running on this store") from None
-        objects.delete(GC_LOCK)  # left by a dead gc
-        objects.put(GC_LOCK, _marker(), if_none_match=True)
+        info = objects.head(GC_LOCK)
+        if info is not None and time.time() - info.mtime < STALE_GC_LOCK:
+            raise busy from None
+        try:
+            if info is not None:
+                objects.delete(GC_LOCK, if_match=info.etag)  # left by a dead gc (unless just replaced)
+            return objects.put(GC_LOCK, _marker(), if_none_match=True)
+        except PreconditionFailed:
+            raise busy from None
 
 
 def _fresh_commits(objects: ObjectStore) -> bool:
@@ -219,7 +272,7 @@ def _fresh_commits(objects: ObjectStore) -> bool:
     return any(now - i.mtime < STALE_COMMIT for i in objects.list(COMMITS))
 
 
-def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool) -> GcReport:
+def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lambda: False) -> GcReport:
     from .publish import index_key, object_key, pack_key
 
     objects = reg.store
@@ -244,6 +297,9 @@ def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool) -> GcRep
             if now - info.mtime < grace:
                 report.kept_young += 1
                 continue
+            if delete and lost():
+                report.aborted = "the gc lock was taken over (this gc was stalled too long); stopped deleting"
+                return report
             report.deleted.append((info.key, info.size))
             if delete:
                 objects.delete(info.key)

@@ -331,6 +331,43 @@ def test_gc_waits_for_commits_in_flight_and_ignores_stale_markers(vs):
     vs.check_all()
 
 
+def test_a_long_commit_is_never_taken_for_a_dead_one(vs, monkeypatch):
+    """A commit that runs longer than the stale age keeps its marker fresh, so gc keeps waiting."""
+    from artfs import lifecycle
+
+    monkeypatch.setattr(lifecycle, "STALE_COMMIT", 1.5)
+    monkeypatch.setattr(lifecycle, "HEARTBEAT", 0.3)
+    vs.put(sample("a", big=True))
+    vs.put(sample("b"))
+    vs.cli("rm", "p/data:v0").ok()
+    inside = threading.Event()
+
+    def long_commit():
+        with lifecycle.commit_guard(vs.store.objects):
+            inside.set()
+            time.sleep(4)
+
+    t = threading.Thread(target=long_commit)
+    t.start()
+    try:
+        assert inside.wait(10)
+        report = lifecycle.collect(vs.store.registry, grace=0, wait=3)
+        assert "commits are in flight" in report.aborted and report.deleted == []
+    finally:
+        t.join()
+    assert lifecycle.collect(vs.store.registry, grace=0, wait=3).bytes_freed >= 3 * MiB
+
+
+def test_gc_refuses_when_a_hold_is_unreadable(vs):
+    vs.put(sample("a"))
+    vs.store.objects.put("holds/damaged.json", b"{not json")
+    vs.cli("gc", "--grace", "0s").fails("holds/damaged.json", "nothing was deleted")
+    vs.cli("gc", "--grace", "0s", "--dry-run").fails("holds/damaged.json")
+    vs.store.objects.delete("holds/damaged.json")
+    vs.cli("gc", "--grace", "0s").ok()
+    vs.check_all()
+
+
 # -- compare-and-swap: concurrent edits never lose an update ---------------------------------------
 
 STREAM = r"""
