@@ -442,6 +442,33 @@ def test_git_clone_into_a_draft_and_git_status_is_clean(draft, tmp_path):
     assert sh("git", "status", "--porcelain", cwd=clone, env=env).stdout == ""
 
 
+def test_shared_mmap_writes_land_in_the_file(draft):
+    import mmap
+
+    path = os.path.join(draft, "mapped.bin")
+    write(path, b"\0" * 8192)
+    with open(path, "r+b") as f:
+        m = mmap.mmap(f.fileno(), 8192)
+        m[4096:4101] = b"hello"
+        m.flush()
+        m.close()
+    assert read(path)[4096:4101] == b"hello"
+
+
+def test_sqlite_database_in_a_draft_with_wal(draft):
+    import sqlite3
+
+    db = sqlite3.connect(os.path.join(draft, "t.db"))
+    try:
+        assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+        db.execute("CREATE TABLE t(x)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+        db.commit()
+        assert db.execute("SELECT count(*), sum(x) FROM t").fetchone() == (100, 4950)
+    finally:
+        db.close()
+
+
 # -- open files -----------------------------------------------------------------------------
 
 def test_unlink_while_open_keeps_a_new_file_readable(draft):
