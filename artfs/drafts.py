@@ -571,15 +571,20 @@ class DraftStore:
         except (OSError, ValueError, TypeError):
             return None
 
-    def discard(self, a: ArtifactName, name: str) -> None:
-        """Removes a draft: renamed away first, so a crash never leaves half a draft."""
+    def discard(self, a: ArtifactName, name: str, then: Callable[[], None] | None = None) -> None:
+        """Removes a draft: renamed away first, so a crash never leaves half a draft.
+        `then` runs as soon as the draft is gone, before its files are deleted (slow)."""
         path = self._dir(a, name)
         trash = os.path.join(self.root, f".discarded-{a.project}-{a.name}-{name}-{time.time_ns()}")
         try:
             os.rename(path, trash)
         except FileNotFoundError:
             return
-        shutil.rmtree(trash, ignore_errors=True)
+        try:
+            if then is not None:
+                then()
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def _listdir(path: str) -> list[str]:

@@ -153,9 +153,9 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
 
     def discard_draft(self, drafts: "DraftStore", a: ArtifactName, name: str) -> None:
         info = drafts.info(a, name)
-        drafts.discard(a, name)
-        if info is not None:
-            release_hold(self.objects, info.hold)
+        # The hold goes as soon as the draft is gone, not after its files are deleted: a
+        # crash in that (slow) deletion would leave the hold, and its content, forever.
+        drafts.discard(a, name, then=(lambda: release_hold(self.objects, info.hold)) if info else None)
 
     def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
                      description: str | None = None, metadata: dict | None = None,
