@@ -67,6 +67,10 @@ class Distributed:
         except ValueError:
             raise CorruptRecord(f"corrupt record {key}") from None
 
+    def _part_keys(self, a: ArtifactName, distributed_id: str) -> list[str]:
+        return [i.key for i in self.objects.list(_prefix(a, distributed_id))
+                if i.key.rsplit("/", 1)[-1].startswith("part-")]
+
     def _parts(self, a: ArtifactName, distributed_id: str) -> list[tuple[str, dict]]:
         out = []
         for info in self.objects.list(_prefix(a, distributed_id)):
@@ -137,7 +141,7 @@ class Distributed:
             raise Conflict(f"{a} distributed version {distributed_id!r} is already finished as v{claim[0]['version']}")
         busy = Conflict(f"{a} distributed version {distributed_id!r} is being finished by someone else")
         if claim is None:
-            if not self._parts(a, distributed_id):
+            if not self._part_keys(a, distributed_id):
                 raise NotFound(f"no upserts for {a} with distributed id {distributed_id!r}")
             doc = {"state": "claiming", "parts": None, "time": time.time()}
             try:
@@ -152,12 +156,16 @@ class Distributed:
                                f"{int(FINISH_STALE - (time.time() - info.mtime)) + 1} s")
         if doc.get("parts") is None:
             # Listed only now that the claim exists: an upsert that saw no claim wrote its part before it.
-            doc = {**doc, "state": "finishing", "parts": [k for k, _ in self._parts(a, distributed_id)]}
+            doc = {**doc, "state": "finishing", "parts": self._part_keys(a, distributed_id)}
             try:
                 etag = self.objects.put(key, json.dumps(doc).encode(), if_match=etag)
             except PreconditionFailed:
                 raise busy from None
         merged = self.merged(a, distributed_id, doc["parts"])
+        unreadable = [k for k in doc["parts"] if k not in merged.parts and self.objects.exists(k)]
+        if unreadable:  # withdrawn parts are gone; one still there but unreadable would be lost
+            self.objects.delete(key)
+            raise CorruptRecord(f"corrupt part {unreadable[0]}: nothing was committed")
         if merged.conflicts and not overwrite:
             self.objects.delete(key)  # release the claim so the user can retry with --overwrite
             paths = ", ".join(sorted(merged.conflicts)[:10]) + (" …" if len(merged.conflicts) > 10 else "")

@@ -267,12 +267,12 @@ def test_upsert_racing_finish_is_never_silently_lost(store, tmp_path, monkeypatc
     dist = Distributed(store)
     dist.upsert(a, "dataset", "run-1", walk_sources(str(tmp_path / "a"), None))
 
-    real_parts = Distributed._parts
+    real_keys = Distributed._part_keys
     state = {"raced": False, "late_result": None}
 
-    def parts_then_race(self, a_, dist_id):
-        out = real_parts(self, a_, dist_id)
-        if not state["raced"]:
+    def keys_then_race(self, a_, dist_id):
+        out = real_keys(self, a_, dist_id)
+        if not state["raced"]:  # finish has looked at the parts and not yet claimed the id
             state["raced"] = True
             try:
                 Distributed(store).upsert(a, "dataset", "run-1", walk_sources(str(tmp_path / "late"), None))
@@ -281,7 +281,7 @@ def test_upsert_racing_finish_is_never_silently_lost(store, tmp_path, monkeypatc
                 state["late_result"] = str(e)
         return out
 
-    monkeypatch.setattr(Distributed, "_parts", parts_then_race)
+    monkeypatch.setattr(Distributed, "_part_keys", keys_then_race)
     result = dist.finish(a, "run-1")
     monkeypatch.undo()
     files = sorted(e.path for e in store.manifest(result.version))
@@ -324,3 +324,15 @@ def test_two_finishes_at_once_make_one_version(store, tmp_path):
     assert "being finished by someone else" in refused or "already finished" in refused
     assert [r.number for r in store.registry.versions(a)] == [0]
     assert sorted(e.path for e in store.manifest(store.resolve("p/table:v0"))) == [f"part-{i}.txt" for i in range(3)]
+
+
+def test_finish_refuses_when_a_part_is_unreadable(cli, local_store_url, tmp_path):
+    write_tree(tmp_path / "a", {"a.txt": "a"})
+    write_tree(tmp_path / "b", {"b.txt": "b"})
+    put_dist(cli, "a").ok()
+    put_dist(cli, "b").ok()
+    parts = tmp_path / "store" / "parts" / "p" / "table" / "run-1"
+    damaged = sorted(parts.iterdir())[0]
+    damaged.write_text("{not json")
+    cli("finish", "p/table", "--distributed-id", "run-1").fails("corrupt part", damaged.name, "nothing was committed")
+    assert cli("ls", "p/table").ok().out == ""
