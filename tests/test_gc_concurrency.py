@@ -30,7 +30,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
-RUN_SECONDS = 35
+RUN_SECONDS = 30
 MiB = 1 << 20
 
 

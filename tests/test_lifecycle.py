@@ -211,8 +211,7 @@ def gc_freed(result) -> tuple[int, int]:
     return int(float(m.group(2)) * unit), int(m.group(4))
 
 
-def test_gc_dry_run_reports_and_deletes_nothing(vs_both):
-    vs = vs_both
+def test_gc_dry_run_reports_and_deletes_nothing(vs):
     vs.put(sample("a", big=True))
     vs.put(sample("b"))
     vs.cli("rm", "p/data:v0").ok()
@@ -244,8 +243,7 @@ def test_gc_grace_keeps_young_garbage(vs):
     assert gc_freed(vs.cli("gc", "--grace", "0s"))[0] >= 3 * MiB
 
 
-def test_gc_keeps_pending_distributed_parts(vs_both):
-    vs = vs_both
+def test_gc_keeps_pending_distributed_parts(vs):
     vs.put(sample("a"))
     parts = {}
     for i in range(2):
