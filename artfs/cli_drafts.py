@@ -53,7 +53,7 @@ def commit(ctx, path, aliases, description, metadata, type_, name):
     """Commit a draft (a mounted MOUNT/p/a/drafts/D, or p/a/drafts/D) or a plain folder as the next version."""
     meta = check_metadata(metadata) if metadata is not None else None
     options = {"aliases": list(aliases), "description": description, "metadata": meta, "type_": type_}
-    if os.path.isdir(path) and _mounted_draft(path):
+    if _mounted_draft(path):
         click.echo(_commit_through_mount(path, options))
         return
     if os.path.isdir(path):
@@ -70,9 +70,13 @@ def commit(ctx, path, aliases, description, metadata, type_, name):
 
 def _mounted_draft(path: str) -> bool:
     try:
+        os.statvfs(path)  # reaches the daemon, even when the kernel has the path's attributes cached
         os.getxattr(path, "user.artfs.draft")
         return True
-    except OSError:
+    except OSError as e:
+        if e.errno in (errno.ECONNABORTED, errno.ENOTCONN):
+            raise ArtfsError(f"the mount serving {path} is not running (its daemon stopped): mount it again, "
+                             "then commit") from None
         return False
 
 
@@ -88,7 +92,11 @@ def _commit_through_mount(path: str, options: dict) -> str:
     try:
         outcome = json.loads(os.getxattr(parent, RESULT_XATTR + token))
     except OSError:
-        outcome = {"error": os.strerror(failure.errno) if failure else "the mount gave no answer"}
+        if failure is not None and failure.errno in (errno.ECONNABORTED, errno.ENOTCONN):
+            outcome = {"error": f"the mount serving {path} stopped during the commit: mount it again and run "
+                                "the same commit (it finishes the version, or makes it if none was made)"}
+        else:
+            outcome = {"error": os.strerror(failure.errno) if failure else "the mount gave no answer"}
     if "error" in outcome:
         raise ArtfsError(outcome["error"])
     return outcome["version"]

@@ -135,3 +135,45 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
         # the one request between the draft's removal and the hold's: not asserted there).
         assert [k for k in store_keys(store) if k.startswith("holds/")] == [], story
 
+
+
+def test_daemon_killed_during_a_mounted_commit_then_commit_again(mounter, tmp_path, procs):
+    store, cache, mp = str(tmp_path / "store"), mounter.new_dir("cache"), mounter.new_dir("mnt")
+    src = write_tree(tmp_path / "base", BASE)
+    run_artfs(["put", src, "--name", ARTIFACT, "--type", "dataset"], store=store, cache=str(tmp_path / "c")).ok()
+    m = mounter(store, cache=cache, mp=mp, debug=False)
+    d = m.path(ARTIFACT, "drafts", "d0")
+    os.mkdir(d)
+    fill(d, 0)
+    env = {**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": cache}
+    p = subprocess.Popen([ARTFS_BIN, "commit", d], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(p)
+    time.sleep(random.uniform(0.3, 0.8))  # the CLI starts in ~0.3 s; the daemon's commit takes ~0.5 s
+    os.kill(m.pid, signal.SIGKILL)
+    out, err = p.communicate(timeout=30)
+    assert "Traceback" not in err, err
+    if p.returncode != 0:  # one line that says what happened and what to do
+        assert len(err.strip().splitlines()) == 1 and "mount it again" in err, err  # not "a plain folder"
+    now = registry_versions(store)
+    assert now in ([0], [0, 1]), now
+    m = mounter(store, cache=cache, mp=mp, debug=False)
+    if os.path.exists(m.path(ARTIFACT, "drafts", "d0")):
+        assert commit_again(m, ARTIFACT) == f"{ARTIFACT}:v1"
+    assert registry_versions(store) == [0, 1]
+    assert version_files(store, f"{ARTIFACT}:v1", tmp_path) == intended(0)
+    assert os.listdir(m.path(ARTIFACT, "drafts")) == []
+
+
+def commit_again(m, artifact: str) -> str:
+    return run_artfs(["commit", m.path(artifact, "drafts", "d0")], store=m.store, cache=m.cache).ok().out
+
+
+def test_commit_on_a_mount_whose_daemon_died_says_so(mounter, tmp_path):
+    store, cache = str(tmp_path / "store"), mounter.new_dir("cache")
+    m = mounter(store, cache=cache, debug=False)
+    d = m.path(ARTIFACT, "drafts", "d")
+    os.makedirs(d)
+    write(os.path.join(d, "f.txt"), b"f")
+    os.stat(d)  # attributes cached by the kernel: the path still looks like a folder
+    os.kill(m.pid, signal.SIGKILL)
+    run_artfs(["commit", d, "--type", "dataset"], store=store, cache=cache).fails("mount it again")
