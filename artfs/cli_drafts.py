@@ -130,6 +130,9 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, options: dict) -> str:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise InvalidInput(f"a mount serves this draft: commit MOUNT/{artifact}/drafts/{draft_name}") from None
             raise
+        if not drafts.exists(artifact, draft_name) and (done := drafts.committed_as(artifact, draft_name)):
+            click.echo(f"artfs: {artifact}/drafts/{draft_name} was already committed", err=True)
+            return done
         d = drafts.open(artifact, draft_name, ctx.store.registry.manifest_by_digest)
         try:
             result = ctx.store.commit_draft(d, **options)

@@ -410,6 +410,14 @@ class Draft:
                 pass
 
     # -- committing -------------------------------------------------------------------------
+    def note_committed(self, version: str) -> None:
+        """Remembers, beside the draft, what it became: a commit rerun after a crash that
+        already removed the draft can still say which version was made."""
+        note = os.path.join(os.path.dirname(self.path), f".committed-{self.info.name}")
+        with open(note + ".tmp", "w") as f:
+            f.write(version)
+        os.replace(note + ".tmp", note)
+
     def snapshot(self) -> tuple[list[FileSource], list[Entry]]:
         """What a commit needs: local files to hash, and base entries carried over unread."""
         files: list[FileSource] = []
@@ -569,6 +577,14 @@ class DraftStore:
             with open(os.path.join(self._dir(a, name), "draft.json")) as f:
                 return DraftInfo(**json.load(f))
         except (OSError, ValueError, TypeError):
+            return None
+
+    def committed_as(self, a: ArtifactName, name: str) -> str | None:
+        """The version a draft of this name last became (see Draft.note_committed)."""
+        try:
+            with open(os.path.join(self._dir(a), f".committed-{name}")) as f:
+                return f.read().strip() or None
+        except OSError:
             return None
 
     def discard(self, a: ArtifactName, name: str, then: Callable[[], None] | None = None) -> None:

@@ -179,5 +179,7 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
                 base = self.registry._read_record(a, info.base)  # the tombstone keeps the manifest digest
         earlier = [r for r in self.registry.versions(a) if r.base == info.base and r.created >= info.created]
         files, carried = draft.snapshot()
-        return self.publish(a, type_, files, carried, base=base, same_as=([same] if same else []) + earlier,
-                            description=description, metadata=metadata, aliases=aliases, progress=progress)
+        result = self.publish(a, type_, files, carried, base=base, same_as=([same] if same else []) + earlier,
+                              description=description, metadata=metadata, aliases=aliases, progress=progress)
+        draft.note_committed(str(result.version))
+        return result
