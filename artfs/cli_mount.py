@@ -25,10 +25,14 @@ def _size(ctx, param, value):
 @click.option("--pin-aliases", is_flag=True, help="Freeze aliases (latest, best…) as they are at mount time.")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds before a read the store cannot serve fails with EIO.")
+@click.option("--sync-on-close/--no-sync-on-close", default=True, show_default=True,
+              help="Drafts: a closed file is on disk when close() returns (else it survives the daemon "
+                   "dying at once, and a host crash from the next fsync or commit on).")
 @click.option("--log-file", default=None, help="Daemon log (default: CACHE/mount.log; stderr in --foreground).")
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_obj
-def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_other, timeout, log_file, ready_fd):
+def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_other, timeout, sync_on_close,
+          log_file, ready_fd):
     """Mount the store at MOUNTPOINT: projects/artifacts/versions as folders."""
     from .config import cache_dir, store_url
     from .fs.mount import MountOptions, prepare_mountpoint, run_foreground, setup_logging, start_daemon
@@ -38,7 +42,7 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     opts = MountOptions(
         mountpoint=os.path.abspath(mountpoint), store_url=store_url(ctx.store_url), cache_dir=cache_dir(ctx.cache),
         cache_size=cache_size, refresh=refresh, pin_aliases=pin_aliases, allow_other=allow_other,
-        timeout=timeout, log_file=log_file, debug=ctx.debug,
+        timeout=timeout, sync_on_close=sync_on_close, log_file=log_file, debug=ctx.debug,
     )
     if foreground:
         setup_logging(ctx.debug, log_file)
@@ -51,6 +55,7 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     argv += ["--debug"] if ctx.debug else []
     argv += ["mount", opts.mountpoint, "--foreground", "--cache-size", str(cache_size), "--refresh", str(refresh),
              "--timeout", str(timeout), "--log-file", opts.log_file]
+    argv += [] if sync_on_close else ["--no-sync-on-close"]
     argv += ["--pin-aliases"] if pin_aliases else []
     argv += ["--allow-other"] if allow_other else []
     start_daemon(opts, argv)

@@ -106,7 +106,7 @@ class Attr:
 
 
 class Draft:
-    def __init__(self, path: str, base: Manifest | None):
+    def __init__(self, path: str, base: Manifest | None, durable: bool = True):
         self.path = path
         with open(os.path.join(path, "draft.json")) as f:
             self.info = DraftInfo(**json.load(f))
@@ -115,7 +115,10 @@ class Draft:
         self._lock = threading.RLock()
         self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # FULL: each change is on disk when it returns; NORMAL (durable=False): it survives
+        # the process dying, and reaches the disk at the next checkpoint or fsync.
+        self.db.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
+        self.durable = durable
 
     def close(self) -> None:
         with self._lock:
@@ -495,7 +498,8 @@ class DraftStore:
     is just its folder here.
     """
 
-    def __init__(self, cache_dir: str):
+    def __init__(self, cache_dir: str, durable: bool = True):
+        self.durable = durable
         self.root = os.path.join(cache_dir, DRAFTS_FOLDER)
         os.makedirs(self.root, exist_ok=True)
         for n in _listdir(self.root):
@@ -570,7 +574,7 @@ class DraftStore:
                 base_digest = json.load(f).get("base_manifest")
             except ValueError:
                 raise InvalidInput(f"draft {path} is damaged (draft.json)") from None
-        return Draft(path, load_manifest(base_digest) if base_digest else None)
+        return Draft(path, load_manifest(base_digest) if base_digest else None, self.durable)
 
     def info(self, a: ArtifactName, name: str) -> DraftInfo | None:
         try:

@@ -29,10 +29,10 @@ PENDING = -1  # the version number shown for a distributed version not yet finis
 
 
 class DraftSet:
-    def __init__(self, store: Store, catalog: Catalog):
+    def __init__(self, store: Store, catalog: Catalog, durable: bool = True):
         self.store = store
         self.catalog = catalog
-        self.drafts = DraftStore(store.cache_dir)
+        self.drafts = DraftStore(store.cache_dir, durable)
         self._open: dict[tuple[ArtifactName, str], Draft] = {}
         self._pending: dict[ArtifactName, tuple[float, dict]] = {}
         self._lock = threading.Lock()

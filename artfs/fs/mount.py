@@ -43,6 +43,7 @@ class MountOptions:
     cache_size: int = 50 << 30
     refresh: float = 5.0
     pin_aliases: bool = False
+    sync_on_close: bool = True  # drafts: close() durable across a host crash (else: at fsync/commit)
     allow_other: bool = False
     timeout: float = 30.0
     threads: int = 8
@@ -127,7 +128,7 @@ def build(opts: MountOptions):
     store = Store(opts.store_url, opts.cache_dir)
     cache = ContentCache(store.cache_dir, opts.cache_size)
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases)
-    tree = Tree(catalog, store.manifest, DraftSet(store, catalog), uid=os.getuid(), gid=os.getgid())
+    tree = Tree(catalog, store.manifest, DraftSet(store, catalog, opts.sync_on_close), uid=os.getuid(), gid=os.getgid())
     content = ContentSource(store.objects, cache, threads=opts.threads, timeout=opts.timeout)
     def record_use(rec):
         lineage.record_use(store.registry, rec, "mount")

@@ -459,7 +459,7 @@ class Operations(pyfuse3.Operations):
         """close() waits for this: a closed draft file is durable, even across a host crash
         (DESIGN.md). Costs one cheap request per close of any file; nothing else is done."""
         f = self._handles.get(fh)
-        if isinstance(f, DraftFile) and f.dirty:
+        if isinstance(f, DraftFile) and f.dirty and f.node.draft.durable:
             await self._blocking(os.fsync, f.fd)
             f.dirty = False
 
