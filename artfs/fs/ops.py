@@ -312,7 +312,7 @@ class Operations(pyfuse3.Operations):
         f = self._handles.pop(fh, None)
         if isinstance(f, DraftFile):
             try:
-                if f.dirty:
+                if f.dirty and f.node.draft.durable:  # written after the last flush (mmap)
                     await self._blocking(os.fsync, f.fd)
             except OSError as e:
                 log.warning("fsync of %s failed: %s", f.node.key, e)
