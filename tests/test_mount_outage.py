@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import signal
 import time
 
 import pytest
@@ -99,3 +100,48 @@ def _try_pread(fd, n, off):
         if e.errno != errno.EIO:
             raise
         return None
+
+
+def test_store_that_hangs_fails_reads_within_timeout(s3_endpoint, weed, mounter, tmp_path):
+    """A store that accepts connections but never answers (SIGSTOP): EIO after --timeout,
+    not after the S3 client's own (long) timeouts; everything recovers on SIGCONT."""
+    env = {"AWS_ENDPOINT_URL": weed.endpoint, "ARTFS_S3_ATTEMPTS": "2", "ARTFS_S3_TIMEOUT": "30"}
+    store = f"s3://{make_bucket(weed.endpoint)}/reg"
+    data = random.Random(6).randbytes(SIZE)
+    src = write_tree(tmp_path / "src", {"big.bin": data})
+    run_artfs(["put", src, "--name", "p/hang", "--type", "dataset"], store=store, cache=str(tmp_path / "cli-cache"),
+              env=env).ok()
+    m = mounter(store, "--timeout", str(TIMEOUT), "--refresh", "0.5", env=env)
+    v0 = m.path("p/hang/v0")
+    fd = os.open(os.path.join(v0, "big.bin"), os.O_RDONLY)
+    try:
+        assert os.pread(fd, 4096, 0) == data[:4096]
+        _settled(m)
+        os.killpg(weed.proc.pid, signal.SIGSTOP)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            far = SIZE - MiB // 2
+            t0 = time.monotonic()
+            assert errno_of(os.pread, fd, 4096, far) == errno.EIO
+            elapsed = time.monotonic() - t0
+            assert elapsed < TIMEOUT + 2, f"EIO took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
+            assert os.pread(fd, 4096, 0) == data[:4096], "cached parts still read"
+            # past --refresh, each level of the path is looked up again: the first lookup
+            # waits --timeout for the store, then the mount knows it is down and answers
+            # from the listings it has
+            t0 = time.monotonic()
+            assert sorted(os.listdir(v0)) == ["big.bin"]
+            elapsed = time.monotonic() - t0
+            assert elapsed < TIMEOUT + 2, f"a path lookup took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
+            time.sleep(0.6)
+            t0 = time.monotonic()
+            assert os.listdir(m.mp) == ["p"], "listings are served as last seen"
+            assert os.readlink(m.path("p/hang/latest")) == "v0"
+            elapsed = time.monotonic() - t0
+            assert elapsed < 1, f"listing took {elapsed:.1f}s while the store is known to be down"
+        finally:
+            os.killpg(weed.proc.pid, signal.SIGCONT)
+        got = wait_for(lambda: _try_pread(fd, 4096, far), 30, "reads to recover after the store answers again")
+        assert got == data[far:far + 4096]
+    finally:
+        os.close(fd)

@@ -8,9 +8,12 @@ While the store is unreachable, listings seen before are served as they were.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from ..errors import StoreUnavailable
@@ -18,6 +21,13 @@ from ..names import LATEST, ArtifactName
 from ..registry import Registry, VersionRecord
 
 log = logging.getLogger(__name__)
+
+
+def _run(future: Future, load) -> None:
+    try:
+        future.set_result(load())
+    except BaseException as e:  # handed to whoever waits for the listing
+        future.set_exception(e)
 
 
 @dataclass
@@ -32,11 +42,16 @@ class ArtifactState:
 
 
 class Catalog:
-    def __init__(self, registry: Registry, refresh: float = 5.0, pin_aliases: bool = False):
+    def __init__(self, registry: Registry, refresh: float = 5.0, pin_aliases: bool = False,
+                 timeout: float | None = None):
         self.registry = registry
         self.refresh = refresh
         self.pin_aliases = pin_aliases
-        self._lock = threading.Lock()
+        self.timeout = timeout  # a listing waits this long for the store, then shows the last one
+        self._lock = threading.RLock()
+        # Listings load in (daemon) threads of their own, one load per listing at a time, so a
+        # hung store costs callers `timeout` (not the S3 client's retries) and few threads.
+        self._loading: dict[tuple, Future] = {}
         self._cache: dict[tuple, tuple[float, object]] = {}
         self._pinned: dict[ArtifactName, dict[str, int]] = {}
         self._outage = False
@@ -46,32 +61,49 @@ class Catalog:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(key)
-        if hit and now - hit[0] < self.refresh:
-            return hit[1]
+            if hit and now - hit[0] < self.refresh:
+                return hit[1]
+            future = self._loading.get(key)
+            if future is None:
+                future = self._loading[key] = Future()
+                future.add_done_callback(functools.partial(self._loaded, key, now))
+                threading.Thread(target=_run, args=(future, load), name="artfs-catalog", daemon=True).start()
+            if hit is not None and self._outage:
+                return hit[1]  # known to be down: answer now; the load goes on in the background
         try:
-            value = load()
+            return future.result(timeout=self.timeout)
+        except FutureTimeout:
+            error = StoreUnavailable(f"the store did not answer within {self.timeout:g}s")
         except StoreUnavailable as e:
-            if hit is None:
-                raise
-            # The store is down: keep showing what we last saw, so cached content stays reachable.
-            if not self._outage:
-                self._outage = True
-                log.warning("%s; showing listings as last seen until the store is back", e)
-            return hit[1]
-        if self._outage:
-            self._outage = False
-            log.info("the store is reachable again")
+            error = e
+        if hit is None:
+            raise error
+        # The store is down: keep showing what we last saw, so cached content stays reachable.
+        if not self._outage:
+            self._outage = True
+            log.warning("%s; showing listings as last seen until the store is back", error)
+        return hit[1]
+
+    def _loaded(self, key: tuple, started: float, future: Future) -> None:
         with self._lock:
-            self._cache[key] = (now, value)
-        return value
+            if self._loading.get(key) is not future:
+                return  # invalidated while loading: this result may predate the change
+            del self._loading[key]
+            if future.exception() is None:
+                self._cache[key] = (started, future.result())
+                if self._outage:
+                    self._outage = False
+                    log.info("the store is reachable again")
 
     def invalidate(self, artifact: ArtifactName | None = None) -> None:
         with self._lock:
             if artifact is None:
                 self._cache.clear()
+                self._loading.clear()
             else:
-                self._cache.pop(("artifact", artifact), None)
-                self._cache.pop(("artifacts", artifact.project), None)
+                for key in (("artifact", artifact), ("artifacts", artifact.project)):
+                    self._cache.pop(key, None)
+                    self._loading.pop(key, None)
 
     def projects(self) -> list[str]:
         return self._cached(("projects",), self.registry.projects)

@@ -21,6 +21,11 @@ from ..stores import ObjectStore
 
 log = logging.getLogger(__name__)
 
+# After a load fails (store down or hung), the same pieces fail at once for this long instead
+# of waiting out --timeout again: the kernel retries a failed read-ahead READ immediately
+# with a READ of its own, which would double the time a reader waits for its EIO.
+FAILURE_MEMO = 1.0
+
 
 class ContentSource:
     def __init__(self, store: ObjectStore, cache: ContentCache, *, memory_bytes: int = 256 << 20,
@@ -28,9 +33,13 @@ class ContentSource:
         self.store = store
         self.cache = cache
         self.timeout = timeout
-        self.limiter = trio.CapacityLimiter(threads)
+        self.limiter = trio.CapacityLimiter(threads)  # blocking work of the file system (ops)
+        # Store fetches have threads of their own: a fetch abandoned at --timeout keeps its
+        # thread until the S3 client gives up, and must not starve lookups and draft writes.
+        self._fetch_limiter = trio.CapacityLimiter(threads)
         self._memory: LRUCache = LRUCache(maxsize=memory_bytes, getsizeof=len)
         self._inflight: dict[bytes, trio.Event] = {}
+        self._failed: dict[bytes, tuple[float, str]] = {}  # digest -> (when, why) of a failed load
         self._nursery: trio.Nursery | None = None
         self.fetches = 0  # ranged GETs issued, for tests and stats
 
@@ -46,6 +55,9 @@ class ContentSource:
             data = self._memory.get(piece.digest)
             if data is not None:
                 return data
+            failed = self._failed.get(piece.digest)
+            if failed is not None and trio.current_time() - failed[0] < FAILURE_MEMO:
+                raise StoreUnavailable(failed[1])
             event = self._inflight.get(piece.digest)
             if event is None:
                 break
@@ -114,14 +126,26 @@ class ContentSource:
         try:
             with trio.fail_after(self.timeout):
                 loaded = await trio.to_thread.run_sync(
-                    self._load_blocking, pieces, limiter=self.limiter, abandon_on_cancel=True)
+                    self._load_blocking, pieces, limiter=self._fetch_limiter, abandon_on_cancel=True)
         except trio.TooSlowError:
+            self._note_failure(pieces, f"timed out after {self.timeout:g}s reading {pieces[0].key}")
             raise StoreUnavailable(f"timed out after {self.timeout:g}s reading {pieces[0].key}") from None
+        except StoreUnavailable as e:
+            self._note_failure(pieces, str(e))
+            raise
         finally:
             self._release(pieces)
         for digest, data in loaded.items():
             self._memory[digest] = data
+            self._failed.pop(digest, None)
         return loaded
+
+    def _note_failure(self, pieces: list[Piece], why: str) -> None:
+        now = trio.current_time()
+        if len(self._failed) > 4096:
+            self._failed = {d: f for d, f in self._failed.items() if now - f[0] < FAILURE_MEMO}
+        for p in pieces:
+            self._failed[p.digest] = (now, why)
 
     def _load_blocking(self, pieces: list[Piece]) -> dict[bytes, bytes]:
         """Worker thread: disk cache first, then one ranged GET per run of misses."""

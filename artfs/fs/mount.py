@@ -127,7 +127,7 @@ def build(opts: MountOptions):
 
     store = Store(opts.store_url, opts.cache_dir)
     cache = ContentCache(store.cache_dir, opts.cache_size)
-    catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases)
+    catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
     tree = Tree(catalog, store.manifest, DraftSet(store, catalog, opts.sync_on_close), uid=os.getuid(), gid=os.getgid())
     content = ContentSource(store.objects, cache, threads=opts.threads, timeout=opts.timeout)
     def record_use(rec):
