@@ -199,12 +199,11 @@ def _mmap(v1, out):
     got = {}
     for rel in ("big.bin", "exactly-1MiB.bin", "1MiB-plus-1.bin", "README.md"):
         with open(os.path.join(v1, rel), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            # random slices first (out of order page faults), then the whole mapping
+            # random slices first (page faults out of order, backwards), then the whole mapping
             rnd = random.Random(rel)
-            for _ in range(20):
-                a = rnd.randrange(len(mm))
-                b = min(len(mm), a + rnd.randrange(1, 300_000))
-                assert mm[a:b] == mm[a:b]  # touched; compared in full below
+            spans = sorted(((a := rnd.randrange(len(mm))), min(len(mm), a + rnd.randrange(1, 300_000)))
+                           for _ in range(20))[::-1]
+            got.update({f"{rel}[{a}:{b}]": mm[a:b] for a, b in spans})
             got[rel] = mm[:]
     return got
 
@@ -220,7 +219,11 @@ def test_tool_reads_exactly_the_stored_bytes(shared, mounter, tmp_path, tool):
     if tool == "md5sum":
         expected = {rel: hashlib.md5(data).hexdigest() for rel, data in shared.files.items()}
     elif tool in ("cat", "mmap"):
-        expected = {rel: shared.files[rel] for rel in got}
+        expected = {}
+        for key in got:
+            rel, _, span = key.partition("[")
+            a, b = map(int, span.rstrip("]").split(":")) if span else (0, None)
+            expected[key] = shared.files[rel][a:b]
         assert len(got) >= 4
     else:
         expected = shared.files
@@ -328,7 +331,7 @@ def test_new_version_appears_and_latest_moves_within_refresh(ds, mounter):
     wait_for(lambda: os.readlink(m.path(NAME, "latest")) == "v2", 10, "latest -> v2")
     wait_for(lambda: "v2" in os.listdir(m.path(NAME)), 10, "v2 in the listing")
     elapsed = time.monotonic() - t0
-    assert elapsed < 0.5 + 1.5, f"took {elapsed:.2f}s with --refresh 0.5"
+    assert elapsed < 0.5 + 2.5, f"took {elapsed:.2f}s with --refresh 0.5"
     assert read(m.path(NAME, "latest", "big.bin")) == files["big.bin"]
     assert read(m.path(NAME, "latest", "new.txt")) == files["new.txt"]
     assert read(m.path(NAME, "v1", "big.bin")) == ds.files["big.bin"]
