@@ -17,7 +17,8 @@
 On teardown — pass or fail — every FUSE mount under the test's tmp_path is unmounted
 (fusermount3 -u, then -u -z) and every artfs mount daemon whose command line names a
 path under it (and only those) is stopped (SIGTERM, then SIGKILL), then the teardown
-checks nothing is left. A test that mounts by other means (systemd's command, the fstab
+checks nothing is left and that no daemon logged a traceback (a FUSE handler failing
+unexpectedly). A test that mounts by other means (systemd's command, the fstab
 helper, mount(8)) under tmp_path is covered too. The daemon log is printed on teardown,
 so a failing test shows it. If pytest itself is stopped (SIGTERM, SIGHUP, a crash), a
 signal handler and an atexit hook still clean up; only SIGKILL can leave mounts behind.
@@ -231,11 +232,16 @@ class Mounter:
         return m
 
     def teardown(self) -> list[str]:
+        """Cleans up; returns what is wrong: anything left behind, and any handler that
+        failed unexpectedly (a traceback in a daemon log)."""
+        problems = []
         for m in self.mounts:
             text = m.log()
             if text:
                 print(f"--- daemon log {m.log_path} ---\n{text[-6000:]}")
-        return cleanup(self.tmp_path)
+            if "Traceback" in text:
+                problems.append(f"a traceback in {m.log_path}")
+        return cleanup(self.tmp_path) + problems
 
 
 # Mounters not torn down yet. If pytest dies without running teardowns (killed by SIGTERM
@@ -275,7 +281,7 @@ def mounting(root):
     finally:
         _active.discard(m)
         left = m.teardown()
-        assert not left, f"left behind after cleanup: {left}"
+        assert not left, f"after cleanup: {left}"
 
 
 @pytest.fixture
