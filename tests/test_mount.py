@@ -547,6 +547,31 @@ def test_corrupt_cache_file_of_a_range_not_yet_read(shared, mounter):
     assert "is corrupt" in m.log()
 
 
+def test_cache_stays_within_cache_size(shared, mounter):
+    m = mounter(shared.store, "--cache-size", "2M")
+    assert read_tree(m.path(NAME, "v1")) == shared.files  # ~9 MiB through a 2 MiB cache
+    held = sum(os.path.getsize(p) for p in _cache_files(m.cache).values())
+    assert 0 < held <= 2 * MiB, held
+
+
+def test_two_mounts_can_share_one_cache(shared, mounter):
+    a = mounter(shared.store)
+    b = mounter(shared.store, cache=a.cache)
+    results = {}
+
+    def reader(m):
+        results[m.mp] = read_tree(m.path(NAME, "v1"))
+
+    threads = [threading.Thread(target=reader, args=(m,)) for m in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == 2 and all(got == shared.files for got in results.values())
+    for digest, path in _cache_files(a.cache).items():
+        assert blake3.blake3(read(path)).hexdigest() == digest, f"cache file {path} is not what its name says"
+
+
 # -- prefetch ---------------------------------------------------------------------------------------
 
 def test_prefetch_then_read_with_the_store_away(local_store_url, mounter, tmp_path):
