@@ -7,6 +7,7 @@ and via a real fstab line with `mount -T FILE`).
 from __future__ import annotations
 
 import configparser
+import errno
 import os
 import shlex
 import shutil
@@ -14,11 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from conftest import ARTFS_BIN, run_artfs, write_tree
-from mounts import fs_type, is_mounted, mounter, wait_for  # noqa: F401  (mounter is a fixture)
+from mounts import errno_of, fs_type, is_mounted, mounter, wait_for  # noqa: F401  (mounter is a fixture)
 
 pytestmark = pytest.mark.mount
 
@@ -74,9 +76,11 @@ def systemd_escape_path(path: str) -> str:
 
 
 def expand(command: str, instance: str, env: dict) -> list[str]:
-    """An Exec*= line as systemd runs it: %i/%f specifiers, then $VAR words split on whitespace."""
+    """An Exec*= line as systemd runs it: %i/%f specifiers, then $VAR words split on whitespace
+    (a leading "-", failure is ignored, is dropped: see run_exec)."""
     path = subprocess.run(["systemd-escape", "--unescape", "--path", instance], capture_output=True, text=True,
                           check=True).stdout.strip()
+    command = command.strip().removeprefix("-")
     words = []
     for word in shlex.split(command.replace("%f", path).replace("%i", instance)):
         if word.startswith("$") and word[1:].replace("_", "").isalnum():
@@ -120,22 +124,9 @@ def test_unit_command_notifies_ready_serves_and_stops(published, mounter, tmp_pa
     env.update(ARTFS_STORE=published, ARTFS_CACHE=str(tmp_path / "cache"),
                ARTFS_MOUNT_OPTIONS="--cache-size 1G --refresh 2")
     service = unit_file()["Service"]
-    for pre in service.get("ExecStartPre", "").splitlines():
-        if pre.strip():
-            subprocess.run(expand(pre, instance, env), check=True, timeout=30)
-    assert os.path.isdir(mp), "ExecStartPre makes the mount point"
-    argv = expand(service["ExecStart"], instance, env)
-    assert argv[0] == UNIT_ARTFS
-    argv[0] = ARTFS_BIN
-
-    notify = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(notify)
-    sock.settimeout(60)
-    log = open(tmp_path / "journal.txt", "wb")
-    proc = subprocess.Popen(argv, env={**os.environ, **env, "NOTIFY_SOCKET": notify}, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc, sock, log = start_unit(service, instance, env, tmp_path)
     try:
+        assert os.path.isdir(mp), "ExecStartPre makes the mount point"
         message = sock.recv(4096).decode()
         assert "READY=1" in message.split("\n"), message
         assert is_mounted(mp) and fs_type(mp) == "fuse.artfs", "READY=1 comes once the mount is up"
@@ -153,6 +144,61 @@ def test_unit_command_notifies_ready_serves_and_stops(published, mounter, tmp_pa
             proc.wait()
         sock.close()
         log.close()
+        print(open(tmp_path / "journal.txt", errors="replace").read()[-4000:])
+
+
+def start_unit(service, instance: str, env: dict, tmp_path):
+    """ExecStartPre= lines, then ExecStart= with NOTIFY_SOCKET on a socket of ours, as systemd
+    would start the unit. Returns (process, notify socket, journal file)."""
+    for pre in service.get("ExecStartPre", "").splitlines():
+        if pre.strip():
+            r = subprocess.run(expand(pre, instance, env), capture_output=True, timeout=30)
+            assert r.returncode == 0 or pre.strip().startswith("-"), f"ExecStartPre={pre} failed: {r.stderr}"
+    argv = expand(service["ExecStart"], instance, env)
+    assert argv[0] == UNIT_ARTFS
+    argv[0] = ARTFS_BIN
+    notify = str(tmp_path / f"notify-{time.monotonic_ns()}.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(notify)
+    sock.settimeout(60)
+    log = open(tmp_path / "journal.txt", "ab")
+    proc = subprocess.Popen(argv, env={**os.environ, **env, "NOTIFY_SOCKET": notify}, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT)
+    return proc, sock, log
+
+
+def test_unit_restarted_after_a_crash_recovers_the_stale_mount(local_store_url, mounter, tmp_path):
+    """Restart=on-failure after kill -9: ExecStartPre and ExecStart must cope with the stale mount."""
+    src = write_tree(tmp_path / "src", DATA)
+    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
+              cache=str(tmp_path / "cli-cache")).ok()
+    mp = str(tmp_path / "mnt" / "artfs")
+    instance = systemd_escape_path(mp)
+    env = {"ARTFS_STORE": local_store_url, "ARTFS_CACHE": str(tmp_path / "cache")}
+    service = unit_file()["Service"]
+    procs, socks = [], []
+    try:
+        for attempt in range(2):
+            proc, sock, log = start_unit(service, instance, env, tmp_path)
+            log.close()
+            procs.append(proc)
+            socks.append(sock)
+            assert "READY=1" in sock.recv(4096).decode(), f"attempt {attempt}"
+            check_mount(mp)
+            if attempt == 0:
+                proc.kill()  # the crash systemd restarts the unit after
+                proc.wait(timeout=10)
+                wait_for(lambda: errno_of(os.stat, mp) == errno.ENOTCONN, 10, "the mount to go stale")
+        procs[-1].send_signal(signal.SIGTERM)
+        assert procs[-1].wait(timeout=20) == 0
+        assert not is_mounted(mp)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for sock in socks:
+            sock.close()
         print(open(tmp_path / "journal.txt", errors="replace").read()[-4000:])
 
 
