@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import ARTFS_BIN, run_artfs, write_tree
-from mounts import errno_of, fs_type, is_mounted, mounter, wait_for  # noqa: F401  (mounter is a fixture)
+from mounts import daemon_pids, errno_of, fs_type, is_mounted, mounter, wait_for  # noqa: F401  (mounter is a fixture)
 
 pytestmark = pytest.mark.mount
 
@@ -333,3 +333,21 @@ def test_an_fstab_line_mounts_with_mount_mountpoint(installed_helper, published,
     check_mount(mp)
     p = subprocess.run(["umount", mp], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and not is_mounted(mp), p.stderr
+
+
+def test_an_fstab_mount_recovers_its_stale_mount(installed_helper, local_store_url, mounter, tmp_path):
+    src = write_tree(tmp_path / "src", DATA)
+    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
+              cache=str(tmp_path / "cli-cache")).ok()
+    mp = str(tmp_path / "mnt")
+    os.mkdir(mp)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{local_store_url}  {mp}  fuse.artfs  cache={tmp_path / 'c'},_netdev  0 0\n")
+    subprocess.run(["mount", "--fstab", str(fstab), mp], check=True, capture_output=True, timeout=60)
+    (pid,) = daemon_pids(mp)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: errno_of(os.stat, mp) == errno.ENOTCONN, 10, "the mount to go stale")
+    p = subprocess.run(["mount", "--fstab", str(fstab), mp], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "stale" in p.stderr, p.stderr
+    check_mount(mp)
+    subprocess.run(["umount", mp], check=True, timeout=30)
