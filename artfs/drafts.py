@@ -40,7 +40,7 @@ import msgpack
 
 from .errors import ArtfsError, InvalidInput, NotFound
 from .manifest import Entry, Manifest
-from .names import ArtifactName, check_name, normalize_path
+from .names import ArtifactName, check_name, is_valid_name, normalize_path
 from .publish import FileSource
 
 ROOT = 1
@@ -511,10 +511,10 @@ class DraftStore:
         return os.path.join(*parts)
 
     def pending_projects(self) -> list[str]:
-        return sorted(p for p in _listdir(self.root) if _is_name(p))
+        return sorted(p for p in _listdir(self.root) if is_valid_name(p))
 
     def pending_artifacts(self, project: str) -> list[str]:
-        return sorted(a for a in _listdir(os.path.join(self.root, project)) if _is_name(a))
+        return sorted(a for a in _listdir(os.path.join(self.root, project)) if is_valid_name(a))
 
     def add_pending(self, project: str, artifact: str | None = None) -> None:
         check_name(project, "project")
@@ -532,7 +532,7 @@ class DraftStore:
 
     def names(self, a: ArtifactName) -> list[str]:
         d = self._dir(a)
-        return sorted(n for n in _listdir(d) if _is_name(n) and os.path.exists(os.path.join(d, n, "draft.json")))
+        return sorted(n for n in _listdir(d) if is_valid_name(n) and os.path.exists(os.path.join(d, n, "draft.json")))
 
     def exists(self, a: ArtifactName, name: str) -> bool:
         return os.path.exists(os.path.join(self._dir(a, name), "draft.json"))
@@ -613,10 +613,3 @@ def _listdir(path: str) -> list[str]:
     except (FileNotFoundError, NotADirectoryError):
         return []
 
-
-def _is_name(n: str) -> bool:
-    try:
-        check_name(n)
-        return True
-    except InvalidInput:
-        return False

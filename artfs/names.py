@@ -27,6 +27,11 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
+def is_valid_name(name: str) -> bool:
+    """For filtering what a listing finds (store folders, draft folders): no exception."""
+    return isinstance(name, str) and bool(_NAME.match(name)) and ".." not in name
+
+
 def check_alias(alias: str) -> str:
     check_name(alias, "alias")
     if alias in RESERVED_ALIASES or _VERSION.match(alias):

@@ -26,7 +26,8 @@ from cachetools import LRUCache
 from .digest import digest_bytes
 from .errors import Conflict, CorruptRecord, InvalidInput, NotFound, PreconditionFailed
 from .manifest import Manifest
-from .names import LATEST, ArtifactName, ArtifactSpec, check_alias, check_name, parse_version, version_name
+from .names import (LATEST, ArtifactName, ArtifactSpec, check_alias, check_name, is_valid_name, parse_version,
+                    version_name)
 from .stores import ObjectStore
 
 RECORD_FORMAT = 1
@@ -131,11 +132,11 @@ class Registry:
 
     # -- projects and artifacts -------------------------------------------------
     def projects(self) -> list[str]:
-        return [p for p in self.store.list_prefixes("artifacts/") if _valid(p)]
+        return [p for p in self.store.list_prefixes("artifacts/") if is_valid_name(p)]
 
     def artifacts(self, project: str) -> list[str]:
         check_name(project, "project")
-        return [a for a in self.store.list_prefixes(f"artifacts/{project}/") if _valid(a)]
+        return [a for a in self.store.list_prefixes(f"artifacts/{project}/") if is_valid_name(a)]
 
     def artifact_type(self, a: ArtifactName) -> str | None:
         key = self._prefix(a) + "artifact.json"
@@ -353,10 +354,3 @@ class Registry:
 
         self._change_aliases(a, drop)
 
-
-def _valid(name: str) -> bool:
-    try:
-        check_name(name)
-        return True
-    except InvalidInput:
-        return False
