@@ -145,3 +145,20 @@ def test_store_that_hangs_fails_reads_within_timeout(s3_endpoint, weed, mounter,
         assert got == data[far:far + 4096]
     finally:
         os.close(fd)
+
+
+def test_mount_of_a_store_that_hangs_fails_within_timeout(s3_endpoint, weed, mounter, tmp_path):
+    env = {"AWS_ENDPOINT_URL": weed.endpoint}  # the S3 client's own retries and timeouts: long
+    store = f"s3://{make_bucket(weed.endpoint)}/reg"
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    os.killpg(weed.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        r = run_artfs(["mount", str(mp), "--timeout", str(TIMEOUT)], store=store, cache=str(tmp_path / "c"), env=env)
+        elapsed = time.monotonic() - t0
+    finally:
+        os.killpg(weed.proc.pid, signal.SIGCONT)
+    r.fails("did not answer within 3s", store)
+    assert elapsed < TIMEOUT + 5, f"took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
+    assert not os.path.ismount(mp)

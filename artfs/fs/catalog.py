@@ -73,7 +73,7 @@ class Catalog:
         try:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
-            error = StoreUnavailable(f"the store did not answer within {self.timeout:g}s")
+            error = StoreUnavailable(f"{self.registry.store.url} did not answer within {self.timeout:g}s")
         except StoreUnavailable as e:
             error = e
         if hit is None:

@@ -141,7 +141,7 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
     try:
         mountpoint = prepare_mountpoint(opts.mountpoint)
         store, ops = build(opts)
-        store.registry.projects()  # fail now, clearly, if the store is unreachable
+        ops.tree.catalog.projects()  # fail now, clearly (within --timeout), if the store is unreachable
         fuse_options = set(pyfuse3.default_options) | {"fsname=artfs", "subtype=artfs"}
         if opts.allow_other:
             fuse_options.add("allow_other")
