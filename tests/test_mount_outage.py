@@ -108,12 +108,13 @@ def test_store_that_hangs_fails_reads_within_timeout(s3_endpoint, weed, mounter,
     env = {"AWS_ENDPOINT_URL": weed.endpoint, "ARTFS_S3_ATTEMPTS": "2", "ARTFS_S3_TIMEOUT": "30"}
     store = f"s3://{make_bucket(weed.endpoint)}/reg"
     data = random.Random(6).randbytes(SIZE)
-    src = write_tree(tmp_path / "src", {"big.bin": data})
-    run_artfs(["put", src, "--name", "p/hang", "--type", "dataset"], store=store, cache=str(tmp_path / "cli-cache"),
-              env=env).ok()
+    for n, files in enumerate([{"other.txt": b"v0\n"}, {"big.bin": data}]):  # v0, v1
+        src = write_tree(tmp_path / f"src-v{n}", files)
+        run_artfs(["put", src, "--name", "p/hang", "--type", "dataset"], store=store,
+                  cache=str(tmp_path / "cli-cache"), env=env).ok()
     m = mounter(store, "--timeout", str(TIMEOUT), "--refresh", "0.5", env=env)
-    v0 = m.path("p/hang/v0")
-    fd = os.open(os.path.join(v0, "big.bin"), os.O_RDONLY)
+    v1 = m.path("p/hang/v1")
+    fd = os.open(os.path.join(v1, "big.bin"), os.O_RDONLY)
     try:
         assert os.pread(fd, 4096, 0) == data[:4096]
         _settled(m)
@@ -130,15 +131,19 @@ def test_store_that_hangs_fails_reads_within_timeout(s3_endpoint, weed, mounter,
             # waits --timeout for the store, then the mount knows it is down and answers
             # from the listings it has
             t0 = time.monotonic()
-            assert sorted(os.listdir(v0)) == ["big.bin"]
+            assert sorted(os.listdir(v1)) == ["big.bin"]
             elapsed = time.monotonic() - t0
             assert elapsed < TIMEOUT + 2, f"a path lookup took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
             time.sleep(0.6)
             t0 = time.monotonic()
             assert os.listdir(m.mp) == ["p"], "listings are served as last seen"
-            assert os.readlink(m.path("p/hang/latest")) == "v0"
+            assert os.readlink(m.path("p/hang/latest")) == "v1"
             elapsed = time.monotonic() - t0
             assert elapsed < 1, f"listing took {elapsed:.1f}s while the store is known to be down"
+            t0 = time.monotonic()
+            assert errno_of(os.listdir, m.path("p/hang/v0")) == errno.EIO, "its manifest was never loaded"
+            elapsed = time.monotonic() - t0
+            assert elapsed < TIMEOUT + 2, f"EIO took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
         finally:
             os.killpg(weed.proc.pid, signal.SIGCONT)
         got = wait_for(lambda: _try_pread(fd, 4096, far), 30, "reads to recover after the store answers again")

@@ -30,6 +30,20 @@ def _run(future: Future, load) -> None:
         future.set_exception(e)
 
 
+def bounded(fn, timeout: float | None, url: str):
+    """`fn` made to give up after `timeout` seconds with StoreUnavailable (it runs in a daemon
+    thread that is left to finish on its own): for loads a hung store could stall for long."""
+    def call(*args):
+        future: Future = Future()
+        threading.Thread(target=_run, args=(future, functools.partial(fn, *args)), name="artfs-load",
+                         daemon=True).start()
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            raise StoreUnavailable(f"{url} did not answer within {timeout:g}s") from None
+    return call
+
+
 @dataclass
 class ArtifactState:
     type: str | None

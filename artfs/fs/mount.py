@@ -24,7 +24,7 @@ import trio
 from .. import lineage
 from ..cache import ContentCache
 from ..errors import ArtfsError, InvalidInput
-from .catalog import Catalog
+from .catalog import Catalog, bounded
 from .content import ContentSource
 from .draftset import DraftSet
 from .ops import Operations
@@ -128,7 +128,8 @@ def build(opts: MountOptions):
     store = Store(opts.store_url, opts.cache_dir)
     cache = ContentCache(store.cache_dir, opts.cache_size)
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
-    tree = Tree(catalog, store.manifest, DraftSet(store, catalog, opts.sync_on_close), uid=os.getuid(), gid=os.getgid())
+    load_manifest = bounded(store.manifest, opts.timeout, store.url)  # a hung store: EIO after --timeout
+    tree = Tree(catalog, load_manifest, DraftSet(store, catalog, opts.sync_on_close), uid=os.getuid(), gid=os.getgid())
     content = ContentSource(store.objects, cache, threads=opts.threads, timeout=opts.timeout)
     def record_use(rec):
         lineage.record_use(store.registry, rec, "mount")
