@@ -19,6 +19,7 @@ import stat
 
 import pyfuse3
 import trio
+from cachetools import TTLCache
 
 import json
 
@@ -44,6 +45,18 @@ SMALL_RUN_FILES = 512
 MAX_WINDOW = 64  # chunks of read-ahead for a sequentially read large file
 
 
+_logged_recently: TTLCache = TTLCache(maxsize=4096, ttl=60.0)
+
+
+def _warn_once(handler: str, error: Exception) -> None:
+    """One log line per distinct failure a minute: an outage fails every read, and the
+    kernel retries each one, but the log should say it once, with the entry and cause."""
+    line = f"{handler}: {error}"
+    if line not in _logged_recently:
+        _logged_recently[line] = True
+        log.warning("%s", line)
+
+
 def boundary(handler):
     @functools.wraps(handler)
     async def wrapper(self, *args):
@@ -53,10 +66,10 @@ def boundary(handler):
             raise
         except ArtfsError as e:
             if e.errno not in (errno.ENOENT,):
-                log.warning("%s: %s", handler.__name__, e)
+                _warn_once(handler.__name__, e)
             raise pyfuse3.FUSEError(e.errno) from None
         except OSError as e:
-            log.warning("%s: %s", handler.__name__, e)
+            _warn_once(handler.__name__, e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         except Exception:
             log.exception("%s failed; answering EIO", handler.__name__)
