@@ -415,6 +415,7 @@ class Bench:
         self.expect: dict = {}
         self.systems: dict[str, System] = {}
         self.failed = False
+        self.quiet_budget = args.quiet_budget
         self.loads: list[float] = []
         self.artfs_src = ""
         self.artfs_version = ""
@@ -578,9 +579,11 @@ class Bench:
         """The machine's busy fraction over a second while this benchmark is idle; with --quiet-wait,
         waits (up to that many seconds) for it to drop below 15% first: other work skews the figures."""
         busy = machine_busy(1.0)
-        deadline = time.monotonic() + self.args.quiet_wait
+        t0 = time.monotonic()
+        deadline = t0 + min(self.args.quiet_wait, self.quiet_budget)
         while busy > 0.15 and time.monotonic() < deadline:
             busy = machine_busy(2.0)
+        self.quiet_budget -= time.monotonic() - t0
         return busy
 
     def cpu(self, s: System) -> tuple[float, float]:
@@ -1000,6 +1003,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=600, help="seconds before one reader counts as hung")
     p.add_argument("--quiet-wait", type=float, default=0,
                    help="before each measurement wait up to this many seconds for the machine to be <15%% busy")
+    p.add_argument("--quiet-budget", type=float, default=1800,
+                   help="total seconds that --quiet-wait may spend over the whole run")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (data, caches, logs)")
     p.add_argument("--out", default=None, help="JSON with every sample (default: WORKDIR/../mount_bench-DATE.json)")
     p.add_argument("--doc", default=None, help="update the generated section of this markdown file")
