@@ -27,6 +27,8 @@ class ContentCache:
         self.max_bytes = max_bytes
         self._tmp = os.path.join(self.root, "tmp")
         os.makedirs(self._tmp, exist_ok=True)
+        for i in range(256):  # made once here, not per put (an exception per existing dir adds up)
+            os.makedirs(os.path.join(self.root, f"{i:02x}"), exist_ok=True)
         self._lock = threading.Lock()
         self._lru: OrderedDict[str, int] = OrderedDict()  # hex digest -> size
         self._bytes = 0
@@ -85,10 +87,18 @@ class ContentCache:
         path = self._path(h)
         tmp = os.path.join(self._tmp, f"{h}.{os.getpid()}.{threading.get_ident()}")
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.rename(tmp, path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            try:
+                os.rename(tmp, path)
+            except FileNotFoundError:  # its folder was removed under us
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.rename(tmp, path)
         except OSError as e:
             try:
                 os.unlink(tmp)

@@ -103,6 +103,13 @@ def _raise_read_ahead(path: str) -> None:
         log.info("could not raise %s (%s); reads use the kernel default", knob, e.strerror)
 
 
+async def _raise_read_ahead_after_init(mountpoint: str) -> None:
+    # The kernel sets the mount's readahead from the FUSE INIT reply, which goes out only
+    # once pyfuse3.main() runs: raising it before that is silently undone.
+    await trio.sleep(0.2)
+    await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
+
+
 def _notify_systemd(state: str) -> None:
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
@@ -151,21 +158,21 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
         _report(ready_fd, f"error: {e}")
         raise
     try:
-        _raise_read_ahead(mountpoint)
         log.info("mounted %s on %s (cache %s)", store.url, mountpoint, store.cache_dir)
         _report(ready_fd, "ready")
         _notify_systemd("READY=1")
-        trio.run(_serve, ops)
+        trio.run(_serve, ops, mountpoint)
     finally:
         _notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
         log.info("unmounted %s", mountpoint)
 
 
-async def _serve(ops: Operations) -> None:
+async def _serve(ops: Operations, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         ops.content.attach(nursery)
         nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_raise_read_ahead_after_init, mountpoint)
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()
 

@@ -43,6 +43,8 @@ RESULT_XATTR = "user.artfs.result."
 SMALL_RUN_BYTES = 4 << 20  # read-ahead through a pack when a small file is opened
 SMALL_RUN_FILES = 512
 MAX_WINDOW = 64  # chunks of read-ahead for a sequentially read large file
+RUN_CHUNKS = 8  # chunks fetched by one ranged GET of read-ahead
+SEQUENTIAL_SLACK = 8 << 20
 
 
 _logged_recently: TTLCache = TTLCache(maxsize=4096, ttl=60.0)
@@ -88,7 +90,7 @@ class OpenFile:
         self.pieces = None
         self.data: bytes | None = None  # whole content for small files
         self.next_offset = 0
-        self.window = 1
+        self.window = 0
 
 
 class DraftFile:
@@ -308,12 +310,22 @@ class Operations(pyfuse3.Operations):
             return b""
         end = min(off + size, total)
         first, last = off // CHUNK_SIZE, (end - 1) // CHUNK_SIZE
-        # Read-ahead doubles while reads are sequential and restarts after a seek.
-        f.window = min(f.window * 2, MAX_WINDOW) if off == f.next_offset else 1
-        f.next_offset = end
-        ahead = ps[last + 1:last + 1 + f.window]
-        for k in range(0, len(ahead), 8):
-            self.content.prefetch(ahead[k:k + 8])
+        # Read-ahead doubles while reads are sequential and stops after a seek. The kernel's
+        # own readahead sends several READs at once and they arrive in any order, so
+        # "sequential" means near the furthest point read so far, not exactly at it.
+        if abs(off - f.next_offset) <= SEQUENTIAL_SLACK:
+            f.window = min(max(f.window * 2, 2), MAX_WINDOW)
+            f.next_offset = max(f.next_offset, end)
+        else:
+            f.window = 0  # random access: fetch only what is asked for
+            f.next_offset = end
+        if f.window:
+            # Whole runs at fixed boundaries: each ranged GET brings RUN_CHUNKS chunks, rather
+            # than one new chunk per GET as the window slides forward.
+            start = (last + 1) - (last + 1) % RUN_CHUNKS
+            stop = min(len(ps), -(-(last + 1 + f.window) // RUN_CHUNKS) * RUN_CHUNKS)
+            for k in range(start, stop, RUN_CHUNKS):
+                self.content.prefetch(ps[k:k + RUN_CHUNKS])
         parts = []
         for p in ps[first:last + 1]:
             parts.append(await self.content.get(p))
