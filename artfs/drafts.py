@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -417,9 +418,12 @@ class Draft:
         """Remembers, beside the draft, what it became: a commit rerun after a crash that
         already removed the draft can still say which version was made."""
         note = os.path.join(os.path.dirname(self.path), f".committed-{self.info.name}")
-        with open(note + ".tmp", "w") as f:
-            f.write(version)
-        os.replace(note + ".tmp", note)
+        try:
+            with open(note + ".tmp", "w") as f:
+                f.write(version)
+            os.replace(note + ".tmp", note)
+        except OSError as e:  # a convenience only: the version exists whatever happens here
+            logging.getLogger(__name__).warning("could not note that %s became %s: %s", self.info, version, e)
 
     def snapshot(self) -> tuple[list[FileSource], list[Entry]]:
         """What a commit needs: local files to hash, and base entries carried over unread."""
