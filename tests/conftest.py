@@ -309,6 +309,17 @@ def counted(store_url, cache_dir):
 
 # -- files on disk ------------------------------------------------------------------
 
+def wait_all(procs, timeout: float = 120) -> list[tuple[str, str]]:
+    """(stdout, stderr) of processes started together; any still running at the end is killed."""
+    try:
+        return [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def write_tree(root, files: dict) -> str:
     """Writes {relative path: bytes or str} under root; returns root as str."""
     root = str(root)

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import ARTFS_BIN, read_tree, write_tree
+from conftest import ARTFS_BIN, read_tree, wait_all, write_tree
 from artfs.digest import CHUNK_SIZE
 
 WRITERS = 8
@@ -61,13 +61,7 @@ def test_racing_cli_puts(artfs, tmp_path):
     procs = [subprocess.Popen([ARTFS_BIN, "put", f"in{i}", "--name", "p/race", "--type", "dataset"], cwd=tmp_path,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(WRITERS)]
-    try:
-        results = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = wait_all(procs)
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err
     printed = sorted(out.strip() for out, _ in results)

@@ -16,7 +16,7 @@ import pytest
 
 import artfs as artfs_api
 from artfs.errors import Conflict, NotFound
-from conftest import ARTFS_BIN, ArtfsCLI, fresh_s3_url, read_tree, write_tree
+from conftest import ARTFS_BIN, ArtfsCLI, fresh_s3_url, read_tree, wait_all, write_tree
 from mounts import errno_of, mounter, wait_for  # noqa: F401  (mounter is a fixture)
 
 MiB = 1 << 20
@@ -76,13 +76,7 @@ def test_five_parallel_writers_then_finish_make_one_version(s3_url, cache_dir, t
                               stderr=subprocess.PIPE, text=True,
                               env={**env, "ARTFS_CACHE": str(tmp_path / f"cache{i}")})
              for i in range(WRITERS)]
-    try:
-        results = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = wait_all(procs)
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err
         assert "added to distributed version 'run-1'" in out
