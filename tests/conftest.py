@@ -16,6 +16,7 @@ Reusable pieces (other test files may rely on these names):
   make_bucket(endpoint), s3_test_bucket (session), fresh_s3_url(bucket)
   counted         (Store, CountingStore): every object-store request recorded
   write_tree(root, {path: data}), read_tree(root) -> {path: bytes}
+  wait_all(procs, timeout=120) -> [(stdout, stderr)]   kills any still running
 
 Set ARTFS_TEST_S3_ENDPOINT to use an already running S3-compatible server
 instead of starting SeaweedFS.
