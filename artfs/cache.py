@@ -6,12 +6,21 @@ every read is verified against the digest the caller expects, so a corrupt
 or half-written file is dropped and fetched again, never served. The size
 bound is kept by evicting the least recently used files; each process keeps
 its own recency order, seeded from the files' mtimes at start.
+
+Pieces of 64 KiB and more move with O_DIRECT where the file system allows it:
+the kernel then copies straight between our buffer and the disk instead of
+allocating page-cache pages for bytes the mount's own page cache (or memory
+LRU) already holds. On the machines measured that made a warm read several
+times cheaper in CPU (docs/benchmarks.md); the tail of a piece that is not a
+whole number of blocks goes through the page cache as usual.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import mmap
 import os
 import threading
 from collections import OrderedDict
@@ -19,6 +28,10 @@ from collections import OrderedDict
 from .digest import digest_bytes
 
 log = logging.getLogger(__name__)
+
+DIRECT_MIN = 64 << 10  # smaller pieces are not worth the aligned copy
+_BLOCK = 4096  # O_DIRECT alignment of buffer address, file offset and length
+_BUFFER = (1 << 20) + _BLOCK  # one CHUNK_SIZE piece, plus the block that shows a file is too long
 
 
 class ContentCache:
@@ -30,6 +43,8 @@ class ContentCache:
         for i in range(256):  # made once here, not per put (an exception per existing dir adds up)
             os.makedirs(os.path.join(self.root, f"{i:02x}"), exist_ok=True)
         self._lock = threading.Lock()
+        self._direct = hasattr(os, "O_DIRECT")  # off after the first EINVAL (tmpfs, some FUSE disks)
+        self._buffers = threading.local()  # one aligned buffer per worker thread
         self._lru: OrderedDict[str, int] = OrderedDict()  # hex digest -> size
         self._bytes = 0
         self._scan()
@@ -62,8 +77,10 @@ class ContentCache:
         """The cached bytes with this digest, or None (also when the file was corrupt)."""
         h = digest.hex()
         try:
-            with open(self._path(h), "rb") as f:
-                data = f.read()
+            data = self._read_direct(self._path(h), size) if self._use_direct(size) else None
+            if data is None:
+                with open(self._path(h), "rb") as f:
+                    data = f.read()
         except OSError:
             return None
         if len(data) != size or digest_bytes(data) != digest:
@@ -87,13 +104,12 @@ class ContentCache:
         path = self._path(h)
         tmp = os.path.join(self._tmp, f"{h}.{os.getpid()}.{threading.get_ident()}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+            if not (self._use_direct(len(data)) and self._write_direct(tmp, data)):
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    _write_all(fd, memoryview(data))
+                finally:
+                    os.close(fd)
             try:
                 os.rename(tmp, path)
             except FileNotFoundError:  # its folder was removed under us
@@ -115,6 +131,56 @@ class ContentCache:
                 self._bytes += len(data)
             self._lru.move_to_end(h)
         self._evict()
+
+    # -- O_DIRECT -------------------------------------------------------------------------
+    def _use_direct(self, size: int) -> bool:
+        return self._direct and DIRECT_MIN <= size <= _BUFFER - _BLOCK
+
+    def _buffer(self) -> mmap.mmap:
+        buf = getattr(self._buffers, "buf", None)
+        if buf is None:
+            buf = self._buffers.buf = mmap.mmap(-1, _BUFFER)  # page-aligned
+        return buf
+
+    def _open_direct(self, path: str, flags: int) -> int | None:
+        try:
+            return os.open(path, flags | os.O_DIRECT, 0o644)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            log.info("the cache folder does not take O_DIRECT; using the page cache")
+            self._direct = False
+            return None
+
+    def _read_direct(self, path: str, size: int) -> bytes | None:
+        """The file's bytes if it has exactly `size` of them (else a wrong-length bytes), or None
+        when O_DIRECT is not available here."""
+        fd = self._open_direct(path, os.O_RDONLY)
+        if fd is None:
+            return None
+        buf = self._buffer()
+        try:
+            want = -(-(size + 1) // _BLOCK) * _BLOCK  # one byte more than expected shows a long file
+            got = os.preadv(fd, [memoryview(buf)[:want]], 0)
+        finally:
+            os.close(fd)
+        return buf[:got]
+
+    def _write_direct(self, path: str, data: bytes) -> bool:
+        fd = self._open_direct(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        if fd is None:
+            return False
+        try:
+            aligned = len(data) - len(data) % _BLOCK
+            buf = self._buffer()
+            buf[:aligned] = data[:aligned]
+            _write_all(fd, memoryview(buf)[:aligned])
+            if aligned < len(data):  # the tail is no whole block: through the page cache
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+                _write_all(fd, memoryview(data)[aligned:])
+        finally:
+            os.close(fd)
+        return True
 
     def discard(self, digest: bytes) -> None:
         h = digest.hex()
@@ -140,3 +206,7 @@ class ContentCache:
             except OSError:
                 pass
 
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]

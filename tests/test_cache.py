@@ -1,0 +1,63 @@
+"""The content cache on its own: what goes in comes out, and nothing else ever does.
+
+Sizes straddle the O_DIRECT boundaries (64 KiB minimum, 4 KiB blocks, the 1 MiB
+piece) because those take different paths through the cache.
+"""
+
+import os
+
+import pytest
+
+from artfs.cache import ContentCache
+from artfs.digest import digest_bytes
+
+SIZES = [0, 1, 4095, 4096, 65535, 65536, 65537, 100_000, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20]
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return ContentCache(str(tmp_path), 1 << 30)
+
+
+def _put(cache, size):
+    data = os.urandom(size)
+    digest = digest_bytes(data)
+    cache.put(digest, data)
+    return digest, data
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_what_is_put_comes_back(cache, size):
+    digest, data = _put(cache, size)
+    assert cache.get(digest, size) == data
+    assert ContentCache(os.path.dirname(cache.root), 1 << 30).get(digest, size) == data, "a new process reads it"
+
+
+@pytest.mark.parametrize("size", [4096, 65536, 100_000, 1 << 20])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
+def test_a_damaged_file_is_dropped_never_served(cache, size, damage):
+    digest, data = _put(cache, size)
+    path = cache._path(digest.hex())
+    with open(path, "r+b") as f:
+        if damage == "flip":
+            f.seek(size // 2)
+            f.write(bytes([data[size // 2] ^ 1]))
+        elif damage == "truncate":
+            f.truncate(size - 1)
+        else:
+            f.seek(0, os.SEEK_END)
+            f.write(b"x")
+    assert cache.get(digest, size) is None
+    assert not os.path.exists(path), "the bad file is removed, so the next read fetches again"
+
+
+def test_size_bound_evicts_least_recently_used(tmp_path):
+    cache = ContentCache(str(tmp_path), 3 << 20)
+    first, _ = _put(cache, 1 << 20)
+    second, _ = _put(cache, 1 << 20)
+    assert cache.get(first, 1 << 20) is not None  # first is now the most recently used
+    _put(cache, 1 << 20)
+    _put(cache, 1 << 20)
+    assert cache.size <= 3 << 20
+    assert cache.get(second, 1 << 20) is None
+    assert cache.get(first, 1 << 20) is not None
