@@ -13,6 +13,11 @@ allocating page-cache pages for bytes the mount's own page cache (or memory
 LRU) already holds. On the machines measured that made a warm read several
 times cheaper in CPU (docs/benchmarks.md); the tail of a piece that is not a
 whole number of blocks goes through the page cache as usual.
+
+The mount hands pieces over with `put_later`: writer threads store them while
+the reader is already being answered, so a cold read does not wait for the
+disk. What is queued is served from the queue; what does not fit in the queue
+is not cached (it is still served); `drain` at unmount writes what is queued.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import fcntl
 import logging
 import mmap
 import os
+import queue
 import threading
 from collections import OrderedDict
 
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 DIRECT_MIN = 64 << 10  # smaller pieces are not worth the aligned copy
 _BLOCK = 4096  # O_DIRECT alignment of buffer address, file offset and length
 _BUFFER = (1 << 20) + _BLOCK  # one CHUNK_SIZE piece, plus the block that shows a file is too long
+QUEUE_BYTES = 256 << 20  # pieces waiting for a writer thread, at most
+WRITERS = 2
 
 
 class ContentCache:
@@ -45,6 +53,10 @@ class ContentCache:
         self._lock = threading.Lock()
         self._direct = hasattr(os, "O_DIRECT")  # off after the first EINVAL (tmpfs, some FUSE disks)
         self._buffers = threading.local()  # one aligned buffer per worker thread
+        self._queued: dict[bytes, bytes] = {}  # digest -> verified bytes waiting for a writer
+        self._queued_bytes = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._writers: list[threading.Thread] = []
         self._lru: OrderedDict[str, int] = OrderedDict()  # hex digest -> size
         self._bytes = 0
         self._scan()
@@ -75,6 +87,9 @@ class ContentCache:
 
     def get(self, digest: bytes, size: int) -> bytes | None:
         """The cached bytes with this digest, or None (also when the file was corrupt)."""
+        data = self._queued.get(digest)
+        if data is not None:
+            return data
         h = digest.hex()
         try:
             data = self._read_direct(self._path(h), size) if self._use_direct(size) else None
@@ -96,7 +111,37 @@ class ContentCache:
         return data
 
     def contains(self, digest: bytes) -> bool:
-        return os.path.exists(self._path(digest.hex()))
+        return digest in self._queued or os.path.exists(self._path(digest.hex()))
+
+    def put_later(self, digest: bytes, data: bytes) -> None:
+        """Queues verified bytes for a writer thread; skipped when the queue is full."""
+        with self._lock:
+            if digest in self._queued or self._queued_bytes + len(data) > QUEUE_BYTES:
+                return
+            self._queued[digest] = data
+            self._queued_bytes += len(data)
+            if not self._writers:
+                for i in range(WRITERS):
+                    t = threading.Thread(target=self._write_queued, name=f"cache-writer-{i}", daemon=True)
+                    t.start()
+                    self._writers.append(t)
+        self._queue.put(digest)
+
+    def drain(self) -> None:
+        """Returns once everything queued is written (or failed and was logged)."""
+        self._queue.join()
+
+    def _write_queued(self) -> None:
+        while True:
+            digest = self._queue.get()
+            try:
+                self.put(digest, self._queued[digest])
+            except Exception as e:  # the cache is only a cache; the bytes were served already
+                log.warning("could not cache %s: %s", digest.hex()[:16], e)
+            finally:
+                with self._lock:
+                    self._queued_bytes -= len(self._queued.pop(digest))
+                self._queue.task_done()
 
     def put(self, digest: bytes, data: bytes) -> None:
         """Stores verified bytes. A full disk is logged and skipped: the cache is only a cache."""

@@ -518,6 +518,7 @@ def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
     m = mounter(shared.store)
     path = m.path(NAME, "v1", "big.bin")
     assert read(path) == shared.files["big.bin"]
+    m.umount()  # the cache is written behind the reads; unmounting writes what is queued
     # one cached 1 MiB piece of big.bin: flip a byte in the middle
     chunk = shared.files["big.bin"][2 * MiB:3 * MiB]
     victim = _cache_files(m.cache)[blake3.blake3(chunk).hexdigest()]
@@ -526,7 +527,6 @@ def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
         byte = f.read(1)
         f.seek(MiB // 2)
         f.write(bytes([byte[0] ^ 0xFF]))
-    m.umount()
     evict_page_cache(victim)
     m2 = mounter(shared.store, cache=m.cache)  # a remount reuses the cache
     assert read(m2.path(NAME, "v1", "big.bin")) == shared.files["big.bin"]
@@ -551,6 +551,7 @@ def test_corrupt_cache_file_of_a_range_not_yet_read(shared, mounter):
 def test_cache_stays_within_cache_size(shared, mounter):
     m = mounter(shared.store, "--cache-size", "2M")
     assert read_tree(m.path(NAME, "v1")) == shared.files  # ~9 MiB through a 2 MiB cache
+    m.umount()  # writes what is still queued for the cache
     held = sum(os.path.getsize(p) for p in _cache_files(m.cache).values())
     assert 0 < held <= 2 * MiB, held
 

@@ -68,6 +68,10 @@ class ContentSource:
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
 
+    def close(self) -> None:
+        """At unmount: what was fetched but not yet written to the disk cache is written."""
+        self.cache.drain()
+
     def spawn(self, fn, *args) -> None:
         """Runs blocking `fn(*args)` in a worker thread in the background; failures are logged."""
         if self._nursery is not None:
@@ -161,7 +165,7 @@ class ContentSource:
             self.fetches += 1
             log.debug("fetch %s bytes %d-%d (%d pieces)", run[0].key, run[0].offset, max(p.end for p in run), len(run))
             for p, data in zip(run, fetch_run(self.store, run)):
-                self.cache.put(p.digest, data)
+                self.cache.put_later(p.digest, data)  # the reader need not wait for the disk
                 out[p.digest] = data
         return out
 

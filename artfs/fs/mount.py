@@ -165,6 +165,7 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
     finally:
         _notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
+        ops.content.close()
         log.info("unmounted %s", mountpoint)
 
 
