@@ -9,7 +9,7 @@ split, and each piece is checked before anyone sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes
 from .errors import CorruptRecord
@@ -70,8 +70,35 @@ def group(ps: Iterable[Piece], max_bytes: int = 32 << 20, max_gap: int = 64 << 1
         yield run
 
 
-def fetch_run(store: ObjectStore, run: list[Piece]) -> list[bytes]:
-    """One ranged GET for a run of pieces; each piece verified. Returns their bytes in order."""
+def fetch_run(store: ObjectStore, run: list[Piece], on_piece: Callable[[Piece, bytes], None] | None = None) -> list[bytes]:
+    """One ranged GET for a run of pieces; each piece verified as it arrives (and handed to
+    `on_piece` at once, before the rest of the run is read). Returns their bytes in order."""
+    key, start = run[0].key, run[0].offset
+    lengths: list[int] = []
+    wanted: list[Piece | None] = []  # None: a gap between pieces, read through and dropped
+    pos = start
+    for p in run:
+        if p.offset < pos:  # overlapping pieces (one content stored twice in a pack): split a blob
+            return _fetch_blob(store, run)
+        if p.offset > pos:
+            lengths.append(p.offset - pos)
+            wanted.append(None)
+        lengths.append(p.size)
+        wanted.append(p)
+        pos = p.end
+    out = []
+    for p, data in zip(wanted, store.get_parts(key, start, lengths)):
+        if p is None:
+            continue
+        out.append(verify(p, data, key))
+        if on_piece is not None:
+            on_piece(p, data)
+    if len(out) != len(run):
+        raise CorruptRecord(f"{key}: short read (object ends before byte {pos})")
+    return out
+
+
+def _fetch_blob(store: ObjectStore, run: list[Piece]) -> list[bytes]:
     start, end = run[0].offset, max(p.end for p in run)
     blob = store.get(run[0].key, start, end)
     if len(blob) != end - start:

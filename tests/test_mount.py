@@ -532,6 +532,7 @@ def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
     assert read(m2.path(NAME, "v1", "big.bin")) == shared.files["big.bin"]
     assert "is corrupt" in m2.log()
     assert [(start, end) for _key, start, end in m2.fetches()] == [(2 * MiB, 3 * MiB)], "only the bad piece is fetched"
+    m2.umount()
     assert blake3.blake3(read(victim)).hexdigest() == os.path.basename(victim), "the cache file is good again"
 
 

@@ -29,6 +29,16 @@ class ObjectStore(abc.ABC):
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         """Bytes [start, end) of an object; NotFound if absent."""
 
+    def get_parts(self, key: str, start: int, lengths: list[int]) -> Iterator[bytes]:
+        """One ranged read from `start`, handed out as consecutive parts of these lengths as they
+        arrive, so the first can be checked and served while the rest is still on the wire.
+        Past the end of the object parts come short or not at all: callers verify."""
+        blob = self.get(key, start, start + sum(lengths))
+        pos = 0
+        for n in lengths:
+            yield blob[pos:pos + n]
+            pos += n
+
     @abc.abstractmethod
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         """The whole object and its ETag, for a later compare-and-swap."""

@@ -60,6 +60,12 @@ class LocalStore(ObjectStore):
                 f.seek(start)
             return f.read() if end is None else f.read(max(0, end - start))
 
+    def get_parts(self, key, start, lengths):
+        with _os_errors(key), open(self._path(key), "rb") as f:
+            f.seek(start)
+            for n in lengths:
+                yield f.read(n)
+
     def get_with_etag(self, key):
         with _os_errors(key), open(self._path(key), "rb") as f:
             return f.read(), _etag(os.fstat(f.fileno()))

@@ -87,6 +87,36 @@ class S3Store(ObjectStore):
             return b""  # the range starts past the end: no bytes, as a local file read gives
         return self._read_body(key, r)
 
+    def get_parts(self, key, start, lengths):
+        end = start + sum(lengths)
+        if end <= start:
+            return
+        try:
+            r = self._call(key, self.client.get_object, Key=self.prefix + key, Range=f"bytes={start}-{end - 1}")
+        except _InvalidRange:
+            return
+        body = r["Body"]
+        try:
+            for n in lengths:
+                part = self._read_part(key, body, n)
+                yield part
+                if len(part) < n:
+                    return
+        finally:
+            body.close()
+
+    def _read_part(self, key, body, n: int) -> bytes:
+        try:
+            part = body.read(n)
+            while 0 < len(part) < n:  # a read may stop short of `amt` only at the end of the body
+                more = body.read(n - len(part))
+                if not more:
+                    break
+                part += more
+            return part
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"reading {key} from {self.url}: {e}") from None
+
     def _read_body(self, key, response) -> bytes:
         try:
             return response["Body"].read()
