@@ -52,6 +52,16 @@ class ObjectStore(abc.ABC):
         An exception raised by `stream.read` aborts the upload: nothing is stored."""
         self.put(key, stream.read())
 
+    def put_file(self, key: str, path: str, unchanged) -> bool:
+        """Uploads a local file; `unchanged()` is asked once every byte is sent and before
+        the object is stored: False abandons the upload (nothing stored) and returns False."""
+        with open(path, "rb") as f:
+            try:
+                self.put_stream(key, _CheckedAtEnd(f, unchanged))
+            except _Changed:
+                return False
+        return True
+
     @abc.abstractmethod
     def head(self, key: str) -> ObjectInfo | None:
         """Size and ETag, or None if absent."""
@@ -73,3 +83,18 @@ class ObjectStore(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+
+class _Changed(Exception):
+    pass
+
+
+class _CheckedAtEnd:
+    def __init__(self, f, unchanged):
+        self.f, self.unchanged = f, unchanged
+
+    def read(self, n: int = -1) -> bytes:
+        buf = self.f.read(n)
+        if not buf and not self.unchanged():
+            raise _Changed()
+        return buf
