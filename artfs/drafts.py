@@ -13,10 +13,12 @@ path: it reads, renames and commits like an unmodified base file, and is never
 copied. (A manifest path never starts with '/', so the two cannot be confused.)
 
 Durability: every namespace change is a SQLite transaction with
-synchronous=FULL (WAL), and `sync(ino)` fsyncs a data file, which the FUSE
-layer calls on flush and fsync: what was closed survives a crash of the
-daemon or the host. A data file's size and times are the file's own, so a
-write never touches the database.
+synchronous=FULL (WAL), except creating a file, which becomes durable when it
+is closed: `close_file(ino, fd)`, which the FUSE layer calls on flush and
+fsync, journals a small file's bytes into the database (or fsyncs a large
+one) in one synchronous transaction, so what was closed survives a crash of
+the daemon or the host (see draft_files.py). A data file's size and times are
+the file's own, so a write never touches the database.
 
 This module knows nothing of FUSE; errors are FsError carrying an errno.
 """
@@ -24,6 +26,7 @@ This module knows nothing of FUSE; errors are FsError carrying an errno.
 from __future__ import annotations
 
 import base64
+import ctypes
 import errno
 import json
 import logging
@@ -39,6 +42,7 @@ from typing import Callable
 
 import msgpack
 
+from .draft_files import JOURNAL_LIMIT, WriteTracker, boot_id
 from .errors import ArtfsError, InvalidInput, NotFound
 from .manifest import Entry, Manifest
 from .names import ArtifactName, check_name, is_valid_name, normalize_path
@@ -61,6 +65,8 @@ CREATE TABLE IF NOT EXISTS node (
     origin TEXT,
     UNIQUE (parent, name)
 );
+CREATE TABLE IF NOT EXISTS journal (ino INTEGER PRIMARY KEY, mtime_ns INTEGER NOT NULL, data BLOB);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -116,10 +122,17 @@ class Draft:
         self._lock = threading.RLock()
         self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        # FULL: each change is on disk when it returns; NORMAL (durable=False): it survives
-        # the process dying, and reaches the disk at the next checkpoint or fsync.
-        self.db.execute("PRAGMA synchronous=" + ("FULL" if durable else "NORMAL"))
+        # NORMAL by default: a change survives the process dying, and reaches the disk with
+        # the next synchronous (FULL) transaction, which flushes every frame before it.
+        # Namespace changes are FULL when durable; creating a file is made durable at close.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._synchronous = False
         self.durable = durable
+        self.writes = WriteTracker()
+        self._listed: set[int] = set()  # folders whose base children are in the table already
+        self._tx_listed: list[int] = []  # ... once the transaction listing them commits
+        self._journaled: set[int] = set()  # files whose bytes the journal holds (see close_file)
+        self._open_journal()
 
     def close(self) -> None:
         with self._lock:
@@ -127,12 +140,19 @@ class Draft:
 
     # -- transactions ------------------------------------------------------------------
     @contextmanager
-    def _tx(self):
+    def _tx(self, sync: bool | None = None):
+        """A write transaction; `sync`: flushed to disk at commit (default: if durable)."""
+        sync = self.durable if sync is None else sync
         with self._lock:
             try:
+                if sync != self._synchronous:
+                    self.db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
+                    self._synchronous = sync
+                self._tx_listed = []
                 self.db.execute("BEGIN IMMEDIATE")
                 yield self.db
                 self.db.execute("COMMIT")
+                self._listed.update(self._tx_listed)
             except sqlite3.OperationalError as e:
                 self.db.execute("ROLLBACK") if self.db.in_transaction else None
                 if "full" in str(e):
@@ -142,6 +162,97 @@ class Draft:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
+
+    # -- the journal of closed small files (draft_files.py) ----------------------------------
+    def _open_journal(self) -> None:
+        """Adds the journal to a draft made by an older artfs, and after a reboot restores
+        the closed files a host crash may have lost. A second mount viewing the draft
+        read-only may find it locked: it then leaves this to the owner."""
+        try:
+            with self._lock:
+                if self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None:
+                    self.db.executescript(_SCHEMA)
+                boot = self.db.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
+                if boot is None or boot[0] != boot_id():
+                    self._restore_after_reboot()
+                self._journaled = {r[0] for r in self.db.execute("SELECT ino FROM journal WHERE data IS NOT NULL")}
+        except sqlite3.OperationalError as e:
+            logging.getLogger(__name__).warning("draft %s: journal not checked: %s", self.info, e)
+
+    def _restore_after_reboot(self) -> None:
+        rows = self.db.execute("SELECT ino, mtime_ns, data FROM journal WHERE data IS NOT NULL").fetchall()
+        for ino, mtime_ns, data in rows:
+            path = self.data_path(ino)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.utime(path, ns=(mtime_ns, mtime_ns))
+        # A file created but never closed may have lost its data file: it is empty, as opened.
+        for (ino,) in self.db.execute("SELECT ino FROM node WHERE kind=? AND origin IS NULL", (FILE,)).fetchall():
+            if not os.path.exists(self.data_path(ino)):
+                _create_empty(self.data_path(ino))
+        if rows:
+            logging.getLogger(__name__).warning("draft %s: restored %d closed files after a reboot", self.info,
+                                                len(rows))
+        _syncfs(self.data_dir)  # the restored files are on disk before their copies go
+        with self._tx(sync=True) as db:
+            db.execute("DELETE FROM journal")
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('boot', ?)", (boot_id(),))
+
+    def close_file(self, ino: int, fd: int) -> None:
+        """Makes a locally written file durable, data and namespace row, with one flush to
+        disk for a small file (its bytes go into the journal) and two for a large one."""
+        st = os.fstat(fd)
+        if st.st_size > JOURNAL_LIMIT:
+            os.fsync(fd)
+        with self._tx(sync=True) as db:
+            # Read under the lock: a later close of the same file journals later bytes.
+            st = os.fstat(fd)
+            data = None
+            if st.st_size <= JOURNAL_LIMIT:
+                data = os.pread(fd, st.st_size, 0)
+                if len(data) != st.st_size:
+                    raise FsError(errno.EIO, f"draft {self.info}: file {ino} changed while being closed")
+            # Always a row (data NULL: fsynced, nothing to restore), so the commit writes and
+            # flushes the WAL: that also makes the file's namespace row durable.
+            db.execute("INSERT OR REPLACE INTO journal(ino, mtime_ns, data) SELECT ?, ?, ? "
+                       "WHERE EXISTS (SELECT 1 FROM node WHERE ino=? AND origin IS NULL)",
+                       (ino, st.st_mtime_ns, data, ino))
+        if data is None:
+            self._journaled.discard(ino)
+        else:
+            self._journaled.add(ino)
+
+    def write(self, ino: int, fd: int, data: bytes, off: int) -> int:
+        """pwrite into a local file. The first write after a close that journaled the file
+        first makes that content durable in place (fsync), so the journal's copy is never
+        restored over newer bytes."""
+        if ino in self._journaled:
+            os.fsync(fd)
+            with self._tx(sync=True) as db:
+                db.execute("UPDATE journal SET data=NULL WHERE ino=?", (ino,))
+                self._journaled.discard(ino)
+        return self.writes.write(ino, fd, data, off)
+
+    def truncate(self, ino: int, size: int) -> None:
+        """Truncates a local file; journaled again, durably, if it was."""
+        path = self.data_path(ino)
+        os.truncate(path, size)
+        self.writes.changed(ino)
+        if self.durable or ino in self._journaled:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                self.close_file(ino, fd)
+            finally:
+                os.close(fd)
+
+    def _forget_files(self, db, inos) -> None:
+        for ino in inos:
+            db.execute("DELETE FROM journal WHERE ino=?", (ino,))
+            self._journaled.discard(ino)
+            self.writes.forget(ino)
 
     def _row(self, ino: int):
         row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE ino=?", (ino,)).fetchone()
@@ -164,6 +275,8 @@ class Draft:
 
     # -- lazily listing base folders ----------------------------------------------------
     def _materialize(self, db, ino: int) -> None:
+        if ino in self._listed:
+            return
         row = db.execute("SELECT kind, origin FROM node WHERE ino=?", (ino,)).fetchone()
         if row is None:
             raise FsError(errno.ENOENT)
@@ -171,6 +284,7 @@ class Draft:
         if kind != DIR:
             raise FsError(errno.ENOTDIR)
         if origin is None:
+            self._tx_listed.append(ino)
             return
         m = self.base
         mtime_ns = int(self.info.created * 1e9)
@@ -183,6 +297,7 @@ class Draft:
                 rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
         db.executemany("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows)
         db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
+        self._tx_listed.append(ino)
 
     def _child(self, db, parent: int, name: str):
         self._materialize(db, parent)
@@ -191,8 +306,13 @@ class Draft:
 
     # -- reading the namespace ----------------------------------------------------------
     def lookup(self, parent: int, name: str) -> Attr:
-        with self._tx() as db:
-            row = self._child(db, parent, name)
+        with self._lock:
+            if parent in self._listed:  # a plain read: no write transaction
+                row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
+                                      (parent, name)).fetchone()
+            else:
+                with self._tx(sync=False) as db:  # listing base children is not a change
+                    row = self._child(db, parent, name)
         if row is None:
             raise FsError(errno.ENOENT)
         return self._attr(row)
@@ -202,7 +322,7 @@ class Draft:
             return self._attr(self._row(ino))
 
     def listdir(self, ino: int) -> list[tuple[str, Attr]]:
-        with self._tx() as db:
+        with self._tx(sync=False) as db:
             self._materialize(db, ino)
             rows = db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? ORDER BY name",
                               (ino,)).fetchall()
@@ -237,6 +357,7 @@ class Draft:
                 inos.append(ino)
                 if old is not None:
                     replaced.append(old)
+            self._forget_files(db, replaced)
         for old in replaced:
             _remove(self.data_path(old))
         return inos
@@ -285,15 +406,28 @@ class Draft:
         return self._attr(row)
 
     def create(self, parent: int, name: str, mode: int) -> Attr:
-        """A new empty file written locally; the data file exists before the row does."""
-        with self._tx() as db:
-            self._check_new(db, parent, name)
-            cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                             (parent, name, FILE, _file_mode(mode), time.time_ns()))
-            ino = cur.lastrowid
-            _create_empty(self.data_path(ino))
-            row = self._row(ino)
-        return self._attr(row)
+        attr, fd = self.create_open(parent, name, mode)
+        os.close(fd)
+        return attr
+
+    def create_open(self, parent: int, name: str, mode: int) -> tuple[Attr, int]:
+        """A new empty file written locally, and a read-write descriptor on it: all that
+        FUSE's create needs, in one call. The data file exists before the row does; the row
+        is not flushed to disk here but when the file is closed (close_file)."""
+        fd = None
+        try:
+            with self._tx(sync=False) as db:
+                self._check_new(db, parent, name)
+                ino = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                                 (parent, name, FILE, _file_mode(mode), time.time_ns())).lastrowid
+                fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                st = os.fstat(fd)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+        self.writes.start(ino)
+        return Attr(ino, FILE, _file_mode(mode), 0, st.st_mtime_ns), fd
 
     def unlink(self, parent: int, name: str) -> None:
         try:
@@ -320,6 +454,7 @@ class Draft:
             if row[1] == DIR:
                 raise FsError(errno.EISDIR)
             db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+            self._forget_files(db, [row[0]])
         _remove(self.data_path(row[0]))  # open descriptors keep reading it, as POSIX says
 
     def rmdir(self, parent: int, name: str) -> None:
@@ -360,6 +495,7 @@ class Draft:
                 elif src[1] == DIR:
                     raise FsError(errno.ENOTDIR)
                 db.execute("DELETE FROM node WHERE ino=?", (dst[0],))
+                self._forget_files(db, [dst[0]])
                 replaced = dst[0]
             db.execute("UPDATE node SET parent=?, name=? WHERE ino=?", (new_parent, new_name, src[0]))
         if replaced is not None:
@@ -381,6 +517,7 @@ class Draft:
             if mtime_ns is not None:
                 if row[1] == FILE and row[5] is None:
                     os.utime(self.data_path(ino), ns=(mtime_ns, mtime_ns))
+                    db.execute("UPDATE journal SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
                 else:
                     db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
             row = self._row(ino)
@@ -404,14 +541,7 @@ class Draft:
             os.rename(tmp, self.data_path(ino))
             with self._tx() as db:
                 db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
-
-    def sync(self, ino: int | None = None) -> None:
-        """Makes a locally written file durable (the namespace already is)."""
-        if ino is not None:
-            try:
-                _fsync_path(self.data_path(ino))
-            except FileNotFoundError:
-                pass
+            self.writes.changed(ino)
 
     # -- committing -------------------------------------------------------------------------
     def note_committed(self, version: str) -> None:
@@ -449,11 +579,27 @@ class Draft:
                     e.path, e.mode = path, mode
                     carried.append(e)
             else:
-                files.append(FileSource(path, self.data_path(ino), mode))
+                files.append(self._local_source(path, ino, mode))
 
         if root is not None:
             walk(root, "")
         return files, carried
+
+    def _local_source(self, path: str, ino: int, mode: int) -> FileSource:
+        """A locally written file; with its digests if they were computed as it was written
+        (and `unchanged` saying whether it has been written to since)."""
+        local = self.data_path(ino)
+        src = FileSource(path, local, mode)
+        try:
+            size = os.stat(local).st_size
+        except FileNotFoundError:
+            return src
+        known = self.writes.digest(ino, size)
+        if known is not None:
+            digest, chunks, gen = known
+            src.hashed = (digest, size, chunks)
+            src.unchanged = lambda: self.writes.generation(ino) == gen
+        return src
 
     def _carry_folder(self, origin: str, path: str, out: list[Entry]) -> None:
         cut = len(origin) + 1 if origin else 0
@@ -485,6 +631,18 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _syncfs(path: str) -> None:
+    """Flushes the file system holding `path` (rare paths only: it flushes everything there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
 
 
 def _fsync_path(path: str) -> None:
@@ -561,6 +719,7 @@ class DraftStore:
         db.executescript(_SCHEMA)
         db.execute("INSERT INTO node(ino, parent, name, kind, mode, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
                    (ROOT, 0, "", DIR, 0o755, time.time_ns(), "" if base_manifest else None))
+        db.execute("INSERT INTO meta(key, value) VALUES ('boot', ?)", (boot_id(),))
         db.close()
         try:
             os.rename(tmp, final)
@@ -595,9 +754,12 @@ class DraftStore:
         except OSError:
             return None
 
-    def discard(self, a: ArtifactName, name: str, then: Callable[[], None] | None = None) -> None:
+    def discard(self, a: ArtifactName, name: str, then: Callable[[], None] | None = None,
+                background: bool = False) -> None:
         """Removes a draft: renamed away first, so a crash never leaves half a draft.
-        `then` runs as soon as the draft is gone, before its files are deleted (slow)."""
+        `then` runs as soon as the draft is gone, before its files are deleted (slow; in a
+        thread of its own if `background`: a crash leaves the renamed folder, removed at
+        the next start)."""
         path = self._dir(a, name)
         trash = os.path.join(self.root, f".discarded-{a.project}-{a.name}-{name}-{time.time_ns()}")
         try:
@@ -608,7 +770,10 @@ class DraftStore:
             if then is not None:
                 then()
         finally:
-            shutil.rmtree(trash, ignore_errors=True)
+            if background:
+                threading.Thread(target=shutil.rmtree, args=(trash, True), name="artfs-discard", daemon=True).start()
+            else:
+                shutil.rmtree(trash, ignore_errors=True)
 
 
 def _listdir(path: str) -> list[str]:

@@ -53,6 +53,10 @@ class FileSource:
     path: str
     local: str
     mode: int | None = None  # None: take the executable bit from the local file
+    # Digests computed as the file was written (drafts, see draft_files.py): (digest, size,
+    # chunk digests), and `unchanged()`, False once the file has been written to since.
+    hashed: tuple[bytes, int, bytes] | None = None
+    unchanged: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -70,6 +74,17 @@ class KnownContent:
 
     small: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # digest -> (pack, offset)
     large: set[bytes] = field(default_factory=set)
+    # Adds more small content (every pack index of the store) on the first miss, so a commit
+    # whose small files are all known already, or that has none, reads no index.
+    loader: Callable[["KnownContent"], None] | None = None
+
+    def find_small(self, digest: bytes) -> tuple[bytes, int] | None:
+        hit = self.small.get(digest)
+        if hit is None and self.loader is not None:
+            loader, self.loader = self.loader, None
+            loader(self)
+            hit = self.small.get(digest)
+        return hit
 
     def add_manifest(self, m: Manifest) -> None:
         for e in m:
@@ -87,13 +102,17 @@ class PackIndex:
         self.cache_dir = os.path.join(cache_dir, "index") if cache_dir else None
 
     def load_into(self, known: KnownContent) -> None:
+        found = []
         for info in self.store.list("index/"):
             name = info.key.rsplit("/", 1)[-1]
             try:
-                pack_id = bytes.fromhex(name)
+                found.append((info.key, name, bytes.fromhex(name)))
             except ValueError:
                 continue
-            data = self._read(info.key, name)
+        # Those not cached yet are fetched in parallel (a fresh cache: one GET per pack).
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="artfs-index") as pool:
+            datas = list(pool.map(lambda f: self._read(f[0], f[1]), found))
+        for (_, _, pack_id), data in zip(found, datas):
             try:
                 for digest, offset, _size in msgpack.unpackb(data):
                     known.small.setdefault(bytes(digest), (pack_id, int(offset)))
@@ -179,14 +198,14 @@ class Publisher:
             if len(data) <= SMALL_LIMIT:
                 return self._add_small(src.path, data, mode)
         entry = Entry(src.path, st.st_size, b"", mode)
-        self._futures.append(self._pool.submit(self._add_large, entry, src.local))
+        self._futures.append(self._pool.submit(self._add_large, entry, src.local, src))
         return entry
 
     def _add_small(self, path: str, data: bytes, mode: int) -> Entry:
         digest = digest_bytes(data)
         self._count_hashed(len(data))
         entry = Entry(path, len(data), digest, mode)
-        where = self.known.small.get(digest)
+        where = self.known.find_small(digest)
         if where is not None and where[0] is not None:
             self.stats.entries_reused += 1
             entry.pack, entry.offset = where
@@ -226,7 +245,10 @@ class Publisher:
         self.store.put(index_key(pack_id), index)  # after the pack: an index never names a missing pack
         self._count_uploaded(len(data))
 
-    def _add_large(self, entry: Entry, local: str) -> None:
+    def _add_large(self, entry: Entry, local: str, src: FileSource | None = None) -> None:
+        if src is not None and src.hashed is not None and src.unchanged() and src.hashed[1] > SMALL_LIMIT:
+            self._add_hashed(entry, src)
+            return
         digest, size, chunks = hash_file(local, chunked=needs_chunks(entry.size))
         self._count_hashed(size)
         if size <= SMALL_LIMIT:
@@ -241,6 +263,24 @@ class Publisher:
             return
         with open(local, "rb") as f:
             self.store.put_stream(object_key(digest), _VerifyingReader(f, digest, local))
+        self._count_uploaded(size)
+
+    def _add_hashed(self, entry: Entry, src: FileSource) -> None:
+        """A file hashed as it was written: not read again to hash it, uploaded seekably
+        (in parallel parts); the upload is abandoned, nothing stored, if it was written to
+        meanwhile, since its bytes would no longer match the digest they are stored under."""
+        digest, size, chunks = src.hashed
+        entry.digest, entry.size, entry.chunks = digest, size, chunks if needs_chunks(size) else b""
+        self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
+        with self._lock:
+            known = digest in self.known.large
+            self.known.large.add(digest)
+        if known or self.store.exists(object_key(digest)):
+            with self._lock:
+                self.stats.entries_reused += 1
+            return
+        if not self.store.put_file(object_key(digest), src.local, src.unchanged):
+            raise CorruptRecord(f"{src.path} changed while it was being uploaded")
         self._count_uploaded(size)
 
     def _count_hashed(self, n: int) -> None:

@@ -67,7 +67,7 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         known = KnownContent()
         if base is not None:
             known.add_manifest(base)
-        PackIndex(self.objects, self.cache_dir).load_into(known)
+        known.loader = PackIndex(self.objects, self.cache_dir).load_into
         return known
 
     def store_content(self, files: Iterable[FileSource], carried: Iterable[Entry], base: Manifest | None,
@@ -151,11 +151,12 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
             release_hold(self.objects, hold)
             raise
 
-    def discard_draft(self, drafts: "DraftStore", a: ArtifactName, name: str) -> None:
+    def discard_draft(self, drafts: "DraftStore", a: ArtifactName, name: str, background: bool = False) -> None:
         info = drafts.info(a, name)
         # The hold goes as soon as the draft is gone, not after its files are deleted: a
         # crash in that (slow) deletion would leave the hold, and its content, forever.
-        drafts.discard(a, name, then=(lambda: release_hold(self.objects, info.hold)) if info else None)
+        drafts.discard(a, name, then=(lambda: release_hold(self.objects, info.hold)) if info else None,
+                       background=background)
 
     def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
                      description: str | None = None, metadata: dict | None = None,

@@ -21,6 +21,7 @@ from ..fetch import pieces
 from ..registry import check_metadata
 from .boundary import boundary
 from .tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Node
+from .tree import Attr as TreeAttr
 
 log = logging.getLogger("artfs.fs.ops")
 
@@ -43,9 +44,12 @@ class DraftOperations:
             raise pyfuse3.FUSEError(errno.EROFS)
         self.tree.drafts.check_writable()
 
-    async def _reply_new(self, parent: Node, dino: int) -> tuple[Node, pyfuse3.EntryAttributes]:
-        child = self.tree.draft_node(parent, dino)
-        entry = await self._entry_of(child)
+    def _reply_new(self, parent: Node, attr) -> tuple[Node, pyfuse3.EntryAttributes]:
+        """The node and reply for an entry just made, from the attributes that made it
+        (no second trip to a worker thread to read them back)."""
+        child = self.tree.draft_node(parent, attr.ino)
+        entry = self._entry(child, TreeAttr(child.ino, attr.st_mode, attr.size, attr.mtime_ns / 1e9,
+                                            2 if attr.is_dir else 1))
         self.tree.remember(child)
         return child, entry
 
@@ -66,7 +70,7 @@ class DraftOperations:
         else:
             self._in_draft(parent)
             attr = await self._blocking(parent.draft.mkdir, parent.dino, name, mode)
-            return (await self._reply_new(parent, attr.ino))[1]
+            return self._reply_new(parent, attr)[1]
         entry = await self._entry_of(node)
         self.tree.remember(node)
         return entry
@@ -96,9 +100,9 @@ class DraftOperations:
     async def create(self, parent_inode, name, mode, flags, ctx):
         parent = self.tree.node(parent_inode)
         self._in_draft(parent)
-        attr = await self._blocking(parent.draft.create, parent.dino, os.fsdecode(name), mode)
-        child, entry = await self._reply_new(parent, attr.ino)
-        fd = await self._blocking(os.open, parent.draft.data_path(attr.ino), os.O_RDWR)
+        # One worker-thread call makes the row, the data file and the descriptor.
+        attr, fd = await self._blocking(parent.draft.create_open, parent.dino, os.fsdecode(name), mode)
+        child, entry = self._reply_new(parent, attr)
         fh = next(self._fh)
         self._handles[fh] = f = DraftFile(child, fd)
         f.dirty = True
@@ -120,7 +124,7 @@ class DraftOperations:
         elif writing:
             self.tree.drafts.check_writable()
         mode = os.O_RDWR if writing else os.O_RDONLY
-        fd = await self._blocking(os.open, draft.data_path(node.dino), mode | (flags & os.O_TRUNC))
+        fd = await self._blocking(_open_local, draft, node.dino, mode | (flags & os.O_TRUNC))
         self._handles[fh] = f = DraftFile(node, fd)
         f.dirty = writing
         return pyfuse3.FileInfo(fh=fh)
@@ -137,7 +141,7 @@ class DraftOperations:
         if not isinstance(f, DraftFile):
             raise pyfuse3.FUSEError(errno.EBADF)
         f.dirty = True
-        return await self._blocking(os.pwrite, f.fd, buf, off)
+        return await self._blocking(f.node.draft.write, f.node.dino, f.fd, buf, off)
 
     @boundary
     async def flush(self, fh):
@@ -145,14 +149,15 @@ class DraftOperations:
         (DESIGN.md). Costs one cheap request per close of any file; nothing else is done."""
         f = self._handles.get(fh)
         if isinstance(f, DraftFile) and f.dirty and f.node.draft.durable:
-            await self._blocking(os.fsync, f.fd)
+            await self._blocking(f.node.draft.close_file, f.node.dino, f.fd)
             f.dirty = False
 
     @boundary
     async def fsync(self, fh, datasync):
         f = self._handles.get(fh)
         if isinstance(f, DraftFile) and f.dirty:
-            await self._blocking(os.fdatasync if datasync else os.fsync, f.fd)
+            # The namespace row too: a file's creation is made durable with its data.
+            await self._blocking(f.node.draft.close_file, f.node.dino, f.fd)
             f.dirty = False
 
     @boundary
@@ -183,7 +188,7 @@ class DraftOperations:
             if base is not None:
                 content = None if attr.st_size == 0 else await self._read_whole(node, base)
                 await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
-            await self._blocking(os.truncate, draft.data_path(node.dino), attr.st_size)
+            await self._blocking(draft.truncate, node.dino, attr.st_size)
         mode = attr.st_mode if fields.update_mode else None
         mtime = attr.st_mtime_ns if fields.update_mtime else None
         if mode is not None or mtime is not None:
@@ -244,6 +249,13 @@ class DraftOperations:
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         raise pyfuse3.FUSEError(errno.ENOTSUP if self.tree.node(parent_inode).kind in IN_DRAFT else errno.EROFS)
+
+
+def _open_local(draft, dino: int, flags: int) -> int:
+    fd = os.open(draft.data_path(dino), flags)
+    if flags & os.O_TRUNC:
+        draft.writes.start(dino)  # empty now: hash what is written next, in order
+    return fd
 
 
 def _writer(chunks: list[bytes]):

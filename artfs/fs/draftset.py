@@ -94,7 +94,8 @@ class DraftSet:
             d = self._open.pop((a, name), None)
         if d is not None:
             d.close()
-        self.store.discard_draft(self.drafts, a, name)
+        # Deleting the files goes on after this returns (a commit answers sooner).
+        self.store.discard_draft(self.drafts, a, name, background=True)
 
     def commit(self, a: ArtifactName, name: str, **options) -> Published:
         self.check_writable()
