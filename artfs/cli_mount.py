@@ -83,7 +83,7 @@ def prefetch(ctx, spec, path, cache_size, jobs):
     from .cache import ContentCache
     from .cli import progress_bar
     from .errors import NotFound
-    from .fetch import fetch_run, group, pieces
+    from .fetch import contiguous, fetch_run, group, is_pack, pieces
 
     store = ctx.store
     rec = store.resolve(parse_spec(spec))
@@ -93,11 +93,17 @@ def prefetch(ctx, spec, path, cache_size, jobs):
         raise NotFound(f"{rec} has no file or folder {path!r}")
     cache = ContentCache(store.cache_dir, cache_size)
     todo = {p for i in indices if m.packs[i] != -2 for p in pieces(m.entry(i)) if p.size}
-    missing = [p for p in todo if not cache.contains(p.digest)]
+    missing = [p for p in todo
+               if not (cache.covers(p.key, p.offset, p.size) if is_pack(p.key) else cache.contains(p.digest))]
 
     def fetch(run):
-        for p, data in zip(run, fetch_run(store.objects, run)):
-            cache.put(p.digest, data)
+        got = dict(zip((p.digest for p in run), fetch_run(store.objects, run)))
+        if is_pack(run[0].key):  # small files: one cache file per stretch, as the mount keeps them
+            for start, parts in contiguous(run, got):
+                cache.put_run(run[0].key, start, b"".join(parts))
+        else:
+            for p in run:
+                cache.put(p.digest, got[p.digest])
         return sum(p.size for p in run)
 
     with progress_bar(sum(p.size for p in missing), f"prefetch {rec}") as bar:

@@ -79,7 +79,11 @@ def fetch_run(store: ObjectStore, run: list[Piece], on_piece: Callable[[Piece, b
     pos = start
     for p in run:
         if p.offset < pos:  # overlapping pieces (one content stored twice in a pack): split a blob
-            return _fetch_blob(store, run)
+            out = _fetch_blob(store, run)
+            for q, data in zip(run, out):
+                if on_piece is not None:
+                    on_piece(q, data)
+            return out
         if p.offset > pos:
             lengths.append(p.offset - pos)
             wanted.append(None)
@@ -105,3 +109,22 @@ def _fetch_blob(store: ObjectStore, run: list[Piece]) -> list[bytes]:
         raise CorruptRecord(f"{run[0].key}: short read ({len(blob)} of {end - start} bytes)")
     view = memoryview(blob)
     return [verify(p, bytes(view[p.offset - start:p.end - start]), run[0].key) for p in run]
+
+
+def is_pack(key: str) -> bool:
+    return key.startswith("packs/")
+
+
+def contiguous(run: list[Piece], data: dict[bytes, bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """(start, [bytes…]) for each stretch of the run with no gap between its pieces."""
+    start, parts, end = None, [], None
+    for p in run:
+        if start is not None and p.offset != end:
+            yield start, parts
+            start, parts = None, []
+        if start is None:
+            start = p.offset
+        parts.append(data[p.digest])
+        end = p.end
+    if parts:
+        yield start, parts

@@ -61,3 +61,41 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
     assert cache.size <= 3 << 20
     assert cache.get(second, 1 << 20) is None
     assert cache.get(first, 1 << 20) is not None
+
+
+# -- runs of small files (byte ranges of a pack, one cache file each) -----------------------------
+
+def _pack(n=50, size=4096):
+    files = [os.urandom(size) for _ in range(n)]
+    items = [(digest_bytes(f), i * size, size) for i, f in enumerate(files)]
+    return files, items, b"".join(files)
+
+
+def test_a_run_serves_each_of_its_files_verified(cache):
+    files, items, blob = _pack()
+    cache.put_run("packs/ab12", 0, blob)
+    got = ContentCache(os.path.dirname(cache.root), 1 << 30).get_packed("packs/ab12", items)  # after a remount
+    assert got == {d: f for (d, _, _), f in zip(items, files)}
+    assert cache.covers("packs/ab12", 4096 * 10, 4096) and not cache.covers("packs/ab12", 4096 * 50, 1)
+    assert cache.get_packed("packs/other", items) == {}, "runs are per pack"
+
+
+def test_a_damaged_run_is_dropped_whole_and_nothing_bad_is_served(cache):
+    files, items, blob = _pack()
+    cache.put_run("packs/ab12", 0, blob)
+    name = os.path.join(cache.root, "runs", "ab", f"ab12.0.{len(blob)}")
+    with open(name, "r+b") as f:
+        f.seek(4096 * 3 + 7)
+        f.write(b"\xff")
+    got = cache.get_packed("packs/ab12", items)
+    assert all(got[d] == f for (d, _, _), f in zip(items, files) if d in got), "only good bytes"
+    assert items[3][0] not in got
+    assert not os.path.exists(name) and not cache.covers("packs/ab12", 0, 1)
+
+
+def test_runs_count_toward_the_size_bound(tmp_path):
+    cache = ContentCache(str(tmp_path), 1 << 20)
+    for i in range(4):
+        cache.put_run(f"packs/{i:02x}aa", 0, os.urandom(400 << 10))
+    assert cache.size <= 1 << 20
+    assert not cache.covers("packs/00aa", 0, 1) and cache.covers("packs/03aa", 0, 1)

@@ -509,9 +509,22 @@ def test_concurrent_readers_get_correct_bytes_with_one_fetch_per_piece(shared, m
 
 
 def _cache_files(cache: str) -> dict[str, str]:
+    """Cache files named by the digest of what they hold: pieces of large files, and small
+    files that `artfs prefetch` of old stored one by one."""
     root = os.path.join(cache, "content")
-    return {name: os.path.join(d, name) for d, _dirs, names in os.walk(root) if os.path.basename(d) != "tmp"
-            for name in names}
+    return {name: os.path.join(d, name) for d, _dirs, names in os.walk(root)
+            if os.path.basename(d) != "tmp" and "runs" not in d.split(os.sep) for name in names}
+
+
+def _cached_runs(cache: str) -> dict[tuple[str, int, int], str]:
+    """Cache files holding a run of small files: bytes [start, end) of the store's packs/<pack>."""
+    root = os.path.join(cache, "content", "runs")
+    out = {}
+    for d, _dirs, names in os.walk(root):
+        for name in names:
+            pack, start, end = name.split(".")
+            out[(pack, int(start), int(end))] = os.path.join(d, name)
+    return out
 
 
 def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
@@ -553,7 +566,7 @@ def test_cache_stays_within_cache_size(shared, mounter):
     m = mounter(shared.store, "--cache-size", "2M")
     assert read_tree(m.path(NAME, "v1")) == shared.files  # ~9 MiB through a 2 MiB cache
     m.umount()  # writes what is still queued for the cache
-    held = sum(os.path.getsize(p) for p in _cache_files(m.cache).values())
+    held = sum(os.path.getsize(p) for p in [*_cache_files(m.cache).values(), *_cached_runs(m.cache).values()])
     assert 0 < held <= 2 * MiB, held
 
 
@@ -571,8 +584,17 @@ def test_two_mounts_can_share_one_cache(shared, mounter):
     for t in threads:
         t.join(60)
     assert len(results) == 2 and all(got == shared.files for got in results.values())
+    a.umount()
+    b.umount()  # both have written what they queued for the cache
     for digest, path in _cache_files(a.cache).items():
         assert blake3.blake3(read(path)).hexdigest() == digest, f"cache file {path} is not what its name says"
+    from artfs import Store
+
+    objects = Store(shared.store, os.path.join(shared.tmp, "cli-cache")).objects
+    runs = _cached_runs(a.cache)
+    assert runs, "the small files were cached as runs"
+    for (pack, start, end), path in runs.items():
+        assert read(path) == objects.get(f"packs/{pack}", start, end), f"cache file {path} is not what its name says"
 
 
 # -- prefetch ---------------------------------------------------------------------------------------
@@ -600,9 +622,11 @@ def test_prefetch_of_a_path_only_fetches_that_path(local_store_url, tmp_path):
     cache = str(tmp_path / "pcache")
     out = ds.cli("prefetch", f"{NAME}:v1", "--path", "images/1", cache=cache).ok()
     assert "fetched" in out.stderr and " 0 fetched" not in out.stderr, out.stderr
-    cached = _cache_files(cache)
-    wanted = {blake3.blake3(d).hexdigest() for rel, d in ds.files.items() if rel.startswith("images/1/")}
-    assert wanted <= set(cached)
-    assert blake3.blake3(ds.files["big.bin"][:MiB]).hexdigest() not in cached
+    runs = [read(p) for p in _cached_runs(cache).values()]
+    wanted = [d for rel, d in ds.files.items() if rel.startswith("images/1/")]
+    assert wanted and all(any(d in run for run in runs) for d in wanted), "the small files are cached, as runs"
+    others = [d for rel, d in ds.files.items() if not rel.startswith("images/1/") and 64 < len(d) < MiB]
+    assert not any(d in run for d in others for run in runs), "nothing outside the path"
+    assert blake3.blake3(ds.files["big.bin"][:MiB]).hexdigest() not in _cache_files(cache)
     again = ds.cli("prefetch", f"{NAME}:v1", "--path", "images/1", cache=cache).ok()
     assert " 0 fetched" in again.stderr, again.stderr

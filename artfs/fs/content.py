@@ -16,7 +16,7 @@ from cachetools import LRUCache
 
 from ..cache import ContentCache
 from ..errors import StoreUnavailable
-from ..fetch import EMPTY_DIGEST, Piece, fetch_run, group
+from ..fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack
 from ..stores import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -174,16 +174,22 @@ class ContentSource:
         """Worker thread: disk cache first, then one ranged GET per run of misses."""
         out: dict[bytes, bytes] = {}
         missing = []
-        for p in pieces:
-            data = self.cache.get(p.digest, p.size)
-            if data is None:
-                missing.append(p)
+        for run in group(pieces):
+            if is_pack(run[0].key):
+                found = self.cache.get_packed(run[0].key, [(p.digest, p.offset, p.size) for p in run])
             else:
-                out[p.digest] = data
-                arrived(p, data)
+                found = {p.digest: d for p in run if (d := self.cache.get(p.digest, p.size)) is not None}
+            for p in run:
+                data = found.get(p.digest)
+                if data is None:
+                    missing.append(p)
+                else:
+                    out[p.digest] = data
+                    arrived(p, data)
 
         def fetched(p: Piece, data: bytes) -> None:
-            self.cache.put_later(p.digest, data)  # the reader need not wait for the disk
+            if not is_pack(p.key):
+                self.cache.put_later(p.digest, data)  # the reader need not wait for the disk
             out[p.digest] = data
             arrived(p, data)
 
@@ -191,6 +197,9 @@ class ContentSource:
             self.fetches += 1
             log.debug("fetch %s bytes %d-%d (%d pieces)", run[0].key, run[0].offset, max(p.end for p in run), len(run))
             fetch_run(self.store, run, fetched)
+            if is_pack(run[0].key):  # small files: one cache file per contiguous stretch
+                for start, parts in contiguous(run, out):
+                    self.cache.put_run_later(run[0].key, start, b"".join(parts))
         return out
 
 

@@ -37,7 +37,7 @@ DRAFT_TIMEOUT = 1.0  # drafts change only through this mount, but commits remove
 SMALL_RUN_BYTES = 4 << 20  # read-ahead through a pack when a small file is opened
 SMALL_RUN_FILES = 512
 MAX_WINDOW = 64  # chunks of read-ahead for a sequentially read large file
-RUN_CHUNKS = 16  # chunks fetched by one ranged GET of read-ahead (fewer, larger GETs cost the store less)
+RUN_CHUNKS = 8  # chunks fetched by one ranged GET of read-ahead
 SEQUENTIAL_SLACK = 8 << 20
 
 
