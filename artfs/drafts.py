@@ -42,6 +42,7 @@ from typing import Callable
 
 import msgpack
 
+from .carry import CarriedRange
 from .draft_files import JOURNAL_LIMIT, WriteTracker, boot_id
 from .errors import ArtfsError, InvalidInput, NotFound
 from .manifest import Entry, Manifest
@@ -555,10 +556,11 @@ class Draft:
         except OSError as e:  # a convenience only: the version exists whatever happens here
             logging.getLogger(__name__).warning("could not note that %s became %s: %s", self.info, version, e)
 
-    def snapshot(self) -> tuple[list[FileSource], list[Entry]]:
-        """What a commit needs: local files to hash, and base entries carried over unread."""
+    def snapshot(self) -> tuple[list[FileSource], list]:
+        """What a commit needs: local files to hash, and base entries carried over unread
+        (Entry objects, and CarriedRanges for whole folders)."""
         files: list[FileSource] = []
-        carried: list[Entry] = []
+        carried: list = []
         with self._tx() as db:
             rows = db.execute("SELECT ino, parent, name, kind, mode, origin FROM node").fetchall()
         children: dict[int, list] = {}
@@ -569,8 +571,10 @@ class Draft:
         def walk(row, path):
             ino, _, _, kind, mode, origin = row
             if kind == DIR:
-                if origin is not None:
-                    self._carry_folder(origin, path, carried)
+                if origin is not None:  # never listed: the whole base folder, by the column
+                    r = self.base.under(origin)
+                    if len(r):
+                        carried.append(CarriedRange(self.base, r.start, r.stop, origin, path))
                 for child in children.get(ino, ()):
                     walk(child, f"{path}/{child[2]}" if path else child[2])
             elif origin is not None:
@@ -600,14 +604,6 @@ class Draft:
             src.hashed = (digest, size, chunks)
             src.unchanged = lambda: self.writes.generation(ino) == gen
         return src
-
-    def _carry_folder(self, origin: str, path: str, out: list[Entry]) -> None:
-        cut = len(origin) + 1 if origin else 0
-        for i in self.base.under(origin):
-            e = self.base.entry(i)
-            rest = e.path[cut:]
-            e.path = f"{path}/{rest}" if path else rest
-            out.append(e)
 
 
 def check_entry_name(name: str) -> None:

@@ -24,9 +24,10 @@ from typing import Callable, Iterable
 import blake3
 import msgpack
 
-from .digest import CHUNK_SIZE, digest_bytes, hash_file, needs_chunks
+from .carry import CarriedRange, assemble
+from .digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes, hash_file, needs_chunks
 from .errors import CorruptRecord, InvalidInput, NotFound
-from .manifest import Entry, Manifest
+from .manifest import OBJECT, Entry, Manifest
 from .names import join_path, normalize_path
 from .stores import ObjectStore
 
@@ -87,11 +88,14 @@ class KnownContent:
         return hit
 
     def add_manifest(self, m: Manifest) -> None:
-        for e in m:
-            if e.pack is not None:
-                self.small.setdefault(e.digest, (e.pack, e.offset))
-            elif e.ref is None:
-                self.large.add(e.digest)
+        # From the columns: an Entry object per entry costs more than all of this.
+        digests, pack_ids, offsets = m.digests, m.pack_ids, m.offsets
+        small, large = self.small, self.large
+        for i, p in enumerate(m.packs):
+            if p >= 0:
+                small.setdefault(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], (pack_ids[p], offsets[i]))
+            elif p == OBJECT:
+                large.add(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
 
 
 class PackIndex:
@@ -130,7 +134,7 @@ class PackIndex:
             return msgpack.packb([])
         if local:
             os.makedirs(self.cache_dir, exist_ok=True)
-            tmp = f"{local}.{os.getpid()}.tmp"
+            tmp = f"{local}.{os.getpid()}-{threading.get_ident()}.tmp"  # concurrent commits in one daemon
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, local)
@@ -168,9 +172,12 @@ class Publisher:
         self._pack_index: list[tuple[bytes, int, int]] = []
         self._pending_duplicates: list[tuple[Entry, bytes]] = []
 
-    def build(self, files: Iterable[FileSource], carried: Iterable[Entry] = ()) -> Manifest:
-        """Stores new content of `files` and returns the manifest of files + carried entries."""
-        entries = list(carried)
+    def build(self, files: Iterable[FileSource], carried: Iterable = ()) -> Manifest:
+        """Stores new content of `files` and returns the manifest of files + carried entries
+        (Entry objects, and CarriedRanges: see carry.py)."""
+        entries, ranges = [], []
+        for c in carried:
+            (ranges if isinstance(c, CarriedRange) else entries).append(c)
         try:
             for src in sorted(files, key=lambda s: s.path):
                 entries.append(self._add(src))
@@ -179,7 +186,7 @@ class Publisher:
                 fut.result()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        return Manifest.from_entries(entries)
+        return assemble(entries, ranges) if ranges else Manifest.from_entries(entries)
 
     def _add(self, src: FileSource) -> Entry:
         try:

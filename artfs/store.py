@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 from . import config, lineage, references
 from .api import ArtifactVerbs
+from .carry import expand
 from .digest import digest_bytes
 from .download import DownloadStats, Downloader
 from .errors import InvalidInput, NotFound
@@ -103,7 +104,7 @@ class Store(ArtifactVerbs):  # ArtifactVerbs: .log_artifact / .use_artifact of t
         with commit_guard(self.objects):  # gc must not delete content this commit reuses
             live = live_base(self.registry, base)  # re-read under the guard: deleted meanwhile?
             if base is not None and live is None:
-                carried = list(carried)
+                carried = expand(carried)
                 check_carried(self.objects, base, carried)
             manifest, encoded, stats = self.store_content(files, carried, self.manifest(live) if live else None, progress)
             if not len(manifest):
