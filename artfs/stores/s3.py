@@ -159,23 +159,35 @@ class S3Store(ObjectStore):
         except (botocore.exceptions.BotoCoreError, OSError) as e:
             raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
 
+    def _uploader(self):
+        """The client for put_file: the same, but computing a checksum of the body only where
+        the operation requires one (not for every part: a CRC32 pass over each byte)."""
+        c = getattr(self, "_upload_client", None)
+        if c is None:
+            c = self._upload_client = boto3.session.Session().client(
+                "s3", endpoint_url=self.client.meta.endpoint_url, region_name=self.client.meta.region_name,
+                config=self.client.meta.config.merge(
+                    botocore.config.Config(request_checksum_calculation="when_required")))
+        return c
+
     def put_file(self, key, path, unchanged):
         """A local file in parallel parts read straight from it (no stream to copy through),
         completed only if `unchanged()` still holds once every part is sent."""
+        client = self._uploader()
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size <= _PART:
                 data = f.read()
                 if not unchanged():
                     return False
-                self._call(key, self.client.put_object, Key=self.prefix + key, Body=data)
+                self._call(key, client.put_object, Key=self.prefix + key, Body=data)
                 return True
             part = max(_PART, -(-size // 9000))  # S3 allows 10,000 parts
-            upload = self._call(key, self.client.create_multipart_upload, Key=self.prefix + key)["UploadId"]
+            upload = self._call(key, client.create_multipart_upload, Key=self.prefix + key)["UploadId"]
             try:
                 def send(i):
                     data = os.pread(f.fileno(), part, i * part)
-                    r = self._call(key, self.client.upload_part, Key=self.prefix + key, UploadId=upload,
+                    r = self._call(key, client.upload_part, Key=self.prefix + key, UploadId=upload,
                                    PartNumber=i + 1, Body=data)
                     return {"PartNumber": i + 1, "ETag": r["ETag"]}
 
@@ -183,12 +195,12 @@ class S3Store(ObjectStore):
                     parts = list(pool.map(send, range(-(-size // part))))
                 if not unchanged():
                     raise _Abandoned()
-                self._call(key, self.client.complete_multipart_upload, Key=self.prefix + key, UploadId=upload,
+                self._call(key, client.complete_multipart_upload, Key=self.prefix + key, UploadId=upload,
                            MultipartUpload={"Parts": parts})
                 return True
             except BaseException as e:
                 try:
-                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload)
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload)
                 except Exception:  # best effort: the store expires abandoned uploads too
                     pass
                 if isinstance(e, _Abandoned):
