@@ -241,7 +241,8 @@ class Draft:
         """Truncates a local file; journaled again, durably, if it was."""
         path = self.data_path(ino)
         os.truncate(path, size)
-        self.writes.changed(ino)
+        # Emptied (as the kernel does for O_TRUNC, before the open): hash what is written next.
+        self.writes.start(ino) if size == 0 else self.writes.changed(ino)
         if self.durable or ino in self._journaled:
             fd = os.open(path, os.O_RDONLY)
             try:
