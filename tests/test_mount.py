@@ -527,6 +527,25 @@ def _cached_runs(cache: str) -> dict[tuple[str, int, int], str]:
     return out
 
 
+def _resident_bytes(path: str) -> int:
+    """How much of the file the kernel's page cache holds (util-linux fincore; opens, never reads)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+def test_small_neighbours_are_in_the_page_cache_before_they_are_read(shared, mounter):
+    m = mounter(shared.store)
+    folder = m.path(NAME, "v1", "images", "2")
+    names = sorted(os.listdir(folder))  # the kernel now knows their inodes
+    assert read(os.path.join(folder, names[0])) == shared.files[f"images/2/{names[0]}"]
+    later = [n for n in names[1:] if shared.files[f"images/2/{n}"]]
+    assert all(_resident_bytes(os.path.join(folder, n)) > 0 for n in later), \
+        "the run fetched for the first file was stored into the page cache of the rest"
+    assert {n: read(os.path.join(folder, n)) for n in later} == {n: shared.files[f"images/2/{n}"] for n in later}
+    assert len(m.fetches()) == 1, m.fetches()
+
+
 def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
     m = mounter(shared.store)
     path = m.path(NAME, "v1", "big.bin")

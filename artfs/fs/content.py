@@ -50,8 +50,9 @@ class ContentSource:
         """Background read-ahead runs in this nursery."""
         self._nursery = nursery
 
-    async def get(self, piece: Piece, companions: list[Piece] = ()) -> bytes:
-        """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip."""
+    async def get(self, piece: Piece, companions: list[Piece] = (), on_loaded=None) -> bytes:
+        """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip.
+        `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads."""
         if piece.size == 0:
             return b""
         while True:
@@ -65,7 +66,7 @@ class ContentSource:
             if event is None:
                 break
             await event.wait()  # someone else is loading it; if they failed we try ourselves
-        loaded = await self._load([piece, *companions])
+        loaded = await self._load([piece, *companions], on_loaded)
         data = loaded.get(piece.digest)
         if data is None:
             raise StoreUnavailable(f"could not load {piece.key}")
@@ -123,17 +124,17 @@ class ContentSource:
         except Exception as e:  # read-ahead failures surface on the real read, once
             log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
 
-    async def _load(self, pieces: list[Piece]) -> dict[bytes, bytes]:
+    async def _load(self, pieces: list[Piece], on_loaded=None) -> dict[bytes, bytes]:
         first, rest = pieces[0], pieces[1:]
         todo = [first] + [p for p in rest if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         self._claim(todo)
-        return await self._run_claimed(todo)
+        return await self._run_claimed(todo, on_loaded)
 
-    async def _run_claimed(self, pieces: list[Piece]) -> dict[bytes, bytes]:
+    async def _run_claimed(self, pieces: list[Piece], on_loaded=None) -> dict[bytes, bytes]:
         try:
             with trio.fail_after(self.timeout):
                 loaded = await trio.to_thread.run_sync(
-                    self._load_blocking, pieces, self._arrived_in_thread,
+                    self._load_blocking, pieces, self._arrived_in_thread, on_loaded,
                     limiter=self._fetch_limiter, abandon_on_cancel=True)
         except trio.TooSlowError:
             self._note_failure(pieces, f"timed out after {self.timeout:g}s reading {pieces[0].key}")
@@ -170,7 +171,7 @@ class ContentSource:
         for p in pieces:
             self._failed[p.digest] = (now, why)
 
-    def _load_blocking(self, pieces: list[Piece], arrived) -> dict[bytes, bytes]:
+    def _load_blocking(self, pieces: list[Piece], arrived, on_loaded=None) -> dict[bytes, bytes]:
         """Worker thread: disk cache first, then one ranged GET per run of misses."""
         out: dict[bytes, bytes] = {}
         missing = []
@@ -200,6 +201,10 @@ class ContentSource:
             if is_pack(run[0].key):  # small files: one cache file per contiguous stretch
                 for start, parts in contiguous(run, out):
                     self.cache.put_run_later(run[0].key, start, b"".join(parts))
+        if on_loaded is not None:
+            for p in pieces:
+                if p.digest in out:
+                    on_loaded(p, out[p.digest])
         return out
 
 

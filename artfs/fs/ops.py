@@ -218,18 +218,23 @@ class Operations(DraftOperations, pyfuse3.Operations):
         if entry.pack is not None:
             f.data = self.content.peek(f.pieces[0])
             if f.data is None:
-                neighbours = self._pack_neighbours(node) if node.kind == FILE else []
-                f.data = await self.content.get(f.pieces[0], neighbours)
+                if node.kind == FILE and node.immutable:
+                    neighbours, inodes = self._pack_neighbours(node)
+                    f.data = await self.content.get(f.pieces[0], neighbours, self._kernel_store(inodes))
+                else:
+                    f.data = await self.content.get(f.pieces[0])
         return f
 
-    def _pack_neighbours(self, node: Node) -> list:
-        """The files after this one in the same pack: one GET brings them all.
-        Read straight from the manifest's columns: this runs on every cold open."""
+    def _pack_neighbours(self, node: Node) -> tuple[list[Piece], dict[bytes, int]]:
+        """The files after this one in the same pack, which one GET brings along, and the inodes
+        the kernel holds for this file and those (by digest). Read straight from the manifest's
+        columns: this runs on every cold open."""
         m, i = node.manifest, node.index
         pack = m.packs[i]
         key = pack_key(m.pack_ids[pack])
         digests, sizes, offsets, packs = m.digests, m.sizes, m.offsets, m.packs
         out, total = [], 0
+        inodes = {digests[i * 32:(i + 1) * 32]: node.ino}
         end = min(len(m), i + 1 + SMALL_RUN_FILES)
         for j in range(i + 1, end):
             if packs[j] != pack or total >= SMALL_RUN_BYTES:
@@ -237,8 +242,26 @@ class Operations(DraftOperations, pyfuse3.Operations):
             digest = digests[j * 32:(j + 1) * 32]
             if not self.content.cached_digest(digest):
                 out.append(Piece(digest, sizes[j], key, offsets[j]))
+                known = self.tree.known(node.key[:4] + (j,))
+                if known is not None and known.lookups > 0:
+                    inodes.setdefault(digest, known.ino)
             total += sizes[j]
-        return out
+        return out, inodes
+
+    @staticmethod
+    def _kernel_store(inodes: dict[bytes, int]):
+        """Puts loaded small files straight into the kernel's page cache of their inodes (they
+        are immutable and opened with keep_cache), so reading them later costs no READ request.
+        Runs in the loading worker thread: the store can wait on a page lock that only a reply
+        from the trio thread releases."""
+        def store(piece: Piece, data: bytes) -> None:
+            ino = inodes.get(piece.digest)
+            if ino is not None and data:
+                try:
+                    pyfuse3.notify_store(ino, 0, data)
+                except OSError:  # the kernel forgot the inode meanwhile; nothing lost
+                    pass
+        return store
 
     def _note_read(self, node: Node) -> None:
         """The first read of a version in this mount is a use (lineage); off the hot path."""
