@@ -44,11 +44,13 @@ class ContentSource:
         self._inflight: dict[bytes, trio.Event] = {}
         self._failed: dict[bytes, tuple[float, str]] = {}  # digest -> (when, why) of a failed load
         self._nursery: trio.Nursery | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self.fetches = 0  # ranged GETs issued, for tests and stats
 
     def attach(self, nursery: trio.Nursery) -> None:
         """Background read-ahead runs in this nursery."""
         self._nursery = nursery
+        self._token = trio.lowlevel.current_trio_token()
 
     async def get(self, piece: Piece, companions: list[Piece] = (), on_loaded=None) -> bytes:
         """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip.
@@ -151,9 +153,9 @@ class ContentSource:
 
     def _arrived_in_thread(self, piece: Piece, data: bytes) -> None:
         """A large piece is verified: wake its readers now rather than when the run is done."""
-        if piece.size >= EARLY_PIECE_BYTES:
-            try:
-                trio.from_thread.run_sync(self._arrived, piece.digest, data)
+        if piece.size >= EARLY_PIECE_BYTES and self._token is not None:
+            try:  # fire and forget: the fetch thread goes on reading while trio wakes the readers
+                self._token.run_sync_soon(self._arrived, piece.digest, data)
             except trio.RunFinishedError:  # unmounting; nobody is waiting any more
                 pass
 
