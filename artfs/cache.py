@@ -36,6 +36,7 @@ import mmap
 import os
 import queue
 import threading
+import time
 from collections import OrderedDict
 
 from .digest import digest_bytes
@@ -148,9 +149,17 @@ class ContentCache:
                     self._writers.append(t)
         self._queue.put(item)
 
-    def drain(self) -> None:
-        """Returns once everything queued is written (or failed and was logged)."""
-        self._queue.join()
+    def drain(self, timeout: float = 60.0) -> None:
+        """Returns once everything queued is written (or failed and was logged), or after
+        `timeout` seconds of a disk that does not take it (what is left is not cached)."""
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning("gave up writing %d pieces to the cache", self._queue.unfinished_tasks)
+                    return
+                self._queue.all_tasks_done.wait(left)
 
     def _write_queued(self) -> None:
         while True:

@@ -99,3 +99,13 @@ def test_runs_count_toward_the_size_bound(tmp_path):
         cache.put_run(f"packs/{i:02x}aa", 0, os.urandom(400 << 10))
     assert cache.size <= 1 << 20
     assert not cache.covers("packs/00aa", 0, 1) and cache.covers("packs/03aa", 0, 1)
+
+
+def test_what_is_queued_is_served_at_once_and_written_by_drain(cache):
+    pieces = [os.urandom(100_000) for _ in range(20)]
+    for p in pieces:
+        cache.put_later(digest_bytes(p), p)
+    assert all(cache.get(digest_bytes(p), len(p)) == p for p in pieces), "served from the queue meanwhile"
+    cache.drain()
+    again = ContentCache(os.path.dirname(cache.root), 1 << 30)
+    assert all(again.get(digest_bytes(p), len(p)) == p for p in pieces)
