@@ -156,3 +156,20 @@ def test_mount_works_from_a_folder_that_holds_an_artfs_folder(store, mounter, tm
     run_artfs(["mount", "../mnt"], store=store, cache=str(tmp_path / "c"), cwd=str(tmp_path / "work")).ok()
     assert read(str(mp / "p/model/v0/config.json")) == DATA["config.json"]
     subprocess.run(["fusermount3", "-u", str(mp)], check=True, timeout=10)
+
+
+def test_daemon_leaves_the_folder_it_was_started_from(store, tmp_path):
+    """Relative store and cache paths still work, and the starting folder is not kept busy."""
+    work = tmp_path / "work"
+    (work / "mnt").mkdir(parents=True)
+    local = store if "://" in store else os.path.relpath(store, work)
+    run_artfs(["--store", local, "--cache", "cache", "mount", "mnt"], cwd=str(work)).ok()
+    mp = str(work / "mnt")
+    try:
+        pid = int(subprocess.run(["pgrep", "-f", f"mount {mp}|mount mnt"], capture_output=True, text=True)
+                  .stdout.split()[0])
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        assert read(os.path.join(mp, "p/model/v0/config.json")) == DATA["config.json"]
+        assert os.path.isdir(work / "cache" / "content"), "the relative cache folder is the one under work/"
+    finally:
+        subprocess.run(["fusermount3", "-u", mp], timeout=10)

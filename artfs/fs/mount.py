@@ -155,6 +155,7 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
         if opts.allow_other:
             fuse_options.add("allow_other")
         pyfuse3.init(ops, mountpoint, fuse_options)
+        os.chdir("/")  # like any daemon: do not keep the folder it was started from busy
     except Exception as e:
         _report(ready_fd, f"error: {e}")
         raise
