@@ -312,6 +312,21 @@ def test_version_folder_xattrs_show_type_description_metadata_version(shared, sh
     assert getfattr(m.path(NAME, "latest/"))["user.artfs.version"] == f"{NAME}:v1"
 
 
+def test_no_security_labels_or_acls_so_ls_stops_asking(shared, shared_mount):
+    """ENOTSUP (not "no such attribute") for security.* and ACLs: `ls -l` then stops asking for
+    them after the first file of the mount, instead of two requests per file listed."""
+    path = shared_mount.path(NAME, "v1", "README.md")
+    for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        assert errno_of(os.getxattr, path, name) == errno.EOPNOTSUPP, name
+    assert errno_of(os.getxattr, path, "user.other") == errno.ENODATA
+    trace = subprocess.run(["strace", "-f", "-e", "trace=getxattr,lgetxattr", "ls", "-lR",
+                            shared_mount.path(NAME, "v1", "images")], capture_output=True, text=True)
+    assert trace.returncode == 0, trace.stderr[-2000:]
+    asked = [line for line in trace.stderr.splitlines() if "xattr(" in line]
+    listed = sum(len(files) for _d, _s, files in os.walk(shared_mount.path(NAME, "v1", "images")))
+    assert listed >= 200 and len(asked) <= 6, asked[:10]
+
+
 # -- refresh and aliases ----------------------------------------------------------------------
 
 def _commit_v2(ds: Dataset) -> dict[str, bytes]:

@@ -323,8 +323,13 @@ class Operations(DraftOperations, pyfuse3.Operations):
     @boundary
     async def getxattr(self, inode, name, ctx):
         text = os.fsdecode(name)
+        if not text.startswith("user."):
+            # No security labels and no ACLs here. ENOTSUP (not ENODATA) says so for the whole
+            # file system: `ls -l` asks for both on every file, and stops asking on a device
+            # that answered ENOTSUP once, which saves two requests per file listed.
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         if not text.startswith("user.artfs."):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # ls asks for security.* and ACLs on every file
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         node = self.tree.node(inode)
         if text.startswith(RESULT_XATTR) and node.kind == DRAFTS_DIR:
             result = self._results.pop(text[len(RESULT_XATTR):], None)
