@@ -123,6 +123,7 @@ class Draft:
         self._lock = threading.RLock()
         self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=5000")  # another process (a viewing mount, the CLI) writing
         # NORMAL by default: a change survives the process dying, and reaches the disk with
         # the next synchronous (FULL) transaction, which flushes every frame before it.
         # Namespace changes are FULL when durable; creating a file is made durable at close.
@@ -176,9 +177,13 @@ class Draft:
                 boot = self.db.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
                 if boot is None or boot[0] != boot_id():
                     self._restore_after_reboot()
-                self._journaled = {r[0] for r in self.db.execute("SELECT ino FROM journal WHERE data IS NOT NULL")}
         except sqlite3.OperationalError as e:
             logging.getLogger(__name__).warning("draft %s: journal not checked: %s", self.info, e)
+        try:
+            with self._lock:  # a plain read (WAL: never blocked by a writer)
+                self._journaled = {r[0] for r in self.db.execute("SELECT ino FROM journal WHERE data IS NOT NULL")}
+        except sqlite3.OperationalError:  # a draft of an older artfs that could not be upgraded
+            pass
 
     def _restore_after_reboot(self) -> None:
         rows = self.db.execute("SELECT ino, mtime_ns, data FROM journal WHERE data IS NOT NULL").fetchall()
