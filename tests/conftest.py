@@ -253,6 +253,15 @@ class CountingStore:
         self._note(self.reads, (key, len(data)))
         return data
 
+    def get_parts(self, key, start, lengths):
+        n = 0
+        try:
+            for part in self.inner.get_parts(key, start, lengths):
+                n += len(part)
+                yield part
+        finally:
+            self._note(self.reads, (key, n))
+
     def get_with_etag(self, key):
         data, etag = self.inner.get_with_etag(key)
         self._note(self.reads, (key, len(data)))
