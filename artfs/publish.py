@@ -261,12 +261,7 @@ class Publisher:
         if size <= SMALL_LIMIT:
             raise InvalidInput(f"{local} shrank while being read; try again")
         entry.digest, entry.size, entry.chunks = digest, size, chunks
-        with self._lock:
-            known = digest in self.known.large
-            self.known.large.add(digest)
-        if known or self.store.exists(object_key(digest)):
-            with self._lock:
-                self.stats.entries_reused += 1
+        if self._stored_already(digest):
             return
         with open(local, "rb") as f:
             self.store.put_stream(object_key(digest), _VerifyingReader(f, digest, local))
@@ -279,16 +274,22 @@ class Publisher:
         digest, size, chunks = src.hashed
         entry.digest, entry.size, entry.chunks = digest, size, chunks if needs_chunks(size) else b""
         self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
+        if self._stored_already(digest):
+            return
+        if not self.store.put_file(object_key(digest), src.local, src.unchanged):
+            raise CorruptRecord(f"{src.path} changed while it was being uploaded")
+        self._count_uploaded(size)
+
+    def _stored_already(self, digest: bytes) -> bool:
+        """A large object with this digest is in the store (or being stored by this publish)."""
         with self._lock:
             known = digest in self.known.large
             self.known.large.add(digest)
         if known or self.store.exists(object_key(digest)):
             with self._lock:
                 self.stats.entries_reused += 1
-            return
-        if not self.store.put_file(object_key(digest), src.local, src.unchanged):
-            raise CorruptRecord(f"{src.path} changed while it was being uploaded")
-        self._count_uploaded(size)
+            return True
+        return False
 
     def _count_hashed(self, n: int) -> None:
         with self._lock:
