@@ -191,7 +191,9 @@ class ContentCache:
         os.makedirs(os.path.join(self.root, RUNS, pack[:2]), exist_ok=True)
         if self._store_file(f"{pack}.{start}.{end}", data, direct=False):
             with self._lock:
-                self._runs.setdefault(pack, []).append((start, end))
+                known = self._runs.setdefault(pack, [])
+                if (start, end) not in known:
+                    known.append((start, end))
 
     def get_packed(self, pack_key: str, items: list[tuple[bytes, int, int]]) -> dict[bytes, bytes]:
         """The verified bytes of those (digest, offset, size) files of one pack that a cached
@@ -244,9 +246,9 @@ class ContentCache:
                 run = _parse_run(name)
                 if run is not None and run[1:] not in known:
                     known.append(run[1:])
-                    size = run[2] - run[1]
-                    self._lru[name] = size
-                    self._bytes += size
+                    if name not in self._lru:  # (this process may be just writing it)
+                        self._lru[name] = run[2] - run[1]
+                        self._bytes += run[2] - run[1]
             return list(known)
 
     def covers(self, pack_key: str, offset: int, size: int) -> bool:
