@@ -1012,6 +1012,41 @@ def write_doc(res: dict, path: str, section: str = "") -> None:
 
 # ---------------------------------------------------------------------------------------------
 
+def run_and_save(bench, run, out: str, partial, on_failure=None) -> dict | None:
+    """Runs `run()` with SIGTERM turned into a clean stop and `bench.cleanup()` always called;
+    writes the result to `out` and returns it, or on failure writes `partial()` (what was measured
+    so far) to `out`.partial and returns None."""
+    old = signal.getsignal(signal.SIGTERM)
+
+    def on_term(*_):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_term)
+    res = None
+    try:
+        res = run()
+    except (BenchError, KeyboardInterrupt) as e:
+        bench.failed = True
+        log(f"FAILED: {e}")
+        if on_failure is not None:
+            on_failure()
+    except Exception:
+        bench.failed = True
+        traceback.print_exc()
+    finally:
+        bench.cleanup()
+        signal.signal(signal.SIGTERM, old)
+    if res is None:
+        with open(out + ".partial", "w") as f:
+            json.dump(partial(), f, indent=1)
+        log(f"partial samples in {out}.partial")
+        return None
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    log(f"results in {out}")
+    return res
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0].startswith("_"):  # child readers
@@ -1073,36 +1108,18 @@ def main(argv=None) -> int:
     out = args.out or os.path.join("/var/tmp", f"mount_bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
 
     bench = Bench(args)
-    old = signal.getsignal(signal.SIGTERM)
-    def on_term(*_):
-        raise KeyboardInterrupt("SIGTERM")
 
-    signal.signal(signal.SIGTERM, on_term)
-    res = None
-    try:
-        res = bench.run()
-    except (BenchError, KeyboardInterrupt) as e:
-        bench.failed = True
-        log(f"FAILED: {e}")
+    def show_daemon_logs() -> None:
         for s in bench.systems.values():
             if os.path.exists(s.log_path()):
                 log(f"--- tail of {s.log_path()}")
                 with open(s.log_path(), "rb") as f:
                     print(b"\n".join(f.read().splitlines()[-20:]).decode(errors="replace"), file=sys.stderr)
-    except Exception:
-        bench.failed = True
-        traceback.print_exc()
-    finally:
-        bench.cleanup()
-        signal.signal(signal.SIGTERM, old)
+
+    res = run_and_save(bench, bench.run, out, lambda: {"samples": bench.samples, "notes": bench.notes},
+                       on_failure=show_daemon_logs)
     if res is None:
-        with open(out + ".partial", "w") as f:
-            json.dump({"samples": bench.samples, "notes": bench.notes}, f, indent=1)
-        log(f"partial samples in {out}.partial")
         return 1
-    with open(out, "w") as f:
-        json.dump(res, f, indent=1)
-    log(f"results in {out}")
     if args.doc:
         write_doc(res, args.doc, args.section)
         log(f"updated {args.doc}")

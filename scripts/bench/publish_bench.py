@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -977,33 +976,10 @@ def main(argv=None) -> int:
     out = args.out or os.path.join("/var/tmp", f"publish_bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
 
     bench = PublishBench(args)
-    old = signal.getsignal(signal.SIGTERM)
-
-    def on_term(*_):
-        raise KeyboardInterrupt("SIGTERM")
-
-    signal.signal(signal.SIGTERM, on_term)
-    res = None
-    try:
-        res = bench.run_all()
-    except (BenchError, KeyboardInterrupt) as e:
-        bench.failed = True
-        log(f"FAILED: {e}")
-    except Exception:
-        bench.failed = True
-        traceback.print_exc()
-    finally:
-        bench.cleanup()
-        signal.signal(signal.SIGTERM, old)
+    res = mb.run_and_save(bench, bench.run_all, out, lambda: {
+        "samples": bench.samples, "notes": bench.notes, "loads": bench.loads, "profiles": bench.profiles})
     if res is None:
-        with open(out + ".partial", "w") as f:
-            json.dump({"samples": bench.samples, "notes": bench.notes, "loads": bench.loads,
-                       "profiles": bench.profiles}, f, indent=1)
-        log(f"partial samples in {out}.partial")
         return 1
-    with open(out, "w") as f:
-        json.dump(res, f, indent=1)
-    log(f"results in {out}")
     if args.doc:
         write_doc(res, args.doc)
         log(f"updated {args.doc}")
