@@ -507,22 +507,9 @@ class Bench:
                 block = os.urandom(1 << 20)
                 crc = zlib.crc32(block, crc)
                 f.write(block)
-        crcsum = 0
-        per = -(-a.small_count // a.folders)
-        n = 0
-        for d in range(a.folders):
-            folder = os.path.join(small_dir, f"d{d:03d}")
-            os.makedirs(folder)
-            for _ in range(per):
-                if n == a.small_count:
-                    break
-                data = rng.randbytes(4096)
-                crcsum += zlib.crc32(data)
-                with open(os.path.join(folder, f"f{n:06d}.bin"), "wb") as f:
-                    f.write(data)
-                n += 1
-        self.expect = {"big_bytes": a.big_mib << 20, "big_crc": crc, "small_files": n,
-                       "small_bytes": n * 4096, "small_crcsum": crcsum}
+        crcsum = write_files(small_dir, a.small_count, a.folders, 4096, rng)
+        self.expect = {"big_bytes": a.big_mib << 20, "big_crc": crc, "small_files": a.small_count,
+                       "small_bytes": a.small_count * 4096, "small_crcsum": crcsum}
 
     def upload(self) -> None:
         env = self.artfs_env()
@@ -821,13 +808,7 @@ class Bench:
         self.procs.stop_all()
         if self.weed is not None:
             self.weed.stop()
-        logs = os.path.join(self.work, "logs")
-        if self.failed and os.path.isdir(logs):
-            kept = self.work.rstrip("/") + "-logs"
-            shutil.copytree(logs, kept, dirs_exist_ok=True)
-            log(f"logs kept in {kept}")
-        if not self.args.keep:
-            shutil.rmtree(self.work, ignore_errors=True)
+        remove_workdir(self.work, self.failed, self.args.keep)
 
 
 def machine_busy(seconds: float) -> float:
@@ -1011,6 +992,36 @@ def write_doc(res: dict, path: str, section: str = "") -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+
+def remove_workdir(work: str, failed: bool, keep: bool) -> None:
+    """The scratch folder goes (unless --keep); after a failure its logs are kept beside it."""
+    logs = os.path.join(work, "logs")
+    if failed and os.path.isdir(logs):
+        kept = work.rstrip("/") + "-logs"
+        shutil.copytree(logs, kept, dirs_exist_ok=True)
+        log(f"logs kept in {kept}")
+    if not keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_files(root: str, count: int, folders: int, size: int, rng: random.Random) -> int:
+    """`count` random files of `size` bytes as root/dNNN/fNNNNNN.bin over `folders` folders;
+    returns the sum of their CRC32s (what readers check)."""
+    per = -(-count // folders)
+    n = crcsum = 0
+    for d in range(folders):
+        folder = os.path.join(root, f"d{d:03d}")
+        os.makedirs(folder)
+        for _ in range(per):
+            if n == count:
+                return crcsum
+            data = rng.randbytes(size)
+            crcsum += zlib.crc32(data)
+            with open(os.path.join(folder, f"f{n:06d}.bin"), "wb") as f:
+                f.write(data)
+            n += 1
+    return crcsum
+
 
 def run_and_save(bench, run, out: str, partial, on_failure=None) -> dict | None:
     """Runs `run()` with SIGTERM turned into a clean stop and `bench.cleanup()` always called;

@@ -467,20 +467,9 @@ class PublishBench:
         if "big" in a.scenarios or "small" in a.scenarios:
             self.mb.make_data()  # data/big/big.bin and data/small/dNNN/fNNNNNN.bin, as mount_bench makes them
         if "commit" in a.scenarios:
-            base = os.path.join(self.data, "base")
             log(f"writing {a.base_count:,} files of {a.base_bytes} bytes in {a.folders} folders")
-            rng = random.Random(4321)
-            per = -(-a.base_count // a.folders)
-            n = 0
-            for d in range(a.folders):
-                folder = os.path.join(base, f"d{d:03d}")
-                os.makedirs(folder)
-                for _ in range(per):
-                    if n == a.base_count:
-                        break
-                    with open(os.path.join(folder, f"f{n:06d}.bin"), "wb") as f:
-                        f.write(rng.randbytes(a.base_bytes))
-                    n += 1
+            mb.write_files(os.path.join(self.data, "base"), a.base_count, a.folders, a.base_bytes,
+                           random.Random(4321))
 
     # -- scenario 1: one changed file in a draft of a big version ----------------------------
     def scenario_commit(self, reps: int, profile: bool = False) -> None:
@@ -734,13 +723,7 @@ class PublishBench:
             if self.failed and self.mb.weed.log_path and os.path.exists(self.mb.weed.log_path):
                 shutil.copy(self.mb.weed.log_path, os.path.join(self.work, "logs", "weed.log"))
             self.mb.weed.stop()
-        logs = os.path.join(self.work, "logs")
-        if self.failed and os.path.isdir(logs):
-            kept = self.work.rstrip("/") + "-logs"
-            shutil.copytree(logs, kept, dirs_exist_ok=True)
-            log(f"logs kept in {kept}")
-        if not self.args.keep:
-            shutil.rmtree(self.work, ignore_errors=True)
+        mb.remove_workdir(self.work, self.failed, self.args.keep)
 
 
 class _null:
