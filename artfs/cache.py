@@ -49,6 +49,7 @@ _BUFFER = (1 << 20) + _BLOCK  # one CHUNK_SIZE piece, plus the block that shows 
 RUNS = "runs"
 QUEUE_BYTES = 256 << 20  # pieces waiting for a writer thread, at most
 WRITERS = 2
+STALE_TEMP = 3600.0  # seconds after which a temp file in the cache is a leftover
 
 
 class ContentCache:
@@ -70,7 +71,20 @@ class ContentCache:
         self._bytes = 0
         self._runs: dict[str, list[tuple[int, int]]] = {}  # pack hex -> cached (start, end) ranges
         os.makedirs(os.path.join(self.root, RUNS), exist_ok=True)
+        self._remove_stale_temps()
         self._scan()
+
+    def _remove_stale_temps(self) -> None:
+        """Temp files left by a process killed while writing. Only old ones: another process
+        sharing this cache may be writing the recent ones right now."""
+        cutoff = time.time() - STALE_TEMP
+        for name in os.listdir(self._tmp):
+            path = os.path.join(self._tmp, name)
+            try:
+                if os.stat(path).st_mtime < cutoff:
+                    os.unlink(path)
+            except OSError:
+                pass
 
     def _scan(self) -> None:
         found = []

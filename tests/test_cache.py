@@ -109,3 +109,15 @@ def test_what_is_queued_is_served_at_once_and_written_by_drain(cache):
     cache.drain()
     again = ContentCache(os.path.dirname(cache.root), 1 << 30)
     assert all(again.get(digest_bytes(p), len(p)) == p for p in pieces)
+
+
+def test_temp_files_left_by_a_killed_writer_are_removed_when_old(tmp_path):
+    cache = ContentCache(str(tmp_path), 1 << 30)
+    old, fresh = os.path.join(cache._tmp, "old.1.2"), os.path.join(cache._tmp, "fresh.1.2")
+    for p in (old, fresh):
+        with open(p, "wb") as f:
+            f.write(b"half a piece")
+    os.utime(old, (1, 1))
+    ContentCache(str(tmp_path), 1 << 30)
+    assert not os.path.exists(old)
+    assert os.path.exists(fresh), "another process may be writing it right now"
