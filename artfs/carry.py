@@ -79,7 +79,7 @@ def assemble(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
     pack_index: dict[bytes, int] = {}
     digests = bytearray()
     bsizes, bdigests, bmodes, bpacks, boffsets = base.sizes, base.digests, base.modes, base.packs, base.offsets
-    bpack_ids, bchunks, brefs = base.pack_ids, base.chunks, base.refs
+    bpack_ids, bchunks, bpieces, brefs = base.pack_ids, base.chunks, base.piece_indexes, base.refs
     sizes, modes, packs, offsets = m.sizes, m.modes, m.packs, m.offsets
     for j, k in enumerate(order):
         s = source[k]
@@ -97,6 +97,8 @@ def assemble(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
                     m.refs[j] = dict(brefs[s])
                 elif s in bchunks:
                     m.chunks[j] = bchunks[s]
+                    if s in bpieces:
+                        m.piece_indexes[j] = bpieces[s]
             continue
         e = entries[-1 - s]
         sizes.append(e.size)
@@ -114,6 +116,8 @@ def assemble(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
                 if len(e.chunks) != -(-e.size // CHUNK_SIZE) * DIGEST_SIZE:
                     raise InvalidInput(f"{e.path}: chunk digests missing")
                 m.chunks[j] = e.chunks
+                if e.piece_index:
+                    m.piece_indexes[j] = e.piece_index
     m.pack_ids = list(pack_index)
     m.digests = bytes(digests)
     return m

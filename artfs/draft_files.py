@@ -25,9 +25,7 @@ from __future__ import annotations
 import os
 import threading
 
-import blake3
-
-from .digest import CHUNK_SIZE
+from .digest import Hasher, Hashes
 
 JOURNAL_LIMIT = 256 << 10  # files up to this size are journaled at close instead of fsynced
 
@@ -46,44 +44,13 @@ def boot_id() -> str:
     return os.environ.get("ARTFS_TEST_BOOT_ID", _boot)
 
 
-class SeqHash:
-    """blake3 of a file and of its CHUNK_SIZE chunks, fed in write order."""
-
-    __slots__ = ("pos", "whole", "chunk", "chunk_fill", "chunks")
-
-    def __init__(self):
-        self.pos = 0
-        self.whole = blake3.blake3()
-        self.chunk = blake3.blake3()
-        self.chunk_fill = 0
-        self.chunks = bytearray()
-
-    def update(self, data) -> None:
-        mv = memoryview(data)
-        self.whole.update(mv)
-        self.pos += len(mv)
-        while len(mv):
-            take = min(CHUNK_SIZE - self.chunk_fill, len(mv))
-            self.chunk.update(mv[:take])
-            self.chunk_fill += take
-            mv = mv[take:]
-            if self.chunk_fill == CHUNK_SIZE:
-                self.chunks += self.chunk.digest()
-                self.chunk, self.chunk_fill = blake3.blake3(), 0
-
-    def result(self) -> tuple[bytes, int, bytes]:
-        """(digest, size, chunk digests) as digest.hash_file(chunked=True) gives them."""
-        chunks = bytes(self.chunks) + (self.chunk.digest() if self.chunk_fill else b"")
-        return self.whole.digest(), self.pos, chunks
-
-
 class WriteTracker:
     """Per-inode write state of one draft: generations and sequential hashes."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._gen: dict[int, int] = {}
-        self._seq: dict[int, SeqHash] = {}
+        self._seq: dict[int, Hasher] = {}
 
     def generation(self, ino: int) -> int:
         return self._gen.get(ino, 0)
@@ -92,7 +59,7 @@ class WriteTracker:
         """The file is empty now (created, or opened with O_TRUNC): hash what follows."""
         with self._lock:
             self._gen[ino] = self._gen.get(ino, 0) + 1
-            self._seq[ino] = SeqHash()
+            self._seq[ino] = Hasher()
 
     def changed(self, ino: int) -> None:
         """Changed other than by an in-order write: its bytes must be hashed at commit."""
@@ -119,19 +86,18 @@ class WriteTracker:
                 self._seq.pop(ino, None)
                 raise
             if seq is not None:
-                if off == seq.pos:
+                if off == seq.size:
                     seq.update(memoryview(data)[:n])
                 else:
                     del self._seq[ino]
             return n
 
-    def digest(self, ino: int, size: int) -> tuple[bytes, bytes, int] | None:
-        """(digest, chunk digests, generation) if the file's `size` bytes were all hashed in order."""
+    def digest(self, ino: int, size: int) -> tuple[Hashes, int] | None:
+        """(digests, generation) if the file's `size` bytes were all hashed in order."""
         with self._lock:
             seq = self._seq.get(ino)
-            if seq is None or seq.pos != size:
+            if seq is None or seq.size != size:
                 return None
-            digest, _, chunks = seq.result()
-            return digest, chunks, self._gen.get(ino, 0)
+            return seq.result(), self._gen.get(ino, 0)
 
     forget = changed

@@ -606,8 +606,7 @@ class Draft:
             return src
         known = self.writes.digest(ino, size)
         if known is not None:
-            digest, chunks, gen = known
-            src.hashed = (digest, size, chunks)
+            src.hashed, gen = known
             src.unchanged = lambda: self.writes.generation(ino) == gen
         return src
 

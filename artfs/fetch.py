@@ -2,7 +2,9 @@
 
 A piece is the unit of verification: a whole small file inside a pack, or one
 CHUNK_SIZE chunk of a large object, each with its own blake3 digest from the
-manifest. Adjacent pieces of one object are fetched in one ranged GET and
+manifest; for a random read, one PIECE_SIZE piece of a large object, whose
+digest comes from the object's piece index (itself a piece, verified against
+the digest the manifest names it by). Adjacent pieces of one object are fetched in one ranged GET and
 split, and each piece is checked before anyone sees it.
 """
 
@@ -11,10 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from .digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes
+from .digest import CHUNK_SIZE, DIGEST_SIZE, PIECE_SIZE, digest_bytes
 from .errors import CorruptRecord
 from .manifest import Entry
-from .publish import object_key, pack_key
+from .publish import object_key, pack_key, pieces_key
 from .stores import ObjectStore
 
 EMPTY_DIGEST = digest_bytes(b"")
@@ -46,6 +48,24 @@ def pieces(entry: Entry) -> list[Piece]:
     for i in range(0, entry.size, CHUNK_SIZE):
         k = i // CHUNK_SIZE
         out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i))
+    return out
+
+
+def piece_index(entry: Entry) -> Piece | None:
+    """Where the entry's piece index is stored, if it has one."""
+    if not entry.piece_index or entry.pack is not None or entry.ref is not None:
+        return None
+    count = -(-entry.size // PIECE_SIZE)
+    return Piece(entry.piece_index, count * DIGEST_SIZE, pieces_key(entry.digest), 0)
+
+
+def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> list[Piece]:
+    """The PIECE_SIZE pieces of the object `key` (`size` bytes) that hold bytes [start, end),
+    with their digests from its verified piece index."""
+    out = []
+    for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
+        at = k * PIECE_SIZE
+        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at))
     return out
 
 

@@ -273,7 +273,7 @@ def _fresh_commits(objects: ObjectStore) -> bool:
 
 
 def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lambda: False) -> GcReport:
-    from .publish import index_key, object_key, pack_key
+    from .publish import index_key, object_key, pack_key, pieces_key
 
     objects = reg.store
     manifests = live_manifests(reg)
@@ -287,10 +287,12 @@ def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lam
         digests = man.digests
         for i, where in enumerate(man.packs):
             if where == OBJECT:
-                live.add(object_key(digests[i * 32:(i + 1) * 32]))
+                digest = digests[i * 32:(i + 1) * 32]
+                live.add(object_key(digest))
+                live.add(pieces_key(digest))
     now = time.time()
     # Index objects go before their packs, so an index never names a missing pack.
-    for prefix in ("manifests/", "index/", "packs/", "objects/"):
+    for prefix in ("manifests/", "index/", "packs/", "pieces/", "objects/"):
         for info in objects.list(prefix):
             if info.key in live:
                 continue

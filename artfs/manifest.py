@@ -7,7 +7,9 @@ contiguous range found by bisection; no per-directory index is kept.
 
 Where an entry's bytes live:
   packed     small file inside a pack object, at `offset` (PACKED >= 0 names the pack)
-  object     large file stored alone under its digest, verified per CHUNK_SIZE chunk
+  object     large file stored alone under its digest, verified per CHUNK_SIZE chunk;
+             newer ones also name a piece index (digests of PIECE_SIZE pieces, stored
+             beside the object) by its digest, so a small range can be verified alone
   reference  bytes outside the store (`refs[i]` holds the URI and its pin)
 """
 
@@ -41,6 +43,7 @@ class Entry:
     pack: bytes | None = None  # pack id for packed entries
     offset: int = 0
     chunks: bytes = b""  # concatenated chunk digests for stored objects > CHUNK_SIZE
+    piece_index: bytes = b""  # digest of the object's piece index (b"": none, made before them)
     ref: dict | None = None  # {"uri": ..., pin fields...} for references
 
     @property
@@ -69,6 +72,7 @@ class Manifest:
     offsets: array = field(default_factory=lambda: array("Q"))
     pack_ids: list[bytes] = field(default_factory=list)
     chunks: dict[int, bytes] = field(default_factory=dict)
+    piece_indexes: dict[int, bytes] = field(default_factory=dict)
     refs: dict[int, dict] = field(default_factory=dict)
 
     # -- building -----------------------------------------------------------
@@ -102,6 +106,8 @@ class Manifest:
                     if len(e.chunks) != expected:
                         raise InvalidInput(f"{path}: chunk digests missing")
                     m.chunks[i] = e.chunks
+                    if e.piece_index:
+                        m.piece_indexes[i] = e.piece_index
             m.offsets.append(e.offset)
         m.pack_ids = list(pack_index)
         m.digests = bytes(digests)
@@ -133,6 +139,7 @@ class Manifest:
             pack=self.pack_ids[p] if p >= 0 else None,
             offset=self.offsets[i],
             chunks=self.chunks.get(i, b""),
+            piece_index=self.piece_indexes.get(i, b""),
             ref=self.refs.get(i),
         )
 
@@ -204,6 +211,8 @@ class Manifest:
             "chunks": self.chunks,
             "refs": self.refs,
         }
+        if self.piece_indexes:  # absent before piece indexes existed: older readers ignore it
+            doc["piece_indexes"] = self.piece_indexes
         raw = msgpack.packb(doc, use_bin_type=True)
         return zstandard.ZstdCompressor(level=3).compress(raw)
 
@@ -215,7 +224,7 @@ class Manifest:
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             m = cls(paths=doc["paths"], digests=doc["digests"], pack_ids=doc["pack_ids"],
-                    chunks=doc["chunks"], refs=doc["refs"])
+                    chunks=doc["chunks"], refs=doc["refs"], piece_indexes=doc.get("piece_indexes", {}))
             m.sizes.frombytes(doc["sizes"])
             m.modes.frombytes(doc["modes"])
             m.packs.frombytes(doc["packs"])
@@ -242,6 +251,9 @@ class Manifest:
             raise CorruptRecord(f"corrupt {name}: paths are not sorted and unique")
         if self.packs and (max(self.packs) >= len(self.pack_ids) or min(self.packs) < REFERENCE):
             raise CorruptRecord(f"corrupt {name}: bad pack index")
+        for i, d in self.piece_indexes.items():
+            if not (isinstance(d, bytes) and len(d) == DIGEST_SIZE and i in self.chunks):
+                raise CorruptRecord(f"corrupt {name}: bad piece index of entry {i}")
 
     @property
     def digest(self) -> bytes:

@@ -25,7 +25,7 @@ import blake3
 import msgpack
 
 from .carry import CarriedRange, assemble
-from .digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes, hash_file, needs_chunks
+from .digest import CHUNK_SIZE, DIGEST_SIZE, Hashes, digest_bytes, hash_file, needs_chunks
 from .errors import CorruptRecord, InvalidInput, NotFound
 from .manifest import OBJECT, Entry, Manifest
 from .names import join_path, normalize_path
@@ -37,6 +37,11 @@ PACK_TARGET = 16 << 20
 
 def object_key(digest: bytes) -> str:
     return f"objects/{digest.hex()}"
+
+
+def pieces_key(digest: bytes) -> str:
+    """The piece index of the object `digest` (see digest.PIECE_SIZE)."""
+    return f"pieces/{digest.hex()}"
 
 
 def pack_key(pack_id: bytes) -> str:
@@ -54,9 +59,9 @@ class FileSource:
     path: str
     local: str
     mode: int | None = None  # None: take the executable bit from the local file
-    # Digests computed as the file was written (drafts, see draft_files.py): (digest, size,
-    # chunk digests), and `unchanged()`, False once the file has been written to since.
-    hashed: tuple[bytes, int, bytes] | None = None
+    # Digests computed as the file was written (drafts, see draft_files.py), and
+    # `unchanged()`, False once the file has been written to since.
+    hashed: Hashes | None = None
     unchanged: Callable[[], bool] | None = None
 
 
@@ -256,12 +261,14 @@ class Publisher:
         if src is not None and src.hashed is not None and src.unchanged() and src.hashed[1] > SMALL_LIMIT:
             self._add_hashed(entry, src)
             return
-        digest, size, chunks = hash_file(local, chunked=needs_chunks(entry.size))
+        digest, size, chunks, piece_digests = hash_file(local, chunked=needs_chunks(entry.size))
         self._count_hashed(size)
         if size <= SMALL_LIMIT:
             raise InvalidInput(f"{local} shrank while being read; try again")
         entry.digest, entry.size, entry.chunks = digest, size, chunks
-        if self._stored_already(digest):
+        stored = self._stored_already(digest)
+        self._add_piece_index(entry, piece_digests, new=not stored)
+        if stored:
             return
         with open(local, "rb") as f:
             self.store.put_stream(object_key(digest), _VerifyingReader(f, digest, local))
@@ -271,14 +278,27 @@ class Publisher:
         """A file hashed as it was written: not read again to hash it, uploaded seekably
         (in parallel parts); the upload is abandoned, nothing stored, if it was written to
         meanwhile, since its bytes would no longer match the digest they are stored under."""
-        digest, size, chunks = src.hashed
-        entry.digest, entry.size, entry.chunks = digest, size, chunks if needs_chunks(size) else b""
+        digest, size, chunks, piece_digests = src.hashed
+        chunked = needs_chunks(size)
+        entry.digest, entry.size, entry.chunks = digest, size, chunks if chunked else b""
         self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
-        if self._stored_already(digest):
+        stored = self._stored_already(digest)
+        self._add_piece_index(entry, piece_digests if chunked else b"", new=not stored)
+        if stored:
             return
         if not self.store.put_file(object_key(digest), src.local, src.unchanged):
             raise CorruptRecord(f"{src.path} changed while it was being uploaded")
         self._count_uploaded(size)
+
+    def _add_piece_index(self, entry: Entry, piece_digests: bytes, new: bool) -> None:
+        """Names the object's piece index in its entry, storing the index unless it is there
+        (an object stored before piece indexes existed gets one now)."""
+        if not piece_digests:
+            return
+        key = pieces_key(entry.digest)
+        if new or not self.store.exists(key):
+            self.store.put(key, piece_digests)
+        entry.piece_index = digest_bytes(piece_digests)
 
     def _stored_already(self, digest: bytes) -> bool:
         """A large object with this digest is in the store (or being stored by this publish)."""

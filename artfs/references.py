@@ -789,7 +789,7 @@ class FileFetcher(Fetcher):
     def _pin(self, path: str, local: str) -> Entry:
         try:
             before = os.stat(local)
-            digest, size, chunks = hash_file(local, chunked=needs_chunks(before.st_size))
+            digest, size, chunks, _ = hash_file(local, chunked=needs_chunks(before.st_size))
             after = os.stat(local)
         except OSError as e:
             raise InvalidInput(f"cannot read {local}: {e.strerror}") from None

@@ -233,6 +233,20 @@ def test_gc_frees_deleted_versions_and_keeps_live_ones(vs_both):
     vs.check_all()  # v1 (sharing files with v0) and v2 complete, every byte verified
 
 
+def test_gc_frees_a_piece_index_with_its_object(vs):
+    vs.put(sample("a", big=True))
+    vs.put(sample("b", big=True))
+
+    def stored(prefix: str) -> set[str]:
+        return {i.key.rsplit("/", 1)[1] for i in vs.store.registry.store.list(prefix)}
+
+    assert len(stored("pieces/")) == 2 and stored("pieces/") == stored("objects/")
+    vs.cli("rm", "p/data:v0").ok()
+    vs.cli("gc", "--grace", "0s").ok()
+    assert len(stored("pieces/")) == 1 and stored("pieces/") == stored("objects/")
+    vs.check_all()
+
+
 def test_gc_grace_keeps_young_garbage(vs):
     vs.put(sample("a", big=True))
     vs.put(sample("b"))

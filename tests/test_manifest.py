@@ -118,6 +118,28 @@ def test_bad_paths_refused_at_build(paths):
         Manifest.from_entries([packed(p) for p in paths])
 
 
+def test_piece_index_digests_survive_encoding_and_older_manifests_have_none():
+    big = Entry("w.bin", 2 * CHUNK_SIZE, digest_bytes(b"w"), chunks=bytes(2 * DIGEST_SIZE),
+                piece_index=digest_bytes(b"index"))
+    old = Entry("old.bin", 2 * CHUNK_SIZE, digest_bytes(b"o"), chunks=bytes(2 * DIGEST_SIZE))
+    m = Manifest.decode(Manifest.from_entries([big, old]).encode())
+    assert m.get("w.bin").piece_index == digest_bytes(b"index")
+    assert m.get("old.bin").piece_index == b""
+    doc = _doc(Manifest.from_entries([old]))
+    assert "piece_indexes" not in doc, "a manifest without piece indexes is encoded as before them"
+
+
+def test_bad_piece_index_is_a_corrupt_manifest():
+    m = Manifest.from_entries(sample_entries())
+    doc = _doc(m)
+    doc["piece_indexes"] = {0: digest_bytes(b"x")}  # a packed entry has no piece index
+    with pytest.raises(CorruptRecord):
+        Manifest.decode(_encode(doc))
+    doc["piece_indexes"] = {m.index("model/weights.bin"): b"short"}
+    with pytest.raises(CorruptRecord):
+        Manifest.decode(_encode(doc))
+
+
 def test_large_object_needs_its_chunk_digests():
     with pytest.raises(InvalidInput):
         Manifest.from_entries([Entry("big", CHUNK_SIZE + 1, digest_bytes(b"x"), chunks=b"")])

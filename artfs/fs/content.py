@@ -15,8 +15,8 @@ import trio
 from cachetools import LRUCache
 
 from ..cache import ContentCache
-from ..errors import StoreUnavailable
-from ..fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack
+from ..errors import CorruptRecord, NotFound, StoreUnavailable
+from ..fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack, pieces_covering
 from ..stores import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,29 @@ class ContentSource:
         if data is None:
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
+
+    async def read_pieces(self, index: Piece, key: str, size: int, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of the large object `key` (`size` bytes long) for a random read:
+        only the PIECE_SIZE pieces that hold them, in one ranged GET, each verified against the
+        object's piece index. None if the index is missing or does not match its digest (the
+        caller then reads whole chunks, verified against the manifest)."""
+        try:
+            digests = await self.get(index)
+        except (NotFound, CorruptRecord) as e:
+            log.warning("piece index of %s unusable, reading whole chunks: %s", key, e)
+            return None
+        wanted = pieces_covering(key, size, digests, start, end)
+        parts = [await self.get(wanted[0], wanted[1:])]
+        for p in wanted[1:]:
+            parts.append(await self.get(p))
+        blob = parts[0] if len(parts) == 1 else b"".join(parts)
+        skip = start - wanted[0].file_offset
+        return blob[skip:skip + (end - start)]
+
+    def at_hand(self, piece: Piece) -> bool:
+        """In memory, being loaded, or in the disk cache: no store GET of its own needed."""
+        d = piece.digest
+        return d in self._memory or d in self._inflight or self.cache.contains(d)
 
     def close(self) -> None:
         """At unmount: what was fetched but not yet written to the disk cache is written."""

@@ -21,7 +21,7 @@ import trio
 from ..digest import CHUNK_SIZE
 from ..drafts import FsError
 from ..errors import ArtfsError
-from ..fetch import Piece, pieces
+from ..fetch import Piece, piece_index, pieces
 from ..publish import pack_key
 from .boundary import boundary
 from .content import ContentSource
@@ -38,17 +38,19 @@ SMALL_RUN_BYTES = 4 << 20  # read-ahead through a pack when a small file is open
 SMALL_RUN_FILES = 512
 MAX_WINDOW = 64  # chunks of read-ahead for a sequentially read large file
 RUN_CHUNKS = 8  # chunks fetched by one ranged GET of read-ahead
-SEQUENTIAL_SLACK = 8 << 20
+SMALL_READ = CHUNK_SIZE // 4  # random READs up to this size fetch pieces, not whole chunks
+SEQUENTIAL_SLACK = CHUNK_SIZE  # see read(): wide enough for out-of-order READs, narrow enough for seeks
 
 
 class OpenFile:
     """One open() of a version file: its pieces and its read-ahead state."""
 
-    __slots__ = ("node", "pieces", "data", "next_offset", "window", "size")
+    __slots__ = ("node", "pieces", "index", "data", "next_offset", "window", "size")
 
     def __init__(self, node: Node):
         self.node = node
         self.pieces = None
+        self.index: Piece | None = None  # the piece index of a large object, for random reads
         self.data: bytes | None = None  # whole content for small files
         self.next_offset = 0
         self.window = 0
@@ -215,6 +217,7 @@ class Operations(DraftOperations, pyfuse3.Operations):
         if entry.ref is not None:
             return self._refs.open(node, entry)  # fetched from its source, pinned (fs/refs.py)
         f.pieces = pieces(entry)
+        f.index = piece_index(entry)
         if entry.pack is not None:
             f.data = self.content.peek(f.pieces[0])
             if f.data is None:
@@ -286,14 +289,24 @@ class Operations(DraftOperations, pyfuse3.Operations):
         end = min(off + size, total)
         first, last = off // CHUNK_SIZE, (end - 1) // CHUNK_SIZE
         # Read-ahead doubles while reads are sequential and stops after a seek. The kernel's
-        # own readahead sends several READs at once and they arrive in any order, so
-        # "sequential" means near the furthest point read so far, not exactly at it.
+        # own readahead sends several READs at once and they may be answered in any order, so
+        # "sequential" means within a READ's size of the furthest point read so far, not
+        # exactly at it; any wider and random reads of a large file would often look
+        # sequential and start megabytes of read-ahead.
         if abs(off - f.next_offset) <= SEQUENTIAL_SLACK:
             f.window = min(max(f.window * 2, 2), MAX_WINDOW)
             f.next_offset = max(f.next_offset, end)
         else:
             f.window = 0  # random access: fetch only what is asked for
             f.next_offset = end
+            # A small random read of chunks not at hand (memory, on their way, disk cache):
+            # only the 64 KiB pieces it needs, verified by the piece index.
+            if f.index is not None and end - off <= SMALL_READ and not all(
+                    self.content.at_hand(p) for p in ps[first:last + 1]):
+                data = await self.content.read_pieces(f.index, ps[0].key, total, off, end)
+                if data is not None:
+                    return data
+                f.index = None  # no usable piece index: whole chunks from now on
         if f.window:
             # Whole runs at fixed boundaries: each ranged GET brings RUN_CHUNKS chunks, rather
             # than one new chunk per GET as the window slides forward.
