@@ -20,6 +20,14 @@ one) in one synchronous transaction, so what was closed survives a crash of
 the daemon or the host (see draft_files.py). A data file's size and times are
 the file's own, so a write never touches the database.
 
+Answering without a worker thread: the mount's Draft keeps a NamespaceCache,
+the names of folders it has listed and the attributes it knows, so FUSE's
+LOOKUP and GETATTR (several per file a `cp -r` writes) are answered on the
+trio thread without SQLite. Every change made through this Draft updates it
+after its transaction commits; a change made by another process (`artfs ref
+add` on a mounted draft) writes a new token into `namespace.gen` after its
+commit, and the cache is then not used until a worker thread has emptied it.
+
 This module knows nothing of FUSE; errors are FsError carrying an errno.
 """
 
@@ -30,6 +38,7 @@ import ctypes
 import errno
 import json
 import logging
+import mmap
 import os
 import shutil
 import sqlite3
@@ -53,6 +62,9 @@ ROOT = 1
 FILE, DIR = "f", "d"
 DRAFTS_FOLDER = "drafts"
 REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft
+GEN_FILE = "namespace.gen"  # a token that a process changing a draft another process caches rewrites
+NS_CACHE_LIMIT = 200_000  # names a NamespaceCache holds before it starts over
+NS_DIR_LIMIT = 20_000  # a folder with more children is not cached (loading it costs a listing)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS node (
@@ -113,8 +125,150 @@ class Attr:
         return (stat_mod.S_IFDIR if self.is_dir else stat_mod.S_IFREG) | self.mode
 
 
+class NamespaceCache:
+    """What the trio thread may answer without SQLite (see the module docstring).
+
+    `dirs` holds the complete name -> inode map of some listed folders (so a name
+    missing from it does not exist), `attrs` the attributes of some nodes: folders,
+    base files, and local files as of their last close (a write drops them). Readers
+    and writers take `lock`, which is never held during I/O. Writers hold the
+    Draft's lock too and change this only after their transaction committed."""
+
+    def __init__(self, gen_path: str):
+        fd = os.open(gen_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < 8:
+                os.pwrite(fd, os.urandom(8), 0)
+            self._gen = mmap.mmap(fd, 8, access=mmap.ACCESS_READ)
+        finally:
+            os.close(fd)
+        self.lock = threading.Lock()
+        self.seen = self._gen[:8]
+        self.dirs: dict[int, dict[str, int]] = {}
+        self.attrs: dict[int, Attr] = {}
+        self.big: set[int] = set()  # folders too big to cache
+        self.names = 0
+
+    def valid(self) -> bool:
+        """False if another process changed the draft since the cache was last emptied."""
+        return self._gen[:8] == self.seen
+
+    def check(self) -> bool:
+        """Empties the cache if another process changed the draft; True if it did."""
+        token = self._gen[:8]
+        if token == self.seen:
+            return False
+        with self.lock:
+            self._clear()
+            self.seen = token
+        return True
+
+    def _clear(self) -> None:
+        self.dirs.clear()
+        self.attrs.clear()
+        self.big.clear()
+        self.names = 0
+
+    def clear(self) -> None:
+        with self.lock:
+            self._clear()
+
+    def close(self) -> None:
+        self._gen.close()
+
+    # -- changes, made by the thread that committed them ------------------------------
+    def load_dir(self, parent: int, rows) -> None:
+        """`rows` (name, ino, kind, mode, size, mtime_ns, origin): all children of `parent`."""
+        with self.lock:
+            if len(rows) > NS_DIR_LIMIT:
+                self.big.add(parent)
+                return
+            if self.names + len(rows) > NS_CACHE_LIMIT:
+                self._clear()
+            self.dirs[parent] = {r[0]: r[1] for r in rows}
+            self.names += len(rows)
+            for name, ino, kind, mode, size, mtime_ns, origin in rows:
+                if kind == DIR or origin is not None:
+                    self.attrs[ino] = Attr(ino, kind, mode, size, mtime_ns)
+
+    def added(self, parent: int, name: str, attr: Attr, ino: int, new_dir: bool = False) -> None:
+        with self.lock:
+            names = self.dirs.get(parent)
+            if names is not None:
+                names[name] = ino
+                self.names += 1
+            self._put(attr)
+            if new_dir:
+                self.dirs[ino] = {}
+
+    def removed(self, parent: int, name: str, ino: int) -> None:
+        with self.lock:
+            names = self.dirs.get(parent)
+            if names is not None and names.pop(name, None) is not None:
+                self.names -= 1
+            self.attrs.pop(ino, None)
+            self.dirs.pop(ino, None)
+
+    def moved(self, parent: int, name: str, new_parent: int, new_name: str, ino: int, replaced: int | None) -> None:
+        """A rename, seen by readers all at once."""
+        with self.lock:
+            old = self.dirs.get(parent)
+            if old is not None and old.pop(name, None) is not None:
+                self.names -= 1
+            if replaced is not None:
+                self.attrs.pop(replaced, None)
+                self.dirs.pop(replaced, None)
+            new = self.dirs.get(new_parent)
+            if new is not None:
+                if new_name not in new:
+                    self.names += 1
+                new[new_name] = ino
+
+    def _put(self, attr: Attr) -> None:
+        if len(self.attrs) >= NS_CACHE_LIMIT:
+            self._clear()
+        self.attrs[attr.ino] = attr
+
+    def put(self, attr: Attr) -> None:
+        with self.lock:
+            self._put(attr)
+
+    def put_local(self, attr: Attr, generation: int, current: Callable[[int], int]) -> None:
+        """A local file's attributes read when its write generation was `generation`: kept
+        only if no write came since (a write bumps the generation, then drops them)."""
+        with self.lock:
+            if current(attr.ino) == generation:
+                self._put(attr)
+
+    def drop(self, ino: int) -> None:
+        with self.lock:
+            self.attrs.pop(ino, None)
+
+    # -- reads, on any thread -----------------------------------------------------------
+    def lookup(self, parent: int, name: str) -> Attr | None:
+        """The child's attributes; None if not known here; FsError(ENOENT) if it does not exist."""
+        if not self.valid():
+            return None
+        with self.lock:
+            names = self.dirs.get(parent)
+            if names is None:
+                return None
+            ino = names.get(name)
+            if ino is None:
+                raise FsError(errno.ENOENT)
+            return self.attrs.get(ino)
+
+    def attr(self, ino: int) -> Attr | None:
+        if not self.valid():
+            return None
+        with self.lock:
+            return self.attrs.get(ino)
+
+
 class Draft:
-    def __init__(self, path: str, base: Manifest | None, durable: bool = True):
+    def __init__(self, path: str, base: Manifest | None, durable: bool = True, cache_namespace: bool = False):
+        """`cache_namespace`: keep a NamespaceCache (the mount owning the draft); without one,
+        every change is announced in GEN_FILE for the process that may keep one."""
         self.path = path
         with open(os.path.join(path, "draft.json")) as f:
             self.info = DraftInfo(**json.load(f))
@@ -134,11 +288,14 @@ class Draft:
         self._listed: set[int] = set()  # folders whose base children are in the table already
         self._tx_listed: list[int] = []  # ... once the transaction listing them commits
         self._journaled: set[int] = set()  # files whose bytes the journal holds (see close_file)
+        self.ns = NamespaceCache(os.path.join(path, GEN_FILE)) if cache_namespace else None
         self._open_journal()
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            if self.ns is not None:
+                self.ns.close()
 
     # -- transactions ------------------------------------------------------------------
     @contextmanager
@@ -152,9 +309,13 @@ class Draft:
                     self._synchronous = sync
                 self._tx_listed = []
                 self.db.execute("BEGIN IMMEDIATE")
+                self._ns_check()
+                changes = self.db.total_changes
                 yield self.db
                 self.db.execute("COMMIT")
                 self._listed.update(self._tx_listed)
+                if self.ns is None and self.db.total_changes != changes:
+                    self._announce()
             except sqlite3.OperationalError as e:
                 self.db.execute("ROLLBACK") if self.db.in_transaction else None
                 if "full" in str(e):
@@ -164,6 +325,60 @@ class Draft:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
+
+    # -- the namespace cache -----------------------------------------------------------------
+    def _ns_check(self) -> None:
+        """Under the lock, before reading the table to fill the cache: if another process
+        changed the draft, start over (and forget which folders are listed: it may have
+        listed some)."""
+        if self.ns is not None and self.ns.check():
+            self._listed.clear()
+
+    def _announce(self) -> None:
+        """Tells a process caching this draft's namespace (its mount) that it changed."""
+        try:
+            fd = os.open(os.path.join(self.path, GEN_FILE), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.pwrite(fd, os.urandom(8), 0)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            logging.getLogger(__name__).warning("draft %s: could not announce a change: %s", self.info, e)
+
+    def cached_lookup(self, parent: int, name: str) -> Attr | None:
+        """Child `name` from memory, on any thread: None if not known there, FsError(ENOENT)
+        if known not to exist."""
+        return None if self.ns is None else self.ns.lookup(parent, name)
+
+    def cached_attr(self, ino: int) -> Attr | None:
+        return None if self.ns is None else self.ns.attr(ino)
+
+    def _ns_local(self, ino: int, mode: int, mtime_ns: int) -> Attr | None:
+        """A local file's attributes, from its data file; kept in the cache if no write
+        raced with reading them. None if the data file is gone."""
+        gen = self.writes.generation(ino)
+        try:
+            st = os.stat(self.data_path(ino))
+        except FileNotFoundError:
+            return None
+        attr = Attr(ino, FILE, mode, st.st_size, st.st_mtime_ns)
+        if self.ns is not None:
+            self.ns.put_local(attr, gen, self.writes.generation)
+        return attr
+
+    def _ns_fill(self, parent: int) -> None:
+        """Under the lock, `parent` listed: its children into the cache, if not there yet."""
+        ns = self.ns
+        if ns is None or parent in ns.dirs or parent in ns.big or parent not in self._listed:
+            return
+        rows = self.db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? "
+                               "LIMIT ?", (parent, NS_DIR_LIMIT + 1)).fetchall()
+        ns.load_dir(parent, rows)
+
+    def _ns_written(self, ino: int) -> None:
+        """After a local file changed: its cached size and time are no longer right."""
+        if self.ns is not None:
+            self.ns.drop(ino)
 
     # -- the journal of closed small files (draft_files.py) ----------------------------------
     def _open_journal(self) -> None:
@@ -215,6 +430,7 @@ class Draft:
             os.fsync(fd)
         with self._tx(sync=True) as db:
             # Read under the lock: a later close of the same file journals later bytes.
+            gen = self.writes.generation(ino)
             st = os.fstat(fd)
             data = None
             if st.st_size <= JOURNAL_LIMIT:
@@ -226,6 +442,11 @@ class Draft:
             db.execute("INSERT OR REPLACE INTO journal(ino, mtime_ns, data) SELECT ?, ?, ? "
                        "WHERE EXISTS (SELECT 1 FROM node WHERE ino=? AND origin IS NULL)",
                        (ino, st.st_mtime_ns, data, ino))
+            if self.ns is not None:
+                row = db.execute("SELECT mode FROM node WHERE ino=? AND origin IS NULL", (ino,)).fetchone()
+                if row is not None:  # its size and time as closed, for the trio thread
+                    self.ns.put_local(Attr(ino, FILE, row[0], st.st_size, st.st_mtime_ns), gen,
+                                      self.writes.generation)
         if data is None:
             self._journaled.discard(ino)
         else:
@@ -240,7 +461,18 @@ class Draft:
             with self._tx(sync=True) as db:
                 db.execute("UPDATE journal SET data=NULL WHERE ino=?", (ino,))
                 self._journaled.discard(ino)
-        return self.writes.write(ino, fd, data, off)
+        try:
+            return self.writes.write(ino, fd, data, off)
+        finally:
+            self._ns_written(ino)  # after the write's generation: see NamespaceCache.put_local
+
+    def open_local(self, ino: int, flags: int) -> int:
+        """A descriptor on a local file's data (O_TRUNC: emptied, hashed as written next)."""
+        fd = os.open(self.data_path(ino), flags)
+        if flags & os.O_TRUNC:
+            self.writes.start(ino)
+            self._ns_written(ino)
+        return fd
 
     def truncate(self, ino: int, size: int) -> None:
         """Truncates a local file; journaled again, durably, if it was."""
@@ -248,6 +480,7 @@ class Draft:
         os.truncate(path, size)
         # Emptied (as the kernel does for O_TRUNC, before the open): hash what is written next.
         self.writes.start(ino) if size == 0 else self.writes.changed(ino)
+        self._ns_written(ino)
         if self.durable or ino in self._journaled:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -271,14 +504,14 @@ class Draft:
         return os.path.join(self.data_dir, str(ino))
 
     def _attr(self, row) -> Attr:
+        """Under the lock (it may fill the cache): a row's attributes."""
         ino, kind, mode, size, mtime_ns, origin = row
         if kind == FILE and origin is None:
-            try:
-                st = os.stat(self.data_path(ino))
-                size, mtime_ns = st.st_size, st.st_mtime_ns
-            except FileNotFoundError:
-                size = 0
-        return Attr(ino, kind, mode, size, mtime_ns)
+            return self._ns_local(ino, mode, mtime_ns) or Attr(ino, kind, mode, 0, mtime_ns)
+        attr = Attr(ino, kind, mode, size, mtime_ns)
+        if self.ns is not None:
+            self.ns.put(attr)
+        return attr
 
     # -- lazily listing base folders ----------------------------------------------------
     def _materialize(self, db, ino: int) -> None:
@@ -314,26 +547,32 @@ class Draft:
     # -- reading the namespace ----------------------------------------------------------
     def lookup(self, parent: int, name: str) -> Attr:
         with self._lock:
+            self._ns_check()
             if parent in self._listed:  # a plain read: no write transaction
                 row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
                                       (parent, name)).fetchone()
             else:
                 with self._tx(sync=False) as db:  # listing base children is not a change
                     row = self._child(db, parent, name)
-        if row is None:
-            raise FsError(errno.ENOENT)
-        return self._attr(row)
+            self._ns_fill(parent)  # the next lookups in this folder: from memory
+            if row is None:
+                raise FsError(errno.ENOENT)
+            return self._attr(row)
 
     def getattr(self, ino: int) -> Attr:
         with self._lock:
+            self._ns_check()
             return self._attr(self._row(ino))
 
     def listdir(self, ino: int) -> list[tuple[str, Attr]]:
-        with self._tx(sync=False) as db:
-            self._materialize(db, ino)
-            rows = db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? ORDER BY name",
-                              (ino,)).fetchall()
-        return [(r[0], self._attr(r[1:])) for r in rows]
+        with self._lock:
+            with self._tx(sync=False) as db:
+                self._materialize(db, ino)
+                rows = db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? "
+                                  "ORDER BY name", (ino,)).fetchall()
+            if self.ns is not None and ino not in self.ns.dirs:
+                self.ns.load_dir(ino, rows)
+            return [(r[0], self._attr(r[1:])) for r in rows]
 
     def base_entry(self, ino: int) -> Entry | None:
         """The base version's entry whose bytes this file still has, or None if written locally."""
@@ -365,6 +604,8 @@ class Draft:
                 if old is not None:
                     replaced.append(old)
             self._forget_files(db, replaced)
+        if self.ns is not None:
+            self.ns.clear()
         for old in replaced:
             _remove(self.data_path(old))
         return inos
@@ -405,12 +646,17 @@ class Draft:
             raise FsError(errno.EEXIST)
 
     def mkdir(self, parent: int, name: str, mode: int) -> Attr:
-        with self._tx() as db:
-            self._check_new(db, parent, name)
-            cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                             (parent, name, DIR, mode & 0o7777, time.time_ns()))
-            row = self._row(cur.lastrowid)
-        return self._attr(row)
+        with self._lock:
+            with self._tx() as db:
+                self._check_new(db, parent, name)
+                cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                                 (parent, name, DIR, mode & 0o7777, time.time_ns()))
+                row = self._row(cur.lastrowid)
+                self._tx_listed.append(row[0])  # new: no base children to list
+            attr = Attr(*row[:5])
+            if self.ns is not None:
+                self.ns.added(parent, name, attr, attr.ino, new_dir=True)
+            return attr
 
     def create(self, parent: int, name: str, mode: int) -> Attr:
         attr, fd = self.create_open(parent, name, mode)
@@ -423,18 +669,22 @@ class Draft:
         is not flushed to disk here but when the file is closed (close_file)."""
         fd = None
         try:
-            with self._tx(sync=False) as db:
-                self._check_new(db, parent, name)
-                ino = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                                 (parent, name, FILE, _file_mode(mode), time.time_ns())).lastrowid
-                fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-                st = os.fstat(fd)
+            with self._lock:
+                with self._tx(sync=False) as db:
+                    self._check_new(db, parent, name)
+                    ino = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                                     (parent, name, FILE, _file_mode(mode), time.time_ns())).lastrowid
+                    fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                    st = os.fstat(fd)
+                self.writes.start(ino)
+                attr = Attr(ino, FILE, _file_mode(mode), 0, st.st_mtime_ns)
+                if self.ns is not None:
+                    self.ns.added(parent, name, attr, ino)
         except BaseException:
             if fd is not None:
                 os.close(fd)
             raise
-        self.writes.start(ino)
-        return Attr(ino, FILE, _file_mode(mode), 0, st.st_mtime_ns), fd
+        return attr, fd
 
     def unlink(self, parent: int, name: str) -> None:
         try:
@@ -454,57 +704,66 @@ class Draft:
             self._unlink(parent, name)
 
     def _unlink(self, parent: int, name: str) -> None:
-        with self._tx() as db:
-            row = self._child(db, parent, name)
-            if row is None:
-                raise FsError(errno.ENOENT)
-            if row[1] == DIR:
-                raise FsError(errno.EISDIR)
-            db.execute("DELETE FROM node WHERE ino=?", (row[0],))
-            self._forget_files(db, [row[0]])
+        with self._lock:
+            with self._tx() as db:
+                row = self._child(db, parent, name)
+                if row is None:
+                    raise FsError(errno.ENOENT)
+                if row[1] == DIR:
+                    raise FsError(errno.EISDIR)
+                db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+                self._forget_files(db, [row[0]])
+            if self.ns is not None:
+                self.ns.removed(parent, name, row[0])
         _remove(self.data_path(row[0]))  # open descriptors keep reading it, as POSIX says
 
     def rmdir(self, parent: int, name: str) -> None:
-        with self._tx() as db:
-            row = self._child(db, parent, name)
-            if row is None:
-                raise FsError(errno.ENOENT)
-            if row[1] != DIR:
-                raise FsError(errno.ENOTDIR)
-            self._materialize(db, row[0])
-            if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (row[0],)).fetchone():
-                raise FsError(errno.ENOTEMPTY)
-            db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+        with self._lock:
+            with self._tx() as db:
+                row = self._child(db, parent, name)
+                if row is None:
+                    raise FsError(errno.ENOENT)
+                if row[1] != DIR:
+                    raise FsError(errno.ENOTDIR)
+                self._materialize(db, row[0])
+                if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (row[0],)).fetchone():
+                    raise FsError(errno.ENOTEMPTY)
+                db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+            if self.ns is not None:
+                self.ns.removed(parent, name, row[0])
 
     def rename(self, parent: int, name: str, new_parent: int, new_name: str, noreplace: bool = False) -> int | None:
         """Moves an entry; returns the inode it replaced, if any."""
         check_entry_name(new_name)
         replaced = None
-        with self._tx() as db:
-            src = self._child(db, parent, name)
-            if src is None:
-                raise FsError(errno.ENOENT)
-            self._materialize(db, new_parent)
-            if src[1] == DIR and self._is_ancestor(db, src[0], new_parent):
-                raise FsError(errno.EINVAL, "cannot move a folder into itself")
-            dst = self._child(db, new_parent, new_name)
-            if dst is not None:
-                if dst[0] == src[0]:
-                    return None
-                if noreplace:
-                    raise FsError(errno.EEXIST)
-                if dst[1] == DIR:
-                    if src[1] != DIR:
-                        raise FsError(errno.EISDIR)
-                    self._materialize(db, dst[0])
-                    if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (dst[0],)).fetchone():
-                        raise FsError(errno.ENOTEMPTY)
-                elif src[1] == DIR:
-                    raise FsError(errno.ENOTDIR)
-                db.execute("DELETE FROM node WHERE ino=?", (dst[0],))
-                self._forget_files(db, [dst[0]])
-                replaced = dst[0]
-            db.execute("UPDATE node SET parent=?, name=? WHERE ino=?", (new_parent, new_name, src[0]))
+        with self._lock:
+            with self._tx() as db:
+                src = self._child(db, parent, name)
+                if src is None:
+                    raise FsError(errno.ENOENT)
+                self._materialize(db, new_parent)
+                if src[1] == DIR and self._is_ancestor(db, src[0], new_parent):
+                    raise FsError(errno.EINVAL, "cannot move a folder into itself")
+                dst = self._child(db, new_parent, new_name)
+                if dst is not None:
+                    if dst[0] == src[0]:
+                        return None
+                    if noreplace:
+                        raise FsError(errno.EEXIST)
+                    if dst[1] == DIR:
+                        if src[1] != DIR:
+                            raise FsError(errno.EISDIR)
+                        self._materialize(db, dst[0])
+                        if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (dst[0],)).fetchone():
+                            raise FsError(errno.ENOTEMPTY)
+                    elif src[1] == DIR:
+                        raise FsError(errno.ENOTDIR)
+                    db.execute("DELETE FROM node WHERE ino=?", (dst[0],))
+                    self._forget_files(db, [dst[0]])
+                    replaced = dst[0]
+                db.execute("UPDATE node SET parent=?, name=? WHERE ino=?", (new_parent, new_name, src[0]))
+            if self.ns is not None:
+                self.ns.moved(parent, name, new_parent, new_name, src[0], replaced)
         if replaced is not None:
             _remove(self.data_path(replaced))
         return replaced
@@ -517,18 +776,20 @@ class Draft:
         return ino == ancestor
 
     def setattr(self, ino: int, mode: int | None = None, mtime_ns: int | None = None) -> Attr:
-        with self._tx() as db:
-            row = self._row(ino)
-            if mode is not None:
-                db.execute("UPDATE node SET mode=? WHERE ino=?", (mode & 0o7777 if row[1] == DIR else _file_mode(mode), ino))
-            if mtime_ns is not None:
-                if row[1] == FILE and row[5] is None:
-                    os.utime(self.data_path(ino), ns=(mtime_ns, mtime_ns))
-                    db.execute("UPDATE journal SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
-                else:
-                    db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
-            row = self._row(ino)
-        return self._attr(row)
+        with self._lock:
+            with self._tx() as db:
+                row = self._row(ino)
+                if mode is not None:
+                    db.execute("UPDATE node SET mode=? WHERE ino=?",
+                               (mode & 0o7777 if row[1] == DIR else _file_mode(mode), ino))
+                if mtime_ns is not None:
+                    if row[1] == FILE and row[5] is None:
+                        os.utime(self.data_path(ino), ns=(mtime_ns, mtime_ns))
+                        db.execute("UPDATE journal SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
+                    else:
+                        db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
+                row = self._row(ino)
+            return self._attr(row)  # after the commit: into the cache too
 
     def make_local(self, ino: int, fill: Callable[[str], None] | None) -> None:
         """Turns a base file into a locally written one: `fill(tmp_path)` writes its current
@@ -549,6 +810,7 @@ class Draft:
             with self._tx() as db:
                 db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
             self.writes.changed(ino)
+            self._ns_written(ino)
 
     # -- committing -------------------------------------------------------------------------
     def note_committed(self, version: str) -> None:
@@ -729,7 +991,8 @@ class DraftStore:
             raise FsError(errno.EEXIST, f"draft {a}/drafts/{name} exists already") from None
         return info
 
-    def open(self, a: ArtifactName, name: str, load_manifest: Callable[[str], Manifest]) -> Draft:
+    def open(self, a: ArtifactName, name: str, load_manifest: Callable[[str], Manifest],
+             cache_namespace: bool = False) -> Draft:
         path = self._dir(a, name)
         if not self.exists(a, name):
             raise NotFound(f"no draft {a}/drafts/{name}")
@@ -738,7 +1001,7 @@ class DraftStore:
                 base_digest = json.load(f).get("base_manifest")
             except ValueError:
                 raise InvalidInput(f"draft {path} is damaged (draft.json)") from None
-        return Draft(path, load_manifest(base_digest) if base_digest else None, self.durable)
+        return Draft(path, load_manifest(base_digest) if base_digest else None, self.durable, cache_namespace)
 
     def info(self, a: ArtifactName, name: str) -> DraftInfo | None:
         try:

@@ -124,7 +124,7 @@ class DraftOperations:
         elif writing:
             self.tree.drafts.check_writable()
         mode = os.O_RDWR if writing else os.O_RDONLY
-        fd = await self._blocking(_open_local, draft, node.dino, mode | (flags & os.O_TRUNC))
+        fd = await self._blocking(draft.open_local, node.dino, mode | (flags & os.O_TRUNC))
         self._handles[fh] = f = DraftFile(node, fd)
         f.dirty = writing
         return pyfuse3.FileInfo(fh=fh)
@@ -249,13 +249,6 @@ class DraftOperations:
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
         raise pyfuse3.FUSEError(errno.ENOTSUP if self.tree.node(parent_inode).kind in IN_DRAFT else errno.EROFS)
-
-
-def _open_local(draft, dino: int, flags: int) -> int:
-    fd = os.open(draft.data_path(dino), flags)
-    if flags & os.O_TRUNC:
-        draft.writes.start(dino)  # empty now: hash what is written next, in order
-    return fd
 
 
 def _writer(chunks: list[bytes]):

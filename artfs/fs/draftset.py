@@ -75,7 +75,9 @@ class DraftSet:
         with self._lock:
             d = self._open.get((a, name))
         if d is None:
-            d = self.drafts.open(a, name, self.store.registry.manifest_by_digest)
+            # The owner caches the namespace (only it changes the draft, but for `artfs ref
+            # add`, which announces its changes); a read-only viewer would see it go stale.
+            d = self.drafts.open(a, name, self.store.registry.manifest_by_digest, cache_namespace=self.writable)
             with self._lock:
                 d = self._open.setdefault((a, name), d)
         return d

@@ -78,6 +78,9 @@ class Operations(DraftOperations, pyfuse3.Operations):
 
     async def _entry_of(self, node: Node) -> pyfuse3.EntryAttributes:
         if node.kind in IN_DRAFT:
+            a = self.tree.attr_cached(node)  # most draft attributes are in memory
+            if a is not None:
+                return self._entry(node, a)
             try:
                 a = await self._blocking(self.tree.attr, node)
             except FsError as e:
@@ -124,11 +127,14 @@ class Operations(DraftOperations, pyfuse3.Operations):
         name = os.fsdecode(name)
         if name in (".", ".."):
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if self.tree.needs_thread(parent):
-            node = await self._blocking(self.tree.lookup, parent, name)
+        if not self.tree.needs_thread(parent):
+            node, a = self.tree.lookup(parent, name), None
         else:
-            node = self.tree.lookup(parent, name)
-        entry = await self._entry_of(node)
+            # In a draft, names (and missing names: each file `cp` makes is looked up first)
+            # are mostly known in memory; else one worker-thread call brings node and attributes.
+            hit = self.tree.lookup_cached(parent, name)
+            node, a = hit if hit is not None else await self._blocking(self.tree.lookup_attr, parent, name)
+        entry = self._entry(node, a) if a is not None else await self._entry_of(node)
         self.tree.remember(node)
         return entry
 
