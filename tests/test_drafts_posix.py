@@ -614,6 +614,67 @@ def test_empty_folders_are_not_kept_in_the_version(posix, fresh):
     assert sorted(os.listdir(commit_fresh(posix, fresh))) == ["f.txt"]
 
 
+# -- answers from the daemon's memory (drafts.NamespaceCache) -------------------------------------
+def test_a_file_added_by_artfs_ref_add_is_seen_at_once(posix, draft, tmp_path):
+    """The daemon answers lookups in listed folders from memory; a change made by another
+    process (`artfs ref add` on the mounted draft) must be seen at once all the same."""
+    src = tmp_path / "ref.txt"
+    src.write_bytes(b"referenced bytes")
+    os.mkdir(os.path.join(draft, "sub"))
+    write(os.path.join(draft, "sub", "here.txt"), b"here")
+    assert sorted(os.listdir(os.path.join(draft, "sub"))) == ["here.txt"]
+    assert sorted(os.listdir(os.path.join(draft, "data"))) == ["a.bin", "b.bin", "nested"]
+    for missing in ("sub/ref.txt", "data/ref.txt"):  # known missing, from memory
+        assert errno_of(os.stat, os.path.join(draft, missing)) == errno.ENOENT
+    from conftest import run_artfs
+
+    for name in ("sub/ref.txt", "data/ref.txt"):
+        run_artfs(["ref", "add", draft, f"file://{src}", "--name", name], store=posix.store, cache=posix.cache).ok()
+        assert read(os.path.join(draft, name)) == b"referenced bytes"
+    assert sorted(os.listdir(os.path.join(draft, "sub"))) == ["here.txt", "ref.txt"]
+    write(os.path.join(draft, "sub", "after.txt"), b"after")  # and the daemon's own changes go on
+    assert sorted(os.listdir(os.path.join(draft, "sub"))) == ["after.txt", "here.txt", "ref.txt"]
+    assert read(os.path.join(draft, "data", "a.bin")) == BASE_FILES["data/a.bin"]
+
+
+def test_attributes_from_memory_follow_every_change(draft):
+    """Sizes, modes and times answered from memory after each kind of change (the kernel's
+    own attribute cache, 1 s in drafts, is let expire before each look)."""
+    path = os.path.join(draft, "grow.txt")
+
+    def fresh_stat(p=path):
+        time.sleep(1.1)
+        return os.stat(p)
+
+    write(path, b"0123456789")
+    assert fresh_stat().st_size == 10
+    with open(path, "ab") as f:  # written after a close: the cached size is dropped
+        f.write(b"abcde")
+        f.flush()
+        assert fresh_stat().st_size == 15  # while still open
+    assert fresh_stat().st_size == 15
+    os.truncate(path, 3)
+    assert fresh_stat().st_size == 3
+    os.chmod(path, 0o755)
+    assert stat.S_IMODE(fresh_stat().st_mode) == 0o755
+    os.utime(path, (1_000_000_000, 1_000_000_000))
+    assert fresh_stat().st_mtime == 1_000_000_000
+    os.mkdir(os.path.join(draft, "dir"))
+    os.chmod(os.path.join(draft, "dir"), 0o700)
+    assert stat.S_IMODE(fresh_stat(os.path.join(draft, "dir")).st_mode) == 0o700
+    os.rename(path, os.path.join(draft, "dir", "moved.txt"))
+    assert errno_of(os.stat, path) == errno.ENOENT
+    assert fresh_stat(os.path.join(draft, "dir", "moved.txt")).st_size == 3
+    with open(os.path.join(draft, "README.md"), "r+b") as f:  # a base file, copied up by the write
+        f.write(b"B")
+    assert fresh_stat(os.path.join(draft, "README.md")).st_size == len(BASE_FILES["README.md"])
+    assert read(os.path.join(draft, "README.md")) == b"B" + BASE_FILES["README.md"][1:]
+    os.unlink(os.path.join(draft, "dir", "moved.txt"))
+    os.rmdir(os.path.join(draft, "dir"))
+    assert errno_of(os.stat, os.path.join(draft, "dir")) == errno.ENOENT
+    assert "README.md" in os.listdir(draft) and "dir" not in os.listdir(draft)
+
+
 def test_the_mount_survived_the_module(posix):
     # Every test above ran in the same daemon: no handler took it down.
     assert posix.mounted() and len(posix.pids()) == 1
