@@ -549,6 +549,16 @@ def _resident_bytes(path: str) -> int:
     return int(out.strip())
 
 
+def test_readahead_is_raised_before_mount_returns(shared, mounter):
+    # A file takes the mount's readahead when it is opened; one opened at once after `artfs
+    # mount` must not be stuck with the kernel's 128 KiB (and 128 KiB READs) while it is open.
+    m = mounter(shared.store)
+    devices = [line.split()[2] for line in open("/proc/self/mountinfo") if line.split()[4] == m.mp]
+    assert len(devices) == 1
+    with open(f"/sys/class/bdi/{devices[0]}/read_ahead_kb") as f:
+        assert int(f.read()) >= 1024
+
+
 def test_small_neighbours_are_in_the_page_cache_before_they_are_read(shared, mounter):
     m = mounter(shared.store)
     folder = m.path(NAME, "v1", "images", "2")

@@ -104,11 +104,19 @@ def _raise_read_ahead(path: str) -> None:
         log.info("could not raise %s (%s); reads use the kernel default", knob, e.strerror)
 
 
-async def _raise_read_ahead_after_init(mountpoint: str) -> None:
-    # The kernel sets the mount's readahead from the FUSE INIT reply, which goes out only
-    # once pyfuse3.main() runs: raising it before that is silently undone.
-    await trio.sleep(0.2)
-    await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
+async def _ready_after_init(ops: Operations, mountpoint: str, ready_fd: int | None) -> None:
+    """Says "ready" once the kernel's INIT is answered and the readahead raised. The kernel
+    sets the mount's readahead from the INIT reply (raising it earlier is silently undone),
+    and a file takes its readahead when it is opened: a file opened before the raise would
+    be read in 128 KiB READs for as long as it stays open."""
+    await ops.initialized.wait()
+    await trio.sleep(0)  # init() runs just before the reply goes out; let it go
+    try:
+        await trio.to_thread.run_sync(_raise_read_ahead, mountpoint)
+    except Exception as e:  # a faster mount is not worth failing the mount for
+        log.warning("could not raise the readahead of %s: %s", mountpoint, e)
+    _report(ready_fd, "ready")
+    _notify_systemd("READY=1")
 
 
 def _notify_systemd(state: str) -> None:
@@ -161,9 +169,7 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
         raise
     try:
         log.info("mounted %s on %s (cache %s)", store.url, mountpoint, store.cache_dir)
-        _report(ready_fd, "ready")
-        _notify_systemd("READY=1")
-        trio.run(_serve, ops, mountpoint)
+        trio.run(_serve, ops, mountpoint, ready_fd)
     finally:
         _notify_systemd("STOPPING=1")
         pyfuse3.close(unmount=True)
@@ -171,7 +177,7 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
         log.info("unmounted %s", mountpoint)
 
 
-async def _serve(ops: Operations, mountpoint: str) -> None:
+async def _serve(ops: Operations, mountpoint: str, ready_fd: int | None) -> None:
     # Every FUSE request allocates a handful of short-lived trio objects; at Python's default
     # threshold the cyclic collector then ran every few requests and took ~10% of a cold read.
     # Startup's long-lived objects are frozen out of its view.
@@ -181,7 +187,7 @@ async def _serve(ops: Operations, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         ops.content.attach(nursery)
         nursery.start_soon(_stop_on_signal)
-        nursery.start_soon(_raise_read_ahead_after_init, mountpoint)
+        nursery.start_soon(_ready_after_init, ops, mountpoint, ready_fd)
         await pyfuse3.main(min_tasks=4, max_tasks=64)
         nursery.cancel_scope.cancel()
 

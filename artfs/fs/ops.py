@@ -71,6 +71,10 @@ class Operations(DraftOperations, pyfuse3.Operations):
         self._read_versions: set = set()
         self._results: dict[str, bytes] = {}  # commit token -> JSON outcome
         self._refs = RefReader(self._blocking)  # reference entries: read from their source (fs/refs.py)
+        self.initialized = trio.Event()  # set once the kernel's INIT is answered
+
+    def init(self):
+        self.initialized.set()
 
     # -- helpers --------------------------------------------------------------------
     async def _blocking(self, fn, *args):
