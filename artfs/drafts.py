@@ -150,13 +150,20 @@ class NamespaceCache:
         self.names = 0
 
     def valid(self) -> bool:
-        """False if another process changed the draft since the cache was last emptied."""
-        return self._gen[:8] == self.seen
+        """False if another process changed the draft since the cache was last emptied (or
+        the draft was closed: committed or discarded while the kernel still asks)."""
+        try:
+            return self._gen[:8] == self.seen
+        except ValueError:  # closed
+            return False
 
     def check(self) -> bool:
         """Empties the cache if another process changed the draft; True if it did."""
-        token = self._gen[:8]
-        if token == self.seen:
+        if self.valid():
+            return False
+        try:
+            token = self._gen[:8]
+        except ValueError:  # closed: the Draft's own calls fail on its closed database
             return False
         with self.lock:
             self._clear()
