@@ -372,6 +372,16 @@ def test_pin_aliases_pins_latest_at_mount_time_not_first_look(ds, mounter):
     assert os.readlink(m.path(NAME, "latest")) == "v1"
 
 
+def test_pin_aliases_pins_every_alias_at_mount_time_not_first_look(ds, mounter):
+    m = mounter(ds.store, "--refresh", "0.5", "--pin-aliases")
+    ds.cli("alias", "add", f"{NAME}:v1", "best").ok()  # moved after the mount, before any look
+    ds.cli("alias", "add", f"{NAME}:v1", "new-alias").ok()
+    assert os.readlink(m.path(NAME, "best")) == "v0"
+    assert "new-alias" not in os.listdir(m.path(NAME))
+    unpinned = mounter(ds.store)
+    assert os.readlink(unpinned.path(NAME, "best")) == "v1"
+
+
 def test_readlink_never_fails_while_an_alias_moves(local_store_url, mounter, tmp_path):
     ds = publish_dataset(local_store_url, tmp_path)
     m = mounter(ds.store, "--refresh", "0.1")

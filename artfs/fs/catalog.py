@@ -2,7 +2,9 @@
 
 A thread-safe view of the registry that is refreshed at most every `refresh`
 seconds per listing. Called from worker threads only (it blocks on the store).
-With `pin_aliases`, each artifact's aliases are read once and never change.
+With `pin_aliases`, every artifact's aliases are read when the mount starts
+(`pin()`) and never change: `latest` is the newest version made before then,
+and an artifact made since has no other alias.
 While the store is unreachable, listings seen before are served as they were.
 """
 
@@ -12,7 +14,7 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -125,23 +127,31 @@ class Catalog:
     def artifacts(self, project: str) -> list[str]:
         return self._cached(("artifacts", project), lambda: self.registry.artifacts(project))
 
+    def pin(self) -> None:
+        """With pin_aliases: reads every artifact's aliases now (one GET each, in parallel),
+        so an alias moved after the mount started is not seen, whenever it is first looked at."""
+        if self.pin_aliases:
+            self._pinned = bounded(self._all_aliases, self.timeout, self.registry.store.url)()
+
+    def _all_aliases(self) -> dict[ArtifactName, dict[str, int]]:
+        names = [ArtifactName(p, a) for p in self.registry.projects() for a in self.registry.artifacts(p)]
+        with ThreadPoolExecutor(16) as pool:
+            return dict(zip(names, pool.map(self.registry.aliases, names)))
+
     def artifact(self, a: ArtifactName) -> ArtifactState:
         return self._cached(("artifact", a), lambda: self._load_artifact(a))
 
     def _load_artifact(self, a: ArtifactName) -> ArtifactState:
         type_ = self.registry.artifact_type(a)
         versions = {r.number: r for r in self.registry.versions(a)} if type_ else {}
-        if self.pin_aliases and a in self._pinned:
-            aliases = self._pinned[a]
+        if self.pin_aliases:
+            # As they were when the mount started; `latest` is the newest version made before.
+            aliases = {k: v for k, v in self._pinned.get(a, {}).items() if v in versions}
+            before = [n for n, r in versions.items() if r.created <= self.started]
+            if before:
+                aliases[LATEST] = max(before)
         else:
             aliases = {k: v for k, v in self.registry.aliases(a).items() if v in versions} if versions else {}
             if versions:
                 aliases[LATEST] = max(versions)
-            if self.pin_aliases:
-                # Pinned at mount time: a version committed since (before this first look) is
-                # not `latest`. Other aliases are pinned as first seen.
-                before = [n for n, r in versions.items() if r.created <= self.started]
-                if before:
-                    aliases[LATEST] = max(before)
-                self._pinned[a] = aliases
         return ArtifactState(type_, versions, aliases)

@@ -159,6 +159,7 @@ def run_foreground(opts: MountOptions, ready_fd: int | None = None) -> None:
         mountpoint = prepare_mountpoint(opts.mountpoint)
         store, ops = build(opts)
         ops.tree.catalog.projects()  # fail now, clearly (within --timeout), if the store is unreachable
+        ops.tree.catalog.pin()  # --pin-aliases: every alias as it is now
         fuse_options = set(pyfuse3.default_options) | {"fsname=artfs", "subtype=artfs"}
         if opts.allow_other:
             fuse_options.add("allow_other")
