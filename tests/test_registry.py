@@ -12,7 +12,7 @@ import pytest
 
 from conftest import read_tree, write_tree
 from artfs import Store
-from artfs.digest import CHUNK_SIZE
+from artfs.digest import CHUNK_SIZE, PIECE_SIZE
 from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound
 from artfs.names import ArtifactName, parse_spec
 from artfs.publish import PACK_TARGET, walk_sources
@@ -243,8 +243,9 @@ def test_only_changed_bytes_move(counted, tree, tmp_path):
     r = put(store, tree(files))
     assert r.created and r.version.number == 1
     kinds = sorted(k.split("/")[0] if not k.startswith("artifacts/") else k for k, _ in _stored(counter))
-    assert kinds == ["artifacts/p/a/versions/v1.json", "manifests", "objects"], counter.writes
+    assert kinds == ["artifacts/p/a/versions/v1.json", "manifests", "objects", "pieces"], counter.writes
     assert counter.written("objects/")[0][1] == len(files["weights/part3.bin"])
+    assert counter.written("pieces/")[0][1] == -(-len(files["weights/part3.bin"]) // PIECE_SIZE) * 32
     manifest_bytes = counter.written("manifests/")[0][1]
     assert manifest_bytes < 64 << 10
     assert r.stats.bytes_uploaded == len(files["weights/part3.bin"])
