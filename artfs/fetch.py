@@ -60,8 +60,9 @@ def piece_index(entry: Entry) -> Piece | None:
 
 
 def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> list[Piece]:
-    """The PIECE_SIZE pieces of the object `key` (`size` bytes) that hold bytes [start, end),
-    with their digests from its verified piece index."""
+    """The PIECE_SIZE pieces of the object `key` that hold bytes [start, end), with their
+    digests from its verified piece index. `size`: the object's size, or any chunk boundary
+    past `end` (pieces never straddle chunks)."""
     out = []
     for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
         at = k * PIECE_SIZE

@@ -74,20 +74,28 @@ class ContentSource:
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
 
-    async def read_pieces(self, index: Piece, key: str, size: int, start: int, end: int) -> bytes | None:
-        """Bytes [start, end) of the large object `key` (`size` bytes long) for a random read:
-        only the PIECE_SIZE pieces that hold them, in one ranged GET, each verified against the
-        object's piece index. None if the index is missing or does not match its digest (the
-        caller then reads whole chunks, verified against the manifest)."""
+    async def read_pieces(self, index: Piece, chunks: list[Piece], start: int, end: int) -> bytes | None:
+        """Bytes [start, end) of a large object for a random read: only the PIECE_SIZE pieces
+        that hold them, in one ranged GET, each verified against the object's piece index.
+        None if the index is missing or does not match its digest: the caller then reads the
+        `chunks` holding those bytes, verified against the manifest."""
+        key = chunks[0].key
+        chunks_end = chunks[-1].file_offset + chunks[-1].size  # the object's end, if in its last chunk
         try:
-            digests = await self.get(index)
-        except (NotFound, CorruptRecord) as e:
-            log.warning("piece index of %s unusable, reading whole chunks: %s", key, e)
-            return None
-        wanted = pieces_covering(key, size, digests, start, end)
-        parts = [await self.get(wanted[0], wanted[1:])]
-        for p in wanted[1:]:
-            parts.append(await self.get(p))
+            try:
+                digests = await self.get(index)
+            except (NotFound, CorruptRecord) as e:
+                log.warning("piece index of %s unusable, reading whole chunks: %s", key, e)
+                return None
+            wanted = pieces_covering(key, chunks_end, digests, start, end)
+            parts = [await self.get(wanted[0], wanted[1:])]
+            for p in wanted[1:]:
+                parts.append(await self.get(p))
+        except StoreUnavailable as e:
+            # The kernel retries a failed READ at once; the retry (no longer a seek, so it reads
+            # whole chunks) must fail at once too, not wait out --timeout a second time.
+            self._note_failure(chunks, str(e))
+            raise
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         skip = start - wanted[0].file_offset
         return blob[skip:skip + (end - start)]

@@ -313,7 +313,7 @@ class Operations(DraftOperations, pyfuse3.Operations):
             # only the 64 KiB pieces it needs, verified by the piece index.
             if f.index is not None and end - off <= SMALL_READ and not all(
                     self.content.at_hand(p) for p in ps[first:last + 1]):
-                data = await self.content.read_pieces(f.index, ps[0].key, total, off, end)
+                data = await self.content.read_pieces(f.index, ps[first:last + 1], off, end)
                 if data is not None:
                     return data
                 f.index = None  # no usable piece index: whole chunks from now on
