@@ -4,8 +4,9 @@ A piece is the unit of verification: a whole small file inside a pack, or one
 CHUNK_SIZE chunk of a large object, each with its own blake3 digest from the
 manifest; for a random read, one PIECE_SIZE piece of a large object, whose
 digest comes from the object's piece index (itself a piece, verified against
-the digest the manifest names it by). Adjacent pieces of one object are fetched in one ranged GET and
-split, and each piece is checked before anyone sees it.
+the digest the manifest names it by). Adjacent pieces of one object are
+fetched in one ranged GET and split, and each piece is checked before anyone
+sees it.
 """
 
 from __future__ import annotations
