@@ -298,12 +298,12 @@ class Operations(DraftOperations, pyfuse3.Operations):
             return b""
         end = min(off + size, total)
         first, last = off // CHUNK_SIZE, (end - 1) // CHUNK_SIZE
-        # Read-ahead doubles while reads are sequential and stops after a seek. The kernel's
-        # own readahead sends several READs at once and they may be answered in any order, so
-        # "sequential" means within a READ's size of the furthest point read so far, not
-        # exactly at it; any wider and random reads of a large file would often look
-        # sequential and start megabytes of read-ahead.
-        if abs(off - f.next_offset) <= SEQUENTIAL_SLACK:
+        # Read-ahead doubles while reads are sequential and stops after a seek. It starts only
+        # at exactly where the last read ended (a random read that merely lands nearby must
+        # not start megabytes of read-ahead); once going, the kernel's own readahead sends
+        # several READs at once and they may be answered in any order, so it goes on while
+        # reads stay within a READ's size of the furthest point read so far.
+        if off == f.next_offset or (f.window and abs(off - f.next_offset) <= SEQUENTIAL_SLACK):
             f.window = min(max(f.window * 2, 2), MAX_WINDOW)
             f.next_offset = max(f.next_offset, end)
         else:
