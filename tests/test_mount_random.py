@@ -112,3 +112,18 @@ def test_an_object_stored_without_a_piece_index_gets_one_when_published_again(we
     run_artfs(["put", src, "--name", "demo/other", "--type", "model"], store=store,
               cache=str(tmp_path / "cli-cache")).ok()
     assert objects.get(pieces_key(entry.digest)) == index
+
+
+def test_a_large_file_carried_into_the_next_version_keeps_its_piece_index(weights, mounter, tmp_path):
+    store, data, entry = weights
+    m = mounter(store)
+    draft = m.path(NAME, "drafts", "d")
+    os.mkdir(draft)
+    with open(os.path.join(draft, "notes.txt"), "w") as f:
+        f.write("fine-tuned\n")
+    cache = str(tmp_path / "cli-cache")
+    assert run_artfs(["commit", draft], store=store, cache=cache).ok().out == f"{NAME}:v1"
+    carried = Store(store, cache).use_artifact(f"{NAME}:v1").manifest.get("model.bin")
+    assert carried.piece_index == entry.piece_index
+    got = pread_at(m.path(NAME, "v1", "model.bin"), OFFSETS)
+    assert got == [data[o:o + 4096] for o in OFFSETS]
