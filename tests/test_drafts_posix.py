@@ -675,6 +675,67 @@ def test_attributes_from_memory_follow_every_change(draft):
     assert "README.md" in os.listdir(draft) and "dir" not in os.listdir(draft)
 
 
+# -- bytes written to a file still open: seen by every other look, committed, in any write pattern ----
+def test_bytes_of_a_file_still_being_written_are_seen_by_every_other_look(posix, fresh, tmp_path):
+    path, artifact = fresh
+    p = os.path.join(path, "open.bin")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"first ")
+        os.write(fd, b"bytes")
+        time.sleep(1.1)  # the kernel's attributes expire: the daemon answers
+        assert os.stat(p).st_size == 11
+        assert read(p) == b"first bytes"  # another open
+        os.write(fd, b", then more")  # written straight to the file now
+        assert read(p) == b"first bytes, then more"
+        q = os.path.join(path, "listed.bin")
+        fd2 = os.open(q, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd2, b"x" * 1000)
+            time.sleep(1.1)
+            assert {e.name: e.stat().st_size for e in os.scandir(path)}["listed.bin"] == 1000
+            fd3 = os.open(os.path.join(path, "committed-open.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd3, b"written, not closed, committed")
+            v0 = commit_fresh(posix, fresh)
+            assert read(os.path.join(v0, "committed-open.bin")) == b"written, not closed, committed"
+            assert read(os.path.join(v0, "listed.bin")) == b"x" * 1000
+            assert read(os.path.join(v0, "open.bin")) == b"first bytes, then more"
+        finally:
+            os.close(fd2)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("pattern", ["in-order", "past-the-buffer", "seek-back", "rdwr", "append", "fsync"])
+def test_bytes_written_in_any_pattern_land_in_the_file(posix, fresh, pattern):
+    path, artifact = fresh
+    p = os.path.join(path, "f.bin")
+    data = random.Random(pattern).randbytes(200_000)
+    flags = os.O_CREAT | os.O_EXCL | (os.O_RDWR if pattern == "rdwr" else os.O_WRONLY)
+    if pattern == "append":
+        flags |= os.O_APPEND
+    fd = os.open(p, flags, 0o644)
+    try:
+        if pattern == "seek-back":
+            os.write(fd, data[:5000])
+            os.pwrite(fd, data[1000:2000], 1000)  # rewrites the same bytes, out of order
+            os.pwrite(fd, data[5000:], 5000)
+        else:
+            for k in range(0, len(data), 7000):
+                os.write(fd, data[k:k + 7000])
+        if pattern == "rdwr":
+            assert os.pread(fd, 100, 50) == data[50:150]
+        if pattern == "fsync":
+            os.fsync(fd)
+            assert read(p) == data
+    finally:
+        os.close(fd)
+    assert read(p) == data
+    assert os.stat(p).st_size == len(data)
+    v0 = commit_fresh(posix, fresh)
+    assert read(os.path.join(v0, "f.bin")) == data
+
+
 def test_the_mount_survived_the_module(posix):
     # Every test above ran in the same daemon: no handler took it down.
     assert posix.mounted() and len(posix.pids()) == 1
