@@ -686,7 +686,7 @@ def test_bytes_of_a_file_still_being_written_are_seen_by_every_other_look(posix,
         time.sleep(1.1)  # the kernel's attributes expire: the daemon answers
         assert os.stat(p).st_size == 11
         assert read(p) == b"first bytes"  # another open
-        os.write(fd, b", then more")  # written straight to the file now
+        os.write(fd, b", then more")
         assert read(p) == b"first bytes, then more"
         q = os.path.join(path, "listed.bin")
         fd2 = os.open(q, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -695,8 +695,11 @@ def test_bytes_of_a_file_still_being_written_are_seen_by_every_other_look(posix,
             time.sleep(1.1)
             assert {e.name: e.stat().st_size for e in os.scandir(path)}["listed.bin"] == 1000
             fd3 = os.open(os.path.join(path, "committed-open.bin"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.write(fd3, b"written, not closed, committed")
-            v0 = commit_fresh(posix, fresh)
+            try:
+                os.write(fd3, b"written, not closed, committed")
+                v0 = commit_fresh(posix, fresh)
+            finally:
+                os.close(fd3)
             assert read(os.path.join(v0, "committed-open.bin")) == b"written, not closed, committed"
             assert read(os.path.join(v0, "listed.bin")) == b"x" * 1000
             assert read(os.path.join(v0, "open.bin")) == b"first bytes, then more"
