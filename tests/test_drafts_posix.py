@@ -487,6 +487,24 @@ def test_unlink_while_open_keeps_a_base_file_readable(draft):
         assert f.read() == BASE_FILES["data/b.bin"]
 
 
+def test_truncate_and_chmod_after_unlink_of_an_open_file(draft):
+    # What SQLite does with its temp files: create, unlink at once, then use and truncate.
+    path = os.path.join(draft, "temp.db")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"0123456789")
+        os.unlink(path)
+        os.ftruncate(fd, 4)
+        assert os.fstat(fd).st_size == 4
+        assert os.pread(fd, 100, 0) == b"0123"
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        assert os.pread(fd, 100, 0) == b""
+    finally:
+        os.close(fd)
+    assert "temp.db" not in os.listdir(draft)
+
+
 def test_write_after_unlink_of_an_open_file(draft):
     path = os.path.join(draft, "scratch.bin")
     with open(path, "w+b") as f:

@@ -16,6 +16,7 @@ import os
 import pyfuse3
 import trio
 
+from ..drafts import FsError
 from ..errors import ArtfsError, InvalidInput
 from ..fetch import pieces
 from ..registry import check_metadata
@@ -183,18 +184,34 @@ class DraftOperations:
         node = self.tree.node(inode)
         self._in_draft(node)
         draft = node.draft
-        if fields.update_size:
-            base = await self._blocking(draft.base_entry, node.dino)
-            if base is not None:
-                content = None if attr.st_size == 0 else await self._read_whole(node, base)
-                await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
-            await self._blocking(draft.truncate, node.dino, attr.st_size)
-        mode = attr.st_mode if fields.update_mode else None
-        mtime = attr.st_mtime_ns if fields.update_mtime else None
-        if mode is not None or mtime is not None:
-            await self._blocking(draft.setattr, node.dino, mode, mtime)
+        try:
+            if fields.update_size:
+                base = await self._blocking(draft.base_entry, node.dino)
+                if base is not None:
+                    content = None if attr.st_size == 0 else await self._read_whole(node, base)
+                    await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
+                await self._blocking(draft.truncate, node.dino, attr.st_size)
+            mode = attr.st_mode if fields.update_mode else None
+            mtime = attr.st_mtime_ns if fields.update_mtime else None
+            if mode is not None or mtime is not None:
+                await self._blocking(draft.setattr, node.dino, mode, mtime)
+        except FsError as e:
+            held = self._open_descriptor(node) if e.errno == errno.ENOENT else None
+            if held is None:
+                raise
+            # Unlinked (or renamed over) while open: POSIX keeps it usable through its
+            # descriptors (SQLite's temp files are truncated so). Its size changes there;
+            # its mode and times belong to no entry of the draft any more.
+            if fields.update_size:
+                await self._blocking(os.ftruncate, held.fd, attr.st_size)
         # Ownership changes (cp -a, rsync -a as root) are accepted and ignored: a version has no owners.
         return await self._entry_of(node)
+
+    def _open_descriptor(self, node: Node) -> DraftFile | None:
+        for f in self._handles.values():
+            if isinstance(f, DraftFile) and f.node.ino == node.ino:
+                return f
+        return None
 
     @boundary
     async def setxattr(self, inode, name, value, ctx):
