@@ -14,6 +14,7 @@ import stat
 import tarfile
 import time
 
+import blake3
 import pytest
 
 from conftest import read_tree, write_tree
@@ -241,6 +242,14 @@ def test_rename_noreplace_is_eexist(draft):
            check=False)
     assert read(os.path.join(draft, "big.bin")) == BASE_FILES["big.bin"]
     assert os.path.exists(os.path.join(draft, "README.md")), p.stderr
+
+
+def test_a_base_file_shows_its_digest_until_it_is_written(draft):
+    path = os.path.join(draft, "data/a.bin")
+    assert os.getxattr(path, "user.artfs.digest") == blake3.blake3(BASE_FILES["data/a.bin"]).hexdigest().encode()
+    write(path, b"changed")
+    assert errno_of(os.getxattr, path, "user.artfs.digest") == errno.ENODATA
+    assert errno_of(os.getxattr, os.path.join(draft, "data"), "user.artfs.digest") == errno.ENODATA
 
 
 def test_unlink_a_base_file(draft):
@@ -650,6 +659,7 @@ def test_a_file_added_by_artfs_ref_add_is_seen_at_once(posix, draft, tmp_path):
         run_artfs(["ref", "add", draft, f"file://{src}", "--name", name], store=posix.store, cache=posix.cache).ok()
         assert read(os.path.join(draft, name)) == b"referenced bytes"
     assert sorted(os.listdir(os.path.join(draft, "sub"))) == ["here.txt", "ref.txt"]
+    assert os.getxattr(os.path.join(draft, "sub/ref.txt"), "user.artfs.ref") == f"file://{src}".encode()
     write(os.path.join(draft, "sub", "after.txt"), b"after")  # and the daemon's own changes go on
     assert sorted(os.listdir(os.path.join(draft, "sub"))) == ["after.txt", "here.txt", "ref.txt"]
     assert read(os.path.join(draft, "data", "a.bin")) == BASE_FILES["data/a.bin"]

@@ -23,7 +23,7 @@ from ..errors import NotFound
 from ..manifest import Manifest
 from ..names import ArtifactName, parse_version, version_name
 from ..registry import VersionRecord
-from ..drafts import ROOT as DRAFT_ROOT, Draft
+from ..drafts import ROOT as DRAFT_ROOT, Draft, FsError
 from .catalog import Catalog
 from .draftset import DraftSet
 
@@ -340,6 +340,19 @@ class Tree:
         if node.kind == ARTIFACT:
             state = self.catalog.artifact(node.artifact)
             return {"user.artfs.type": (state.type or "").encode()}
+        if node.kind == DNODE:
+            # A file still holding the bytes of a base entry or of an added reference says
+            # which; a file written in the draft has no digest until it is committed.
+            try:
+                e = node.draft.base_entry(node.dino)
+            except FsError:
+                e = None
+            out = {}
+            if e is not None and e.digest != bytes(len(e.digest)):
+                out["user.artfs.digest"] = e.hexdigest.encode()
+            if e is not None and e.ref:
+                out["user.artfs.ref"] = e.ref["uri"].encode()
+            return out
         if node.kind == DRAFT:
             info = node.draft.info
             out = {"user.artfs.draft": str(info).encode()}
