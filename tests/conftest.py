@@ -350,3 +350,16 @@ def read_tree(root) -> dict:
             with open(full, "rb") as f:
                 out[os.path.relpath(full, str(root)).replace(os.sep, "/")] = f.read()
     return out
+
+
+def new_draft_store(tmp_path, monkeypatch):
+    """A DraftStore holding one empty draft p/a/drafts/d (no FUSE), as after a boot
+    "boot-1"; returns (store, artifact name)."""
+    from artfs.drafts import DraftStore
+    from artfs.names import ArtifactName
+
+    monkeypatch.setenv("ARTFS_TEST_BOOT_ID", "boot-1")
+    store = DraftStore(str(tmp_path / "cache"))
+    a = ArtifactName("p", "a")
+    store.create(a, "d", None, None, "dataset")
+    return store, a

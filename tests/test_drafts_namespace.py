@@ -11,16 +11,13 @@ import random
 
 import pytest
 
-from artfs.drafts import DIR, ROOT, DraftStore, FsError
-from artfs.names import ArtifactName
+from artfs.drafts import DIR, ROOT, FsError
+from conftest import new_draft_store
 
 
 @pytest.fixture
 def drafts(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARTFS_TEST_BOOT_ID", "boot-1")
-    store = DraftStore(str(tmp_path / "cache"))
-    a = ArtifactName("p", "a")
-    store.create(a, "d", None, None, "dataset")
+    store, a = new_draft_store(tmp_path, monkeypatch)
     owner = store.open(a, "d", load_manifest=None, cache_namespace=True)
     other = store.open(a, "d", load_manifest=None)  # another process's view (no cache)
     yield owner, other

@@ -12,7 +12,7 @@ import random
 import blake3
 import pytest
 
-from conftest import fresh_s3_url, read_tree
+from conftest import fresh_s3_url, new_draft_store, read_tree
 from test_drafts_common import commit, read, shared_mounter, unique  # noqa: F401  (shared_mounter is a fixture)
 
 MiB = 1 << 20
@@ -111,13 +111,7 @@ def test_files_hashed_while_written_commit_the_right_bytes(backend, shared_mount
 
 @pytest.fixture
 def draft(tmp_path, monkeypatch):
-    from artfs.drafts import DraftStore
-    from artfs.names import ArtifactName
-
-    monkeypatch.setenv("ARTFS_TEST_BOOT_ID", "boot-1")
-    drafts = DraftStore(str(tmp_path / "cache"))
-    a = ArtifactName("p", "a")
-    drafts.create(a, "d", None, None, "dataset")
+    drafts, a = new_draft_store(tmp_path, monkeypatch)
     return lambda: drafts.open(a, "d", load_manifest=None)
 
 

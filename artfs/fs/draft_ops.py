@@ -3,7 +3,8 @@
 A mixin of `ops.Operations`, which supplies the shared state it uses: `tree`,
 `content`, `_handles` (fh -> open file), `_fh` (handle numbers), `_results`
 (commit outcomes), `_blocking` (run in a worker thread), `_entry_of`,
-`_open_stored` and `_refs`. Everything outside a draft answers EROFS.
+`_open_stored`, `_held` (an open handle of a node) and `_refs`. Everything
+outside a draft answers EROFS.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ class DraftOperations:
             if mode is not None or mtime is not None:
                 await self._blocking(draft.setattr, node.dino, mode, mtime)
         except FsError as e:
-            held = self._open_descriptor(node) if e.errno == errno.ENOENT else None
+            held = self._held(node, DraftFile) if e.errno == errno.ENOENT else None
             if held is None:
                 raise
             # Unlinked (or renamed over) while open: POSIX keeps it usable through its
@@ -206,12 +207,6 @@ class DraftOperations:
                 await self._blocking(os.ftruncate, held.fd, attr.st_size)
         # Ownership changes (cp -a, rsync -a as root) are accepted and ignored: a version has no owners.
         return await self._entry_of(node)
-
-    def _open_descriptor(self, node: Node) -> DraftFile | None:
-        for f in self._handles.values():
-            if isinstance(f, DraftFile) and f.node.ino == node.ino:
-                return f
-        return None
 
     @boundary
     async def setxattr(self, inode, name, value, ctx):

@@ -98,13 +98,17 @@ class Operations(DraftOperations, pyfuse3.Operations):
         """A draft file unlinked (or renamed over) while open stays usable through its
         descriptors, as POSIX says: the kernel still asks for its attributes (fstat, and
         before reads after a write), answered from an open handle."""
-        for f in self._handles.values():
-            if isinstance(f, DraftFile) and f.node.ino == node.ino:
-                st = os.fstat(f.fd)
-                return TreeAttr(node.ino, stat.S_IFREG | 0o644, st.st_size, st.st_mtime, 0)
-            if isinstance(f, OpenFile) and f.node.ino == node.ino:
-                return TreeAttr(node.ino, stat.S_IFREG | 0o444, f.size, self.tree.started, 0)
+        held = self._held(node, (DraftFile, OpenFile))
+        if isinstance(held, DraftFile):
+            st = os.fstat(held.fd)
+            return TreeAttr(node.ino, stat.S_IFREG | 0o644, st.st_size, st.st_mtime, 0)
+        if isinstance(held, OpenFile):
+            return TreeAttr(node.ino, stat.S_IFREG | 0o444, held.size, self.tree.started, 0)
         return None
+
+    def _held(self, node: Node, kinds):
+        """An open handle of `node` of one of `kinds`, or None."""
+        return next((f for f in self._handles.values() if isinstance(f, kinds) and f.node.ino == node.ino), None)
 
     def _entry(self, node: Node, a=None) -> pyfuse3.EntryAttributes:
         a = a or self.tree.attr(node)

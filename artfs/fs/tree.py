@@ -345,12 +345,14 @@ class Tree:
             # which; a file written in the draft has no digest until it is committed.
             try:
                 e = node.draft.base_entry(node.dino)
-            except FsError:
+            except FsError:  # unlinked while open
                 e = None
+            if e is None:
+                return {}
             out = {}
-            if e is not None and e.digest != bytes(len(e.digest)):
+            if any(e.digest):  # zeros: a reference added without a checksum
                 out["user.artfs.digest"] = e.hexdigest.encode()
-            if e is not None and e.ref:
+            if e.ref:
                 out["user.artfs.ref"] = e.ref["uri"].encode()
             return out
         if node.kind == DRAFT:
