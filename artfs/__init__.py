@@ -1,7 +1,6 @@
 """artfs: versioned datasets and models in an object store, as a filesystem."""
 
-from .api import Artifact, finish_artifact, log_artifact, upsert_artifact, use_artifact
-from .errors import ArtfsError
-from .store import Store
+from artfs.api.native import Artifact, Store, finish_artifact, log_artifact, upsert_artifact, use_artifact
+from artfs.errors import ArtfsError
 
 __all__ = ["Artifact", "ArtfsError", "Store", "finish_artifact", "log_artifact", "upsert_artifact", "use_artifact"]

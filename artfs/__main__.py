@@ -1,3 +1,3 @@
-from .cli import main
+from artfs.cli.main import main
 
 main()

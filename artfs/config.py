@@ -27,7 +27,7 @@ def parse_size(text: str) -> int:
     try:
         value = float(num) * units[unit]
     except ValueError:
-        from .errors import InvalidInput
+        from artfs.errors import InvalidInput
 
         raise InvalidInput(f"invalid size {text!r}: use e.g. 500M, 20G") from None
     return int(value)

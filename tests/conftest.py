@@ -311,7 +311,7 @@ class _CountingReader:
 def counted(store_url, cache_dir):
     """(Store, CountingStore): a Store whose every object-store request is recorded."""
     from artfs import Store
-    from artfs.stores import open_store
+    from artfs.store.location import open_store
 
     counter = CountingStore(open_store(store_url))
     return Store(store_url, cache_dir, objects=counter), counter
@@ -355,7 +355,7 @@ def read_tree(root) -> dict:
 def new_draft_store(tmp_path, monkeypatch):
     """A DraftStore holding one empty draft p/a/drafts/d (no FUSE), as after a boot
     "boot-1"; returns (store, artifact name)."""
-    from artfs.drafts import DraftStore
+    from artfs.drafts.draft import DraftStore
     from artfs.names import ArtifactName
 
     monkeypatch.setenv("ARTFS_TEST_BOOT_ID", "boot-1")

@@ -18,9 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from ..errors import StoreUnavailable
-from ..names import LATEST, ArtifactName
-from ..registry import Registry, VersionRecord
+from artfs.errors import StoreUnavailable
+from artfs.names import LATEST, ArtifactName
+from artfs.store.registry import Registry, VersionRecord
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import logging
 import trio
 from cachetools import LRUCache
 
-from ..cache import ContentCache
-from ..errors import CorruptRecord, NotFound, StoreUnavailable
-from ..fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack, pieces_covering
-from ..stores import ObjectStore
+from artfs.content.cache import ContentCache
+from artfs.errors import CorruptRecord, NotFound, StoreUnavailable
+from artfs.content.fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack, pieces_covering
+from artfs.store.backends.base import ObjectStore
 
 log = logging.getLogger(__name__)
 

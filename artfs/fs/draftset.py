@@ -14,14 +14,14 @@ import os
 import threading
 import time
 
-from ..digest import digest_bytes
-from ..distributed import Distributed
-from ..drafts import Draft, DraftStore, FsError
-from ..manifest import Manifest
-from ..registry import VersionRecord
-from ..names import ArtifactName
-from ..store import Published, Store
-from .catalog import Catalog
+from artfs.digest import digest_bytes
+from artfs.versions.distributed import Distributed
+from artfs.drafts.draft import Draft, DraftStore, FsError
+from artfs.store.manifest import Manifest
+from artfs.store.registry import VersionRecord
+from artfs.names import ArtifactName
+from artfs.api.store import Published, Store
+from artfs.fs.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

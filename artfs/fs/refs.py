@@ -20,9 +20,9 @@ from collections import OrderedDict
 import pyfuse3
 import trio
 
-from .. import references
-from ..errors import ArtfsError
-from ..manifest import Entry
+from artfs.references import access as references
+from artfs.errors import ArtfsError
+from artfs.store.manifest import Entry
 
 log = logging.getLogger(__name__)
 

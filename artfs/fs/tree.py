@@ -19,13 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..errors import NotFound
-from ..manifest import Manifest
-from ..names import ArtifactName, parse_version, version_name
-from ..registry import VersionRecord
-from ..drafts import ROOT as DRAFT_ROOT, Draft, FsError
-from .catalog import Catalog
-from .draftset import DraftSet
+from artfs.errors import NotFound
+from artfs.store.manifest import Manifest
+from artfs.names import ArtifactName, parse_version, version_name
+from artfs.store.registry import VersionRecord
+from artfs.drafts.draft import ROOT as DRAFT_ROOT, Draft, FsError
+from artfs.fs.catalog import Catalog
+from artfs.fs.draftset import DraftSet
 
 ROOT_INO = 1
 DRAFTS = "drafts"

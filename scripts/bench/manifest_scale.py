@@ -38,7 +38,7 @@ def rss_bytes() -> int:
 
 def build(n: int, seed: int = 0):
     from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
-    from artfs.manifest import Entry, Manifest
+    from artfs.store.manifest import Entry, Manifest
 
     rng = random.Random(seed)
     entries = []
@@ -77,9 +77,9 @@ def load_child(path: str, mode: str) -> None:
     import msgpack
     import zstandard
 
-    import artfs.manifest  # noqa: F401 - imported before measuring, as in a running process
+    import artfs.store.manifest  # noqa: F401 - imported before measuring, as in a running process
     from artfs.digest import digest_bytes
-    from artfs.manifest import Manifest
+    from artfs.store.manifest import Manifest
 
     expected = os.path.basename(path)
     gc.collect()

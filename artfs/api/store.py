@@ -1,0 +1,189 @@
+"""`Store`: one registry plus the machinery to publish into it and read from it.
+
+The CLI, the Python API and the filesystem all go through this class, so a
+version made one way is the same as one made another.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from artfs import config
+from artfs.versions import lineage
+from artfs.references import access as references
+from artfs.content.carry import expand
+from artfs.digest import digest_bytes
+from artfs.versions.download import DownloadStats, Downloader
+from artfs.errors import InvalidInput, NotFound
+from artfs.store.manifest import Entry, Manifest
+from artfs.names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
+from artfs.drafts.draft import Draft, DraftInfo, DraftStore
+from artfs.versions.lifecycle import add_hold, check_carried, commit_guard, live_base, release_hold
+from artfs.versions.publish import FileSource, KnownContent, PackIndex, Publisher, Stats
+from artfs.store.registry import Registry, VersionRecord
+from artfs.store.backends.base import ObjectStore
+from artfs.store.location import open_store
+
+
+@dataclass
+class Published:
+    version: VersionRecord
+    created: bool  # False when the content equalled an existing version
+    stats: Stats
+
+
+class Store:
+    def __init__(self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None):
+        self.url = config.store_url(url)
+        self.cache_dir = config.cache_dir(cache)
+        self.objects = objects or open_store(self.url)
+        self.registry = Registry(self.objects)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- reading ----------------------------------------------------------------
+    def resolve(self, spec: str | ArtifactSpec) -> VersionRecord:
+        return self.registry.resolve(parse_spec(spec) if isinstance(spec, str) else spec)
+
+    def manifest(self, rec: VersionRecord) -> Manifest:
+        return self.registry.manifest(rec)
+
+    def download(self, rec: VersionRecord, root: str, path: str | None = None,
+                 progress: Callable[[int], None] | None = None) -> DownloadStats:
+        m = self.manifest(rec)
+        lineage.record_use(self.registry, rec, "get")
+        indices = m.under(normalize_path(path)) if path else range(len(m))
+        if path and not indices:
+            raise NotFound(f"{rec} has no file or folder {path!r}")
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"cannot create folder {root}: {e.strerror}") from None
+        downloader = Downloader(self.objects, fetch_reference=references.fetch_to_file, progress=progress)
+        return downloader.download(m, indices, os.path.abspath(root))
+
+    # -- publishing ---------------------------------------------------------------
+    def known_content(self, base: Manifest | None) -> KnownContent:
+        known = KnownContent()
+        if base is not None:
+            known.add_manifest(base)
+        known.loader = PackIndex(self.objects, self.cache_dir).load_into
+        return known
+
+    def store_content(self, files: Iterable[FileSource], carried: Iterable[Entry], base: Manifest | None,
+                      progress: Callable[[int], None] | None = None) -> tuple[Manifest, bytes, Stats]:
+        """Uploads what is new in `files` (call under commit_guard) and returns their manifest,
+        encoded; the caller stores it (Registry.commit or a distributed part)."""
+        publisher = Publisher(self.objects, self.known_content(base), progress=progress)
+        manifest = publisher.build(files, carried)
+        return manifest, manifest.encode(), publisher.stats
+
+    def publish(
+        self,
+        name: ArtifactName,
+        type_: str | None,
+        files: Iterable[FileSource],
+        carried: Iterable[Entry] = (),
+        *,
+        base: VersionRecord | None = None,
+        same_as: VersionRecord | list[VersionRecord] | None = None,
+        description: str | None = None,
+        metadata: dict | None = None,
+        aliases: Iterable[str] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> Published:
+        """Stores new content and commits a version, unless it equals `same_as`
+        (a version, or a list of candidates: the first whose content matches wins).
+
+        `base` is recorded as the version this one was derived from.
+        """
+        aliases = [check_alias(a) for a in aliases if a != LATEST]  # latest is derived; bad ones fail before upload
+        if type_:
+            self.registry.ensure_artifact(name, type_)  # refuse a type clash before uploading anything
+        with commit_guard(self.objects):  # gc must not delete content this commit reuses
+            live = live_base(self.registry, base)  # re-read under the guard: deleted meanwhile?
+            if base is not None and live is None:
+                carried = expand(carried)
+                check_carried(self.objects, base, carried)
+            manifest, encoded, stats = self.store_content(files, carried, self.manifest(live) if live else None, progress)
+            if not len(manifest):
+                raise InvalidInput(f"nothing to commit to {name}: no files")
+            hexdigest = digest_bytes(encoded).hex()
+            candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
+            match = next((c for c in candidates if c.manifest == hexdigest), None)
+            if match is not None:
+                for alias in aliases:
+                    self.registry.set_alias(name, alias, match.number)
+                return Published(match, False, stats)
+            rec = self.registry.commit(
+                name, type_, manifest, encoded,
+                base=base.number if base else None, description=description or "",
+                metadata=metadata, aliases=aliases,
+            )
+        lineage.record_logged(self.registry, rec)
+        return Published(rec, True, stats)
+
+    def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
+        from artfs.store.registry import check_metadata
+
+        metadata = check_metadata(metadata) if metadata is not None else None
+
+        def change(r: VersionRecord) -> VersionRecord:
+            if description is not None:
+                r.description = description
+            if metadata is not None:
+                r.metadata = {**r.metadata, **metadata} if merge else metadata
+            return r
+
+        return self.registry.update_version(rec, change)
+
+    def create_draft(self, drafts: "DraftStore", a: ArtifactName, name: str, base: VersionRecord | None,
+                     type_: str | None) -> "DraftInfo":
+        """A new draft on this host; the store holds its base content until it is committed or discarded."""
+        hold = None
+        if base is not None:
+            with commit_guard(self.objects):
+                hold = add_hold(self.objects, base.manifest, f"{a}/drafts/{name}")
+                self.registry.version(a, base.number)  # still there now that the hold protects it
+        try:
+            return drafts.create(a, name, base.number if base else None, base.manifest if base else None, type_, hold)
+        except BaseException:
+            release_hold(self.objects, hold)
+            raise
+
+    def discard_draft(self, drafts: "DraftStore", a: ArtifactName, name: str, background: bool = False) -> None:
+        info = drafts.info(a, name)
+        # The hold goes as soon as the draft is gone, not after its files are deleted: a
+        # crash in that (slow) deletion would leave the hold, and its content, forever.
+        drafts.discard(a, name, then=(lambda: release_hold(self.objects, info.hold)) if info else None,
+                       background=background)
+
+    def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
+                     description: str | None = None, metadata: dict | None = None,
+                     progress: Callable[[int], None] | None = None) -> Published:
+        """Commits a draft as the next version. Safe to run again after a crash: a version
+        made from this draft's base since the draft was created, with the same content,
+        is recognised as this commit's own and returned instead of a duplicate."""
+        info = draft.info
+        a = info.artifact_name
+        existing = self.registry.artifact_type(a)
+        type_ = type_ or info.type or existing
+        if not type_:
+            raise InvalidInput(f"{a} is a new artifact: give its type (artfs commit … --type dataset)")
+        base = same = None
+        if info.base is not None:
+            try:
+                base = same = self.registry.version(a, info.base)
+            except NotFound:
+                # Deleted since the draft was made: the draft's hold kept its content, so the draft
+                # still commits, as a new version (never "the same as" a deleted one).
+                base = self.registry._read_record(a, info.base)  # the tombstone keeps the manifest digest
+        earlier = [r for r in self.registry.versions(a) if r.base == info.base and r.created >= info.created]
+        files, carried = draft.snapshot()
+        result = self.publish(a, type_, files, carried, base=base, same_as=([same] if same else []) + earlier,
+                              description=description, metadata=metadata, aliases=aliases, progress=progress)
+        draft.note_committed(str(result.version))
+        return result

@@ -1,0 +1,152 @@
+"""Reading stored content back: entries become verified pieces fetched in ranged GETs.
+
+A piece is the unit of verification: a whole small file inside a pack, or one
+CHUNK_SIZE chunk of a large object, each with its own blake3 digest from the
+manifest; for a random read, one PIECE_SIZE piece of a large object, whose
+digest comes from the object's piece index (itself a piece, verified against
+the digest the manifest names it by). Adjacent pieces of one object are
+fetched in one ranged GET and split, and each piece is checked before anyone
+sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, PIECE_SIZE, digest_bytes
+from artfs.errors import CorruptRecord
+from artfs.store.manifest import Entry
+from artfs.store.keys import object_key, pack_key, pieces_key
+from artfs.store.backends.base import ObjectStore
+
+EMPTY_DIGEST = digest_bytes(b"")
+
+
+@dataclass(frozen=True)
+class Piece:
+    digest: bytes
+    size: int
+    key: str  # the store object holding it
+    offset: int  # where in that object
+    file_offset: int = 0  # where in the entry's file
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+def pieces(entry: Entry) -> list[Piece]:
+    """The verified pieces of a stored entry, in file order."""
+    if entry.pack is not None:
+        return [Piece(entry.digest, entry.size, pack_key(entry.pack), entry.offset)]
+    if entry.ref is not None:
+        raise ValueError("references are fetched from their source")
+    key = object_key(entry.digest)
+    if not entry.chunks:
+        return [Piece(entry.digest, entry.size, key, 0)]
+    out = []
+    for i in range(0, entry.size, CHUNK_SIZE):
+        k = i // CHUNK_SIZE
+        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i))
+    return out
+
+
+def piece_index(entry: Entry) -> Piece | None:
+    """Where the entry's piece index is stored, if it has one."""
+    if not entry.piece_index or entry.pack is not None or entry.ref is not None:
+        return None
+    count = -(-entry.size // PIECE_SIZE)
+    return Piece(entry.piece_index, count * DIGEST_SIZE, pieces_key(entry.digest), 0)
+
+
+def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> list[Piece]:
+    """The PIECE_SIZE pieces of the object `key` that hold bytes [start, end), with their
+    digests from its verified piece index. `size`: the object's size, or any chunk boundary
+    past `end` (pieces never straddle chunks)."""
+    out = []
+    for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
+        at = k * PIECE_SIZE
+        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at))
+    return out
+
+
+def verify(piece: Piece, data: bytes, where: str) -> bytes:
+    if len(data) != piece.size or digest_bytes(data) != piece.digest:
+        raise CorruptRecord(f"{where}: content does not match its digest {piece.digest.hex()[:16]}…")
+    return data
+
+
+def group(ps: Iterable[Piece], max_bytes: int = 32 << 20, max_gap: int = 64 << 10) -> Iterator[list[Piece]]:
+    """Runs of pieces of one object that one ranged GET can cover (small gaps are read through)."""
+    run: list[Piece] = []
+    for p in sorted(ps, key=lambda p: (p.key, p.offset)):
+        if run and (p.key != run[0].key or p.offset - run[-1].end > max_gap or p.end - run[0].offset > max_bytes):
+            yield run
+            run = []
+        if p.size == 0:
+            continue
+        if not run or p.offset >= run[-1].offset:
+            run.append(p)
+    if run:
+        yield run
+
+
+def fetch_run(store: ObjectStore, run: list[Piece], on_piece: Callable[[Piece, bytes], None] | None = None) -> list[bytes]:
+    """One ranged GET for a run of pieces; each piece verified as it arrives (and handed to
+    `on_piece` at once, before the rest of the run is read). Returns their bytes in order."""
+    key, start = run[0].key, run[0].offset
+    lengths: list[int] = []
+    wanted: list[Piece | None] = []  # None: a gap between pieces, read through and dropped
+    pos = start
+    for p in run:
+        if p.offset < pos:  # overlapping pieces (one content stored twice in a pack): split a blob
+            out = _fetch_blob(store, run)
+            for q, data in zip(run, out):
+                if on_piece is not None:
+                    on_piece(q, data)
+            return out
+        if p.offset > pos:
+            lengths.append(p.offset - pos)
+            wanted.append(None)
+        lengths.append(p.size)
+        wanted.append(p)
+        pos = p.end
+    out = []
+    for p, data in zip(wanted, store.get_parts(key, start, lengths)):
+        if p is None:
+            continue
+        out.append(verify(p, data, key))
+        if on_piece is not None:
+            on_piece(p, data)
+    if len(out) != len(run):
+        raise CorruptRecord(f"{key}: short read (object ends before byte {pos})")
+    return out
+
+
+def _fetch_blob(store: ObjectStore, run: list[Piece]) -> list[bytes]:
+    start, end = run[0].offset, max(p.end for p in run)
+    blob = store.get(run[0].key, start, end)
+    if len(blob) != end - start:
+        raise CorruptRecord(f"{run[0].key}: short read ({len(blob)} of {end - start} bytes)")
+    view = memoryview(blob)
+    return [verify(p, bytes(view[p.offset - start:p.end - start]), run[0].key) for p in run]
+
+
+def is_pack(key: str) -> bool:
+    return key.startswith("packs/")
+
+
+def contiguous(run: list[Piece], data: dict[bytes, bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """(start, [bytes…]) for each stretch of the run with no gap between its pieces."""
+    start, parts, end = None, [], None
+    for p in run:
+        if start is not None and p.offset != end:
+            yield start, parts
+            start, parts = None, []
+        if start is None:
+            start = p.offset
+        parts.append(data[p.digest])
+        end = p.end
+    if parts:
+        yield start, parts

@@ -1,0 +1,254 @@
+"""S3-compatible store through boto3 (AWS, SeaweedFS, MinIO, Ceph RGW, GCS interop).
+
+Configuration is boto3's own (credentials chain, AWS_ENDPOINT_URL, profiles).
+Retries use botocore's standard mode with a bounded attempt count and
+timeouts (ARTFS_S3_ATTEMPTS, ARTFS_S3_TIMEOUT), so a dead endpoint becomes
+StoreUnavailable within a bounded time instead of a hang.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from artfs.errors import InvalidInput, NotFound, PreconditionFailed, StoreUnavailable
+from artfs.store.backends.base import ObjectInfo, ObjectStore
+
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+_LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+
+
+_PART = 16 << 20  # put_file: part size (at least), and parts sent at once
+_PARTS_AT_ONCE = 8
+
+
+class _Abandoned(Exception):
+    pass
+
+
+class _InvalidRange(Exception):
+    """A ranged GET starting at or past the end of the object (HTTP 416)."""
+
+
+def make_client(endpoint_url: str | None = None, profile: str | None = None):
+    config = botocore.config.Config(
+        retries={"mode": "standard", "max_attempts": int(os.environ.get("ARTFS_S3_ATTEMPTS", "4"))},
+        connect_timeout=float(os.environ.get("ARTFS_S3_TIMEOUT", "5")),
+        read_timeout=float(os.environ.get("ARTFS_S3_TIMEOUT", "20")),
+        max_pool_connections=64,
+        s3={"addressing_style": os.environ.get("ARTFS_S3_ADDRESSING", "path")},
+    )
+    session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+    try:
+        return session.client("s3", endpoint_url=endpoint_url, config=config)
+    except botocore.exceptions.BotoCoreError as e:
+        raise InvalidInput(f"cannot configure S3: {e}") from None
+
+
+def error_code(e: botocore.exceptions.ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+class S3Store(ObjectStore):
+    def __init__(self, bucket: str, prefix: str = ""):
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        self.client = make_client()
+        self._transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
+
+    def _call(self, key: str, fn, **kwargs):
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except botocore.exceptions.ClientError as e:
+            code = error_code(e)
+            if code in _MISSING:
+                raise NotFound(f"{key}: not found in {self.url}") from None
+            if code == "InvalidRange":
+                raise _InvalidRange(key)
+            if code in _LOST_RACE:
+                raise PreconditionFailed(f"{key}: changed or exists already") from None
+            if code in ("NoSuchBucket",):
+                raise StoreUnavailable(f"bucket {self.bucket!r} does not exist") from None
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+                raise StoreUnavailable(f"access denied to {self.url} ({code})") from None
+            raise StoreUnavailable(f"{self.url}: {code or e}") from None
+        except botocore.exceptions.NoCredentialsError:
+            raise StoreUnavailable(f"no S3 credentials found for {self.url} (see boto3 configuration)") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
+
+    def get(self, key, start=0, end=None):
+        kwargs = {}
+        if start or end is not None:
+            if end is not None and end <= start:
+                return b""
+            kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
+        try:
+            r = self._call(key, self.client.get_object, Key=self.prefix + key, **kwargs)
+        except _InvalidRange:
+            return b""  # the range starts past the end: no bytes, as a local file read gives
+        return self._read_body(key, r)
+
+    def get_parts(self, key, start, lengths):
+        end = start + sum(lengths)
+        if end <= start:
+            return
+        try:
+            r = self._call(key, self.client.get_object, Key=self.prefix + key, Range=f"bytes={start}-{end - 1}")
+        except _InvalidRange:
+            return
+        body = r["Body"]
+        try:
+            for n in lengths:
+                part = self._read_part(key, body, n)
+                yield part
+                if len(part) < n:
+                    return
+        finally:
+            body.close()
+
+    def _read_part(self, key, body, n: int) -> bytes:
+        try:
+            part = body.read(n)
+            while 0 < len(part) < n:  # a read may stop short of `amt` only at the end of the body
+                more = body.read(n - len(part))
+                if not more:
+                    break
+                part += more
+            return part
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"reading {key} from {self.url}: {e}") from None
+
+    def _read_body(self, key, response) -> bytes:
+        try:
+            return response["Body"].read()
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"reading {key} from {self.url}: {e}") from None
+
+    def get_with_etag(self, key):
+        r = self._call(key, self.client.get_object, Key=self.prefix + key)
+        return self._read_body(key, r), r["ETag"]
+
+    def put(self, key, data, *, if_none_match=False, if_match=None):
+        kwargs = {}
+        if if_none_match:
+            kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        try:
+            r = self._call(key, self.client.put_object, Key=self.prefix + key, Body=data, **kwargs)
+        except NotFound:
+            if if_match is None:
+                raise
+            # AWS answers If-Match on a missing key with 404; SeaweedFS with 412. Both lose.
+            raise PreconditionFailed(f"{key}: changed since it was read") from None
+        return r["ETag"]
+
+    def put_stream(self, key, stream):
+        try:
+            self.client.upload_fileobj(stream, self.bucket, self.prefix + key, Config=self._transfer)
+        except boto3.exceptions.S3UploadFailedError as e:
+            raise StoreUnavailable(f"upload of {key} to {self.url} failed: {e}") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as e:
+            raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
+
+    def _uploader(self):
+        """The client for put_file: the same, but computing a checksum of the body only where
+        the operation requires one (not for every part: a CRC32 pass over each byte)."""
+        c = getattr(self, "_upload_client", None)
+        if c is None:
+            c = self._upload_client = boto3.session.Session().client(
+                "s3", endpoint_url=self.client.meta.endpoint_url, region_name=self.client.meta.region_name,
+                config=self.client.meta.config.merge(
+                    botocore.config.Config(request_checksum_calculation="when_required")))
+        return c
+
+    def put_file(self, key, path, unchanged):
+        """A local file in parallel parts read straight from it (no stream to copy through),
+        completed only if `unchanged()` still holds once every part is sent."""
+        client = self._uploader()
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= _PART:
+                data = f.read()
+                if not unchanged():
+                    return False
+                self._call(key, client.put_object, Key=self.prefix + key, Body=data)
+                return True
+            part = max(_PART, -(-size // 9000))  # S3 allows 10,000 parts
+            upload = self._call(key, client.create_multipart_upload, Key=self.prefix + key)["UploadId"]
+            try:
+                def send(i):
+                    data = os.pread(f.fileno(), part, i * part)
+                    r = self._call(key, client.upload_part, Key=self.prefix + key, UploadId=upload,
+                                   PartNumber=i + 1, Body=data)
+                    return {"PartNumber": i + 1, "ETag": r["ETag"]}
+
+                with ThreadPoolExecutor(max_workers=_PARTS_AT_ONCE) as pool:
+                    parts = list(pool.map(send, range(-(-size // part))))
+                if not unchanged():
+                    raise _Abandoned()
+                self._call(key, client.complete_multipart_upload, Key=self.prefix + key, UploadId=upload,
+                           MultipartUpload={"Parts": parts})
+                return True
+            except BaseException as e:
+                try:
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload)
+                except Exception:  # best effort: the store expires abandoned uploads too
+                    pass
+                if isinstance(e, _Abandoned):
+                    return False
+                raise
+
+    def head(self, key):
+        try:
+            r = self._call(key, self.client.head_object, Key=self.prefix + key)
+        except NotFound:
+            return None
+        return ObjectInfo(key, r["ContentLength"], r["ETag"], r["LastModified"].timestamp())
+
+    def list(self, prefix) -> Iterator[ObjectInfo]:
+        # Sorted here: not every S3 server lists in key order (SeaweedFS walks folders,
+        # so "a/1" comes before "a-b/1").
+        found, token = [], None
+        while True:
+            kwargs = {"Prefix": self.prefix + prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = self._call(prefix, self.client.list_objects_v2, **kwargs)
+            for o in r.get("Contents", []):
+                found.append(ObjectInfo(o["Key"][len(self.prefix):], o["Size"], o["ETag"],
+                                        o["LastModified"].timestamp()))
+            if not r.get("IsTruncated"):
+                break
+            token = r["NextContinuationToken"]
+        found.sort(key=lambda o: o.key)
+        return iter(found)
+
+    def list_prefixes(self, prefix):
+        names, token = [], None
+        while True:
+            kwargs = {"Prefix": self.prefix + prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            r = self._call(prefix, self.client.list_objects_v2, **kwargs)
+            full = len(self.prefix + prefix)
+            names += [p["Prefix"][full:].rstrip("/") for p in r.get("CommonPrefixes", [])]
+            if not r.get("IsTruncated"):
+                return sorted(names)
+            token = r["NextContinuationToken"]
+
+    def delete(self, key, *, if_match=None):
+        kwargs = {"IfMatch": if_match} if if_match is not None else {}
+        try:
+            self._call(key, self.client.delete_object, Key=self.prefix + key, **kwargs)
+        except NotFound:
+            if if_match is not None:
+                raise PreconditionFailed(f"{key}: changed since it was read") from None

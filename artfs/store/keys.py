@@ -1,0 +1,18 @@
+"""Where each kind of stored content lives in the object store (see docs/store-format.md)."""
+
+
+def object_key(digest: bytes) -> str:
+    return f"objects/{digest.hex()}"
+
+
+def pieces_key(digest: bytes) -> str:
+    """The piece index of the object `digest` (see digest.PIECE_SIZE)."""
+    return f"pieces/{digest.hex()}"
+
+
+def pack_key(pack_id: bytes) -> str:
+    return f"packs/{pack_id.hex()}"
+
+
+def index_key(pack_id: bytes) -> str:
+    return f"index/{pack_id.hex()}"

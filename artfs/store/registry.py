@@ -1,0 +1,364 @@
+"""The registry: artifacts, versions and aliases kept as records in an object store.
+
+Layout (docs/store-format.md has the whole story):
+  artifacts/<project>/<name>/artifact.json        type; created once, if absent
+  artifacts/<project>/<name>/versions/v<N>.json   version record; created if absent
+  artifacts/<project>/<name>/aliases.json         alias -> N; compare-and-swap
+  manifests/<blake3>                              immutable manifest
+Everything a record points to is written before the record, so a reader
+never sees a version whose bytes are missing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+from cachetools import LRUCache
+
+from artfs.digest import digest_bytes
+from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound, PreconditionFailed
+from artfs.store.manifest import Manifest
+from artfs.names import (
+    LATEST,
+    ArtifactName,
+    ArtifactSpec,
+    check_alias,
+    check_name,
+    is_valid_name,
+    parse_version,
+    version_name,
+)
+from artfs.store.backends.base import ObjectStore
+
+RECORD_FORMAT = 1
+
+
+def manifest_key(hexdigest: str) -> str:
+    return f"manifests/{hexdigest}"
+
+
+@dataclass
+class VersionRecord:
+    artifact: ArtifactName
+    number: int
+    manifest: str  # hex blake3 of the encoded manifest: the version's digest
+    type: str
+    created: float
+    size: int = 0
+    files: int = 0
+    description: str = ""
+    metadata: dict = field(default_factory=dict)
+    creator: dict = field(default_factory=dict)
+    base: int | None = None
+    deleted: bool = False
+    etag: str = ""
+
+    @property
+    def name(self) -> str:
+        return version_name(self.number)
+
+    def __str__(self) -> str:
+        return f"{self.artifact}:{self.name}"
+
+    def to_json(self) -> bytes:
+        doc = asdict(self)
+        for k in ("artifact", "number", "etag"):
+            doc.pop(k)
+        doc["format"] = RECORD_FORMAT
+        return json.dumps(doc, sort_keys=True, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, artifact: ArtifactName, number: int, data: bytes, etag: str, key: str) -> "VersionRecord":
+        try:
+            doc = json.loads(data)
+            if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
+                raise ValueError("unknown format")
+            rec = cls(artifact=artifact, number=number, etag=etag, **doc)
+            if not rec.deleted and (len(rec.manifest) != 64 or not isinstance(rec.metadata, dict)):
+                raise ValueError("bad fields")
+            int(rec.manifest or "0", 16)
+        except (ValueError, TypeError) as e:
+            raise CorruptRecord(f"corrupt version record {key}: {e}") from None
+        return rec
+
+
+def creator_info() -> dict:
+    run = os.environ.get("ARTFS_RUN_ID") or os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID")
+    host = socket.gethostname()
+    return {
+        "user": _user(),
+        "host": host,
+        "run": run or f"{host}-{os.getpid()}",
+        "command": " ".join(sys.argv)[:1000],
+    }
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return str(os.getuid())
+
+
+def check_metadata(metadata) -> dict:
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"invalid metadata JSON: {e.msg} at position {e.pos}") from None
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be a JSON object, e.g. '{\"classes\": 3}'")
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"metadata is not JSON-serializable: {e}") from None
+    return metadata
+
+
+class Registry:
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self._manifests: LRUCache = LRUCache(maxsize=8)
+        self._records: dict[str, tuple[str, VersionRecord]] = {}  # key -> (etag, record)
+        self._lock = threading.Lock()
+
+    # -- keys -----------------------------------------------------------------
+    @staticmethod
+    def _prefix(a: ArtifactName) -> str:
+        return f"artifacts/{a.project}/{a.name}/"
+
+    def _version_key(self, a: ArtifactName, n: int) -> str:
+        return f"{self._prefix(a)}versions/{version_name(n)}.json"
+
+    # -- projects and artifacts -------------------------------------------------
+    def projects(self) -> list[str]:
+        return [p for p in self.store.list_prefixes("artifacts/") if is_valid_name(p)]
+
+    def artifacts(self, project: str) -> list[str]:
+        check_name(project, "project")
+        return [a for a in self.store.list_prefixes(f"artifacts/{project}/") if is_valid_name(a)]
+
+    def artifact_type(self, a: ArtifactName) -> str | None:
+        key = self._prefix(a) + "artifact.json"
+        try:
+            doc = json.loads(self.store.get(key))
+            return str(doc["type"])
+        except NotFound:
+            return None
+        except (ValueError, KeyError, TypeError) as e:
+            raise CorruptRecord(f"corrupt artifact record {key}: {e}") from None
+
+    def ensure_artifact(self, a: ArtifactName, type_: str | None) -> str:
+        """Creates the artifact with `type_`, or checks an existing one has it."""
+        existing = self.artifact_type(a)
+        if existing is None:
+            if not type_:
+                raise InvalidInput(f"{a} does not exist yet: give its type (--type dataset, model, …)")
+            check_name(type_, "type")
+            doc = json.dumps({"format": RECORD_FORMAT, "type": type_, "created": time.time()}).encode()
+            try:
+                self.store.put(self._prefix(a) + "artifact.json", doc, if_none_match=True)
+                return type_
+            except PreconditionFailed:
+                existing = self.artifact_type(a)
+        if type_ and existing != type_:
+            raise Conflict(f"{a} already exists with type {existing!r}, not {type_!r}")
+        return existing
+
+    # -- versions ---------------------------------------------------------------
+    def _all_records(self, a: ArtifactName) -> list[VersionRecord]:
+        """Every version record including deleted ones, oldest first."""
+        out = []
+        for info in self.store.list(self._prefix(a) + "versions/"):
+            n = parse_version(info.key.rsplit("/", 1)[-1].removesuffix(".json"))
+            if n is None or not info.key.endswith(".json"):
+                continue
+            with self._lock:
+                cached = self._records.get(info.key)
+            if cached and cached[0] == info.etag:
+                out.append(cached[1])
+                continue
+            try:
+                out.append(self._read_record(a, n))
+            except NotFound:
+                continue
+        out.sort(key=lambda r: r.number)
+        return out
+
+    def _read_record(self, a: ArtifactName, n: int) -> VersionRecord:
+        key = self._version_key(a, n)
+        data, etag = self.store.get_with_etag(key)
+        rec = VersionRecord.from_json(a, n, data, etag, key)
+        with self._lock:
+            self._records[key] = (etag, rec)
+        return rec
+
+    def versions(self, a: ArtifactName) -> list[VersionRecord]:
+        return [r for r in self._all_records(a) if not r.deleted]
+
+    def version(self, a: ArtifactName, n: int) -> VersionRecord:
+        try:
+            rec = self._read_record(a, n)
+        except NotFound:
+            raise NotFound(f"{a}:{version_name(n)} does not exist") from None
+        if rec.deleted:
+            raise NotFound(f"{a}:{version_name(n)} was deleted")
+        return rec
+
+    def latest(self, a: ArtifactName) -> VersionRecord | None:
+        vs = self.versions(a)
+        return vs[-1] if vs else None
+
+    def resolve(self, spec: ArtifactSpec) -> VersionRecord:
+        a, sel = spec.artifact, spec.selector or LATEST
+        n = parse_version(sel)
+        if n is not None:
+            return self.version(a, n)
+        if sel == LATEST:
+            rec = self.latest(a)
+            if rec is None:
+                raise NotFound(f"{a} has no versions" if self.artifact_type(a) else f"artifact {a} does not exist")
+            return rec
+        aliases = self.aliases(a)
+        if sel not in aliases:
+            raise NotFound(f"{a} has no alias {sel!r}")
+        return self.version(a, aliases[sel])
+
+    def commit(
+        self,
+        a: ArtifactName,
+        type_: str | None,
+        manifest: Manifest,
+        encoded: bytes,
+        *,
+        base: int | None = None,
+        description: str = "",
+        metadata: dict | None = None,
+        aliases: list[str] = (),
+    ) -> VersionRecord:
+        """Makes the next version of `a` from an already-uploaded manifest's content."""
+        aliases = [check_alias(x) for x in aliases if x != LATEST]
+        type_ = self.ensure_artifact(a, type_)
+        hexdigest = digest_bytes(encoded).hex()
+        key = manifest_key(hexdigest)
+        if not self.store.exists(key):
+            self.store.put(key, encoded)
+        self._manifests[hexdigest] = manifest
+        records = self._all_records(a)
+        n = records[-1].number + 1 if records else 0
+        rec = VersionRecord(
+            artifact=a, number=n, manifest=hexdigest, type=type_, created=time.time(),
+            size=manifest.total_size, files=len(manifest), description=description or "",
+            metadata=check_metadata(metadata or {}), creator=creator_info(), base=base,
+        )
+        while True:
+            rec.number = n
+            try:
+                rec.etag = self.store.put(self._version_key(a, n), rec.to_json(), if_none_match=True)
+                break
+            except PreconditionFailed:
+                n += 1  # another committer took vN: the next number is ours to try
+        for alias in aliases:
+            self.set_alias(a, alias, n)
+        return rec
+
+    def update_version(self, rec: VersionRecord, change: Callable[[VersionRecord], VersionRecord]) -> VersionRecord:
+        """Compare-and-swap on the version record; `change` is re-applied after a lost race."""
+        key = self._version_key(rec.artifact, rec.number)
+        while True:
+            current = self._read_record(rec.artifact, rec.number)
+            if current.deleted:
+                raise NotFound(f"{current} was deleted")
+            new = change(replace(current))
+            try:
+                new.etag = self.store.put(key, new.to_json(), if_match=current.etag)
+                return new
+            except PreconditionFailed:
+                continue
+
+    # -- manifests ----------------------------------------------------------------
+    def manifest(self, rec: VersionRecord) -> Manifest:
+        return self.manifest_by_digest(rec.manifest)
+
+    def manifest_by_digest(self, hexdigest: str) -> Manifest:
+        m = self._manifests.get(hexdigest)
+        if m is None:
+            key = manifest_key(hexdigest)
+            data = self.store.get(key)
+            if digest_bytes(data).hex() != hexdigest:
+                raise CorruptRecord(f"corrupt manifest {key}: digest does not match")
+            m = Manifest.decode(data, key)
+            self._manifests[hexdigest] = m
+        return m
+
+    # -- aliases ------------------------------------------------------------------
+    def aliases(self, a: ArtifactName) -> dict[str, int]:
+        """User aliases; `latest` is derived from the versions and not stored."""
+        return self._read_aliases(a)[0]
+
+    def aliases_by_version(self, a: ArtifactName, versions: list[VersionRecord] | None = None) -> dict[int, list[str]]:
+        versions = self.versions(a) if versions is None else versions
+        out: dict[int, list[str]] = {r.number: [] for r in versions}
+        for alias, n in sorted(self.aliases(a).items()):
+            if n in out:
+                out[n].append(alias)
+        if versions:
+            out[versions[-1].number].insert(0, LATEST)
+        return out
+
+    def _read_aliases(self, a: ArtifactName) -> tuple[dict[str, int], str | None]:
+        key = self._prefix(a) + "aliases.json"
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except NotFound:
+            return {}, None
+        try:
+            doc = json.loads(data)
+            aliases = {str(k): int(v) for k, v in doc["aliases"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CorruptRecord(f"corrupt alias record {key}: {e}") from None
+        return aliases, etag
+
+    def _change_aliases(self, a: ArtifactName, change: Callable[[dict[str, int]], None]) -> None:
+        key = self._prefix(a) + "aliases.json"
+        while True:
+            aliases, etag = self._read_aliases(a)
+            change(aliases)
+            doc = json.dumps({"format": RECORD_FORMAT, "aliases": aliases}, sort_keys=True).encode()
+            try:
+                if etag is None:
+                    self.store.put(key, doc, if_none_match=True)
+                else:
+                    self.store.put(key, doc, if_match=etag)
+                return
+            except PreconditionFailed:
+                continue
+
+    def set_alias(self, a: ArtifactName, alias: str, n: int) -> None:
+        if alias == LATEST:
+            raise InvalidInput("'latest' always names the newest version; it cannot be moved by hand")
+        check_alias(alias)
+        self.version(a, n)  # must exist
+        self._change_aliases(a, lambda d: d.__setitem__(alias, n))
+
+    def remove_alias(self, a: ArtifactName, alias: str, n: int | None = None) -> None:
+        if alias == LATEST:
+            raise InvalidInput("'latest' always names the newest version; it cannot be removed")
+        check_alias(alias)
+
+        def drop(d: dict[str, int]) -> None:
+            if alias not in d or (n is not None and d[alias] != n):
+                where = f" on {a}:{version_name(n)}" if n is not None else f" in {a}"
+                raise NotFound(f"no alias {alias!r}{where}")
+            del d[alias]
+
+        self._change_aliases(a, drop)
+

@@ -1,0 +1,335 @@
+"""Turns files into stored content and a manifest: hash, dedupe, pack, upload.
+
+Small files (up to SMALL_LIMIT) are packed, in path order, into pack objects
+of about PACK_TARGET bytes, so reading a folder of small files cold costs a
+few ranged GETs rather than one per file; each file keeps its own digest and
+(pack, offset) in the manifest, and every pack has an index object listing
+what it holds so later commits (of any artifact) reuse those bytes. Larger
+files are stored alone under their digest, with per-chunk digests.
+
+Nothing is read twice for hashing and uploading without being checked: small
+files are hashed from the very bytes packed, and large files are re-hashed
+while they stream to the store, aborting the upload if they changed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import blake3
+import msgpack
+
+from artfs.content.carry import CarriedRange, assemble
+from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, Hashes, digest_bytes, hash_file, needs_chunks
+from artfs.errors import CorruptRecord, InvalidInput, NotFound
+from artfs.store.manifest import OBJECT, Entry, Manifest
+from artfs.names import join_path, normalize_path
+from artfs.store.backends.base import ObjectStore
+from artfs.store.keys import index_key, object_key, pack_key, pieces_key
+
+SMALL_LIMIT = CHUNK_SIZE
+PACK_TARGET = 16 << 20
+
+
+@dataclass
+class FileSource:
+    """A local file to become the entry `path`."""
+
+    path: str
+    local: str
+    mode: int | None = None  # None: take the executable bit from the local file
+    # Digests computed as the file was written (drafts, see draft_files.py), and
+    # `unchanged()`, False once the file has been written to since.
+    hashed: Hashes | None = None
+    unchanged: Callable[[], bool] | None = None
+
+
+@dataclass
+class Stats:
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    objects_uploaded: int = 0
+    bytes_uploaded: int = 0
+    entries_reused: int = 0
+
+
+@dataclass
+class KnownContent:
+    """What the store already holds, so it is not uploaded again."""
+
+    small: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # digest -> (pack, offset)
+    large: set[bytes] = field(default_factory=set)
+    # Adds more small content (every pack index of the store) on the first miss, so a commit
+    # whose small files are all known already, or that has none, reads no index.
+    loader: Callable[["KnownContent"], None] | None = None
+
+    def find_small(self, digest: bytes) -> tuple[bytes, int] | None:
+        hit = self.small.get(digest)
+        if hit is None and self.loader is not None:
+            loader, self.loader = self.loader, None
+            loader(self)
+            hit = self.small.get(digest)
+        return hit
+
+    def add_manifest(self, m: Manifest) -> None:
+        # From the columns: an Entry object per entry costs more than all of this.
+        digests, pack_ids, offsets = m.digests, m.pack_ids, m.offsets
+        small, large = self.small, self.large
+        for i, p in enumerate(m.packs):
+            if p >= 0:
+                small.setdefault(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], (pack_ids[p], offsets[i]))
+            elif p == OBJECT:
+                large.add(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
+
+
+class PackIndex:
+    """The union of every pack's index object, cached on local disk (indexes never change)."""
+
+    def __init__(self, store: ObjectStore, cache_dir: str | None):
+        self.store = store
+        self.cache_dir = os.path.join(cache_dir, "index") if cache_dir else None
+
+    def load_into(self, known: KnownContent) -> None:
+        found = []
+        for info in self.store.list("index/"):
+            name = info.key.rsplit("/", 1)[-1]
+            try:
+                found.append((info.key, name, bytes.fromhex(name)))
+            except ValueError:
+                continue
+        # Those not cached yet are fetched in parallel (a fresh cache: one GET per pack).
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="artfs-index") as pool:
+            datas = list(pool.map(lambda f: self._read(f[0], f[1]), found))
+        for (_, _, pack_id), data in zip(found, datas):
+            try:
+                for digest, offset, _size in msgpack.unpackb(data):
+                    known.small.setdefault(bytes(digest), (pack_id, int(offset)))
+            except (ValueError, TypeError, msgpack.UnpackException):
+                continue  # a damaged index only costs dedupe, never correctness
+
+    def _read(self, key: str, name: str) -> bytes:
+        local = os.path.join(self.cache_dir, name) if self.cache_dir else None
+        if local and os.path.exists(local):
+            with open(local, "rb") as f:
+                return f.read()
+        try:
+            data = self.store.get(key)
+        except NotFound:
+            return msgpack.packb([])
+        if local:
+            os.makedirs(self.cache_dir, exist_ok=True)
+            tmp = f"{local}.{os.getpid()}-{threading.get_ident()}.tmp"  # concurrent commits in one daemon
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, local)
+        return data
+
+
+class _VerifyingReader:
+    """Streams a file to the store and raises at EOF if it no longer has `digest`."""
+
+    def __init__(self, f, digest: bytes, path: str):
+        self.f, self.digest, self.path = f, digest, path
+        self.hasher = blake3.blake3()
+
+    def read(self, n: int = -1) -> bytes:
+        buf = self.f.read(n)
+        if buf:
+            self.hasher.update(buf)
+        elif self.hasher.digest() != self.digest:
+            raise CorruptRecord(f"{self.path} changed while it was being uploaded")
+        return buf
+
+
+class Publisher:
+    def __init__(self, store: ObjectStore, known: KnownContent, workers: int = 8,
+                 progress: Callable[[int], None] | None = None):
+        self.store = store
+        self.known = known
+        self.stats = Stats()
+        self.progress = progress or (lambda n: None)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="artfs-upload")
+        self._futures: list[Future] = []
+        self._lock = threading.Lock()
+        self._pack = bytearray()
+        self._pack_members: list[tuple[Entry, int]] = []  # entry, offset in the pack being built
+        self._pack_index: list[tuple[bytes, int, int]] = []
+        self._pending_duplicates: list[tuple[Entry, bytes]] = []
+
+    def build(self, files: Iterable[FileSource], carried: Iterable = ()) -> Manifest:
+        """Stores new content of `files` and returns the manifest of files + carried entries
+        (Entry objects, and CarriedRanges: see carry.py)."""
+        entries, ranges = [], []
+        for c in carried:
+            (ranges if isinstance(c, CarriedRange) else entries).append(c)
+        try:
+            for src in sorted(files, key=lambda s: s.path):
+                entries.append(self._add(src))
+            self._flush_pack()
+            for fut in self._futures:
+                fut.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        return assemble(entries, ranges) if ranges else Manifest.from_entries(entries)
+
+    def _add(self, src: FileSource) -> Entry:
+        try:
+            st = os.stat(src.local)
+        except OSError as e:
+            raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise InvalidInput(f"{src.local} is not a regular file")
+        mode = 0o755 if (st.st_mode if src.mode is None else src.mode) & 0o111 else 0o644
+        if st.st_size <= SMALL_LIMIT:
+            try:
+                with open(src.local, "rb") as f:
+                    data = f.read(SMALL_LIMIT + 1)
+            except OSError as e:
+                raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
+            if len(data) <= SMALL_LIMIT:
+                return self._add_small(src.path, data, mode)
+        entry = Entry(src.path, st.st_size, b"", mode)
+        self._futures.append(self._pool.submit(self._add_large, entry, src.local, src))
+        return entry
+
+    def _add_small(self, path: str, data: bytes, mode: int) -> Entry:
+        digest = digest_bytes(data)
+        self._count_hashed(len(data))
+        entry = Entry(path, len(data), digest, mode)
+        where = self.known.find_small(digest)
+        if where is not None and where[0] is not None:
+            self.stats.entries_reused += 1
+            entry.pack, entry.offset = where
+        elif where is not None:
+            # Same bytes as a file already in the pack being built: resolved when it is sealed.
+            self._pending_duplicates.append((entry, digest))
+        else:
+            self.known.small[digest] = (None, len(self._pack))
+            self._pack_members.append((entry, len(self._pack)))
+            self._pack_index.append((digest, len(self._pack), len(data)))
+            self._pack += data
+            if len(self._pack) >= PACK_TARGET:
+                self._flush_pack()
+        return entry
+
+    def _flush_pack(self) -> None:
+        if not self._pack_members:
+            return
+        data = bytes(self._pack)
+        pack_id = digest_bytes(data)
+        for entry, offset in self._pack_members:
+            entry.pack, entry.offset = pack_id, offset
+        for digest, offset, _ in self._pack_index:
+            self.known.small[digest] = (pack_id, offset)
+        index = msgpack.packb(self._pack_index)
+        self._pack, self._pack_members, self._pack_index = bytearray(), [], []
+        self._resolve_duplicates()
+        self._futures.append(self._pool.submit(self._upload_pack, pack_id, data, index))
+
+    def _resolve_duplicates(self) -> None:
+        for entry, digest in self._pending_duplicates:
+            entry.pack, entry.offset = self.known.small[digest]
+        self._pending_duplicates = []
+
+    def _upload_pack(self, pack_id: bytes, data: bytes, index: bytes) -> None:
+        self.store.put(pack_key(pack_id), data)
+        self.store.put(index_key(pack_id), index)  # after the pack: an index never names a missing pack
+        self._count_uploaded(len(data))
+
+    def _add_large(self, entry: Entry, local: str, src: FileSource | None = None) -> None:
+        if src is not None and src.hashed is not None and src.unchanged() and src.hashed[1] > SMALL_LIMIT:
+            self._add_hashed(entry, src)
+            return
+        digest, size, chunks, piece_digests = hash_file(local, chunked=needs_chunks(entry.size))
+        self._count_hashed(size)
+        if size <= SMALL_LIMIT:
+            raise InvalidInput(f"{local} shrank while being read; try again")
+        entry.digest, entry.size, entry.chunks = digest, size, chunks
+        stored = self._stored_already(digest)
+        self._add_piece_index(entry, piece_digests, new=not stored)
+        if stored:
+            return
+        with open(local, "rb") as f:
+            self.store.put_stream(object_key(digest), _VerifyingReader(f, digest, local))
+        self._count_uploaded(size)
+
+    def _add_hashed(self, entry: Entry, src: FileSource) -> None:
+        """A file hashed as it was written: not read again to hash it, uploaded seekably
+        (in parallel parts); the upload is abandoned, nothing stored, if it was written to
+        meanwhile, since its bytes would no longer match the digest they are stored under."""
+        digest, size, chunks, piece_digests = src.hashed
+        chunked = needs_chunks(size)
+        entry.digest, entry.size, entry.chunks = digest, size, chunks if chunked else b""
+        self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
+        stored = self._stored_already(digest)
+        self._add_piece_index(entry, piece_digests if chunked else b"", new=not stored)
+        if stored:
+            return
+        if not self.store.put_file(object_key(digest), src.local, src.unchanged):
+            raise CorruptRecord(f"{src.path} changed while it was being uploaded")
+        self._count_uploaded(size)
+
+    def _add_piece_index(self, entry: Entry, piece_digests: bytes, new: bool) -> None:
+        """Names the object's piece index in its entry, storing the index unless it is there
+        (an object stored before piece indexes existed gets one now)."""
+        if not piece_digests:
+            return
+        key = pieces_key(entry.digest)
+        if new or not self.store.exists(key):
+            self.store.put(key, piece_digests)
+        entry.piece_index = digest_bytes(piece_digests)
+
+    def _stored_already(self, digest: bytes) -> bool:
+        """A large object with this digest is in the store (or being stored by this publish)."""
+        with self._lock:
+            known = digest in self.known.large
+            self.known.large.add(digest)
+        if known or self.store.exists(object_key(digest)):
+            with self._lock:
+                self.stats.entries_reused += 1
+            return True
+        return False
+
+    def _count_hashed(self, n: int) -> None:
+        with self._lock:
+            self.stats.files_hashed += 1
+            self.stats.bytes_hashed += n
+        self.progress(n)
+
+    def _count_uploaded(self, n: int) -> None:
+        with self._lock:
+            self.stats.objects_uploaded += 1
+            self.stats.bytes_uploaded += n
+
+
+def walk_sources(local: str, prefix: str | None) -> list[FileSource]:
+    """Every regular file below `local` (or `local` itself) as FileSources under `prefix`."""
+    local = os.path.abspath(local)
+    if os.path.isfile(local):
+        return [FileSource(normalize_path(prefix or os.path.basename(local)), local)]
+    if not os.path.isdir(local):
+        raise InvalidInput(f"{local}: no such file or directory")
+    out = []
+    # Symbolic links are followed, to folders as to files (a linked folder's files are
+    # part of the tree, not silently left out); a link back to an ancestor is a loop.
+    for dirpath, dirnames, filenames in os.walk(local, followlinks=True):
+        dirnames.sort()
+        real = os.path.realpath(dirpath)
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if real == target or real.startswith(target.rstrip(os.sep) + os.sep):
+                    raise InvalidInput(f"{full}: symbolic link loop (points to {target})")
+        for fn in filenames:
+            full = os.path.join(dirpath, fn)
+            if os.path.islink(full) and not os.path.exists(full):
+                raise InvalidInput(f"{full}: broken symbolic link")
+            rel = os.path.relpath(full, local).replace(os.sep, "/")
+            out.append(FileSource(join_path(prefix, rel), full))
+    return out
