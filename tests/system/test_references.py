@@ -25,7 +25,7 @@ from http_server import nginx_server  # noqa: F401  (fixture)
 from mounts import mounter, errno_of  # noqa: F401  (fixture)
 
 import artfs
-from artfs.references.access import access as references
+from artfs.references import access as references
 from artfs.errors import Conflict, InvalidInput, NotFound, ReferenceChanged, StoreUnavailable
 
 MiB = 1 << 20
