@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from artfs.errors import InvalidInput
+from artfs.errors import InvalidInput, NameTooLong
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _VERSION = re.compile(r"v(0|[1-9][0-9]{0,8})\Z")
@@ -107,3 +107,17 @@ def normalize_path(path: str) -> str:
 
 def join_path(prefix: str | None, rel: str) -> str:
     return normalize_path(f"{prefix}/{rel}" if prefix else rel)
+
+
+NAME_MAX = 255  # bytes in one path component, as on ext4
+
+
+def kernel_name(raw: bytes) -> str:
+    """A name the kernel gives us: at most 255 bytes (else NameTooLong) and UTF-8, as manifests
+    hold it (else InvalidInput)."""
+    if len(raw) > NAME_MAX:
+        raise NameTooLong(f"name of {len(raw)} bytes (at most {NAME_MAX})")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"name {raw!r} is not UTF-8") from None

@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
 
 import click
 
@@ -69,8 +68,8 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
 
     A URI (s3://, gs://, http(s)://, file://) is added as a reference: its bytes stay
     at the source, pinned (ETag, version, size, blake3), and are never uploaded."""
-    from artfs.versions.publish import walk_sources
     from artfs.references.access import default_name, is_uri, resolve
+    from artfs.versions.publish import walk_sources
 
     artifact = parse_artifact_name(name)
     meta = _metadata(metadata)
@@ -278,18 +277,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
 
 
-from artfs.cli.mount import register as _register_mount_commands  # noqa: E402  (verbs defined beside their layer)
+from artfs.cli.mount import register as _register_mount_commands
 
 _register_mount_commands(cli)
 
-from artfs.cli.drafts import register as _register_draft_commands  # noqa: E402
+from artfs.cli.drafts import register as _register_draft_commands
 
 _register_draft_commands(cli)
 
-from artfs.cli.refs import register as _register_ref_commands  # noqa: E402
+from artfs.cli.refs import register as _register_ref_commands
 
 _register_ref_commands(cli)
 
-from artfs.cli.lifecycle import register as _register_lifecycle_commands  # noqa: E402
+from artfs.cli.lifecycle import register as _register_lifecycle_commands
 
 _register_lifecycle_commands(cli)

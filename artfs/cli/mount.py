@@ -35,7 +35,8 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
           log_file, ready_fd):
     """Mount the store at MOUNTPOINT: projects/artifacts/versions as folders."""
     from artfs.config import cache_dir, store_url
-    from artfs.fs.fuse.mount import MountOptions, prepare_mountpoint, run_foreground, setup_logging, start_daemon
+    from artfs.fs.daemon import MountOptions, prepare_mountpoint, setup_logging, start_daemon
+    from artfs.fs.fuse.mount import run_foreground
 
     if refresh <= 0 or timeout <= 0:
         raise click.BadParameter("--refresh and --timeout must be positive")
@@ -67,7 +68,7 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
 @click.option("--lazy", "-z", is_flag=True, help="Detach now even if busy.")
 def umount(mountpoint, lazy):
     """Unmount an artfs mount."""
-    from artfs.fs.fuse.mount import unmount
+    from artfs.fs.daemon import unmount
 
     unmount(os.path.abspath(mountpoint), lazy)
 

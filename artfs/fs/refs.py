@@ -17,11 +17,10 @@ import errno
 import logging
 from collections import OrderedDict
 
-import pyfuse3
 import trio
 
 from artfs.references import access as references
-from artfs.errors import ArtfsError
+from artfs.errors import ArtfsError, FsError
 from artfs.store.manifest import Entry
 
 log = logging.getLogger(__name__)
@@ -106,4 +105,4 @@ class RefReader:
         if not h.logged:
             h.logged = True
             log.warning("EIO reading %s: %s", h.where, e)
-        raise pyfuse3.FUSEError(errno.EIO) from None
+        raise FsError(errno.EIO, f"reading {h.where}: {e}") from None

@@ -1,117 +1,54 @@
-"""The pyfuse3 adapter: FUSE requests in, tree and content calls out.
+"""The pyfuse3 adapter: FUSE requests in, filesystem-core calls out, replies back.
 
-Reading lives here; requests that change drafts are in draft_ops.py, and every
-handler passes through the errno boundary of boundary.py. Cache
-timeouts follow mutability: version trees are immutable and cached by the
-kernel for a day (and opened with keep_cache); listings above them live for
-the refresh interval.
+Nothing is decided here: each handler translates its arguments for
+`fs.filesystem.FileSystem`, and its answer (or typed error, through
+boundary.py) for the kernel.
 """
 
 from __future__ import annotations
 
 import errno
-import itertools
-import logging
 import os
-import stat
 
 import pyfuse3
-import trio
 
-from artfs.digest import CHUNK_SIZE
-from artfs.drafts.draft import FsError
-from artfs.errors import ArtfsError
-from artfs.content.fetch import Piece, piece_index, pieces
-from artfs.store.keys import pack_key
-from artfs.fs.fuse.boundary import boundary
-from artfs.fs.content import ContentSource
-from artfs.fs.fuse.draft_ops import RESULT_XATTR, DraftFile, DraftOperations
-from artfs.fs.refs import RefHandle, RefReader
-from artfs.fs.tree import ALIAS, DRAFTS_DIR, FILE, IN_DRAFT, VERSION, Node, Tree
-from artfs.fs.tree import Attr as TreeAttr
+from artfs.fs.filesystem import FileSystem
+from artfs.fs.fuse.boundary import guarded
+from artfs.fs.kernel import Kernel
+from artfs.fs.replies import Opened, Reply
+from artfs.fs.tree import Tree
 
-log = logging.getLogger(__name__)
-
-IMMUTABLE_TIMEOUT = 24 * 3600.0
-DRAFT_TIMEOUT = 1.0  # drafts change only through this mount, but commits remove them
-SMALL_RUN_BYTES = 4 << 20  # read-ahead through a pack when a small file is opened
-SMALL_RUN_FILES = 512
-MAX_WINDOW = 64  # chunks of read-ahead for a sequentially read large file
-RUN_CHUNKS = 8  # chunks fetched by one ranged GET of read-ahead
-SMALL_READ = CHUNK_SIZE // 4  # random READs up to this size fetch pieces, not whole chunks
-SEQUENTIAL_SLACK = CHUNK_SIZE  # see read(): wide enough for out-of-order READs, narrow enough for seeks
+STATVFS_FIELDS = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail")
 
 
-class OpenFile:
-    """One open() of a version file: its pieces and its read-ahead state."""
+class FuseKernel(Kernel):
+    """The core's requests of the kernel, as FUSE notifications."""
 
-    __slots__ = ("node", "pieces", "index", "data", "next_offset", "window", "size")
+    def store(self, ino: int, data: bytes) -> None:
+        try:
+            pyfuse3.notify_store(ino, 0, data)
+        except OSError:  # the kernel forgot the inode meanwhile; nothing lost
+            pass
 
-    def __init__(self, node: Node):
-        self.node = node
-        self.pieces = None
-        self.index: Piece | None = None  # the piece index of a large object, for random reads
-        self.data: bytes | None = None  # whole content for small files
-        self.next_offset = 0
-        self.window = 0
+    def invalidate_entry(self, parent_ino: int, name: str) -> None:
+        pyfuse3.invalidate_entry_async(parent_ino, os.fsencode(name), ignore_enoent=True)
+
+    def invalidate_attr(self, ino: int) -> None:
+        pyfuse3.invalidate_inode(ino, attr_only=True)
 
 
-class Operations(DraftOperations, pyfuse3.Operations):
+@guarded
+class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, tree: Tree, content: ContentSource, refresh: float, on_first_read=None):
+    def __init__(self, fs: FileSystem):
         super().__init__()
-        self.tree = tree
-        self.content = content
-        self.refresh = refresh
-        self.on_first_read = on_first_read or (lambda rec: None)
-        self._handles: dict[int, object] = {}
-        self._fh = itertools.count(1)
-        self._read_versions: set = set()
-        self._results: dict[str, bytes] = {}  # commit token -> JSON outcome
-        self._refs = RefReader(self._blocking)  # reference entries: read from their source (fs/refs.py)
-        self.initialized = trio.Event()  # set once the kernel's INIT is answered
+        self.fs = fs
+        self.tree: Tree = fs.tree
 
-    def init(self):
-        self.initialized.set()
-
-    # -- helpers --------------------------------------------------------------------
-    async def _blocking(self, fn, *args):
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.content.limiter)
-
-    async def _entry_of(self, node: Node) -> pyfuse3.EntryAttributes:
-        if node.kind in IN_DRAFT:
-            a = self.tree.attr_cached(node)  # most draft attributes are in memory
-            if a is not None:
-                return self._entry(node, a)
-            try:
-                a = await self._blocking(self.tree.attr, node)
-            except FsError as e:
-                a = self._unlinked_attr(node) if e.errno == errno.ENOENT else None
-                if a is None:
-                    raise
-            return self._entry(node, a)
-        return self._entry(node)
-
-    def _unlinked_attr(self, node: Node) -> TreeAttr | None:
-        """A draft file unlinked (or renamed over) while open stays usable through its
-        descriptors, as POSIX says: the kernel still asks for its attributes (fstat, and
-        before reads after a write), answered from an open handle."""
-        held = self._held(node, (DraftFile, OpenFile))
-        if isinstance(held, DraftFile):
-            st = os.fstat(held.fd)
-            return TreeAttr(node.ino, stat.S_IFREG | 0o644, st.st_size, st.st_mtime, 0)
-        if isinstance(held, OpenFile):
-            return TreeAttr(node.ino, stat.S_IFREG | 0o444, held.size, self.tree.started, 0)
-        return None
-
-    def _held(self, node: Node, kinds):
-        """An open handle of `node` of one of `kinds`, or None."""
-        return next((f for f in self._handles.values() if isinstance(f, kinds) and f.node.ino == node.ino), None)
-
-    def _entry(self, node: Node, a=None) -> pyfuse3.EntryAttributes:
-        a = a or self.tree.attr(node)
+    def _entry(self, reply: Reply) -> pyfuse3.EntryAttributes:
+        a = reply.attr
         e = pyfuse3.EntryAttributes()
         e.st_ino = a.ino
         e.st_mode = a.mode
@@ -122,266 +59,117 @@ class Operations(DraftOperations, pyfuse3.Operations):
         e.st_blocks = (a.size + 511) // 512
         ns = int(a.mtime * 1e9)
         e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = ns
-        timeout = IMMUTABLE_TIMEOUT if node.immutable else DRAFT_TIMEOUT if node.kind in IN_DRAFT else self.refresh
-        e.entry_timeout = e.attr_timeout = timeout
-        if node.kind == VERSION:
-            e.entry_timeout = self.refresh  # the name vN goes when the version is deleted (artfs rm)
+        e.entry_timeout = reply.entry_timeout
+        e.attr_timeout = reply.attr_timeout
         return e
 
-    # -- lookups and attributes -------------------------------------------------------------
-    @boundary
+    @staticmethod
+    def _file_info(opened: Opened) -> pyfuse3.FileInfo:
+        return pyfuse3.FileInfo(fh=opened.fh, keep_cache=opened.keep_cache, direct_io=opened.direct_io)
+
+    def init(self):
+        self.fs.init()
+
+    # -- names and attributes --------------------------------------------------------------
     async def lookup(self, parent_inode, name, ctx=None):
-        parent = self.tree.node(parent_inode)
-        name = os.fsdecode(name)
-        if name in (".", ".."):
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if not self.tree.needs_thread(parent):
-            node, a = self.tree.lookup(parent, name), None
-        else:
-            # In a draft, names (and missing names: each file `cp` makes is looked up first)
-            # are mostly known in memory; else one worker-thread call brings node and attributes.
-            hit = self.tree.lookup_cached(parent, name)
-            node, a = hit if hit is not None else await self._blocking(self.tree.lookup_attr, parent, name)
-        entry = self._entry(node, a) if a is not None else await self._entry_of(node)
-        self.tree.remember(node)
-        return entry
+        return self._entry(await self.fs.lookup(parent_inode, name))
 
     async def forget(self, inode_list):
-        for ino, count in inode_list:
-            try:
-                self.tree.forget(ino, count)
-            except Exception:  # forget must never raise
-                log.exception("forget(%s)", ino)
+        self.fs.forget(inode_list)
 
-    @boundary
     async def getattr(self, inode, ctx=None):
-        return await self._entry_of(self.tree.node(inode))
+        return self._entry(await self.fs.getattr(inode))
 
-    @boundary
     async def readlink(self, inode, ctx):
-        node = self.tree.node(inode)
-        if node.kind != ALIAS:
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        return os.fsencode(node.target)
+        return self.fs.readlink(inode)
 
-    # -- directories ---------------------------------------------------------------------------
-    @boundary
     async def opendir(self, inode, ctx):
-        node = self.tree.node(inode)
-        if self.tree.needs_thread(node):
-            # Small, changing folders: resolve every child and its attributes at once.
-            children = await self._blocking(self._resolve_children, node)
-        else:
-            children = self.tree.children(node)  # version trees: children made as listed
-        fh = next(self._fh)
-        self._handles[fh] = (node, children)
-        return fh
+        return await self.fs.opendir(inode)
 
-    def _resolve_children(self, node: Node) -> list:
-        out = []
-        for name, how in self.tree.children(node):
-            try:
-                child = self.tree.child_node(node, name, how)
-                out.append((name, child, self.tree.attr(child)))
-            except ArtfsError:
-                continue  # vanished between listing and looking
-        return out
-
-    @boundary
     async def readdir(self, fh, start_id, token):
-        node, children = self._handles[fh]
-        for i in range(start_id, len(children)):
-            item = children[i]
-            if len(item) == 3:
-                name, child, attr = item
-                entry = self._entry(child, attr)
-            else:
-                name, how = item
-                child = self.tree.child_node(node, name, how)
-                entry = self._entry(child)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry, i + 1):
+        for next_id, name, reply, node in self.fs.listing(fh, start_id):
+            if not pyfuse3.readdir_reply(token, name, self._entry(reply), next_id):
                 return
-            self.tree.remember(child)
+            self.fs.listed(node)
 
     async def releasedir(self, fh):
-        self._handles.pop(fh, None)
+        self.fs.releasedir(fh)
 
-    # -- files ----------------------------------------------------------------------------------
-    @boundary
+    # -- files ------------------------------------------------------------------------------
     async def open(self, inode, flags, ctx):
-        node = self.tree.node(inode)
-        writing = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
-        if node.kind in IN_DRAFT:
-            return await self._open_draft_file(node, flags, writing)
-        if writing:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        if node.kind != FILE:
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        entry = node.manifest.entry(node.index)
-        f = await self._open_stored(node, entry)
-        self._note_read(node)
-        fh = next(self._fh)
-        self._handles[fh] = f
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=getattr(f, "direct_io", False))
+        return self._file_info(await self.fs.open(inode, flags))
 
-    async def _open_stored(self, node: Node, entry) -> OpenFile:
-        """A handle reading a stored entry (of a version, or unmodified in a draft)."""
-        f = OpenFile(node)
-        f.size = entry.size
-        if entry.ref is not None:
-            return self._refs.open(node, entry)  # fetched from its source, pinned (fs/refs.py)
-        f.pieces = pieces(entry)
-        f.index = piece_index(entry)
-        if entry.pack is not None:
-            f.data = self.content.peek(f.pieces[0])
-            if f.data is None:
-                if node.kind == FILE and node.immutable:
-                    neighbours, inodes = self._pack_neighbours(node)
-                    f.data = await self.content.get(f.pieces[0], neighbours, self._kernel_store(inodes))
-                else:
-                    f.data = await self.content.get(f.pieces[0])
-        return f
-
-    def _pack_neighbours(self, node: Node) -> tuple[list[Piece], dict[bytes, int]]:
-        """The files after this one in the same pack, which one GET brings along, and the inodes
-        the kernel holds for this file and those (by digest). Read straight from the manifest's
-        columns: this runs on every cold open."""
-        m, i = node.manifest, node.index
-        pack = m.packs[i]
-        key = pack_key(m.pack_ids[pack])
-        digests, sizes, offsets, packs = m.digests, m.sizes, m.offsets, m.packs
-        out, total = [], 0
-        inodes = {digests[i * 32:(i + 1) * 32]: node.ino}
-        end = min(len(m), i + 1 + SMALL_RUN_FILES)
-        for j in range(i + 1, end):
-            if packs[j] != pack or total >= SMALL_RUN_BYTES:
-                break
-            digest = digests[j * 32:(j + 1) * 32]
-            if not self.content.cached_digest(digest):
-                out.append(Piece(digest, sizes[j], key, offsets[j]))
-                known = self.tree.known(node.key[:4] + (j,))
-                if known is not None and known.lookups > 0:
-                    inodes.setdefault(digest, known.ino)
-            total += sizes[j]
-        return out, inodes
-
-    @staticmethod
-    def _kernel_store(inodes: dict[bytes, int]):
-        """Puts loaded small files straight into the kernel's page cache of their inodes (they
-        are immutable and opened with keep_cache), so reading them later costs no READ request.
-        Runs in the loading worker thread: the store can wait on a page lock that only a reply
-        from the trio thread releases."""
-        def store(piece: Piece, data: bytes) -> None:
-            ino = inodes.get(piece.digest)
-            if ino is not None and data:
-                try:
-                    pyfuse3.notify_store(ino, 0, data)
-                except OSError:  # the kernel forgot the inode meanwhile; nothing lost
-                    pass
-        return store
-
-    def _note_read(self, node: Node) -> None:
-        """The first read of a version in this mount is a use (lineage); off the hot path."""
-        key = (node.artifact, node.version.number)
-        if key not in self._read_versions:
-            self._read_versions.add(key)
-            self.content.spawn(self.on_first_read, node.version)
-
-    @boundary
     async def read(self, fh, off, size):
-        f = self._handles[fh]
-        if isinstance(f, DraftFile):
-            return await self._blocking(os.pread, f.fd, size, off)
-        if isinstance(f, RefHandle):
-            return await self._refs.read(f, off, size)
-        if f.data is not None:
-            return f.data[off:off + size]
-        ps = f.pieces
-        total = f.size
-        if off >= total or size == 0:
-            return b""
-        end = min(off + size, total)
-        first, last = off // CHUNK_SIZE, (end - 1) // CHUNK_SIZE
-        # Read-ahead doubles while reads are sequential and stops after a seek. It starts only
-        # at exactly where the last read ended (a random read that merely lands nearby must
-        # not start megabytes of read-ahead); once going, the kernel's own readahead sends
-        # several READs at once and they may be answered in any order, so it goes on while
-        # reads stay within a READ's size of the furthest point read so far.
-        if off == f.next_offset or (f.window and abs(off - f.next_offset) <= SEQUENTIAL_SLACK):
-            f.window = min(max(f.window * 2, 2), MAX_WINDOW)
-            f.next_offset = max(f.next_offset, end)
-        else:
-            f.window = 0  # random access: fetch only what is asked for
-            f.next_offset = end
-            # A small random read of chunks not at hand (memory, on their way, disk cache):
-            # only the 64 KiB pieces it needs, verified by the piece index.
-            if f.index is not None and end - off <= SMALL_READ and not all(
-                    self.content.at_hand(p) for p in ps[first:last + 1]):
-                data = await self.content.read_pieces(f.index, ps[first:last + 1], off, end)
-                if data is not None:
-                    return data
-                f.index = None  # no usable piece index: whole chunks from now on
-        if f.window:
-            # Whole runs at fixed boundaries: each ranged GET brings RUN_CHUNKS chunks, rather
-            # than one new chunk per GET as the window slides forward.
-            # Once reading is clearly sequential, GETs double (the store spends less per byte).
-            run = RUN_CHUNKS if f.window < MAX_WINDOW else 2 * RUN_CHUNKS
-            start = (last + 1) - (last + 1) % run
-            stop = min(len(ps), -(-(last + 1 + f.window) // run) * run)
-            for k in range(start, stop, run):
-                self.content.prefetch(ps[k:k + run])
-        parts = []
-        for p in ps[first:last + 1]:
-            parts.append(await self.content.get(p))
-        blob = parts[0] if len(parts) == 1 else b"".join(parts)
-        start = off - first * CHUNK_SIZE
-        return blob[start:start + (end - off)]
+        return await self.fs.read(fh, off, size)
 
     async def release(self, fh):
-        f = self._handles.pop(fh, None)
-        if isinstance(f, DraftFile):
-            try:
-                if f.dirty and f.node.draft.durable:  # written after the last flush (mmap)
-                    await self._blocking(os.fsync, f.fd)
-            except OSError as e:
-                log.warning("fsync of %s failed: %s", f.node.key, e)
-            finally:
-                os.close(f.fd)
+        await self.fs.release(fh)
 
-    # -- extended attributes ------------------------------------------------------------------
-    @boundary
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        opened, reply = await self.fs.create(parent_inode, name, mode, flags)
+        return self._file_info(opened), self._entry(reply)
+
+    async def write(self, fh, off, buf):
+        return await self.fs.write(fh, off, buf)
+
+    async def flush(self, fh):
+        await self.fs.flush(fh)
+
+    async def fsync(self, fh, datasync):
+        await self.fs.fsync(fh, datasync)
+
+    # -- changing the namespace ---------------------------------------------------------------
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        return self._entry(await self.fs.mkdir(parent_inode, name, mode))
+
+    async def rmdir(self, parent_inode, name, ctx):
+        await self.fs.rmdir(parent_inode, name)
+
+    async def unlink(self, parent_inode, name, ctx):
+        await self.fs.unlink(parent_inode, name)
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        await self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new,
+                             exchange=bool(flags & pyfuse3.RENAME_EXCHANGE),
+                             no_replace=bool(flags & pyfuse3.RENAME_NOREPLACE))
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        reply = await self.fs.setattr(
+            inode,
+            size=attr.st_size if fields.update_size else None,
+            mode=attr.st_mode if fields.update_mode else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+        return self._entry(reply)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        self.fs.link(inode, new_parent_inode, new_name)
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        self.fs.symlink(parent_inode)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        self.fs.mknod(parent_inode)
+
+    # -- extended attributes and the file system ---------------------------------------------
     async def getxattr(self, inode, name, ctx):
-        text = os.fsdecode(name)
-        if not text.startswith("user."):
-            # No security labels and no ACLs here. ENOTSUP (not ENODATA) says so for the whole
-            # file system: `ls -l` asks for both on every file, and stops asking on a device
-            # that answered ENOTSUP once, which saves two requests per file listed.
-            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
-        if not text.startswith("user.artfs."):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        node = self.tree.node(inode)
-        if text.startswith(RESULT_XATTR) and node.kind == DRAFTS_DIR:
-            result = self._results.pop(text[len(RESULT_XATTR):], None)
-            if result is None:
-                raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-            return result
-        attrs = await self._blocking(self.tree.xattrs, node) if self.tree.needs_thread(node) else self.tree.xattrs(node)
-        value = attrs.get(os.fsdecode(name))
-        if value is None:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        return value
+        return await self.fs.getxattr(inode, name)
 
-    @boundary
     async def listxattr(self, inode, ctx):
-        node = self.tree.node(inode)
-        attrs = await self._blocking(self.tree.xattrs, node) if self.tree.needs_thread(node) else self.tree.xattrs(node)
-        return [os.fsencode(k) for k in attrs]
+        return await self.fs.listxattr(inode)
+
+    async def setxattr(self, inode, name, value, ctx):
+        await self.fs.setxattr(inode, name, value)
+
+    async def removexattr(self, inode, name, ctx):
+        await self.fs.removexattr(inode, name)
 
     async def statfs(self, ctx):
-        # What drafts can still hold: the free space of the disk they live on.
-        st = await self._blocking(os.statvfs, self.tree.drafts.drafts.root)
+        st = await self.fs.statfs()
         s = pyfuse3.StatvfsData()
-        for field in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
+        for field in STATVFS_FIELDS:
             setattr(s, field, getattr(st, field))
         s.f_namemax = 255
         return s
+
+    async def access(self, inode, mode, ctx):
+        raise pyfuse3.FUSEError(errno.ENOSYS)  # the kernel checks permissions itself (default_permissions)

@@ -1,0 +1,180 @@
+"""The mount daemon's life outside FUSE: options, wiring the layers, the start-up
+handshake with `artfs mount`, stale mounts, systemd and unmounting.
+
+`artfs mount` starts the daemon as a child (`--foreground --ready-fd N`) and
+returns once the child reports the mount is up (`report_ready`), or prints why
+it is not. fs/fuse/mount.py serves the kernel; this module knows no FUSE.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from artfs.content.cache import ContentCache
+from artfs.errors import ArtfsError, InvalidInput
+from artfs.fs.catalog import Catalog, bounded
+from artfs.fs.content import ContentSource
+from artfs.fs.draftset import DraftSet
+from artfs.fs.filesystem import FileSystem
+from artfs.fs.kernel import Kernel
+from artfs.fs.tree import Tree
+from artfs.versions import lineage
+
+log = logging.getLogger("artfs.mount")
+
+READ_AHEAD_KB = 4096
+
+
+@dataclass
+class MountOptions:
+    mountpoint: str
+    store_url: str | None = None
+    cache_dir: str | None = None
+    cache_size: int = 50 << 30
+    refresh: float = 5.0
+    pin_aliases: bool = False
+    sync_on_close: bool = True  # drafts: close() durable across a host crash (else: at fsync/commit)
+    allow_other: bool = False
+    timeout: float = 30.0
+    threads: int = 8
+    log_file: str | None = None
+    debug: bool = False
+
+
+def is_stale(path: str) -> bool:
+    # statfs always reaches the daemon; stat may be answered from the kernel's attribute
+    # cache for a while after the daemon died (and then the mount looks alive).
+    for probe in (os.statvfs, os.stat):
+        try:
+            probe(path)
+        except OSError as e:
+            if e.errno == errno.ENOTCONN:
+                return True
+    return False
+
+
+def unmount(path: str, lazy: bool = False) -> None:
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [path]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        msg = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"fusermount3 exited {r.returncode}"
+        raise ArtfsError(f"cannot unmount {path}: {msg}")
+
+
+def prepare_mountpoint(path: str) -> str:
+    path = os.path.abspath(path)
+    if is_stale(path):
+        log.info("%s is a stale mount (its daemon died); unmounting it first", path)
+        print(f"artfs: {path} was a stale mount (its daemon died); recovering it", file=sys.stderr)
+        unmount(path, lazy=True)
+    if not os.path.isdir(path):
+        raise InvalidInput(f"mount point {path} is not a directory")
+    if os.path.ismount(path):
+        raise InvalidInput(f"{path} is already a mount point (artfs umount {path} first)")
+    return path
+
+
+def raise_read_ahead(path: str) -> None:
+    """pyfuse3 does not negotiate readahead; as root we can raise it for bigger READs."""
+    # Never stat() our own mount point here: nothing serves it yet (deadlock).
+    dev = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == path:
+                dev = fields[2]
+    if dev is None:
+        return
+    knob = f"/sys/class/bdi/{dev}/read_ahead_kb"
+    try:
+        with open(knob, "w") as f:
+            f.write(str(READ_AHEAD_KB))
+    except OSError as e:
+        log.info("could not raise %s (%s); reads use the kernel default", knob, e.strerror)
+
+
+def notify_systemd(state: str) -> None:
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(state.encode(), addr)
+
+
+def setup_logging(debug: bool, log_file: str | None) -> None:
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSystem:
+    """The layers a mount serves, each registered on `resources` to be closed at unmount."""
+    from artfs.api.store import Store
+
+    store = Store(opts.store_url, opts.cache_dir)
+    cache = ContentCache(store.cache_dir, opts.cache_size)
+    catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
+    load_manifest = bounded(store.manifest, opts.timeout, store.url)  # a hung store: EIO after --timeout
+    drafts = DraftSet(store, catalog, opts.sync_on_close)
+    resources.callback(drafts.close)
+    tree = Tree(catalog, load_manifest, drafts, uid=os.getuid(), gid=os.getgid())
+    content = ContentSource(store.objects, cache, threads=opts.threads, timeout=opts.timeout)
+    resources.callback(content.close)
+
+    def record_use(rec):
+        lineage.record_use(store.registry, rec, "mount")
+
+    log.info("serving %s (cache %s)", store.url, store.cache_dir)
+    return FileSystem(tree, content, opts.refresh, on_first_read=record_use, kernel=kernel)
+
+
+def report_ready(fd: int | None, message: str) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, (message + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def start_daemon(opts: MountOptions, argv: list[str], wait: float = 60.0) -> None:
+    """Runs `argv` (the same mount in --foreground) detached; returns when it is mounted."""
+    read_end, write_end = os.pipe()
+    log_path = opts.log_file
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "ab") as log_out, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(
+            argv + ["--ready-fd", str(write_end)],
+            stdin=devnull, stdout=log_out, stderr=log_out,
+            pass_fds=(write_end,), start_new_session=True, close_fds=True,
+        )
+    os.close(write_end)
+    deadline = time.monotonic() + wait
+    message = b""
+    with os.fdopen(read_end, "rb") as pipe:
+        os.set_blocking(pipe.fileno(), True)
+        while time.monotonic() < deadline:
+            chunk = pipe.readline()
+            message += chunk
+            if not chunk or chunk.endswith(b"\n"):
+                break
+    text = message.decode(errors="replace").strip()
+    if text == "ready":
+        return
+    if proc.poll() is None and not text:
+        proc.terminate()
+    raise ArtfsError(text.removeprefix("error: ") if text else f"the mount daemon exited; see {log_path}")

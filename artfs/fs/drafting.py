@@ -1,0 +1,271 @@
+"""Requests that change drafts, answered without FUSE. Everything outside a draft is read-only.
+
+A mixin of `filesystem.FileSystem`, which supplies the state it uses: `tree`,
+`content`, `handles`, `kernel`, `_results` (commit outcomes), `_blocking` (run
+in a worker thread), `reply`, `reply_of`, `_open_stored` and `_refs`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import trio
+
+from artfs.content.fetch import pieces
+from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOnly
+from artfs.fs.replies import Opened, Reply
+from artfs.fs.tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Attr, Node
+from artfs.names import kernel_name as file_name
+from artfs.store.registry import check_metadata
+
+
+log = logging.getLogger("artfs.fs")
+
+COMMIT_XATTR = "user.artfs.commit"
+
+
+class DraftFile:
+    """One open() of a locally written draft file: an OS descriptor on its data file."""
+
+    __slots__ = ("node", "fd", "dirty")
+
+    def __init__(self, node: Node, fd: int):
+        self.node, self.fd, self.dirty = node, fd, False
+
+
+def _read_only(node: Node) -> ReadOnly:
+    return ReadOnly(f"{node.kind} {node.key} is read-only: write in a draft")
+
+
+class DraftChanges:
+    def _in_draft(self, node: Node) -> None:
+        if node.kind not in IN_DRAFT:
+            raise _read_only(node)
+        self.tree.drafts.check_writable()
+
+    def _reply_new(self, parent: Node, attr) -> tuple[Node, Reply]:
+        """The node and reply for an entry just made, from the attributes that made it
+        (no second trip to a worker thread to read them back)."""
+        child = self.tree.draft_node(parent, attr.ino)
+        reply = self.reply(child, Attr(child.ino, attr.st_mode, attr.size, attr.mtime_ns / 1e9,
+                                       2 if attr.is_dir else 1))
+        self.tree.remember(child)
+        return child, reply
+
+    async def mkdir(self, parent_ino: int, raw_name: bytes, mode: int) -> Reply:
+        parent = self.tree.node(parent_ino)
+        name = file_name(raw_name)
+        kind = parent.kind
+        if kind == ROOT:
+            await self._blocking(self.tree.drafts.drafts.add_pending, name)
+        elif kind == PROJECT:
+            await self._blocking(self.tree.drafts.drafts.add_pending, parent.project, name)
+        elif kind == DRAFTS_DIR:
+            await self._blocking(self.tree.drafts.create, parent.artifact, name)
+        else:
+            self._in_draft(parent)
+            attr = await self._blocking(parent.draft.mkdir, parent.dino, name, mode)
+            return self._reply_new(parent, attr)[1]
+        node = await self._blocking(self.tree.lookup, parent, name)
+        reply = await self.reply_of(node)
+        self.tree.remember(node)
+        return reply
+
+    async def rmdir(self, parent_ino: int, raw_name: bytes) -> None:
+        parent = self.tree.node(parent_ino)
+        name = file_name(raw_name)
+        if parent.kind == DRAFTS_DIR:
+            node = await self._blocking(self.tree.lookup, parent, name)
+            if await self._blocking(node.draft.listdir, node.dino):
+                raise FsError(errno.ENOTEMPTY)
+            await self._blocking(self.tree.drafts.discard, parent.artifact, name)
+            self.tree.drop(node)
+            return
+        if parent.kind in (ROOT, PROJECT):
+            project = name if parent.kind == ROOT else parent.project
+            artifact = None if parent.kind == ROOT else name
+            if not await self._blocking(self.tree.drafts.drafts.remove_pending, project, artifact):
+                raise _read_only(parent)
+            self.tree.catalog.invalidate()
+            return
+        self._in_draft(parent)
+        await self._blocking(parent.draft.rmdir, parent.dino, name)
+
+    async def create(self, parent_ino: int, raw_name: bytes, mode: int, flags: int) -> tuple[Opened, Reply]:
+        parent = self.tree.node(parent_ino)
+        name = file_name(raw_name)
+        self._in_draft(parent)
+        # One worker-thread call makes the row, the data file and the descriptor.
+        attr, fd = await self._blocking(parent.draft.create_open, parent.dino, name, mode)
+        child, reply = self._reply_new(parent, attr)
+        f = DraftFile(child, fd)
+        f.dirty = True
+        return Opened(self.handles.add(f)), reply
+
+    async def _open_draft_file(self, node: Node, flags: int, writing: bool) -> Opened:
+        if node.kind == DRAFT or (await self._blocking(self.tree.attr, node)).mode & 0o170000 == 0o040000:
+            raise FsError(errno.EISDIR)
+        draft = node.draft
+        base = await self._blocking(draft.base_entry, node.dino)
+        if base is not None and not writing:
+            stored = await self._open_stored(node, base)
+            return Opened(self.handles.add(stored), direct_io=getattr(stored, "direct_io", False))
+        if base is not None:
+            self.tree.drafts.check_writable()
+            content = None if flags & os.O_TRUNC else await self._read_whole(node, base)
+            await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
+        elif writing:
+            self.tree.drafts.check_writable()
+        mode = os.O_RDWR if writing else os.O_RDONLY
+        fd = await self._blocking(draft.open_local, node.dino, mode | (flags & os.O_TRUNC))
+        f = DraftFile(node, fd)
+        f.dirty = writing
+        return Opened(self.handles.add(f))
+
+    async def _read_whole(self, node: Node, entry) -> list[bytes]:
+        """Copy-up: a base file's verified bytes, before its first change."""
+        if entry.ref is not None:
+            return [await self._refs.read_all(node, entry)]
+        return [await self.content.get(p) for p in pieces(entry)]
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        f = self.handles.get(fh)
+        if not isinstance(f, DraftFile):
+            raise FsError(errno.EBADF)
+        f.dirty = True
+        return await self._blocking(f.node.draft.write, f.node.dino, f.fd, buf, off)
+
+    async def flush(self, fh: int) -> None:
+        """close() waits for this: with sync-on-close a closed draft file is durable across a
+        host crash; otherwise nothing is done here."""
+        f = self.handles.find(fh)
+        if isinstance(f, DraftFile) and f.dirty and f.node.draft.durable:
+            await self._blocking(f.node.draft.close_file, f.node.dino, f.fd)
+            f.dirty = False
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        f = self.handles.find(fh)
+        if isinstance(f, DraftFile) and f.dirty:
+            # The namespace row too: a file's creation is made durable with its data.
+            await self._blocking(f.node.draft.close_file, f.node.dino, f.fd)
+            f.dirty = False
+
+    async def close_draft_file(self, f: DraftFile) -> None:
+        try:
+            if f.dirty and f.node.draft.durable:  # written after the last flush (mmap)
+                await self._blocking(os.fsync, f.fd)
+        except OSError as e:
+            log.warning("fsync of %s failed: %s", f.node.key, e)
+        finally:
+            os.close(f.fd)
+
+    async def unlink(self, parent_ino: int, raw_name: bytes) -> None:
+        parent = self.tree.node(parent_ino)
+        name = file_name(raw_name)
+        self._in_draft(parent)
+        await self._blocking(parent.draft.unlink, parent.dino, name)
+
+    async def rename(self, old_parent: int, raw_old: bytes, new_parent: int, raw_new: bytes,
+                     exchange: bool, no_replace: bool) -> None:
+        old, new = self.tree.node(old_parent), self.tree.node(new_parent)
+        name_old, name_new = file_name(raw_old), file_name(raw_new)
+        self._in_draft(old)
+        self._in_draft(new)
+        if old.draft is not new.draft:
+            raise FsError(errno.EXDEV)
+        if exchange:
+            raise FsError(errno.EINVAL)
+        await self._blocking(old.draft.rename, old.dino, name_old, new.dino, name_new, no_replace)
+
+    async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None) -> Reply:
+        node = self.tree.node(ino)
+        self._in_draft(node)
+        draft = node.draft
+        try:
+            if size is not None:
+                base = await self._blocking(draft.base_entry, node.dino)
+                if base is not None:
+                    content = None if size == 0 else await self._read_whole(node, base)
+                    await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
+                await self._blocking(draft.truncate, node.dino, size)
+            if mode is not None or mtime_ns is not None:
+                await self._blocking(draft.setattr, node.dino, mode, mtime_ns)
+        except ArtfsError as e:
+            held = self.handles.held(node.ino, (DraftFile,)) if e.errno == errno.ENOENT else None
+            if held is None:
+                raise
+            # Unlinked (or renamed over) while open: POSIX keeps it usable through its
+            # descriptors (SQLite's temp files are truncated so). Its size changes there;
+            # its mode and times belong to no entry of the draft any more.
+            if size is not None:
+                await self._blocking(os.ftruncate, held.fd, size)
+        # Ownership changes (cp -a, rsync -a as root) are accepted and ignored: a version has no owners.
+        return await self.reply_of(node)
+
+    async def setxattr(self, ino: int, raw_name: bytes, value: bytes) -> None:
+        node = self.tree.node(ino)
+        if os.fsdecode(raw_name) == COMMIT_XATTR and node.kind == DRAFT:
+            return await self._commit(node, value)
+        if node.kind in IN_DRAFT:
+            raise NotSupported("extended attributes of draft files are not kept")
+        raise _read_only(node)
+
+    async def _commit(self, node: Node, value: bytes) -> None:
+        """`artfs commit` on a mounted draft: options in, outcome kept under a token."""
+        try:
+            options = json.loads(value)
+            token = str(options.pop("token"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise InvalidInput("malformed commit request") from None
+        try:
+            if options.get("metadata") is not None:
+                options["metadata"] = check_metadata(options["metadata"])
+            allowed = {k: options.get(k) for k in ("type_", "aliases", "description", "metadata") if k in options}
+            result = await trio.to_thread.run_sync(
+                lambda: self.tree.drafts.commit(node.artifact, node.draft_name, **allowed))
+        except ArtfsError as e:
+            self._results[token] = json.dumps({"error": str(e)}).encode()
+            raise
+        self._results[token] = json.dumps({"version": str(result.version), "created": result.created}).encode()
+        self.tree.drop(node)
+        self._invalidate_after_commit(node)
+
+    def _invalidate_after_commit(self, node: Node) -> None:
+        drafts_dir = self.tree.known(("d", node.artifact))
+        if drafts_dir is not None:
+            self.kernel.invalidate_entry(drafts_dir.ino, node.draft_name)
+        artifact = self.tree.known(("a", node.artifact))
+        if artifact is not None:
+            self.kernel.invalidate_entry(artifact.ino, "latest")
+            self.kernel.invalidate_attr(artifact.ino)
+
+    async def removexattr(self, ino: int, raw_name: bytes) -> None:
+        node = self.tree.node(ino)
+        if node.kind in IN_DRAFT:
+            raise NotSupported("extended attributes of draft files are not kept")
+        raise _read_only(node)
+
+    def link(self, ino: int, new_parent_ino: int, raw_name: bytes) -> None:
+        raise FsError(errno.EPERM, "a version has no hard links")
+
+    def symlink(self, parent_ino: int) -> None:
+        parent = self.tree.node(parent_ino)
+        if parent.kind in IN_DRAFT:
+            raise NotSupported("versions hold regular files only (no symlinks)")
+        raise _read_only(parent)
+
+    def mknod(self, parent_ino: int) -> None:
+        parent = self.tree.node(parent_ino)
+        if parent.kind in IN_DRAFT:
+            raise NotSupported("versions hold regular files only (no special files)")
+        raise _read_only(parent)
+
+
+def _writer(chunks: list[bytes]):
+    def fill(path: str) -> None:
+        with open(path, "wb") as f:
+            for c in chunks:
+                f.write(c)
+    return fill
