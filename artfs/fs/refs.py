@@ -102,7 +102,5 @@ class RefReader:
         return data
 
     def _fail(self, h: RefHandle, e: ArtfsError):
-        if not h.logged:
-            h.logged = True
-            log.warning("EIO reading %s: %s", h.where, e)
-        raise FsError(errno.EIO, f"reading {h.where}: {e}") from None
+        # The errno boundary logs this once (with the entry and URI), however often the kernel retries.
+        raise FsError(errno.EIO, f"EIO reading {h.where}: {e}") from None

@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import subprocess
 
-import pytest
 
 from conftest import ARTFS_BIN, read_tree, wait_all, write_tree
 from artfs.digest import CHUNK_SIZE

@@ -5,7 +5,6 @@ damaged), "only changed bytes move" with a request-counting store, and
 small-file packing.
 """
 
-import json
 import os
 
 import pytest
@@ -14,7 +13,7 @@ from conftest import read_tree, write_tree
 from artfs import Store
 from artfs.digest import CHUNK_SIZE, PIECE_SIZE
 from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound
-from artfs.names import ArtifactName, parse_spec
+from artfs.names import ArtifactName
 from artfs.versions.publish import PACK_TARGET, walk_sources
 from artfs.store.location import open_store
 
