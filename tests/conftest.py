@@ -355,7 +355,7 @@ def read_tree(root) -> dict:
 def new_draft_store(tmp_path, monkeypatch):
     """A DraftStore holding one empty draft p/a/drafts/d (no FUSE), as after a boot
     "boot-1"; returns (store, artifact name)."""
-    from artfs.drafts.draft import DraftStore
+    from artfs.drafts.store import DraftStore
     from artfs.names import ArtifactName
 
     monkeypatch.setenv("ARTFS_TEST_BOOT_ID", "boot-1")

@@ -19,7 +19,9 @@ from artfs.versions.download import DownloadStats, Downloader
 from artfs.errors import InvalidInput, NotFound
 from artfs.store.manifest import Entry, Manifest
 from artfs.names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
-from artfs.drafts.draft import Draft, DraftInfo, DraftStore
+from artfs.drafts.draft import Draft
+from artfs.drafts.info import DraftInfo
+from artfs.drafts.store import DraftStore
 from artfs.versions.lifecycle import add_hold, check_carried, commit_guard, live_base, release_hold
 from artfs.versions.publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from artfs.store.registry import Registry, VersionRecord

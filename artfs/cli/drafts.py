@@ -26,7 +26,7 @@ def draft(ctx, spec, draft_name, type_):
     """Make a draft of a version (p/a:vN, p/a:alias) or of a new artifact (p/a).
 
     It appears in mounts of this cache as MOUNT/p/a/drafts/NAME."""
-    from artfs.drafts.draft import DraftStore
+    from artfs.drafts.store import DraftStore
 
     parsed = parse_spec(spec)
     reg = ctx.store.registry
@@ -120,7 +120,7 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, options: dict) -> str:
     """A draft on this host that no mount serves right now."""
     import fcntl
 
-    from artfs.drafts.draft import DraftStore
+    from artfs.drafts.store import DraftStore
 
     drafts = DraftStore(ctx.store.cache_dir)
     with open(os.path.join(drafts.root, ".lock"), "a") as lock:

@@ -33,7 +33,7 @@ def ref_add(ctx, draft, uri, name, no_checksum, max_objects):
 
     DRAFT is a mounted draft folder (MOUNT/p/a/drafts/D) or p/a/drafts/D. A file already
     at a path is replaced, so adding a URI again re-pins it."""
-    from artfs.drafts.draft import DraftStore
+    from artfs.drafts.store import DraftStore
     from artfs.references.access import resolve
 
     artifact, draft_name, mount = _draft_of(draft)

@@ -22,6 +22,7 @@ change while it was being uploaded.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 
@@ -47,7 +48,7 @@ def boot_id() -> str:
 class WriteTracker:
     """Per-inode write state of one draft: generations and sequential hashes."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._gen: dict[int, int] = {}
         self._seq: dict[int, Hasher] = {}
@@ -101,3 +102,36 @@ class WriteTracker:
             return seq.result(), self._gen.get(ino, 0)
 
     forget = changed
+
+
+def create_empty(path: str) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    os.close(fd)
+
+
+def remove_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def syncfs(path: str) -> None:
+    """Flushes the file system holding `path` (rare paths only: it flushes everything there)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:
+            os.sync()
+    except (OSError, AttributeError):
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+

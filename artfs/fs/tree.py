@@ -23,7 +23,9 @@ from artfs.errors import NotFound
 from artfs.store.manifest import Manifest
 from artfs.names import ArtifactName, parse_version, version_name
 from artfs.store.registry import VersionRecord
-from artfs.drafts.draft import ROOT as DRAFT_ROOT, Draft, FsError
+from artfs.drafts.draft import Draft
+from artfs.drafts.errors import FsError
+from artfs.drafts.namespace import ROOT as DRAFT_ROOT
 from artfs.fs.catalog import Catalog
 from artfs.fs.draftset import DraftSet
 

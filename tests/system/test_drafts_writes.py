@@ -116,7 +116,7 @@ def draft(tmp_path, monkeypatch):
 
 
 def _new_file(d, name: str, data: bytes) -> int:
-    from artfs.drafts.draft import ROOT
+    from artfs.drafts.namespace import ROOT
 
     attr, fd = d.create_open(ROOT, name, 0o644)
     try:
@@ -182,7 +182,7 @@ def test_large_closed_files_are_fsynced_not_journaled(draft, monkeypatch):
 
 
 def test_unlinked_files_leave_nothing_in_the_journal(draft):
-    from artfs.drafts.draft import ROOT
+    from artfs.drafts.namespace import ROOT
 
     d = draft()
     _new_file(d, "gone.txt", b"x")
@@ -196,7 +196,7 @@ def test_unlinked_files_leave_nothing_in_the_journal(draft):
 
 def test_only_files_written_in_order_skip_hashing_at_commit(draft):
     from artfs.digest import hash_file
-    from artfs.drafts.draft import ROOT
+    from artfs.drafts.namespace import ROOT
 
     d = draft()
     data = _blob(20, 3 * MiB + 1)

@@ -11,7 +11,8 @@ import random
 
 import pytest
 
-from artfs.drafts.draft import DIR, ROOT, FsError
+from artfs.drafts.errors import FsError
+from artfs.drafts.namespace import DIR, ROOT
 from conftest import new_draft_store
 
 

@@ -1,0 +1,44 @@
+"""What a draft folder holds: `draft.json` (DraftInfo) and the schema of `tree.sqlite`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from artfs.names import ArtifactName
+
+DRAFTS_FOLDER = "drafts"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS node (
+    ino INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL,
+    origin TEXT,
+    UNIQUE (parent, name)
+);
+CREATE TABLE IF NOT EXISTS journal (ino INTEGER PRIMARY KEY, mtime_ns INTEGER NOT NULL, data BLOB);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class DraftInfo:
+    project: str
+    artifact: str
+    name: str
+    base: int | None  # version number, None for a draft of a new artifact
+    base_manifest: str | None
+    type: str | None
+    created: float
+    hold: str | None = None  # the store's hold on the base manifest (lifecycle.add_hold)
+
+    @property
+    def artifact_name(self) -> ArtifactName:
+        return ArtifactName(self.project, self.artifact)
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.artifact}/drafts/{self.name}"

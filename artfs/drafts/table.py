@@ -1,0 +1,256 @@
+"""A draft's SQLite table: transactions, rows, attributes, lazily listed base folders.
+
+Files and folders from the base version are rows that point back into the
+base manifest (`origin`), so nothing is copied until it is modified; a folder
+lists its base children into the table only when first looked into, so a
+draft of a million-file version costs nothing until used.
+
+A reference added to a draft (`add_reference`) is a file row whose `origin` is
+REF_ORIGIN followed by the encoded entry (URI, pin, size) instead of a base
+path: it reads, renames and commits like an unmodified base file, and is never
+copied. (A manifest path never starts with '/', so the two cannot be confused.)
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import logging
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+
+import msgpack  # type: ignore[import-untyped]
+
+from artfs.drafts.errors import FsError
+from artfs.drafts.files import WriteTracker
+from artfs.drafts.info import DraftInfo
+from artfs.drafts.namespace import (
+    DIR,
+    FILE,
+    GEN_FILE,
+    NS_DIR_LIMIT,
+    Attr,
+    NamespaceCache,
+)
+from artfs.store.manifest import Entry, Manifest
+
+REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft
+
+
+class DraftTable:
+    def __init__(self, path: str, base: Manifest | None, durable: bool = True, cache_namespace: bool = False):
+        """`cache_namespace`: keep a NamespaceCache (the mount owning the draft); without one,
+        every change is announced in GEN_FILE for the process that may keep one."""
+        self.path = path
+        with open(os.path.join(path, "draft.json")) as f:
+            self.info = DraftInfo(**json.load(f))
+        self.base = base
+        self.data_dir = os.path.join(path, "data")
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=5000")  # another process (a viewing mount, the CLI) writing
+        # NORMAL by default: a change survives the process dying, and reaches the disk with
+        # the next synchronous (FULL) transaction, which flushes every frame before it.
+        # Namespace changes are FULL when durable; creating a file is made durable at close.
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._synchronous = False
+        self.durable = durable
+        self.writes = WriteTracker()
+        self._listed: set[int] = set()  # folders whose base children are in the table already
+        self._tx_listed: list[int] = []  # ... once the transaction listing them commits
+        self.ns = NamespaceCache(os.path.join(path, GEN_FILE)) if cache_namespace else None
+
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+            if self.ns is not None:
+                self.ns.close()
+
+    # -- transactions ------------------------------------------------------------------
+    @contextmanager
+    def _tx(self, sync: bool | None = None):
+        """A write transaction; `sync`: flushed to disk at commit (default: if durable)."""
+        sync = self.durable if sync is None else sync
+        with self._lock:
+            try:
+                if sync != self._synchronous:
+                    self.db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
+                    self._synchronous = sync
+                self._tx_listed = []
+                self.db.execute("BEGIN IMMEDIATE")
+                self._ns_check()
+                changes = self.db.total_changes
+                yield self.db
+                self.db.execute("COMMIT")
+                self._listed.update(self._tx_listed)
+                if self.ns is None and self.db.total_changes != changes:
+                    self._announce()
+            except sqlite3.OperationalError as e:
+                self.db.execute("ROLLBACK") if self.db.in_transaction else None
+                if "full" in str(e):
+                    raise FsError(errno.ENOSPC, f"draft {self.info}: disk full") from None
+                raise
+            except BaseException:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    # -- the namespace cache -----------------------------------------------------------------
+    def _ns_check(self) -> None:
+        """Under the lock, before reading the table to fill the cache: if another process
+        changed the draft, start over (and forget which folders are listed: it may have
+        listed some)."""
+        if self.ns is not None and self.ns.check():
+            self._listed.clear()
+
+    def _announce(self) -> None:
+        """Tells a process caching this draft's namespace (its mount) that it changed."""
+        try:
+            fd = os.open(os.path.join(self.path, GEN_FILE), os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.pwrite(fd, os.urandom(8), 0)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            logging.getLogger(__name__).warning("draft %s: could not announce a change: %s", self.info, e)
+
+    def cached_lookup(self, parent: int, name: str) -> Attr | None:
+        """Child `name` from memory, on any thread: None if not known there, FsError(ENOENT)
+        if known not to exist."""
+        return None if self.ns is None else self.ns.lookup(parent, name)
+
+    def cached_attr(self, ino: int) -> Attr | None:
+        return None if self.ns is None else self.ns.attr(ino)
+
+    def _ns_local(self, ino: int, mode: int, mtime_ns: int) -> Attr | None:
+        """A local file's attributes, from its data file; kept in the cache if no write
+        raced with reading them. None if the data file is gone."""
+        gen = self.writes.generation(ino)
+        try:
+            st = os.stat(self.data_path(ino))
+        except FileNotFoundError:
+            return None
+        attr = Attr(ino, FILE, mode, st.st_size, st.st_mtime_ns)
+        if self.ns is not None:
+            self.ns.put_local(attr, gen, self.writes.generation)
+        return attr
+
+    def _ns_fill(self, parent: int) -> None:
+        """Under the lock, `parent` listed: its children into the cache, if not there yet."""
+        ns = self.ns
+        if ns is None or parent in ns.dirs or parent in ns.big or parent not in self._listed:
+            return
+        rows = self.db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? "
+                               "LIMIT ?", (parent, NS_DIR_LIMIT + 1)).fetchall()
+        ns.load_dir(parent, rows)
+
+    def _ns_written(self, ino: int) -> None:
+        """After a local file changed: its cached size and time are no longer right."""
+        if self.ns is not None:
+            self.ns.drop(ino)
+
+
+    def _row(self, ino: int):
+        row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE ino=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        return row
+
+    def data_path(self, ino: int) -> str:
+        return os.path.join(self.data_dir, str(ino))
+
+    def _attr(self, row) -> Attr:
+        """Under the lock (it may fill the cache): a row's attributes."""
+        ino, kind, mode, size, mtime_ns, origin = row
+        if kind == FILE and origin is None:
+            return self._ns_local(ino, mode, mtime_ns) or Attr(ino, kind, mode, 0, mtime_ns)
+        attr = Attr(ino, kind, mode, size, mtime_ns)
+        if self.ns is not None:
+            self.ns.put(attr)
+        return attr
+
+    # -- lazily listing base folders ----------------------------------------------------
+    def _materialize(self, db, ino: int) -> None:
+        if ino in self._listed:
+            return
+        row = db.execute("SELECT kind, origin FROM node WHERE ino=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT)
+        kind, origin = row
+        if kind != DIR:
+            raise FsError(errno.ENOTDIR)
+        if origin is None:
+            self._tx_listed.append(ino)
+            return
+        m = self._base()
+        mtime_ns = int(self.info.created * 1e9)
+        rows = []
+        for name, i in m.children(origin):
+            child = f"{origin}/{name}" if origin else name
+            if i is None:
+                rows.append((ino, name, DIR, 0o755, 0, mtime_ns, child))
+            else:
+                rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
+        db.executemany("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows)
+        db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
+        self._tx_listed.append(ino)
+
+    def _child(self, db, parent: int, name: str):
+        self._materialize(db, parent)
+        return db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
+                          (parent, name)).fetchone()
+
+    # -- reading the namespace ----------------------------------------------------------
+    def lookup(self, parent: int, name: str) -> Attr:
+        with self._lock:
+            self._ns_check()
+            if parent in self._listed:  # a plain read: no write transaction
+                row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
+                                      (parent, name)).fetchone()
+            else:
+                with self._tx(sync=False) as db:  # listing base children is not a change
+                    row = self._child(db, parent, name)
+            self._ns_fill(parent)  # the next lookups in this folder: from memory
+            if row is None:
+                raise FsError(errno.ENOENT)
+            return self._attr(row)
+
+    def getattr(self, ino: int) -> Attr:
+        with self._lock:
+            self._ns_check()
+            return self._attr(self._row(ino))
+
+    def listdir(self, ino: int) -> list[tuple[str, Attr]]:
+        with self._lock:
+            with self._tx(sync=False) as db:
+                self._materialize(db, ino)
+                rows = db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? "
+                                  "ORDER BY name", (ino,)).fetchall()
+            if self.ns is not None and ino not in self.ns.dirs:
+                self.ns.load_dir(ino, rows)
+            return [(r[0], self._attr(r[1:])) for r in rows]
+
+    def base_entry(self, ino: int) -> Entry | None:
+        """The base version's entry whose bytes this file still has, or None if written locally."""
+        with self._lock:
+            _, kind, _, _, _, origin = self._row(ino)
+        if kind != FILE or origin is None:
+            return None
+        return self._origin_entry(origin)
+
+    def _origin_entry(self, origin: str) -> Entry | None:
+        if origin.startswith(REF_ORIGIN):
+            d = msgpack.unpackb(base64.b64decode(origin[len(REF_ORIGIN):]), raw=False)
+            return Entry(d["path"], d["size"], d["digest"], d["mode"], ref=d["ref"])
+        return self._base().get(origin)
+
+    def _base(self) -> Manifest:
+        """The base manifest, which a row with an origin (other than a reference) implies."""
+        if self.base is None:
+            raise FsError(errno.EIO, f"draft {self.info}: a row points into a base it does not have")
+        return self.base
