@@ -22,7 +22,7 @@ import time
 import msgpack  # type: ignore[import-untyped]
 
 from artfs.content.carry import CarriedRange
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 from artfs.drafts.files import remove_file
 from artfs.drafts.namespace import DIR, FILE, ROOT, Attr, check_entry_name, file_mode
 from artfs.drafts.staging import StagedDraft

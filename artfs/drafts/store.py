@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from artfs.drafts.draft import Draft
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 from artfs.drafts.files import boot_id
 from artfs.drafts.info import DRAFTS_FOLDER, SCHEMA, DraftInfo
 from artfs.drafts.namespace import DIR, ROOT

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import msgpack  # type: ignore[import-untyped]
 
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 from artfs.drafts.files import WriteTracker
 from artfs.drafts.info import DraftInfo
 from artfs.drafts.namespace import (

@@ -17,7 +17,7 @@ import time
 from artfs.digest import digest_bytes
 from artfs.versions.distributed import Distributed
 from artfs.drafts.draft import Draft
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 from artfs.drafts.store import DraftStore
 from artfs.store.manifest import Manifest
 from artfs.store.registry import VersionRecord

@@ -24,7 +24,7 @@ from artfs.store.manifest import Manifest
 from artfs.names import ArtifactName, parse_version, version_name
 from artfs.store.registry import VersionRecord
 from artfs.drafts.draft import Draft
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 from artfs.drafts.namespace import ROOT as DRAFT_ROOT
 from artfs.fs.catalog import Catalog
 from artfs.fs.draftset import DraftSet

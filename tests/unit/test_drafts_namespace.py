@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 from artfs.drafts.namespace import DIR, ROOT
 from conftest import new_draft_store
 
