@@ -517,6 +517,38 @@ class Artifact:
         self._become(self._store, rec, self._manifest)
         return self
 
+    def base_on(self, version: "Artifact") -> "Artifact":
+        """Makes this draft carry `version`'s entries too (W&B's incremental=True): what was
+        added to the draft replaces a carried entry of the same path."""
+        self._editable()
+        rec = version._logged("base_on")
+        if self._base is not None:
+            raise InvalidInput(f"{self.qualified_name} already has a base ({self._base})")
+        self._store, self._base, self._base_manifest = version._store, rec, version.manifest
+        for path in list(self._files) + list(self._refs):
+            i = self._base_manifest.index(path)
+            if i is not None:
+                self._removed.add(i)
+        return self
+
+    def delete(self, force: bool = False) -> None:
+        """Deletes this version (see `artfs.api.query.delete`)."""
+        from artfs.api import query
+
+        query.delete(self, force)
+
+    def verify(self, root: str) -> list[str]:
+        """What differs between folder `root` and this version (empty: nothing)."""
+        from artfs.api import query
+
+        return query.verify(self, root)
+
+    def checkout(self, root: str) -> str:
+        """Makes folder `root` hold exactly this version (downloads, and deletes extra files)."""
+        from artfs.api import query
+
+        return query.checkout(self, root)
+
 
 # -- the verbs -------------------------------------------------------------------------
 def log_artifact(artifact: Artifact, project: str | None = None, aliases: Iterable[str] | str | None = None,
@@ -569,10 +601,16 @@ def log_artifact(artifact: Artifact, project: str | None = None, aliases: Iterab
 def use_artifact(artifact: "str | Artifact", project: str | None = None, store: "Store | None" = None) -> Artifact:
     """The logged version named 'project/name[:alias|:vN]' ('name:…' with project=); latest by default.
 
-    Given an Artifact draft instead, logs it (no new version if its content equals latest) and returns it.
+    Given an Artifact instead, logs it if it is a draft (no new version if its content equals
+    latest), records the use, and returns it.
     """
     if isinstance(artifact, Artifact):
-        return artifact if artifact._record is not None else log_artifact(artifact, project, store=store)
+        if artifact._record is None:
+            log_artifact(artifact, project, store=store)
+        from artfs.versions import lineage
+
+        lineage.record_use(artifact._store.registry, artifact._record, "use_artifact")
+        return artifact
     if not isinstance(artifact, str):
         raise InvalidInput(f"use_artifact needs 'project/name:alias', not {type(artifact).__name__}")
     store = store or default_store()
