@@ -472,8 +472,22 @@ class Artifact:
 
                 self._log(project or default_project(), [])
             return
+        self._keep_latest()
         self._art.save()
         self._save_tags()
+
+    def _keep_latest(self) -> None:
+        """In artfs `latest` always names the newest version (W&B lets code move it by hand):
+        an edit adding or removing it is ignored, with a warning."""
+        was = "latest" in (self._art._loaded[2] if self._art._loaded else [])
+        now = "latest" in self._art.aliases
+        if was and not now:
+            self._art.aliases.insert(0, "latest")
+        elif now and not was:
+            self._art.aliases.remove("latest")
+        else:
+            return
+        ignored("Artifact.save()", "adding or removing 'latest' (it always names the newest version)")
 
     def wait(self, timeout: int | None = None) -> "Artifact":
         return self  # logging is synchronous
