@@ -609,6 +609,7 @@ def use_artifact(artifact: "str | Artifact", project: str | None = None, store: 
             log_artifact(artifact, project, store=store)
         from artfs.versions import lineage
 
+        assert artifact._store is not None and artifact._record is not None  # logged just above
         lineage.record_use(artifact._store.registry, artifact._record, "use_artifact")
         return artifact
     if not isinstance(artifact, str):

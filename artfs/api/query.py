@@ -18,17 +18,16 @@ from artfs.names import ArtifactName, check_name, parse_artifact_name, parse_spe
 from artfs.versions import lifecycle
 
 if TYPE_CHECKING:
-    from artfs.api.native import Artifact
-    from artfs.api.store import Store
+    from artfs.api.native import Artifact, Store
 
 
-def _store(store: "Store | None") -> "Store":
+def _store(store: Store | None) -> Store:
     from artfs.api.native import default_store
 
     return store or default_store()
 
 
-def versions(name: str | ArtifactName, project: str | None = None, store: "Store | None" = None) -> list["Artifact"]:
+def versions(name: str | ArtifactName, project: str | None = None, store: Store | None = None) -> list[Artifact]:
     """Every (not deleted) version of artifact 'project/name', oldest first, as logged Artifacts."""
     from artfs.api.native import Artifact
 
@@ -40,7 +39,7 @@ def versions(name: str | ArtifactName, project: str | None = None, store: "Store
     return [Artifact._from_record(store, r) for r in records]
 
 
-def get(spec: str, project: str | None = None, store: "Store | None" = None) -> "Artifact":
+def get(spec: str, project: str | None = None, store: Store | None = None) -> Artifact:
     """The logged version 'project/name[:alias|:vN]' (latest by default), without recording a use."""
     from artfs.api.native import Artifact
 
@@ -48,7 +47,7 @@ def get(spec: str, project: str | None = None, store: "Store | None" = None) -> 
     return Artifact._from_record(store, store.resolve(parse_spec(spec, project)))
 
 
-def artifacts(project: str, type: str | None = None, store: "Store | None" = None) -> list[tuple[str, str]]:
+def artifacts(project: str, type: str | None = None, store: Store | None = None) -> list[tuple[str, str]]:
     """(name, type) of the project's artifacts, by name; only those of `type` when given."""
     store = _store(store)
     reg = store.registry
@@ -60,11 +59,11 @@ def artifacts(project: str, type: str | None = None, store: "Store | None" = Non
     return out
 
 
-def projects(store: "Store | None" = None) -> list[str]:
+def projects(store: Store | None = None) -> list[str]:
     return sorted(_store(store).registry.projects())
 
 
-def exists(spec: str, project: str | None = None, store: "Store | None" = None) -> bool:
+def exists(spec: str, project: str | None = None, store: Store | None = None) -> bool:
     """Whether 'project/name[:alias|:vN]' names a version now."""
     try:
         _store(store).resolve(parse_spec(spec, project))
@@ -73,16 +72,17 @@ def exists(spec: str, project: str | None = None, store: "Store | None" = None) 
         return False
 
 
-def delete(artifact: "Artifact", force: bool = False) -> None:
+def delete(artifact: Artifact, force: bool = False) -> None:
     """Deletes the logged version (its number is never reused; its bytes go at the next gc).
 
     Refused while aliases other than `latest` name it, or when it is the artifact's only
     version, unless `force` (the aliases go too)."""
     rec = artifact._logged("delete")
+    assert artifact._store is not None  # a logged version knows its store
     lifecycle.delete_version(artifact._store.registry, rec, force)
 
 
-def verify(artifact: "Artifact", root: str) -> list[str]:
+def verify(artifact: Artifact, root: str) -> list[str]:
     """What differs between the folder `root` and the version: one line per file missing,
     changed or not in the version (empty: the folder holds exactly the version's files)."""
     m = artifact.manifest
@@ -121,7 +121,7 @@ def _extra_files(root: str, m) -> list[str]:
     return out
 
 
-def checkout(artifact: "Artifact", root: str) -> str:
+def checkout(artifact: Artifact, root: str) -> str:
     """Makes `root` hold exactly the version: downloads what is missing or changed and
     deletes files that are not in it. Returns the folder."""
     artifact.download(root)
@@ -133,4 +133,4 @@ def checkout(artifact: "Artifact", root: str) -> str:
     return os.path.abspath(root)
 
 
-__all__ = ["get", "versions", "artifacts", "projects", "exists", "delete", "verify", "checkout"]
+__all__ = ["artifacts", "checkout", "delete", "exists", "get", "projects", "verify", "versions"]

@@ -26,7 +26,7 @@ from artfs.store.registry import VersionRecord, creator_info
 from artfs.versions.lineage import safe_run
 
 if TYPE_CHECKING:
-    from artfs.api.store import Store
+    from artfs.api.native import Store
 
 RUN_FORMAT = 1
 RUN_ENV = "ARTFS_RUN_ID"
@@ -55,7 +55,7 @@ class RunRecord:
         return json.dumps({"format": RUN_FORMAT, **asdict(self)}, sort_keys=True, default=str).encode()
 
     @classmethod
-    def from_json(cls, data: bytes, key: str) -> "RunRecord":
+    def from_json(cls, data: bytes, key: str) -> RunRecord:
         try:
             doc = json.loads(data)
             if not isinstance(doc, dict) or doc.pop("format", None) != RUN_FORMAT:
@@ -70,7 +70,7 @@ def new_run_id() -> str:
     return "".join(secrets.choice(_ID_CHARS) for _ in range(8))
 
 
-def start_run(store: "Store", project: str, run_id: str | None = None, *, job_type: str | None = None,
+def start_run(store: Store, project: str, run_id: str | None = None, *, job_type: str | None = None,
               group: str | None = None, name: str | None = None, config: dict | None = None) -> RunRecord:
     """Records a run as started and makes it this process's run (ARTFS_RUN_ID) until `finish_run`.
 
@@ -97,12 +97,12 @@ def start_run(store: "Store", project: str, run_id: str | None = None, *, job_ty
     return rec
 
 
-def update_run(store: "Store", rec: RunRecord) -> None:
+def update_run(store: Store, rec: RunRecord) -> None:
     """Writes the run's record again (its config changed)."""
     store.objects.put(run_key(rec.id), rec.to_json())
 
 
-def finish_run(store: "Store", rec: RunRecord) -> RunRecord:
+def finish_run(store: Store, rec: RunRecord) -> RunRecord:
     """Records the run's end; the process has no run any more."""
     rec.finished = time.time()
     store.objects.put(run_key(rec.id), rec.to_json())
@@ -111,7 +111,7 @@ def finish_run(store: "Store", rec: RunRecord) -> RunRecord:
     return rec
 
 
-def get_run(store: "Store", run_id: str) -> RunRecord:
+def get_run(store: Store, run_id: str) -> RunRecord:
     key = run_key(run_id)
     try:
         return RunRecord.from_json(store.objects.get(key), key)
@@ -119,7 +119,7 @@ def get_run(store: "Store", run_id: str) -> RunRecord:
         raise NotFound(f"run {run_id!r} does not exist") from None
 
 
-def runs(store: "Store", project: str | None = None) -> list[RunRecord]:
+def runs(store: Store, project: str | None = None) -> list[RunRecord]:
     """Every run recorded in the store (of one project), oldest first."""
     out = []
     for info in store.objects.list("runs/"):
@@ -134,7 +134,7 @@ def runs(store: "Store", project: str | None = None) -> list[RunRecord]:
     return sorted(out, key=lambda r: r.started)
 
 
-def _versions_under(store: "Store", prefix: str) -> list[VersionRecord]:
+def _versions_under(store: Store, prefix: str) -> list[VersionRecord]:
     out = []
     for info in store.objects.list(prefix):
         parts = info.key[len(prefix):].split("/")
@@ -146,17 +146,17 @@ def _versions_under(store: "Store", prefix: str) -> list[VersionRecord]:
     return sorted(out, key=lambda r: r.created)
 
 
-def logged_versions(store: "Store", run_id: str) -> list[VersionRecord]:
+def logged_versions(store: Store, run_id: str) -> list[VersionRecord]:
     """The versions `run_id` logged (that still exist), oldest first."""
     return _versions_under(store, f"lineage/runs/{safe_run(run_id)}/logged/")
 
 
-def used_versions(store: "Store", run_id: str) -> list[VersionRecord]:
+def used_versions(store: Store, run_id: str) -> list[VersionRecord]:
     """The versions `run_id` used (that still exist), oldest first."""
     return _versions_under(store, f"lineage/runs/{safe_run(run_id)}/used/")
 
 
-def users_of(store: "Store", rec: VersionRecord) -> list[str]:
+def users_of(store: Store, rec: VersionRecord) -> list[str]:
     """Ids of the runs that used version `rec`."""
     prefix = f"lineage/uses/{rec.artifact.project}/{rec.artifact.name}/{version_name(rec.number)}/"
     return sorted(info.key[len(prefix):] for info in store.objects.list(prefix))

@@ -25,8 +25,24 @@ from artfs.wandb.query import Api
 from artfs.wandb.runs import Config, Run, finish, init, log_artifact, use_artifact
 from artfs.wandb.table import PartitionedTable, Table
 
-__all__ = ["Api", "Artifact", "ArtfsWandbWarning", "Config", "PartitionedTable", "Run", "Settings", "Table",
-           "config", "data_types", "finish", "init", "log_artifact", "login", "run", "use_artifact"]
+__all__ = [
+    "Api",
+    "ArtfsWandbWarning",
+    "Artifact",
+    "Config",
+    "PartitionedTable",
+    "Run",
+    "Settings",
+    "Table",
+    "config",
+    "data_types",
+    "finish",
+    "init",
+    "log_artifact",
+    "login",
+    "run",
+    "use_artifact",
+]
 
 
 class Settings(dict):

@@ -15,8 +15,9 @@ import shutil
 import tempfile
 import time
 import weakref
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from artfs.api import native, query
 from artfs.errors import ArtfsError, Conflict, InvalidInput, NotFound
@@ -25,7 +26,7 @@ from artfs.wandb import table as tables
 from artfs.wandb.common import current_entity, ignored
 
 if TYPE_CHECKING:
-    from artfs.api.store import Store
+    from artfs.api.native import Store
     from artfs.wandb.query import Run as PublicRun
 
 _MODES = ("mutable", "immutable")
@@ -44,7 +45,7 @@ class _Ref(str):
 class ManifestEntry:
     """One entry of an artifact (W&B's ArtifactManifestEntry)."""
 
-    def __init__(self, artifact: "Artifact", path: str, size: int | None, digest: str | None, uri: str | None,
+    def __init__(self, artifact: Artifact, path: str, size: int | None, digest: str | None, uri: str | None,
                  extra: dict | None = None):
         self._artifact = artifact
         self.path = path
@@ -77,7 +78,7 @@ class ManifestEntry:
 class Manifest:
     """`artifact.manifest`: `entries` (path -> ManifestEntry) and the W&B manifest."""
 
-    def __init__(self, artifact: "Artifact"):
+    def __init__(self, artifact: Artifact):
         self._artifact = artifact
 
     @property
@@ -152,7 +153,7 @@ class Artifact:
         self._added: dict[str, Any] = {}  # tables added to a draft, for get()
 
     @classmethod
-    def _wrap(cls, art: native.Artifact) -> "Artifact":
+    def _wrap(cls, art: native.Artifact) -> Artifact:
         self = cls.__new__(cls)
         self._art = art
         self._init_wrapper()
@@ -161,7 +162,7 @@ class Artifact:
             self._saved_tags = list(self._tags)
         return self
 
-    def _store(self) -> "Store":
+    def _store(self) -> Store:
         store = self._art.store
         if store is None:
             raise InvalidInput(f"{self.name} is not logged yet")
@@ -380,7 +381,8 @@ class Artifact:
     def _read(self, path: str) -> bytes:
         """The bytes of one stored file of the version (verified)."""
         with tempfile.TemporaryDirectory(prefix="artfs-wandb-get-") as tmp:
-            with open(self._art.get_path(path).download(tmp), "rb") as f:
+            local = self._art.get_path(path).download(tmp)
+            with open(local, "rb") as f:
                 return f.read()
 
     def get(self, name: str) -> Any:
@@ -438,21 +440,21 @@ class Artifact:
             raise ValueError(f"{self.name} has {len(paths)} files: file() is for single-file artifacts")
         return os.path.join(self.download(root), paths[0])
 
-    def logged_by(self) -> "PublicRun | None":
+    def logged_by(self) -> PublicRun | None:
         from artfs.api import runs
         from artfs.wandb.query import Run
 
         run_id = runs.creator_of(self._art._logged("logged_by"))
         return Run._load(self._store(), run_id) if run_id else None
 
-    def used_by(self) -> list["PublicRun"]:
+    def used_by(self) -> list[PublicRun]:
         from artfs.api import runs
         from artfs.wandb.query import Run
 
         return [Run._load(self._store(), r) for r in runs.users_of(self._store(), self._art._logged("used_by"))]
 
     # -- changing --------------------------------------------------------------------------
-    def new_draft(self) -> "Artifact":
+    def new_draft(self) -> Artifact:
         """A draft holding this version's files, to change and log as the next version."""
         return Artifact._wrap(self._art.new_draft())
 
@@ -489,7 +491,7 @@ class Artifact:
             return
         ignored("Artifact.save()", "adding or removing 'latest' (it always names the newest version)")
 
-    def wait(self, timeout: int | None = None) -> "Artifact":
+    def wait(self, timeout: int | None = None) -> Artifact:
         return self  # logging is synchronous
 
     def finalize(self) -> None:
@@ -502,14 +504,14 @@ class Artifact:
                            "delete(delete_aliases=True) removes them with the version")
         self._art.delete(force=True)
 
-    def link(self, target_path: str, aliases: list[str] | None = None) -> "Artifact":
+    def link(self, target_path: str, aliases: list[str] | None = None) -> Artifact:
         raise InvalidInput("artfs has no W&B registries: link() is not supported (use aliases)")
 
     def unlink(self) -> None:
         raise InvalidInput("artfs has no W&B registries: unlink() is not supported")
 
     # -- logging (called by runs) ----------------------------------------------------------
-    def _log(self, project: str, aliases: list[str], tags: list[str] | None = None) -> "Artifact":
+    def _log(self, project: str, aliases: list[str], tags: list[str] | None = None) -> Artifact:
         if tags:
             self._tags = list(dict.fromkeys([*self._tags, *tags]))
         if self._incremental and self._art._base is None:
@@ -530,7 +532,7 @@ class Artifact:
             self._saved_tags = list(self._tags)
 
 
-def _native_store() -> "Store":
+def _native_store() -> Store:
     from artfs.wandb.common import store
 
     return store()
@@ -541,7 +543,7 @@ def _tags_key(art: native.Artifact) -> str:
     return f"wandb/tags/{art.project}/{art.name}/{art.version}.json"
 
 
-def _read_tags(store: "Store", art: native.Artifact) -> list[str]:
+def _read_tags(store: Store, art: native.Artifact) -> list[str]:
     try:
         doc = json.loads(store.objects.get(_tags_key(art)))
         return [str(t) for t in doc.get("tags", [])]
@@ -549,7 +551,7 @@ def _read_tags(store: "Store", art: native.Artifact) -> list[str]:
         return []
 
 
-def _write_tags(store: "Store", art: native.Artifact, tags: list[str]) -> None:
+def _write_tags(store: Store, art: native.Artifact, tags: list[str]) -> None:
     store.objects.put(_tags_key(art), json.dumps({"tags": tags}).encode())
 
 

@@ -36,7 +36,7 @@ from artfs.versions.download import Downloader
 from artfs.versions.publish import FileSource
 
 if TYPE_CHECKING:
-    from artfs.api.store import Store
+    from artfs.api.native import Store
     from artfs.store.registry import VersionRecord
 
 POLICY = "wandb-storage-policy-v1"
@@ -84,8 +84,9 @@ def _scheme(uri: str) -> str:
 
 
 def _ref_entry(e: Entry, md5: str | None) -> dict[str, Any]:
-    uri = e.ref["uri"]
-    pin = {k: v for k, v in e.ref.items() if k != "uri"}
+    ref = e.ref or {}
+    uri = ref["uri"]
+    pin = {k: v for k, v in ref.items() if k != "uri"}
     out: dict[str, Any] = {"digest": uri, "ref": uri}
     if not pin:  # checksum=False: W&B's digest is the URI itself
         return out
@@ -109,7 +110,7 @@ def _ref_entry(e: Entry, md5: str | None) -> dict[str, Any]:
     return out
 
 
-def export_manifest(store: "Store", rec: "VersionRecord") -> dict[str, Any]:
+def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
     """The W&B manifest of version `rec` (MD5s computed once, then kept beside it)."""
     key = sidecar_key(rec.manifest)
     try:
@@ -200,9 +201,9 @@ def _reference(path: str, ent: dict, problems: list[str]) -> Entry | None:
     return None
 
 
-def import_manifest(store: "Store", doc: Any, files_dir: str, name: ArtifactName, type_: str,
-                    aliases: list[str] = (), description: str | None = None,
-                    metadata: dict | None = None) -> "VersionRecord":
+def import_manifest(store: Store, doc: Any, files_dir: str, name: ArtifactName, type_: str,
+                    aliases: list[str] | tuple[str, ...] = (), description: str | None = None,
+                    metadata: dict | None = None) -> VersionRecord:
     """Makes the next version of `name` from a W&B manifest and the files under `files_dir`
     (laid out as `artifact.download()` lays them). Every stored file's size and MD5 is
     checked first; any mismatch refuses the import, naming every such file, and stores nothing."""
@@ -212,7 +213,9 @@ def import_manifest(store: "Store", doc: Any, files_dir: str, name: ArtifactName
     aliases = [check_alias(a) for a in aliases if a != "latest"]
     if not os.path.isdir(files_dir):
         raise NotFound(f"--files {files_dir}: no such folder")
-    files, refs, problems = [], [], []
+    files: list[FileSource] = []
+    refs: list[Entry] = []
+    problems: list[str] = []
     expected: dict[str, bytes] = {}
     kept: dict[str, dict] = {}
     for raw_path, ent in sorted(contents.items()):

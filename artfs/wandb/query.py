@@ -12,21 +12,27 @@ from artfs.api import runs as native_runs
 from artfs.errors import InvalidInput, NotFound
 from artfs.names import ArtifactName, check_name
 from artfs.wandb.artifact import Artifact
-from artfs.wandb.common import current_entity, default_project, ignored, parse_name, store
+from artfs.wandb.common import (
+    current_entity,
+    default_project,
+    ignored,
+    parse_name,
+    store,
+)
 
 if TYPE_CHECKING:
-    from artfs.api.store import Store
+    from artfs.api.native import Store
 
 
 class Run:
     """A run as the store recorded it (W&B's public Run)."""
 
-    def __init__(self, store_: "Store", rec: native_runs.RunRecord):
+    def __init__(self, store_: Store, rec: native_runs.RunRecord):
         self._store = store_
         self._rec = rec
 
     @classmethod
-    def _load(cls, store_: "Store", run_id: str) -> "Run":
+    def _load(cls, store_: Store, run_id: str) -> Run:
         try:
             return cls(store_, native_runs.get_run(store_, run_id))
         except NotFound:
@@ -71,7 +77,7 @@ class Run:
 class ArtifactCollection:
     """All versions of one artifact name (W&B's collection)."""
 
-    def __init__(self, api: "Api", project: str, name: str, type: str):
+    def __init__(self, api: Api, project: str, name: str, type: str):
         self._api, self.project, self.name, self.type = api, project, name, type
         self.entity = current_entity()
 
@@ -90,7 +96,7 @@ class ArtifactCollection:
 
 
 class ArtifactType:
-    def __init__(self, api: "Api", project: str, name: str):
+    def __init__(self, api: Api, project: str, name: str):
         self._api, self.project, self.name = api, project, name
 
     type = property(lambda self: self.name)

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from artfs.api import runs as native_runs
 from artfs.errors import InvalidInput
 from artfs.names import check_name
 from artfs.wandb.artifact import Artifact
-from artfs.wandb.common import current_entity, default_project, ignored, parse_name, store
+from artfs.wandb.common import (
+    current_entity,
+    default_project,
+    ignored,
+    parse_name,
+    store,
+)
 
 if TYPE_CHECKING:
-    from artfs.api.store import Store
+    from artfs.api.native import Store
 
 _lock = threading.Lock()
-_active: "Run | None" = None
+_active: Run | None = None
 
 
 class Config(dict):
@@ -41,14 +47,14 @@ class Config(dict):
         return dict(self)
 
 
-def active_run() -> "Run | None":
+def active_run() -> Run | None:
     return _active
 
 
 class Run:
     """One step of a pipeline (W&B's run): logs and uses artifacts; a context manager."""
 
-    def __init__(self, store_: "Store", rec: native_runs.RunRecord):
+    def __init__(self, store_: Store, rec: native_runs.RunRecord):
         self._store = store_
         self._rec = rec
         self.config = Config(rec.config)
@@ -68,7 +74,7 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self.path} ({self.job_type or 'no job type'})>"
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -96,7 +102,7 @@ class Run:
             else:
                 art.add_file(local)
             return art
-        raise InvalidInput(f"log an artfs.wandb.Artifact or a path, not {type(artifact_or_path).__name__}")
+        raise InvalidInput(f"log an artfs.wandb.Artifact or a path, not {artifact_or_path.__class__.__name__}")
 
     def log_artifact(self, artifact_or_path: Any, name: str | None = None, type: str | None = None,
                      aliases: list[str] | None = None, tags: list[str] | None = None) -> Artifact:
@@ -122,7 +128,7 @@ class Run:
             native.use_artifact(art._art)  # records the use
         else:
             if not isinstance(artifact_or_name, str):
-                raise InvalidInput(f"use_artifact needs a name or an Artifact, not {type(artifact_or_name).__name__}")
+                raise InvalidInput(f"use_artifact needs a name or an Artifact, not {artifact_or_name.__class__.__name__}")
             n = parse_name(artifact_or_name, self.project)
             art = Artifact._wrap(native.use_artifact(n.spec, store=self._store))
             if aliases:

@@ -8,7 +8,8 @@ W&B media (images, audio…) in tables are not supported.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from artfs.errors import InvalidInput
 
@@ -109,7 +110,7 @@ class Table:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "Table":
+    def from_json(cls, doc: dict[str, Any]) -> Table:
         if not isinstance(doc, dict) or doc.get("_type") != "table":
             raise InvalidInput("not a W&B table document")
         return cls(columns=doc.get("columns") or [], data=doc.get("data") or [])
@@ -124,13 +125,13 @@ class PartitionedTable:
         if not isinstance(parts_path, str) or not parts_path.strip("/"):
             raise InvalidInput(f"invalid parts_path {parts_path!r}")
         self.parts_path = parts_path.strip("/")
-        self._artifact: "Artifact | None" = None
+        self._artifact: Artifact | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"_type": "partitioned-table", "parts_path": self.parts_path}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], artifact: "Artifact | None" = None) -> "PartitionedTable":
+    def from_json(cls, doc: dict[str, Any], artifact: Artifact | None = None) -> PartitionedTable:
         if not isinstance(doc, dict) or doc.get("_type") != "partitioned-table" or "parts_path" not in doc:
             raise InvalidInput("not a W&B partitioned-table document")
         t = cls(doc["parts_path"])
@@ -166,7 +167,7 @@ def stored_name(obj: Any, name: str) -> str:
     return name if name.endswith(suffix) else name + suffix
 
 
-def load(doc: Any, artifact: "Artifact") -> Table | PartitionedTable:
+def load(doc: Any, artifact: Artifact) -> Table | PartitionedTable:
     kind = doc.get("_type") if isinstance(doc, dict) else None
     if kind == "table":
         return Table.from_json(doc)

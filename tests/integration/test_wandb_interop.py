@@ -10,13 +10,11 @@ import os
 import shutil
 
 import pytest
-
 from conftest import s3_client
 
 wandb = pytest.importorskip("wandb")
-from wandb.sdk.artifacts.artifact_manifest import ArtifactManifest  # noqa: E402
-
-from http_server import nginx_server  # noqa: E402,F401  (fixture)
+from http_server import nginx_server  # noqa: F401  (fixture)
+from wandb.sdk.artifacts.artifact_manifest import ArtifactManifest
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +43,7 @@ def source_tree(root) -> str:
     return str(root)
 
 
-def sdk_artifact(src: str, extra_refs=()) -> "wandb.Artifact":
+def sdk_artifact(src: str, extra_refs=()) -> wandb.Artifact:
     art = wandb.Artifact("bikes", type="dataset")
     art.add_file(os.path.join(src, "labels.csv"))
     art.add_file(os.path.join(src, "big.bin"))
@@ -68,8 +66,8 @@ def exported_digest(text: str) -> str:
     return ArtifactManifest.from_manifest_json(json.loads(text)).digest()
 
 
-def test_import_then_export_gives_the_sdk_digest(artfs, tmp_path, nginx_server, s3_endpoint, new_bucket,
-                                                monkeypatch):
+def test_import_then_export_gives_the_sdk_digest(artfs, tmp_path, nginx_server,  # noqa: F811
+                                                s3_endpoint, new_bucket, monkeypatch):
     src = source_tree(tmp_path / "src")
     nginx_server.put("wandb-interop/data.bin", b"served bytes")
     url = nginx_server.url("wandb-interop/data.bin")
@@ -111,7 +109,7 @@ def test_import_then_export_gives_the_sdk_digest(artfs, tmp_path, nginx_server, 
     artfs("get", "demo/bikes:v0", "--root", str(tmp_path / "again"), "--path", "raw/one.bin").fails("raw/one.bin")
 
 
-def test_export_of_a_version_made_by_artfs_gives_the_sdk_digest(artfs, tmp_path, nginx_server):
+def test_export_of_a_version_made_by_artfs_gives_the_sdk_digest(artfs, tmp_path, nginx_server):  # noqa: F811
     """No import: MD5s are computed at export, from the store (local and S3 stores)."""
     src = source_tree(tmp_path / "src")
     nginx_server.put("wandb-interop/page.html", b"<html>served</html>")
