@@ -9,6 +9,7 @@ returns at once), and the entity is the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from artfs.api import native, query
 from artfs.errors import ArtfsError, Conflict, InvalidInput, NotFound
 from artfs.names import normalize_path
+from artfs.versions.download import PART
 from artfs.wandb import table as tables
 from artfs.wandb.common import current_entity, ignored
 
@@ -573,6 +575,8 @@ def _download_skipping_missing(art: native.Artifact, root: str, path_prefix: str
             art.get_path(path).download(root)
         except ArtfsError as e:
             logging.getLogger(__name__).warning("left out %s: %s", path, e)
+            with contextlib.suppress(OSError):  # the partial file a failed fetch leaves to resume from
+                os.unlink(os.path.join(root, path) + PART)
     return os.path.abspath(root)
 
 
