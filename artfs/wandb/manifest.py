@@ -153,9 +153,9 @@ def _contents(doc: Any) -> dict[str, dict]:
     for path, ent in doc["contents"].items():
         if not isinstance(ent, dict) or not isinstance(ent.get("digest"), str):
             raise InvalidInput(f"W&B manifest entry {path!r} has no digest")
-        if (ent.get("extra") or {}).get("digest_algorithm") not in (None, "MANIFEST_MD5", "md5"):
-            raise InvalidInput(f"{path!r} has a {ent['extra']['digest_algorithm']} digest: "
-                               "artfs imports MD5 manifests (W&B's default)")
+        alg = str((ent.get("extra") or {}).get("alg", "MD5"))  # W&B marks non-MD5 entries this way
+        if alg.upper() != "MD5":
+            raise InvalidInput(f"{path!r} has a {alg} digest: artfs imports MD5 manifests (W&B's default)")
     return doc["contents"]
 
 

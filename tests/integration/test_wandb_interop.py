@@ -145,6 +145,16 @@ def test_refused_import_names_every_mismatching_file_and_stores_nothing(artfs, t
     assert artfs("ls").ok().out == ""
 
 
+def test_an_xxh128_manifest_is_refused(artfs, tmp_path):
+    src = source_tree(tmp_path / "src")
+    art = wandb.Artifact("fast", type="dataset", digest_algorithm="XXH128")
+    art.add_file(os.path.join(src, "labels.csv"))
+    (tmp_path / "m.json").write_text(json.dumps(art.manifest.to_manifest_json()))
+    artfs("wandb", "import", str(tmp_path / "m.json"), "--files", src, "--name", "demo/fast",
+          "--type", "dataset").fails("labels.csv", "XXH128", "MD5")
+    artfs("ls", "demo/fast").fails("does not exist")
+
+
 def test_bad_import_input_is_one_line(artfs, tmp_path):
     (tmp_path / "notjson.json").write_text("{nope")
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
