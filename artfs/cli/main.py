@@ -292,3 +292,7 @@ _register_ref_commands(cli)
 from artfs.cli.lifecycle import register as _register_lifecycle_commands
 
 _register_lifecycle_commands(cli)
+
+from artfs.cli.ui import register as _register_ui_commands  # noqa: E402
+
+_register_ui_commands(cli)
