@@ -13,7 +13,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import write_tree
 
 
@@ -46,7 +45,7 @@ def test_pandas_reads_csv_by_url_with_no_mount(artfs, published):
 
 
 def test_pyarrow_reads_parquet(artfs, published):
-    src, _, big = published
+    _, _, big = published
     fs = open_fs(artfs)
     table = pq.read_table("p/ds/v0/data/big.parquet", filesystem=fs)
     pd.testing.assert_frame_equal(table.to_pandas(), big)
