@@ -24,7 +24,8 @@ class NoGraphviz(ArtfsError):
 
 
 def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT string; a newline becomes DOT's own line break, any other backslash stays literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _version_ok(name: str) -> bool:
@@ -51,7 +52,7 @@ def to_dot(g: Graph, start: str) -> str:
             continue
         style = 'style="filled,bold", fillcolor="#ffe8b0"' if v == start else \
             'style="dashed"' if rec is None else 'style="filled", fillcolor="#e8f0ff"'
-        label = v if rec is None else f"{v}\\n{rec.type}"
+        label = v if rec is None else f"{v}\n{rec.type}"
         tip = f"{v} (deleted)" if rec is None else v
         lines.append(f"  {_q(v)} [shape=box, {style}, label={_q(label)}, URL={_q(version_url(v))}, "
                      f"tooltip={_q(tip)}, target=\"_top\"];")
