@@ -9,6 +9,7 @@ import socket
 import urllib.request
 
 import pytest
+from conftest import run_artfs, write_tree
 from prometheus_client.parser import text_string_to_metric_families
 
 from artfs.api.fsspec_read import VerifiedReader
@@ -16,7 +17,6 @@ from artfs.api.store import Store
 from artfs.content.cache import ContentCache
 from artfs.fs import metrics
 from artfs.store.location import open_store
-from conftest import run_artfs, write_tree
 
 
 def free_port() -> int:
