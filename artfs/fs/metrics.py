@@ -28,6 +28,7 @@ from artfs.errors import ArtfsError, InvalidInput
 log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+enabled = False  # set by serve(): the FUSE boundary skips observe_request when nobody scrapes
 
 REQUESTS = Counter("artfs_fuse_requests", "FUSE requests answered, by operation", ["op"], registry=REGISTRY)
 REQUEST_ERRORS = Counter("artfs_fuse_request_errors", "FUSE requests answered with an error, by operation",
@@ -209,5 +210,7 @@ def serve(address: str) -> tuple[str, int]:
     except OSError as e:
         raise InvalidInput(f"cannot serve metrics on {address}: {e.strerror or e}") from None
     bound = server.server_address
+    global enabled
+    enabled = True
     log.info("metrics at http://%s:%d/metrics", host, bound[1])
     return host, bound[1]
