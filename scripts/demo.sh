@@ -49,7 +49,7 @@ Try (in this shell, first: export $env_line):
   artfs commit $mnt/demo/bike-dataset/drafts/mine
   artfs lineage demo/bike-model:prod
   artfs ui                                 a web page of the store at http://127.0.0.1:8765/
-  python3 -c 'import pandas; print(pandas.read_csv("artfs://demo/bike-dataset/latest/labels.csv"))'
-                                           (with .venv/bin/python: artfs:// works in pandas, no mount)
+  $top/.venv/bin/python -c 'import pandas; print(pandas.read_csv("artfs://demo/bike-dataset/latest/labels.csv"))'
+                                           artfs:// in pandas (pyarrow, datasets…), no mount needed
 Unmount with: artfs umount $mnt
 TXT
