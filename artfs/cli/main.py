@@ -296,3 +296,11 @@ _register_lifecycle_commands(cli)
 from artfs.cli.wandb import register as _register_wandb_commands  # noqa: E402
 
 _register_wandb_commands(cli)
+
+from artfs.cli.ui import register as _register_ui_commands  # noqa: E402
+
+_register_ui_commands(cli)
+
+from artfs.cli.stats import register as _register_stats_commands  # noqa: E402
+
+_register_stats_commands(cli)

@@ -1,0 +1,167 @@
+"""`artfs://` through fsspec, as pandas and pyarrow users meet it: no mount, every byte verified,
+the host's cache shared. Runs on both store backends (local folder and SeaweedFS S3)."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_tree
+
+
+@pytest.fixture
+def published(artfs, tmp_path):
+    """p/ds:v0 (alias best) with a CSV, a ~10 MiB parquet file and a small text file; returns the
+    source folder and the frames written."""
+    src = tmp_path / "src"
+    rows = pd.DataFrame({"x": range(500), "y": np.arange(500) * 0.25, "s": [f"name {i}" for i in range(500)]})
+    big = pd.DataFrame({"v": np.arange(1_200_000, dtype="int64"), "w": np.arange(1_200_000) % 7})
+    write_tree(src, {"notes/readme.txt": "hello\n"})
+    os.makedirs(src / "data")
+    rows.to_csv(src / "data" / "train.csv", index=False)
+    pq.write_table(pa.Table.from_pandas(big, preserve_index=False), src / "data" / "big.parquet",
+                   compression="none")
+    artfs("put", str(src), "--name", "p/ds", "--type", "dataset", "--alias", "best").ok()
+    return src, rows, big
+
+
+def open_fs(artfs, **kw):
+    return fsspec.filesystem("artfs", store=artfs.store, cache=artfs.cache, skip_instance_cache=True, **kw)
+
+
+def test_pandas_reads_csv_by_url_with_no_mount(artfs, published):
+    _, rows, _ = published
+    opts = {"store": artfs.store, "cache": artfs.cache}
+    for url in ("artfs://p/ds/latest/data/train.csv", "artfs://p/ds/best/data/train.csv",
+                "artfs://p/ds:best/data/train.csv", "artfs://p/ds/v0/data/train.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(url, storage_options=opts), rows)
+
+
+def test_pyarrow_reads_parquet(artfs, published):
+    _, _, big = published
+    fs = open_fs(artfs)
+    table = pq.read_table("p/ds/v0/data/big.parquet", filesystem=fs)
+    pd.testing.assert_frame_equal(table.to_pandas(), big)
+    # one column of a file several MiB long: the footer and that column's pages, by ranged reads
+    assert pq.read_table("p/ds/latest/data/big.parquet", filesystem=fs, columns=["w"]).num_rows == len(big)
+    assert pd.read_parquet("artfs://p/ds/best/data/big.parquet",
+                           storage_options={"store": artfs.store, "cache": artfs.cache}).equals(big)
+
+
+def test_listing_info_find_glob(artfs, published):
+    src, _, _ = published
+    fs = open_fs(artfs)
+    assert fs.ls("", detail=False) == ["p"]
+    assert fs.ls("artfs://p", detail=False) == ["p/ds"]
+    assert fs.ls("p/ds", detail=False) == ["p/ds/v0", "p/ds/best", "p/ds/latest"]
+    best = fs.info("p/ds/best")
+    assert best["type"] == "directory" and best["islink"] and best["destination"] == "p/ds/v0"
+    assert sorted(fs.ls("p/ds/v0", detail=False)) == ["p/ds/v0/data", "p/ds/v0/notes"]
+    info = fs.info("p/ds:best/data/train.csv")
+    assert info["type"] == "file" and info["size"] == os.path.getsize(src / "data" / "train.csv")
+    assert fs.info("p/ds/v0/data")["type"] == "directory"
+    assert fs.find("p/ds/latest") == ["p/ds/latest/data/big.parquet", "p/ds/latest/data/train.csv",
+                                      "p/ds/latest/notes/readme.txt"]
+    assert fs.find("p/ds/v0", maxdepth=1, withdirs=True) == ["p/ds/v0", "p/ds/v0/data", "p/ds/v0/notes"]
+    assert fs.glob("p/ds/latest/**/*.csv") == ["p/ds/latest/data/train.csv"]
+    assert fs.glob("artfs://p/ds/v0/*/*.txt") == ["p/ds/v0/notes/readme.txt"]
+    assert fs.cat("p/ds/v0/notes/readme.txt") == b"hello\n"
+    assert fs.exists("p/ds/v0/data/train.csv") and not fs.exists("p/ds/v0/data/nope.csv")
+    for missing in ("p/ds/v7/data/train.csv", "p/ds/nosuchalias/x", "p/nope", "q", "p/ds/v0/nope"):
+        with pytest.raises(FileNotFoundError):
+            fs.info(missing)
+
+
+def test_ranged_reads_return_exactly_the_bytes_asked_for(artfs, published):
+    src, _, _ = published
+    whole = (src / "data" / "big.parquet").read_bytes()
+    assert len(whole) > 3 << 20  # several chunks: ranges cross chunk and piece boundaries
+    fs = open_fs(artfs)
+    path = "p/ds/v0/data/big.parquet"
+    for start, end in [(0, 10), (65_530, 65_600), ((1 << 20) - 7, (1 << 20) + 9), (len(whole) - 8, len(whole)),
+                       (123_457, 2_345_678), (0, len(whole))]:
+        assert fs.cat_file(path, start, end) == whole[start:end], (start, end)
+    assert fs.cat_file(path, -8) == whole[-8:]
+    with fs.open(path, "rb", block_size=1 << 20) as f:
+        f.seek(3_000_001)
+        assert f.read(5000) == whole[3_000_001:3_005_001]
+        f.seek(17)
+        assert f.read(100) == whole[17:117]
+        assert f.size == len(whole)
+
+
+def test_writes_are_refused_as_read_only(artfs, published, tmp_path):
+    fs = open_fs(artfs)
+    (tmp_path / "local.txt").write_text("x")
+    attempts = [lambda: fs.open("p/ds/v0/new.txt", "wb"), lambda: fs.pipe_file("p/ds/v0/new.txt", b"x"),
+                lambda: fs.put_file(str(tmp_path / "local.txt"), "p/ds/v0/new.txt"),
+                lambda: fs.rm("p/ds/v0/notes/readme.txt"), lambda: fs.mkdir("p/ds/v0/more"),
+                lambda: fs.mv("p/ds/v0/notes/readme.txt", "p/ds/v0/r.txt"), lambda: fs.touch("p/ds/v0/t")]
+    for attempt in attempts:
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno == errno.EROFS and "read-only" in str(e.value)
+    assert fs.cat("p/ds/v0/notes/readme.txt") == b"hello\n"
+
+
+def test_a_second_process_reads_from_the_shared_cache(artfs, published):
+    fs = open_fs(artfs)
+    data = fs.cat("p/ds/v0/data/big.parquet")
+    fs.reader.cache.drain()
+    again = open_fs(artfs)  # a new object, a new ContentCache: what the first fetched is on disk
+    assert again.cat("p/ds/v0/data/big.parquet") == data
+    assert again.cat("p/ds/v0/data/train.csv")
+    assert again.reader.fetches == 1  # only the small files' pack; the big file came from the cache
+
+
+def test_corrupt_store_object_is_refused_not_served(artfs, published, store_url):
+    if store_url.startswith("s3://"):
+        pytest.skip("corrupts the store's files in place: the local backend")
+    src, _, _ = published
+    [obj] = [p for p in glob.glob(os.path.join(store_url, "**", "objects", "*"), recursive=True)
+             if os.path.getsize(p) > 1 << 20]
+    with open(obj, "r+b") as f:
+        f.seek(2_000_000)
+        byte = f.read(1)
+        f.seek(2_000_000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    fs = open_fs(artfs)
+    whole = (src / "data" / "big.parquet").read_bytes()
+    assert fs.cat_file("p/ds/v0/data/big.parquet", 0, 1000) == whole[:1000]  # an intact chunk still reads
+    with pytest.raises(OSError) as e:
+        fs.cat_file("p/ds/v0/data/big.parquet", 1_999_990, 2_000_010)
+    assert e.value.errno == errno.EIO and "does not match its digest" in str(e.value)
+
+
+def test_corrupt_cache_file_is_fetched_again(artfs, published):
+    src, _, _ = published
+    fs = open_fs(artfs)
+    fs.cat("p/ds/v0/data/big.parquet")
+    fs.reader.cache.drain()
+    cached = [p for p in glob.glob(os.path.join(artfs.cache, "content", "??", "*")) if os.path.getsize(p) > 1000]
+    assert cached
+    for p in cached:
+        with open(p, "r+b") as f:
+            f.write(b"\0garbage\0")
+    again = open_fs(artfs)
+    assert again.cat("p/ds/v0/data/big.parquet") == (src / "data" / "big.parquet").read_bytes()
+    assert again.reader.fetches >= 1
+
+
+def test_a_moved_alias_is_seen_after_refresh(artfs, published, tmp_path):
+    src, _, _ = published
+    (src / "notes" / "readme.txt").write_text("second\n")
+    artfs("put", str(src), "--name", "p/ds", "--type", "dataset").ok()
+    fs = open_fs(artfs, refresh=0)
+    assert fs.cat("p/ds/best/notes/readme.txt") == b"hello\n"
+    assert fs.cat("p/ds/latest/notes/readme.txt") == b"second\n"
+    artfs("alias", "add", "p/ds:v1", "best").ok()
+    assert fs.cat("p/ds/best/notes/readme.txt") == b"second\n"
+    assert fs.ls("p/ds", detail=False) == ["p/ds/v0", "p/ds/v1", "p/ds/best", "p/ds/latest"]
