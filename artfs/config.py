@@ -31,3 +31,24 @@ def parse_size(text: str) -> int:
 
         raise InvalidInput(f"invalid size {text!r}: use e.g. 500M, 20G") from None
     return int(value)
+
+
+class Timeouts:
+    """Every bound on waiting for a store or a reference source, read from the environment
+    here and nowhere else, so an unreachable endpoint is an error within a known time."""
+
+    def __init__(self, environ: dict[str, str] | None = None):
+        env = os.environ if environ is None else environ
+        self.s3_connect = float(env.get("ARTFS_S3_CONNECT_TIMEOUT", env.get("ARTFS_S3_TIMEOUT", "5")))
+        self.s3_read = float(env.get("ARTFS_S3_TIMEOUT", "20"))  # one socket read
+        self.s3_attempts = max(1, int(env.get("ARTFS_S3_ATTEMPTS", "4")))
+        self.ref_read = float(env.get("ARTFS_REF_TIMEOUT", "20"))
+        self.ref_connect = min(self.ref_read, 5.0)
+        self.ref_attempts = max(1, int(env.get("ARTFS_REF_ATTEMPTS", "4")))
+        self.retry_first_wait = float(env.get("ARTFS_RETRY_WAIT", "0.1"))  # seconds, doubled per attempt
+        self.retry_max_wait = 2.0
+        self.retry_deadline = float(env.get("ARTFS_RETRY_DEADLINE", "60"))  # all attempts of one request
+
+
+def timeouts() -> Timeouts:
+    return Timeouts()

@@ -48,6 +48,10 @@ class StoreUnavailable(ArtfsError):
     """The object store could not be reached within the retry budget."""
 
 
+class Transient(StoreUnavailable):
+    """A failure that may pass (a dropped connection, a 5xx, throttling): the retry policy tries again."""
+
+
 class ReferenceChanged(ArtfsError):
     """A referenced object no longer matches the pin recorded in the manifest."""
 

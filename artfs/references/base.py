@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from artfs.errors import InvalidInput, ReferenceChanged
+from artfs.config import Timeouts
+from artfs.store.retry import RetryPolicy
 from artfs.store.manifest import Entry
 
 DEFAULT_MAX_OBJECTS = 10_000
@@ -27,16 +29,17 @@ def is_pinned(entry: Entry) -> bool:
 
 
 def request_attempts() -> int:
-    return max(1, int(os.environ.get("ARTFS_REF_ATTEMPTS", "4")))
+    return Timeouts().ref_attempts
 
 
 def request_timeout() -> float:
-    return float(os.environ.get("ARTFS_REF_TIMEOUT", "20"))
+    return Timeouts().ref_read
 
 
 class Fetcher:
     def __init__(self, scheme: str):
         self.scheme = scheme
+        self.retry = RetryPolicy.for_references()  # the store's policy, with the references' bounds
 
     def resolve(self, uri: str, name: str | None, checksum: bool, max_objects: int) -> list[Entry]:
         raise NotImplementedError

@@ -6,14 +6,13 @@ import posixpath
 import threading
 from urllib.parse import unquote, urlsplit
 
-from artfs.errors import InvalidInput, NotFound, StoreUnavailable
+from artfs.errors import InvalidInput, NotFound, StoreUnavailable, Transient
 from artfs.names import normalize_path
 from artfs.references.base import (
     Fetcher,
     changed,
     describe,
     is_pinned,
-    request_attempts,
     request_timeout,
 )
 from artfs.references.s3 import total_size
@@ -30,28 +29,31 @@ class HTTPFetcher(Fetcher):
         if s is None:
             import requests
             from requests.adapters import HTTPAdapter
-            from urllib3.util.retry import Retry
 
             s = requests.Session()
-            retry = Retry(total=request_attempts() - 1, connect=request_attempts() - 1, read=0, status=request_attempts() - 1,
-                          backoff_factor=0.2, status_forcelist=(500, 502, 503, 504),
-                          allowed_methods=frozenset({"HEAD", "GET"}), raise_on_status=False)
-            s.mount("http://", HTTPAdapter(max_retries=retry))
-            s.mount("https://", HTTPAdapter(max_retries=retry))
+            s.mount("http://", HTTPAdapter(max_retries=0))  # retries are the RetryPolicy's (store/retry.py)
+            s.mount("https://", HTTPAdapter(max_retries=0))
             s.headers["Accept-Encoding"] = "identity"  # sizes and ranges of the bytes themselves
             self._local.session = s
         return s
 
     def _request(self, method: str, uri: str, **kwargs):
+        return self.retry.call(self._request_once, method, uri, **kwargs)
+
+    def _request_once(self, method: str, uri: str, **kwargs):
         import requests
 
         try:
-            return self.session().request(method, uri, timeout=(min(request_timeout(), 5.0), request_timeout()),
-                                          allow_redirects=True, **kwargs)
+            r = self.session().request(method, uri, timeout=(min(request_timeout(), 5.0), request_timeout()),
+                                       allow_redirects=True, **kwargs)
         except requests.exceptions.InvalidURL as e:
             raise InvalidInput(f"invalid reference {uri!r}: {e}") from None
         except requests.RequestException as e:
-            raise StoreUnavailable(f"{uri}: cannot reach the server: {type(e).__name__}") from None
+            raise Transient(f"{uri}: cannot reach the server: {type(e).__name__}") from None
+        if r.status_code in (500, 502, 503, 504):
+            r.close()
+            raise Transient(f"{uri}: HTTP {r.status_code}")
+        return r
 
     def _denied(self, uri: str, status: int) -> StoreUnavailable:
         return StoreUnavailable(f"{uri}: access denied (HTTP {status}); HTTP credentials come from ~/.netrc")
@@ -89,7 +91,11 @@ class HTTPFetcher(Fetcher):
             headers["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
         if etag and not etag.startswith("W/"):
             headers["If-Match"] = etag  # weak ETags never match If-Match: checked on the answer instead
-        r = self._request("GET", uri, headers=headers, stream=True)
+        return self.retry.call(self._read_once, entry, uri, headers, start, end, ranged)
+
+    def _read_once(self, entry, uri, headers, start, end, ranged):
+        etag = entry.ref.get("etag")
+        r = self._request_once("GET", uri, headers=headers, stream=True)
         try:
             status = r.status_code
             if status == 412:
@@ -137,7 +143,7 @@ class HTTPFetcher(Fetcher):
                 pos += len(block)
             return bytes(out)
         except requests.RequestException as e:
-            raise StoreUnavailable(f"reading {r.url}: {type(e).__name__}") from None
+            raise Transient(f"reading {r.url}: {type(e).__name__}") from None
 
 
 def basename_of_url(uri: str) -> str:

@@ -8,7 +8,7 @@ import threading
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from artfs.errors import ArtfsError, InvalidInput, NotFound, StoreUnavailable
+from artfs.errors import ArtfsError, InvalidInput, NotFound, StoreUnavailable, Transient
 from artfs.names import join_path, normalize_path
 from artfs.references.base import (
     SETTING_KEYS,
@@ -18,7 +18,6 @@ from artfs.references.base import (
     config_path,
     describe,
     is_pinned,
-    request_attempts,
     request_timeout,
     too_many,
 )
@@ -69,7 +68,7 @@ class S3Fetcher(Fetcher):
         import botocore.exceptions
 
         config = botocore.config.Config(
-            retries={"mode": "standard", "max_attempts": request_attempts()},
+            retries={"mode": "standard", "max_attempts": 1},  # retries are the RetryPolicy's (store/retry.py)
             connect_timeout=min(request_timeout(), 5.0), read_timeout=request_timeout(),
             max_pool_connections=32,
             s3={"addressing_style": os.environ.get("ARTFS_S3_ADDRESSING", "path")},
@@ -90,6 +89,9 @@ class S3Fetcher(Fetcher):
             raise InvalidInput(f"cannot configure {self.scheme}://{bucket}: {e}") from None
 
     def _call(self, where: str, bucket: str, fn, **kwargs):
+        return self.retry.call(self._once, where, bucket, fn, **kwargs)
+
+    def _once(self, where: str, bucket: str, fn, **kwargs):
         import botocore.exceptions
 
         try:
@@ -107,13 +109,15 @@ class S3Fetcher(Fetcher):
                 raise NotFound(f"{where}: bucket {bucket!r} does not exist") from None
             if code in _DENIED or status in (401, 403):
                 raise StoreUnavailable(f"{where}: access denied ({code or status}); {self._credentials_hint()}") from None
+            if (status or 0) >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"):
+                raise Transient(f"{where}: {code or status}") from None
             raise StoreUnavailable(f"{where}: {code or e}") from None
         except botocore.exceptions.NoCredentialsError:
             raise StoreUnavailable(f"{where}: no credentials found; {self._credentials_hint()}") from None
         except botocore.exceptions.ProfileNotFound as e:
             raise InvalidInput(f"{where}: {e}") from None
         except (botocore.exceptions.BotoCoreError, OSError) as e:
-            raise StoreUnavailable(f"{where}: cannot reach the server: {e}") from None
+            raise Transient(f"{where}: cannot reach the server: {e}") from None
 
     def _credentials_hint(self) -> str:
         return ("reference buckets use boto3's credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, …), "
@@ -228,12 +232,15 @@ class S3Fetcher(Fetcher):
         return kwargs
 
     def read(self, entry, start, end):
+        return self.retry.call(self._read_once, entry, start, end)  # the request and its body, tried together
+
+    def _read_once(self, entry, start, end):
         bucket, key = self.split(entry.ref["uri"])
         kwargs = self._get_kwargs(entry)
         if start or end is not None:
             kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
         try:
-            r = self._call(entry.ref["uri"], bucket, self.client(bucket).get_object, Key=key, **kwargs)
+            r = self._once(entry.ref["uri"], bucket, self.client(bucket).get_object, Key=key, **kwargs)
         except Stale:
             raise changed(entry, "its ETag changed (the object was overwritten)") from None
         except Gone:
@@ -246,7 +253,7 @@ class S3Fetcher(Fetcher):
         try:
             return r["Body"].read()
         except Exception as e:  # noqa: BLE001 - a dropped connection mid-body
-            raise StoreUnavailable(f"reading {entry.ref['uri']}: {e}") from None
+            raise Transient(f"reading {entry.ref['uri']}: {e}") from None
 
     def _check_response(self, entry: Entry, r: dict) -> None:
         pinned = entry.ref.get("etag")

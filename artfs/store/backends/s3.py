@@ -1,9 +1,10 @@
 """S3-compatible store through boto3 (AWS, SeaweedFS, MinIO, Ceph RGW, GCS interop).
 
 Configuration is boto3's own (credentials chain, AWS_ENDPOINT_URL, profiles).
-Retries use botocore's standard mode with a bounded attempt count and
-timeouts (ARTFS_S3_ATTEMPTS, ARTFS_S3_TIMEOUT), so a dead endpoint becomes
-StoreUnavailable within a bounded time instead of a hang.
+Each request is sent once by botocore and retried by the one policy of
+store/retry.py (bounds in config.Timeouts), body reads included: a body that
+breaks off mid-way is fetched again from where it broke. A dead endpoint
+becomes StoreUnavailable within a bounded time instead of a hang.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from artfs.errors import InvalidInput, NotFound, PreconditionFailed, StoreUnavailable
+from artfs.config import Timeouts
+from artfs.errors import InvalidInput, NotFound, PreconditionFailed, StoreUnavailable, Transient
 from artfs.store.backends.base import ObjectInfo, ObjectStore
+from artfs.store.retry import RetryPolicy
 
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+_PASSING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+            "ServiceUnavailable", "500", "502", "503", "504"}  # worth sending again
 
 
 _PART = 16 << 20  # put_file: part size (at least), and parts sent at once
@@ -37,10 +42,11 @@ class _InvalidRange(Exception):
 
 
 def make_client(endpoint_url: str | None = None, profile: str | None = None):
+    t = Timeouts()
     config = botocore.config.Config(
-        retries={"mode": "standard", "max_attempts": int(os.environ.get("ARTFS_S3_ATTEMPTS", "4"))},
-        connect_timeout=float(os.environ.get("ARTFS_S3_TIMEOUT", "5")),
-        read_timeout=float(os.environ.get("ARTFS_S3_TIMEOUT", "20")),
+        retries={"mode": "standard", "max_attempts": 1},  # retries are RetryPolicy's (body reads too)
+        connect_timeout=t.s3_connect,
+        read_timeout=t.s3_read,
         max_pool_connections=64,
         s3={"addressing_style": os.environ.get("ARTFS_S3_ADDRESSING", "path")},
     )
@@ -61,9 +67,14 @@ class S3Store(ObjectStore):
         self.prefix = f"{prefix}/" if prefix else ""
         self.url = f"s3://{bucket}/{prefix}".rstrip("/")
         self.client = make_client()
+        self.retry = RetryPolicy.for_store()
         self._transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20, max_concurrency=8)
 
     def _call(self, key: str, fn, **kwargs):
+        """One request under the retry policy."""
+        return self.retry.call(self._once, key, fn, **kwargs)
+
+    def _once(self, key: str, fn, **kwargs):
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except botocore.exceptions.ClientError as e:
@@ -78,11 +89,13 @@ class S3Store(ObjectStore):
                 raise StoreUnavailable(f"bucket {self.bucket!r} does not exist") from None
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
                 raise StoreUnavailable(f"access denied to {self.url} ({code})") from None
+            if code in _PASSING:
+                raise Transient(f"{self.url}: {code}") from None
             raise StoreUnavailable(f"{self.url}: {code or e}") from None
         except botocore.exceptions.NoCredentialsError:
             raise StoreUnavailable(f"no S3 credentials found for {self.url} (see boto3 configuration)") from None
         except (botocore.exceptions.BotoCoreError, OSError) as e:
-            raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
+            raise Transient(f"cannot reach {self.url}: {e}") from None
 
     def get(self, key, start=0, end=None):
         kwargs = {}
@@ -91,28 +104,38 @@ class S3Store(ObjectStore):
                 return b""
             kwargs["Range"] = f"bytes={start}-" + ("" if end is None else str(end - 1))
         try:
-            r = self._call(key, self.client.get_object, Key=self.prefix + key, **kwargs)
+            return self.retry.call(self._get_once, key, kwargs)  # the request and its body, tried together
         except _InvalidRange:
             return b""  # the range starts past the end: no bytes, as a local file read gives
-        return self._read_body(key, r)
+
+    def _get_once(self, key, kwargs) -> bytes:
+        return self._read_body(key, self._once(key, self.client.get_object, Key=self.prefix + key, **kwargs))
 
     def get_parts(self, key, start, lengths):
-        end = start + sum(lengths)
-        if end <= start:
-            return
-        try:
-            r = self._call(key, self.client.get_object, Key=self.prefix + key, Range=f"bytes={start}-{end - 1}")
-        except _InvalidRange:
-            return
-        body = r["Body"]
-        try:
-            for n in lengths:
-                part = self._read_part(key, body, n)
-                yield part
-                if len(part) < n:
-                    return
-        finally:
-            body.close()
+        pending = list(lengths)
+        attempts = self.retry.tracker()
+        while pending and sum(pending) > 0:
+            end = start + sum(pending)
+            try:
+                r = self._call(key, self.client.get_object, Key=self.prefix + key, Range=f"bytes={start}-{end - 1}")
+            except _InvalidRange:
+                return
+            body = r["Body"]
+            try:
+                while pending:
+                    n = pending[0]
+                    try:
+                        part = self._read_part(key, body, n)
+                    except Transient as e:
+                        attempts.again(e)  # or raise: the rest is asked for again from `start`
+                        break
+                    yield part
+                    pending.pop(0)
+                    start += n
+                    if len(part) < n:
+                        return
+            finally:
+                body.close()
 
     def _read_part(self, key, body, n: int) -> bytes:
         try:
@@ -124,17 +147,19 @@ class S3Store(ObjectStore):
                 part += more
             return part
         except (botocore.exceptions.BotoCoreError, OSError) as e:
-            raise StoreUnavailable(f"reading {key} from {self.url}: {e}") from None
+            raise Transient(f"reading {key} from {self.url}: {e}") from None
 
     def _read_body(self, key, response) -> bytes:
         try:
             return response["Body"].read()
         except (botocore.exceptions.BotoCoreError, OSError) as e:
-            raise StoreUnavailable(f"reading {key} from {self.url}: {e}") from None
+            raise Transient(f"reading {key} from {self.url}: {e}") from None
 
     def get_with_etag(self, key):
-        r = self._call(key, self.client.get_object, Key=self.prefix + key)
-        return self._read_body(key, r), r["ETag"]
+        def once():
+            r = self._once(key, self.client.get_object, Key=self.prefix + key)
+            return self._read_body(key, r), r["ETag"]
+        return self.retry.call(once)
 
     def put(self, key, data, *, if_none_match=False, if_match=None):
         kwargs = {}
@@ -152,8 +177,16 @@ class S3Store(ObjectStore):
         return r["ETag"]
 
     def put_stream(self, key, stream):
+        # A stream is read once, so it cannot be sent again whole: s3transfer cuts it into parts
+        # held in memory, and a client with botocore's own retries re-sends a failed part.
+        streamer = getattr(self, "_streamer", None)
+        if streamer is None:
+            streamer = self._streamer = boto3.session.Session().client(
+                "s3", endpoint_url=self.client.meta.endpoint_url, region_name=self.client.meta.region_name,
+                config=self.client.meta.config.merge(botocore.config.Config(
+                    retries={"mode": "standard", "max_attempts": self.retry.attempts})))
         try:
-            self.client.upload_fileobj(stream, self.bucket, self.prefix + key, Config=self._transfer)
+            streamer.upload_fileobj(stream, self.bucket, self.prefix + key, Config=self._transfer)
         except boto3.exceptions.S3UploadFailedError as e:
             raise StoreUnavailable(f"upload of {key} to {self.url} failed: {e}") from None
         except (botocore.exceptions.BotoCoreError, OSError) as e:

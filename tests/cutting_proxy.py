@@ -1,0 +1,67 @@
+"""A loopback TCP proxy in front of a real server that breaks chosen responses off mid-way,
+as a flaky network does: what a retry policy has to survive."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+
+class CuttingProxy:
+    """Forwards to `target`; the first `cuts` responses longer than `after` bytes are cut
+    after `after` bytes (the connection is closed)."""
+
+    def __init__(self, target: tuple[str, int], after: int, cuts: int = 1):
+        self.target, self.after, self.cuts_left = target, after, cuts
+        self.cut = 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stop = True
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, response: bool) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if response and sent + len(data) > self.after:
+                    with self._lock:
+                        cutting = self.cuts_left > 0
+                        if cutting:
+                            self.cuts_left -= 1
+                            self.cut += 1
+                    if cutting:
+                        dst.sendall(data[: max(0, self.after - sent)])
+                        break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
