@@ -22,17 +22,14 @@ import time
 import msgpack  # type: ignore[import-untyped]
 
 from artfs.content.carry import CarriedRange
-from artfs.drafts.errors import FsError
 from artfs.drafts.files import remove_file
 from artfs.drafts.namespace import DIR, FILE, ROOT, Attr, check_entry_name, file_mode
 from artfs.drafts.staging import StagedDraft
 from artfs.drafts.table import REF_ORIGIN
-from artfs.errors import InvalidInput
+from artfs.errors import FsError, InvalidInput
 from artfs.names import normalize_path
 from artfs.store.manifest import Entry
 from artfs.versions.publish import FileSource
-
-__all__ = ["ROOT", "Draft", "FsError"]  # FsError and ROOT: names the FUSE adapter imports from here
 
 
 class Draft(StagedDraft):

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from artfs.drafts.errors import FsError
+from artfs.errors import FsError
 
 ROOT = 1
 FILE, DIR = "f", "d"

@@ -17,11 +17,11 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from artfs.drafts.errors import FsError
 from artfs.drafts.files import JOURNAL_LIMIT, boot_id, create_empty, fsync_path, syncfs
 from artfs.drafts.info import SCHEMA
 from artfs.drafts.namespace import FILE, Attr
 from artfs.drafts.table import DraftTable
+from artfs.errors import FsError
 from artfs.store.manifest import Manifest
 
 

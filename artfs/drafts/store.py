@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from artfs.drafts.draft import Draft
-from artfs.drafts.errors import FsError
 from artfs.drafts.files import boot_id
 from artfs.drafts.info import DRAFTS_FOLDER, SCHEMA, DraftInfo
 from artfs.drafts.namespace import DIR, ROOT
-from artfs.errors import InvalidInput, NotFound
+from artfs.errors import FsError, InvalidInput, NotFound
 from artfs.names import ArtifactName, check_name, is_valid_name
 from artfs.store.manifest import Manifest
 

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 
 import msgpack  # type: ignore[import-untyped]
 
-from artfs.drafts.errors import FsError
 from artfs.drafts.files import WriteTracker
 from artfs.drafts.info import DraftInfo
 from artfs.drafts.namespace import (
@@ -35,6 +34,7 @@ from artfs.drafts.namespace import (
     Attr,
     NamespaceCache,
 )
+from artfs.errors import FsError
 from artfs.store.manifest import Entry, Manifest
 
 REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft

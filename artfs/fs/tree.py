@@ -19,15 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from artfs.errors import NotFound
-from artfs.store.manifest import Manifest
-from artfs.names import ArtifactName, parse_version, version_name
-from artfs.store.registry import VersionRecord
 from artfs.drafts.draft import Draft
-from artfs.drafts.errors import FsError
 from artfs.drafts.namespace import ROOT as DRAFT_ROOT
+from artfs.errors import FsError, NotFound
 from artfs.fs.catalog import Catalog
 from artfs.fs.draftset import DraftSet
+from artfs.names import ArtifactName, parse_version, version_name
+from artfs.store.manifest import Manifest
+from artfs.store.registry import VersionRecord
 
 ROOT_INO = 1
 DRAFTS = "drafts"
