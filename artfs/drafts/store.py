@@ -28,7 +28,9 @@ class DraftStore:
     is just its folder here.
     """
 
-    def __init__(self, cache_dir: str, durable: bool = True):
+    def __init__(self, cache_dir: str, durable: bool = False):
+        """`durable`: sync on close (a closed file survives a host crash); without it, as
+        on ext4, a closed file survives the daemon dying, and a host crash once fsynced."""
         self.durable = durable
         self.root = os.path.join(cache_dir, DRAFTS_FOLDER)
         os.makedirs(self.root, exist_ok=True)
