@@ -31,7 +31,7 @@ PENDING = -1  # the version number shown for a distributed version not yet finis
 
 
 class DraftSet:
-    def __init__(self, store: Store, catalog: Catalog, durable: bool = True):
+    def __init__(self, store: Store, catalog: Catalog, durable: bool = False):
         self.store = store
         self.catalog = catalog
         self.drafts = DraftStore(store.cache_dir, durable)
