@@ -8,7 +8,6 @@ import json
 import os
 
 import pytest
-
 from conftest import run_artfs
 from drafts_common import shared_mounter, unique  # noqa: F401  (shared_mounter is a fixture)
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.mount
 
 
 @pytest.fixture(scope="module")
-def env(shared_mounter, tmp_path_factory):
+def env(shared_mounter, tmp_path_factory):  # noqa: F811
     store = str(tmp_path_factory.mktemp("committer") / "store")
     return store, shared_mounter(store, "--refresh", "0.3")
 
@@ -35,7 +34,7 @@ def _draft_with_a_file(m, artifact: str) -> str:
 
 
 def test_the_version_and_its_lineage_name_the_committing_run(env):
-    store, m = env
+    _, m = env
     artifact = f"{unique('p')}/a"
     draft = _draft_with_a_file(m, artifact)
     out = _cli(env, "commit", draft, "--type", "dataset", run_env={"ARTFS_RUN_ID": "train-42"}).ok()
@@ -47,7 +46,7 @@ def test_the_version_and_its_lineage_name_the_committing_run(env):
 
 
 def test_a_slurm_job_is_the_run_when_no_artfs_run_is_set(env):
-    store, m = env
+    _, m = env
     artifact = f"{unique('p')}/a"
     draft = _draft_with_a_file(m, artifact)
     run_env = {"SLURM_JOB_ID": "777", "ARTFS_RUN_ID": ""}
@@ -56,7 +55,7 @@ def test_a_slurm_job_is_the_run_when_no_artfs_run_is_set(env):
 
 
 def test_a_refused_commit_prints_the_reason(env):
-    store, m = env
+    _, m = env
     artifact = f"{unique('p')}/a"
     draft = _draft_with_a_file(m, artifact)
     r = _cli(env, "commit", draft)  # a new artifact needs a type
@@ -68,7 +67,7 @@ def test_a_refused_commit_prints_the_reason(env):
 
 
 def test_a_draft_that_does_not_exist_gets_no_draft_at_path(env):
-    store, m = env
+    _, m = env
     artifact = f"{unique('p')}/a"
     _draft_with_a_file(m, artifact)
     missing = m.path(artifact, "drafts", "nope")
