@@ -57,15 +57,16 @@ class Store:
                  progress: Callable[[int], None] | None = None) -> DownloadStats:
         m = self.manifest(rec)
         lineage.record_use(self.registry, rec, "get")
-        indices = m.under(normalize_path(path)) if path else range(len(m))
-        if path and not indices:
+        under = normalize_path(path) if path else None
+        indices = m.under(under) if under else range(len(m))
+        if under and not indices and m.folder(under) is None:
             raise NotFound(f"{rec} has no file or folder {path!r}")
         try:
             os.makedirs(root, exist_ok=True)
         except OSError as e:
             raise InvalidInput(f"cannot create folder {root}: {e.strerror}") from None
         downloader = Downloader(self.objects, fetch_reference=references.fetch_to_file, progress=progress)
-        return downloader.download(m, indices, os.path.abspath(root))
+        return downloader.download(m, indices, os.path.abspath(root), under)
 
     # -- publishing ---------------------------------------------------------------
     def known_content(self, base: Manifest | None) -> KnownContent:
@@ -96,6 +97,7 @@ class Store:
         metadata: dict | None = None,
         aliases: Iterable[str] = (),
         progress: Callable[[int], None] | None = None,
+        creator: dict | None = None,
     ) -> Published:
         """Stores new content and commits a version, unless it equals `same_as`
         (a version, or a list of candidates: the first whose content matches wins).
@@ -111,11 +113,14 @@ class Store:
                 carried = expand(carried)
                 check_carried(self.objects, base, carried)
             manifest, encoded, stats = self.store_content(files, carried, self.manifest(live) if live else None, progress)
-            if not len(manifest):
+            if not len(manifest) and not manifest.empty_folders():
                 raise InvalidInput(f"nothing to commit to {name}: no files")
             hexdigest = digest_bytes(encoded).hex()
             candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
-            match = next((c for c in candidates if c.manifest == hexdigest), None)
+            # Identity is content: a candidate differing only in times or other mode bits matches.
+            content = manifest.content_digest()
+            match = next((c for c in candidates if c.manifest == hexdigest
+                          or self.manifest(c).content_digest() == content), None)
             if match is not None:
                 for alias in aliases:
                     self.registry.set_alias(name, alias, match.number)
@@ -123,7 +128,7 @@ class Store:
             rec = self.registry.commit(
                 name, type_, manifest, encoded,
                 base=base.number if base else None, description=description or "",
-                metadata=metadata, aliases=aliases,
+                metadata=metadata, aliases=aliases, creator=creator,
             )
         lineage.record_logged(self.registry, rec)
         return Published(rec, True, stats)
@@ -165,10 +170,11 @@ class Store:
 
     def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
                      description: str | None = None, metadata: dict | None = None,
-                     progress: Callable[[int], None] | None = None) -> Published:
+                     progress: Callable[[int], None] | None = None, creator: dict | None = None) -> Published:
         """Commits a draft as the next version. Safe to run again after a crash: a version
         made from this draft's base since the draft was created, with the same content,
-        is recognised as this commit's own and returned instead of a duplicate."""
+        is recognised as this commit's own and returned instead of a duplicate.
+        `creator`: the committing process's (creator_info), when it is not this one (a mount)."""
         info = draft.info
         a = info.artifact_name
         existing = self.registry.artifact_type(a)
@@ -186,6 +192,7 @@ class Store:
         earlier = [r for r in self.registry.versions(a) if r.base == info.base and r.created >= info.created]
         files, carried = draft.snapshot()
         result = self.publish(a, type_, files, carried, base=base, same_as=([same] if same else []) + earlier,
-                              description=description, metadata=metadata, aliases=aliases, progress=progress)
+                              description=description, metadata=metadata, aliases=aliases, progress=progress,
+                              creator=creator)
         draft.note_committed(str(result.version))
         return result

@@ -9,7 +9,7 @@ import secrets
 
 import click
 
-from artfs.errors import ArtfsError, InvalidInput
+from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import check_name, parse_artifact_name, parse_spec
 from artfs.store.registry import check_metadata
 
@@ -62,9 +62,11 @@ def commit(ctx, path, aliases, description, metadata, type_, name):
         click.echo(_commit_folder(ctx, path, parse_artifact_name(name), options))
         return
     parts = path.strip("/").split("/")
-    if len(parts) == 4 and parts[2] == "drafts":
-        click.echo(_commit_stored_draft(ctx, parse_artifact_name("/".join(parts[:2])), parts[3], options))
+    if len(parts) == 4 and parts[2] == "drafts" and not os.path.isabs(path):
+        click.echo(_commit_stored_draft(ctx, parse_artifact_name("/".join(parts[:2])), parts[3], path, options))
         return
+    if not os.path.exists(path):
+        raise NotFound(f"no draft at {path}")
     raise InvalidInput(f"{path}: not a draft folder in a mount, a plain folder, or PROJECT/ARTIFACT/drafts/NAME")
 
 
@@ -82,10 +84,14 @@ def _mounted_draft(path: str) -> bool:
 
 def _commit_through_mount(path: str, options: dict) -> str:
     """The mount's daemon owns the draft: ask it to commit, then read back the outcome."""
+    from artfs.store.registry import creator_info
+
     token = secrets.token_hex(8)
     parent = os.path.dirname(os.path.abspath(path).rstrip("/"))
+    # The version is this process's (its run: ARTFS_RUN_ID, SLURM_JOB_ID…), not the daemon's.
+    request = {"token": token, **options, "creator": creator_info()}
     try:
-        os.setxattr(path, COMMIT_XATTR, json.dumps({"token": token, **options}).encode())
+        os.setxattr(path, COMMIT_XATTR, json.dumps(request).encode())
         failure = None
     except OSError as e:
         failure = e
@@ -116,20 +122,30 @@ def _commit_folder(ctx, path: str, artifact, options: dict) -> str:
     return str(result.version)
 
 
-def _commit_stored_draft(ctx, artifact, draft_name: str, options: dict) -> str:
-    """A draft on this host that no mount serves right now."""
+def _commit_stored_draft(ctx, artifact, draft_name: str, path: str, options: dict) -> str:
+    """A draft of this host's cache, PROJECT/ARTIFACT/drafts/NAME, that no mount serves."""
     import fcntl
 
     from artfs.drafts.store import DraftStore
 
     drafts = DraftStore(ctx.store.cache_dir)
+    if not drafts.exists(artifact, draft_name):
+        if done := drafts.committed_as(artifact, draft_name):
+            click.echo(f"artfs: {artifact}/drafts/{draft_name} was already committed", err=True)
+            return done
+        raise NotFound(f"no draft at {path}")
     with open(os.path.join(drafts.root, ".lock"), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise InvalidInput(f"a mount serves this draft: commit MOUNT/{artifact}/drafts/{draft_name}") from None
-            raise
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            # (Which mount serves this cache is not known for sure: a mount of another cache
+            # may show a draft of the same name. A candidate is named, never committed.)
+            served = _served_at(artifact, draft_name)
+            where = f"commit it there, e.g. {served}" if served else \
+                f"commit it there, as MOUNTPOINT/{artifact}/drafts/{draft_name}"
+            raise InvalidInput(f"a mount of this cache serves {path}: {where}") from None
         if not drafts.exists(artifact, draft_name) and (done := drafts.committed_as(artifact, draft_name)):
             click.echo(f"artfs: {artifact}/drafts/{draft_name} was already committed", err=True)
             return done
@@ -140,6 +156,23 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, options: dict) -> str:
             d.close()
         ctx.store.discard_draft(drafts, artifact, draft_name)
     return str(result.version)
+
+
+def _served_at(artifact, draft_name: str) -> str | None:
+    """A draft folder of this name in a running artfs mount of this host, if one shows it."""
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[1] for line in f if len(line.split()) > 2 and line.split()[2] == "fuse.artfs"]
+    except OSError:
+        return None
+    for mountpoint in mounts:
+        candidate = os.path.join(mountpoint.replace("\\040", " "), str(artifact), "drafts", draft_name)
+        try:
+            if _mounted_draft(candidate):
+                return candidate
+        except ArtfsError:  # a stale mount: another may serve it
+            continue
+    return None
 
 
 def register(group: click.Group) -> None:

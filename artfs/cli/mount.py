@@ -25,9 +25,10 @@ def _size(ctx, param, value):
 @click.option("--pin-aliases", is_flag=True, help="Freeze aliases (latest, best…) as they are at mount time.")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds before a read the store cannot serve fails with EIO.")
-@click.option("--sync-on-close/--no-sync-on-close", default=True, show_default=True,
-              help="Drafts: a closed file is on disk when close() returns (else it survives the daemon "
-                   "dying at once, and a host crash from the next fsync or commit on).")
+@click.option("--sync-on-close/--no-sync-on-close", default=False, show_default=True,
+              help="Drafts: a closed file is on disk when close() returns, as on a filesystem mounted "
+                   "`sync` (default: as ext4, it survives the daemon dying at once, and a host crash "
+                   "from the next fsync or commit on).")
 @click.option("--log-file", default=None, help="Daemon log (default: CACHE/mount.log; stderr in --foreground).")
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_obj
@@ -56,7 +57,7 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     argv += ["--debug"] if ctx.debug else []
     argv += ["mount", opts.mountpoint, "--foreground", "--cache-size", str(cache_size), "--refresh", str(refresh),
              "--timeout", str(timeout), "--log-file", opts.log_file]
-    argv += [] if sync_on_close else ["--no-sync-on-close"]
+    argv += ["--sync-on-close"] if sync_on_close else []
     argv += ["--pin-aliases"] if pin_aliases else []
     argv += ["--allow-other"] if allow_other else []
     start_daemon(opts, argv)

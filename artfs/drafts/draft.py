@@ -22,17 +22,14 @@ import time
 import msgpack  # type: ignore[import-untyped]
 
 from artfs.content.carry import CarriedRange
-from artfs.errors import FsError
 from artfs.drafts.files import remove_file
 from artfs.drafts.namespace import DIR, FILE, ROOT, Attr, check_entry_name, file_mode
 from artfs.drafts.staging import StagedDraft
 from artfs.drafts.table import REF_ORIGIN
-from artfs.errors import InvalidInput
+from artfs.errors import FsError, InvalidInput
 from artfs.names import normalize_path
-from artfs.store.manifest import Entry
-from artfs.versions.publish import FileSource
-
-__all__ = ["ROOT", "Draft", "FsError"]  # FsError and ROOT: names the FUSE adapter imports from here
+from artfs.store.manifest import Entry, Folder, Manifest
+from artfs.versions.publish import FileSource, SourceList
 
 
 class Draft(StagedDraft):
@@ -252,32 +249,34 @@ class Draft(StagedDraft):
         except OSError as e:  # a convenience only: the version exists whatever happens here
             logging.getLogger(__name__).warning("could not note that %s became %s: %s", self.info, version, e)
 
-    def snapshot(self) -> tuple[list[FileSource], list]:
-        """What a commit needs: local files to hash, and base entries carried over unread
-        (Entry objects, and CarriedRanges for whole folders)."""
-        files: list[FileSource] = []
+    def snapshot(self) -> tuple[SourceList, list]:
+        """What a commit needs: local files to hash (with every folder, `.folders`), and base
+        entries carried over unread (Entry objects, and CarriedRanges for whole folders)."""
+        files = SourceList()
         carried: list = []
         with self._tx() as db:
-            rows = db.execute("SELECT ino, parent, name, kind, mode, origin FROM node").fetchall()
+            rows = db.execute("SELECT ino, parent, name, kind, mode, origin, mtime_ns FROM node").fetchall()
         children: dict[int, list] = {}
         for r in rows:
             children.setdefault(r[1], []).append(r)
         root = next((r for r in rows if r[0] == ROOT), None)
 
         def walk(row, path):
-            ino, _, _, kind, mode, origin = row
+            ino, _, _, kind, mode, origin, mtime_ns = row
             if kind == DIR:
+                files.folders.append(Folder(path, mode, mtime_ns))
                 if origin is not None:  # never listed: the whole base folder, by the column
                     base = self._base()
                     r = base.under(origin)
                     if len(r):
                         carried.append(CarriedRange(base, r.start, r.stop, origin, path))
+                    files.folders.extend(_folders_below(base, origin, path))
                 for child in children.get(ino, ()):
                     walk(child, f"{path}/{child[2]}" if path else child[2])
             elif origin is not None:
                 e = self._origin_entry(origin)
                 if e is not None:
-                    e.path, e.mode = path, mode
+                    e.path, e.mode, e.mtime_ns = path, mode, mtime_ns
                     carried.append(e)
             else:
                 files.append(self._local_source(path, ino, mode))
@@ -300,3 +299,14 @@ class Draft(StagedDraft):
             src.hashed, gen = known
             src.unchanged = lambda: self.writes.generation(ino) == gen
         return src
+
+
+def _folders_below(base: Manifest, old: str, new: str) -> list[Folder]:
+    """The base's recorded folders strictly below `old`, renamed to be below `new`."""
+    prefix = f"{old}/" if old else ""
+    out = []
+    for f in base.folder_entries():  # (a bisected range would do; folders are few)
+        if f.path and f.path.startswith(prefix):
+            rest = f.path[len(prefix):]
+            out.append(Folder(f"{new}/{rest}" if new else rest, f.mode, f.mtime_ns))
+    return out

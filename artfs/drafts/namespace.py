@@ -201,4 +201,6 @@ def check_entry_name(name: str) -> None:
 
 
 def file_mode(mode: int) -> int:
-    return mode & 0o777
+    """The permission bits a file keeps: all of them, setuid, setgid and sticky included
+    (a version records them; the mount is nosuid, so they grant nothing there)."""
+    return mode & 0o7777

@@ -1,12 +1,15 @@
-"""A draft's locally written files: durable at close, journaled, copied up from the base.
+"""A draft's locally written files: durable as on ext4, journaled, copied up from the base.
 
-Durability: every namespace change is a SQLite transaction with
-synchronous=FULL (WAL), except creating a file, which becomes durable when it
-is closed: `close_file(ino, fd)`, which the FUSE layer calls on flush and
-fsync, journals a small file's bytes into the database (or fsyncs a large
-one) in one synchronous transaction, so what was closed survives a crash of
-the daemon or the host (see files.py). A data file's size and times are
-the file's own, so a write never touches the database.
+Durability, as ext4 promises it (DESIGN.md): bytes written and namespace
+changes survive the daemon dying at once (data files are written through to
+the page cache; SQLite runs in WAL mode with synchronous=NORMAL, so a
+committed transaction is in the WAL file), and survive a host crash once the
+file is fsynced or the draft committed. `close_file(ino, fd)`, called on
+fsync (and on every close with the mount's --sync-on-close), journals a small
+file's bytes into the database (or fsyncs a large one) in one synchronous
+(FULL) transaction, which also flushes every namespace change before it (see
+files.py). A data file's size and times are the file's own, so a write never
+touches the database.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from artfs.errors import FsError
 from artfs.drafts.files import JOURNAL_LIMIT, boot_id, create_empty, fsync_path, syncfs
 from artfs.drafts.info import SCHEMA
 from artfs.drafts.namespace import FILE, Attr
 from artfs.drafts.table import DraftTable
+from artfs.errors import FsError
 from artfs.store.manifest import Manifest
 
 
 class StagedDraft(DraftTable):
-    def __init__(self, path: str, base: Manifest | None, durable: bool = True, cache_namespace: bool = False):
+    def __init__(self, path: str, base: Manifest | None, durable: bool = False, cache_namespace: bool = False):
         super().__init__(path, base, durable, cache_namespace)
         self._journaled: set[int] = set()  # files whose bytes the journal holds (see close_file)
         self._open_journal()

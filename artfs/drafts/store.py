@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from artfs.drafts.draft import Draft
-from artfs.errors import FsError
 from artfs.drafts.files import boot_id
 from artfs.drafts.info import DRAFTS_FOLDER, SCHEMA, DraftInfo
 from artfs.drafts.namespace import DIR, ROOT
-from artfs.errors import InvalidInput, NotFound
+from artfs.errors import FsError, InvalidInput, NotFound
 from artfs.names import ArtifactName, check_name, is_valid_name
 from artfs.store.manifest import Manifest
 
@@ -29,7 +28,9 @@ class DraftStore:
     is just its folder here.
     """
 
-    def __init__(self, cache_dir: str, durable: bool = True):
+    def __init__(self, cache_dir: str, durable: bool = False):
+        """`durable`: sync on close (a closed file survives a host crash); without it, as
+        on ext4, a closed file survives the daemon dying, and a host crash once fsynced."""
         self.durable = durable
         self.root = os.path.join(cache_dir, DRAFTS_FOLDER)
         os.makedirs(self.root, exist_ok=True)

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 
 import msgpack  # type: ignore[import-untyped]
 
-from artfs.errors import FsError
 from artfs.drafts.files import WriteTracker
 from artfs.drafts.info import DraftInfo
 from artfs.drafts.namespace import (
@@ -35,13 +34,14 @@ from artfs.drafts.namespace import (
     Attr,
     NamespaceCache,
 )
+from artfs.errors import FsError
 from artfs.store.manifest import Entry, Manifest
 
 REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft
 
 
 class DraftTable:
-    def __init__(self, path: str, base: Manifest | None, durable: bool = True, cache_namespace: bool = False):
+    def __init__(self, path: str, base: Manifest | None, durable: bool = False, cache_namespace: bool = False):
         """`cache_namespace`: keep a NamespaceCache (the mount owning the draft); without one,
         every change is announced in GEN_FILE for the process that may keep one."""
         self.path = path
@@ -55,7 +55,7 @@ class DraftTable:
         self.db.execute("PRAGMA busy_timeout=5000")  # another process (a viewing mount, the CLI) writing
         # NORMAL by default: a change survives the process dying, and reaches the disk with
         # the next synchronous (FULL) transaction, which flushes every frame before it.
-        # Namespace changes are FULL when durable; creating a file is made durable at close.
+        # Namespace changes are FULL only with sync-on-close (`durable`); else at the next fsync.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._synchronous = False
         self.durable = durable
@@ -188,16 +188,25 @@ class DraftTable:
             self._tx_listed.append(ino)
             return
         m = self._base()
-        mtime_ns = int(self.info.created * 1e9)
+        # Modes and times as the base version keeps them (older manifests keep no times:
+        # then the draft's creation, as a version's folder shows its own).
+        created = int(self.info.created * 1e9)
+        times = m.mtimes
         rows = []
         for name, i in m.children(origin):
             child = f"{origin}/{name}" if origin else name
             if i is None:
-                rows.append((ino, name, DIR, 0o755, 0, mtime_ns, child))
+                f = m.folder(child)
+                mode, mtime_ns = (f.mode, f.mtime_ns or created) if f is not None else (0o755, created)
+                rows.append((ino, name, DIR, mode, 0, mtime_ns, child))
             else:
+                mtime_ns = (times[i] if times else 0) or created
                 rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
         db.executemany("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows)
         db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
+        root = m.folder("") if origin == "" else None
+        if root is not None and root.mtime_ns:
+            db.execute("UPDATE node SET mode=?, mtime_ns=? WHERE ino=?", (root.mode, root.mtime_ns, ino))
         self._tx_listed.append(ino)
 
     def _child(self, db, parent: int, name: str):

@@ -41,7 +41,7 @@ class MountOptions:
     cache_size: int = 50 << 30
     refresh: float = 5.0
     pin_aliases: bool = False
-    sync_on_close: bool = True  # drafts: close() durable across a host crash (else: at fsync/commit)
+    sync_on_close: bool = False  # drafts: close() durable across a host crash (default, as ext4: at fsync/commit)
     allow_other: bool = False
     timeout: float = 30.0
     threads: int = 8

@@ -18,7 +18,7 @@ from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOn
 from artfs.fs.replies import Opened, Reply
 from artfs.fs.tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Attr, Node
 from artfs.names import kernel_name as file_name
-from artfs.store.registry import check_metadata
+from artfs.store.registry import check_creator, check_metadata
 
 
 log = logging.getLogger("artfs.fs")
@@ -222,7 +222,10 @@ class DraftChanges:
         try:
             if options.get("metadata") is not None:
                 options["metadata"] = check_metadata(options["metadata"])
-            allowed = {k: options.get(k) for k in ("type_", "aliases", "description", "metadata") if k in options}
+            if options.get("creator") is not None:  # the committing process's run, not the daemon's
+                options["creator"] = check_creator(options["creator"])
+            allowed = {k: options.get(k) for k in ("type_", "aliases", "description", "metadata", "creator")
+                       if k in options}
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(node.artifact, node.draft_name, **allowed))
         except ArtfsError as e:

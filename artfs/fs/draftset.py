@@ -14,16 +14,16 @@ import os
 import threading
 import time
 
+from artfs.api.store import Published, Store
 from artfs.digest import digest_bytes
-from artfs.versions.distributed import Distributed
 from artfs.drafts.draft import Draft
-from artfs.errors import FsError
 from artfs.drafts.store import DraftStore
+from artfs.errors import FsError
+from artfs.fs.catalog import Catalog
+from artfs.names import ArtifactName
 from artfs.store.manifest import Manifest
 from artfs.store.registry import VersionRecord
-from artfs.names import ArtifactName
-from artfs.api.store import Published, Store
-from artfs.fs.catalog import Catalog
+from artfs.versions.distributed import Distributed
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ PENDING = -1  # the version number shown for a distributed version not yet finis
 
 
 class DraftSet:
-    def __init__(self, store: Store, catalog: Catalog, durable: bool = True):
+    def __init__(self, store: Store, catalog: Catalog, durable: bool = False):
         self.store = store
         self.catalog = catalog
         self.drafts = DraftStore(store.cache_dir, durable)

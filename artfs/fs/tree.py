@@ -19,15 +19,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from artfs.errors import NotFound
-from artfs.store.manifest import Manifest
-from artfs.names import ArtifactName, parse_version, version_name
-from artfs.store.registry import VersionRecord
 from artfs.drafts.draft import Draft
-from artfs.errors import FsError
 from artfs.drafts.namespace import ROOT as DRAFT_ROOT
+from artfs.errors import FsError, NotFound
 from artfs.fs.catalog import Catalog
 from artfs.fs.draftset import DraftSet
+from artfs.names import ArtifactName, parse_version, version_name
+from artfs.store.manifest import Manifest
+from artfs.store.registry import VersionRecord
 
 ROOT_INO = 1
 DRAFTS = "drafts"
@@ -68,6 +67,25 @@ class Attr:
     size: int
     mtime: float
     nlink: int = 1
+    mtime_ns: int | None = None  # exact (a float loses the nanoseconds rsync compares); None: from mtime
+    ctime_ns: int | None = None  # None: the mtime
+    atime_ns: int | None = None  # None: the mtime
+
+    @property
+    def st_mtime_ns(self) -> int:
+        return self.mtime_ns if self.mtime_ns is not None else int(self.mtime * 1e9)
+
+    @property
+    def st_ctime_ns(self) -> int:
+        return self.ctime_ns if self.ctime_ns is not None else self.st_mtime_ns
+
+    @property
+    def st_atime_ns(self) -> int:
+        return self.atime_ns if self.atime_ns is not None else self.st_mtime_ns
+
+
+def _attr_ns(ino: int, mode: int, size: int, mtime_ns: int, nlink: int = 1) -> Attr:
+    return Attr(ino, mode, size, mtime_ns / 1e9, nlink, mtime_ns)
 
 
 class Tree:
@@ -250,7 +268,7 @@ class Tree:
 
     @staticmethod
     def _draft_attr(node: Node, a) -> Attr:
-        return Attr(node.ino, a.st_mode, a.size, a.mtime_ns / 1e9, 2 if a.is_dir else 1)
+        return _attr_ns(node.ino, a.st_mode, a.size, a.mtime_ns, 2 if a.is_dir else 1)
 
     def _lookup_in_artifact(self, a: ArtifactName, name: str) -> Node:
         if name == DRAFTS:
@@ -311,10 +329,21 @@ class Tree:
         if kind in IN_DRAFT:
             return self._draft_attr(node, node.draft.getattr(node.dino))
         if kind == FILE:
-            size = node.manifest.sizes[node.index]
-            mode = stat.S_IFREG | (0o555 if node.manifest.modes[node.index] & 0o111 else 0o444)
+            m = node.manifest
+            size = m.sizes[node.index]
+            # The mode bits as put, write bits off (a version never changes); the file's own
+            # mtime where the manifest keeps it (older ones do not: the version's time).
+            mode = stat.S_IFREG | (m.modes[node.index] & 0o7555)
+            mtime_ns = m.mtimes[node.index] if m.mtimes else 0
+            if mtime_ns:
+                return _attr_ns(node.ino, mode, max(size, 0), mtime_ns)
             return Attr(node.ino, mode, max(size, 0), node.version.created)
         if kind in (VERSION, DIR):
+            # A version's own folder shows its creation (stat-ing it needs no manifest); the
+            # folders inside show their mode and mtime as put, where the manifest keeps them.
+            folder = node.manifest.folder(node.path) if kind == DIR and node.manifest is not None else None
+            if folder is not None and folder.mtime_ns:
+                return _attr_ns(node.ino, stat.S_IFDIR | (folder.mode & 0o7555), 0, folder.mtime_ns, 2)
             return Attr(node.ino, stat.S_IFDIR | 0o555, 0, node.version.created, 2)
         if kind == ALIAS:
             return Attr(node.ino, stat.S_IFLNK | 0o777, len(node.target), self.started)

@@ -11,16 +11,24 @@ Where an entry's bytes live:
              newer ones also name a piece index (digests of PIECE_SIZE pieces, stored
              beside the object) by its digest, so a small range can be verified alone
   reference  bytes outside the store (`refs[i]` holds the URI and its pin)
+
+What a version keeps of the tree besides bytes (optional columns, absent in
+manifests made before them): each file's mtime in nanoseconds (`mtimes`), its
+permission bits including setuid/setgid/sticky (`modes`; older manifests hold
+only 0o644/0o755), and every folder with its mode and mtime (`folders`), so
+empty folders are kept. None of these is the version's identity: that is
+`content_digest()`, over paths, bytes, the executable bit and empty folders.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import zstandard
 
 from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes
@@ -45,6 +53,7 @@ class Entry:
     chunks: bytes = b""  # concatenated chunk digests for stored objects > CHUNK_SIZE
     piece_index: bytes = b""  # digest of the object's piece index (b"": none, made before them)
     ref: dict | None = None  # {"uri": ..., pin fields...} for references
+    mtime_ns: int = 0  # modification time; 0: not known (made before manifests kept times)
 
     @property
     def is_reference(self) -> bool:
@@ -58,8 +67,19 @@ class Entry:
     def hexdigest(self) -> str:
         return self.digest.hex()
 
-    def same_content(self, other: "Entry") -> bool:
-        return (self.digest, self.size, self.mode, self.ref) == (other.digest, other.size, other.mode, other.ref)
+    def same_content(self, other: Entry) -> bool:
+        """Same bytes and executable bit (times and other mode bits are not content)."""
+        return (self.digest, self.size, bool(self.mode & 0o111), self.ref) == \
+            (other.digest, other.size, bool(other.mode & 0o111), other.ref)
+
+
+@dataclass
+class Folder:
+    """A folder of a version ('' is the version's root)."""
+
+    path: str
+    mode: int = 0o755
+    mtime_ns: int = 0  # 0: not known
 
 
 @dataclass
@@ -74,12 +94,18 @@ class Manifest:
     chunks: dict[int, bytes] = field(default_factory=dict)
     piece_indexes: dict[int, bytes] = field(default_factory=dict)
     refs: dict[int, dict] = field(default_factory=dict)
+    mtimes: array = field(default_factory=lambda: array("q"))  # empty: no times known
+    folders: list[str] = field(default_factory=list)  # sorted; empty: only those files imply
+    folder_modes: array = field(default_factory=lambda: array("H"))
+    folder_mtimes: array = field(default_factory=lambda: array("q"))
 
     # -- building -----------------------------------------------------------
     @classmethod
-    def from_entries(cls, entries: list[Entry]) -> "Manifest":
+    def from_entries(cls, entries: list[Entry], folders: Iterable[Folder] = ()) -> Manifest:
         entries = sorted(entries, key=lambda e: e.path)
         m = cls()
+        if any(e.mtime_ns for e in entries):
+            m.mtimes = array("q", (e.mtime_ns for e in entries))
         pack_index: dict[bytes, int] = {}
         digests = bytearray()
         previous = None
@@ -93,7 +119,7 @@ class Manifest:
             m.paths.append(path)
             m.sizes.append(e.size)
             digests += e.digest if len(e.digest) == DIGEST_SIZE else _ZERO
-            m.modes.append(0o755 if e.mode & 0o111 else 0o644)
+            m.modes.append(e.mode & 0o7777)
             if e.ref is not None:
                 m.packs.append(REFERENCE)
                 m.refs[i] = dict(e.ref)
@@ -112,7 +138,20 @@ class Manifest:
         m.pack_ids = list(pack_index)
         m.digests = bytes(digests)
         m._check_folders()
+        m.set_folders(folders)
         return m
+
+    def set_folders(self, folders: Iterable[Folder]) -> None:
+        """Records folders (with their modes and times); a path given twice keeps the first."""
+        by_path: dict[str, Folder] = {}
+        for f in folders:
+            by_path.setdefault(normalize_path(f.path) if f.path else "", f)
+        self.folders = sorted(by_path)
+        self.folder_modes = array("H", (by_path[p].mode & 0o7777 for p in self.folders))
+        self.folder_mtimes = array("q", (by_path[p].mtime_ns for p in self.folders))
+        for p in self.folders:
+            if self.index(p) is not None:
+                raise InvalidInput(f"{p!r} is both a file and a folder")
 
     def _check_folders(self) -> None:
         # A file "a" and "a/b" can be non-adjacent ("a", "a-b", "a/b"): check each
@@ -141,7 +180,27 @@ class Manifest:
             chunks=self.chunks.get(i, b""),
             piece_index=self.piece_indexes.get(i, b""),
             ref=self.refs.get(i),
+            mtime_ns=self.mtimes[i] if self.mtimes else 0,
         )
+
+    def folder(self, path: str) -> Folder | None:
+        """A recorded folder's mode and time (None: not recorded, as in older manifests)."""
+        i = bisect.bisect_left(self.folders, path)
+        if i < len(self.folders) and self.folders[i] == path:
+            return Folder(path, self.folder_modes[i], self.folder_mtimes[i])
+        return None
+
+    def folder_entries(self) -> list[Folder]:
+        return [Folder(p, self.folder_modes[i], self.folder_mtimes[i]) for i, p in enumerate(self.folders)]
+
+    def _has_files_under(self, path: str) -> bool:
+        prefix = path + "/"
+        i = bisect.bisect_left(self.paths, prefix)
+        return i < len(self.paths) and self.paths[i].startswith(prefix)
+
+    def empty_folders(self) -> list[str]:
+        """Recorded folders with no file below them (the root excluded)."""
+        return [p for p in self.folders if p and not self._has_files_under(p)]
 
     def __iter__(self) -> Iterator[Entry]:
         return (self.entry(i) for i in range(len(self.paths)))
@@ -157,12 +216,33 @@ class Manifest:
     def is_dir(self, path: str) -> bool:
         if path == "":
             return True
-        prefix = path + "/"
-        i = bisect.bisect_left(self.paths, prefix)
-        return i < len(self.paths) and self.paths[i].startswith(prefix)
+        return self._has_files_under(path) or self.folder(path) is not None
 
     def children(self, path: str) -> Iterator[tuple[str, int | None]]:
         """(name, entry index) for files and (name, None) for folders directly in `path`."""
+        if not self.folders:
+            return self._file_children(path)
+        out = list(self._file_children(path))
+        names = {name for name, _ in out}
+        extra: list[tuple[str, int | None]] = [(n, None) for n in self._folder_children(path) if n not in names]
+        if not extra:
+            return iter(out)
+        return iter(sorted(out + extra, key=lambda c: c[0]))
+
+    def _folder_children(self, path: str) -> Iterator[str]:
+        """Names of recorded folders directly in `path`."""
+        prefix = f"{path}/" if path else ""
+        folders = self.folders
+        i = bisect.bisect_left(folders, prefix)
+        if not prefix and i < len(folders) and folders[i] == "":
+            i += 1  # the root itself
+        while i < len(folders) and folders[i].startswith(prefix):
+            rest = folders[i][len(prefix):]
+            sub = rest.split("/", 1)[0]
+            yield sub
+            i = bisect.bisect_left(folders, prefix + sub + "0", i)
+
+    def _file_children(self, path: str) -> Iterator[tuple[str, int | None]]:
         prefix = f"{path}/" if path else ""
         i = bisect.bisect_left(self.paths, prefix)
         n = len(self.paths)
@@ -213,11 +293,16 @@ class Manifest:
         }
         if self.piece_indexes:  # absent before piece indexes existed: older readers ignore it
             doc["piece_indexes"] = self.piece_indexes
+        if self.mtimes:  # the tree's times and folders: optional, older readers ignore them
+            doc["mtimes"] = self.mtimes.tobytes()
+        if self.folders:
+            doc["folders"] = {"paths": self.folders, "modes": self.folder_modes.tobytes(),
+                              "mtimes": self.folder_mtimes.tobytes()}
         raw = msgpack.packb(doc, use_bin_type=True)
         return zstandard.ZstdCompressor(level=3).compress(raw)
 
     @classmethod
-    def decode(cls, data: bytes, name: str = "manifest") -> "Manifest":
+    def decode(cls, data: bytes, name: str = "manifest") -> Manifest:
         try:
             raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 34)
             doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
@@ -229,7 +314,13 @@ class Manifest:
             m.modes.frombytes(doc["modes"])
             m.packs.frombytes(doc["packs"])
             m.offsets.frombytes(doc["offsets"])
-        except Exception as e:  # any decoding failure is a corrupt record, whatever raised it
+            if "mtimes" in doc:
+                m.mtimes.frombytes(doc["mtimes"])
+            if "folders" in doc:
+                m.folders = doc["folders"]["paths"]
+                m.folder_modes.frombytes(doc["folders"]["modes"])
+                m.folder_mtimes.frombytes(doc["folders"]["mtimes"])
+        except Exception as e:  # noqa: BLE001 -- any decoding failure is a corrupt record, whatever raised it
             raise CorruptRecord(f"corrupt {name}: {e}") from None
         m._validate(name)
         return m
@@ -239,8 +330,11 @@ class Manifest:
         if not (len(self.sizes) == len(self.modes) == len(self.packs) == len(self.offsets) == n
                 and len(self.digests) == n * DIGEST_SIZE):
             raise CorruptRecord(f"corrupt {name}: column lengths differ")
+        if len(self.mtimes) not in (0, n):
+            raise CorruptRecord(f"corrupt {name}: column lengths differ")
         if any(not isinstance(p, str) for p in self.paths):
             raise CorruptRecord(f"corrupt {name}: a path is not text")
+        self._validate_folders(name)
         if n == 0:
             return
         # One pass over the joined text finds any '..', '.', empty, absolute or NUL path.
@@ -255,9 +349,31 @@ class Manifest:
             if not (isinstance(d, bytes) and len(d) == DIGEST_SIZE and i in self.chunks):
                 raise CorruptRecord(f"corrupt {name}: bad piece index of entry {i}")
 
+    def _validate_folders(self, name: str) -> None:
+        f = self.folders
+        if not (isinstance(f, list) and len(f) == len(self.folder_modes) == len(self.folder_mtimes)):
+            raise CorruptRecord(f"corrupt {name}: folder columns differ")
+        if any(not isinstance(p, str) for p in f):
+            raise CorruptRecord(f"corrupt {name}: a folder path is not text")
+        if any(a >= b for a, b in itertools.pairwise(f)):
+            raise CorruptRecord(f"corrupt {name}: folders are not sorted and unique")
+        named = [p for p in f if p]  # '' is the root
+        if named:
+            joined = "\n" + "\n".join(named) + "\n"
+            if joined.count("\n") != len(named) + 1 or any(bad in joined for bad in _BAD_FRAGMENTS):
+                raise CorruptRecord(f"corrupt {name}: a folder path is not normalized")
+
     @property
     def digest(self) -> bytes:
         return digest_bytes(self.encode())
+
+    def content_digest(self) -> bytes:
+        """The version's identity: paths, bytes (digests, sizes, reference pins), the
+        executable bit and empty folders, never times or other mode bits, nor where the
+        bytes are stored. Equal for an old manifest and a new one of the same tree."""
+        modes = array("H", (0o755 if m & 0o111 else 0o644 for m in self.modes))
+        doc = [self.paths, self.sizes.tobytes(), self.digests, modes.tobytes(), self.refs, self.empty_folders()]
+        return digest_bytes(msgpack.packb(doc, use_bin_type=True))
 
 
 _BAD_FRAGMENTS = ("\x00", "\n/", "//", "/\n", "\n\n", "\n../", "/../", "/..\n", "\n..\n",

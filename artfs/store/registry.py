@@ -101,6 +101,14 @@ def creator_info() -> dict:
     }
 
 
+def check_creator(creator: object) -> dict:
+    """A creator sent by another process (`artfs commit` through a mount): creator_info's
+    keys, as short text."""
+    if not isinstance(creator, dict) or not isinstance(creator.get("run"), str) or not creator["run"]:
+        raise InvalidInput("creator: expected an object with a run")
+    return {k: str(creator.get(k, ""))[:1000] for k in ("user", "host", "run", "command")}
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -243,8 +251,10 @@ class Registry:
         description: str = "",
         metadata: dict | None = None,
         aliases: list[str] = (),
+        creator: dict | None = None,
     ) -> VersionRecord:
-        """Makes the next version of `a` from an already-uploaded manifest's content."""
+        """Makes the next version of `a` from an already-uploaded manifest's content.
+        `creator`: who made it (check_creator), if not this process (creator_info)."""
         aliases = [check_alias(x) for x in aliases if x != LATEST]
         type_ = self.ensure_artifact(a, type_)
         hexdigest = digest_bytes(encoded).hex()
@@ -257,7 +267,7 @@ class Registry:
         rec = VersionRecord(
             artifact=a, number=n, manifest=hexdigest, type=type_, created=time.time(),
             size=manifest.total_size, files=len(manifest), description=description or "",
-            metadata=check_metadata(metadata or {}), creator=creator_info(), base=base,
+            metadata=check_metadata(metadata or {}), creator=creator or creator_info(), base=base,
         )
         while True:
             rec.number = n

@@ -3,23 +3,28 @@
 A file already present with the right digest is skipped, so a second get
 fetches nothing. Files are written to `NAME.artfs-part` and renamed when
 complete; a large file's part is re-verified chunk by chunk and resumed.
+
+The tree comes back as it was put, as `rsync -a` would leave it: each file's
+mode bits and mtime (where the manifest has them), every recorded folder,
+empty ones included, and the folders' modes and mtimes, set last and deepest
+first so that writing their contents does not move them again.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import blake3
 
+from artfs.content.fetch import Piece, fetch_run, group, pieces
 from artfs.digest import CHUNK_SIZE
 from artfs.errors import InvalidInput, NoSpace
-from artfs.content.fetch import Piece, fetch_run, group, pieces
-from artfs.store.manifest import Entry, Manifest
 from artfs.store.backends.base import ObjectStore
+from artfs.store.manifest import Entry, Folder, Manifest
 
 PART = ".artfs-part"
 
@@ -44,6 +49,11 @@ def _matches(path: str, entry: Entry) -> bool:
         return False
 
 
+def _set_time(path: str, mtime_ns: int) -> None:
+    if mtime_ns:  # 0: the manifest does not know it (older versions): left as written
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
 def target_path(root: str, entry_path: str) -> str:
     full = os.path.normpath(os.path.join(root, entry_path))
     if not full.startswith(os.path.normpath(root) + os.sep):
@@ -61,23 +71,46 @@ class Downloader:
         self.stats = DownloadStats()
         self._lock = threading.Lock()
 
-    def download(self, manifest: Manifest, indices: range | list[int], root: str) -> DownloadStats:
+    def download(self, manifest: Manifest, indices: range | list[int], root: str,
+                 under: str | None = None) -> DownloadStats:
+        """Entries `indices` into `root`, with the recorded folders at or below `under`
+        (None: all of them; give it whenever `indices` is not the whole manifest)."""
         todo: list[tuple[Entry, str]] = []
+        kept: list[tuple[Entry, str]] = []
         for i in indices:
             e = manifest.entry(i)
             dest = target_path(root, e.path)
             if _matches(dest, e):
                 self.stats.files_skipped += 1
                 self.progress(e.size)
+                kept.append((e, dest))
             else:
                 todo.append((e, dest))
         try:
             self._fetch_all(todo)
+            for e, dest in kept + todo:
+                _set_time(dest, e.mtime_ns)
+            for e, dest in kept:
+                os.chmod(dest, e.mode)
+            self._folders(manifest, root, under)
         except OSError as e:
             if e.errno == 28:
                 raise NoSpace(f"no space left writing into {root}") from None
             raise InvalidInput(f"cannot write {e.filename2 or e.filename or root}: {e.strerror}") from None
         return self.stats
+
+    def _folders(self, manifest: Manifest, root: str, under: str | None) -> None:
+        chosen: list[Folder] = [f for f in manifest.folder_entries() if under is None or under == ""
+                                or f.path == under or f.path.startswith(under + "/")]
+        if not chosen:
+            return
+        for f in chosen:
+            if f.path:
+                os.makedirs(target_path(root, f.path), exist_ok=True)
+        for f in sorted(chosen, key=lambda f: f.path.count("/") + bool(f.path), reverse=True):
+            dest = target_path(root, f.path) if f.path else root
+            os.chmod(dest, f.mode)
+            _set_time(dest, f.mtime_ns)
 
     def _fetch_all(self, todo: list[tuple[Entry, str]]) -> None:
         # Small files: group neighbours in one pack into shared GETs.

@@ -7,6 +7,10 @@ few ranged GETs rather than one per file; each file keeps its own digest and
 what it holds so later commits (of any artifact) reuse those bytes. Larger
 files are stored alone under their digest, with per-chunk digests.
 
+Each entry keeps its file's mode bits and mtime, and the manifest every
+folder's (so empty folders are kept): `walk_sources` returns the folders it
+walked beside the files, and `Publisher.build` records them.
+
 Nothing is read twice for hashing and uploading without being checked: small
 files are hashed from the very bytes packed, and large files are re-hashed
 while they stream to the store, aborting the upload if they changed.
@@ -14,23 +18,32 @@ while they stream to the store, aborting the upload if they changed.
 
 from __future__ import annotations
 
+import bisect
 import os
 import stat as stat_mod
 import threading
+from array import array
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import blake3
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 
 from artfs.content.carry import CarriedRange, assemble
-from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, Hashes, digest_bytes, hash_file, needs_chunks
+from artfs.digest import (
+    CHUNK_SIZE,
+    DIGEST_SIZE,
+    Hashes,
+    digest_bytes,
+    hash_file,
+    needs_chunks,
+)
 from artfs.errors import CorruptRecord, InvalidInput, NotFound
-from artfs.store.manifest import OBJECT, Entry, Manifest
 from artfs.names import join_path, normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import index_key, object_key, pack_key, pieces_key
+from artfs.store.manifest import OBJECT, Entry, Folder, Manifest
 
 SMALL_LIMIT = CHUNK_SIZE
 PACK_TARGET = 16 << 20
@@ -47,6 +60,17 @@ class FileSource:
     # `unchanged()`, False once the file has been written to since.
     hashed: Hashes | None = None
     unchanged: Callable[[], bool] | None = None
+
+
+class SourceList(list[FileSource]):
+    """Files to publish, and the folders they were found in (`folders`: every folder walked,
+    empty or not, with its mode and mtime)."""
+
+    folders: list[Folder]
+
+    def __init__(self, files: Iterable[FileSource] = (), folders: Iterable[Folder] = ()):
+        super().__init__(files)
+        self.folders = list(folders)
 
 
 @dataclass
@@ -66,7 +90,7 @@ class KnownContent:
     large: set[bytes] = field(default_factory=set)
     # Adds more small content (every pack index of the store) on the first miss, so a commit
     # whose small files are all known already, or that has none, reads no index.
-    loader: Callable[["KnownContent"], None] | None = None
+    loader: Callable[[KnownContent], None] | None = None
 
     def find_small(self, digest: bytes) -> tuple[bytes, int] | None:
         hit = self.small.get(digest)
@@ -161,10 +185,15 @@ class Publisher:
         self._pack_index: list[tuple[bytes, int, int]] = []
         self._pending_duplicates: list[tuple[Entry, bytes]] = []
 
-    def build(self, files: Iterable[FileSource], carried: Iterable = ()) -> Manifest:
+    def build(self, files: Iterable[FileSource], carried: Iterable = (),
+              folders: Iterable[Folder] | None = None) -> Manifest:
         """Stores new content of `files` and returns the manifest of files + carried entries
-        (Entry objects, and CarriedRanges: see carry.py)."""
-        entries, ranges = [], []
+        (Entry objects, and CarriedRanges: see carry.py). Its folders: `folders` (default:
+        those `files` carries, if a SourceList), plus those below every carried range."""
+        if folders is None:
+            folders = getattr(files, "folders", ())
+        entries: list[Entry] = []
+        ranges: list[CarriedRange] = []
         for c in carried:
             (ranges if isinstance(c, CarriedRange) else entries).append(c)
         try:
@@ -175,7 +204,11 @@ class Publisher:
                 fut.result()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        return assemble(entries, ranges) if ranges else Manifest.from_entries(entries)
+        if not ranges:
+            return Manifest.from_entries(entries, folders)
+        m = assemble_kept(entries, ranges)
+        m.set_folders(list(folders) + _carried_folders(ranges))
+        return m
 
     def _add(self, src: FileSource) -> Entry:
         try:
@@ -184,7 +217,7 @@ class Publisher:
             raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
         if not stat_mod.S_ISREG(st.st_mode):
             raise InvalidInput(f"{src.local} is not a regular file")
-        mode = 0o755 if (st.st_mode if src.mode is None else src.mode) & 0o111 else 0o644
+        mode = (st.st_mode if src.mode is None else src.mode) & 0o7777
         if st.st_size <= SMALL_LIMIT:
             try:
                 with open(src.local, "rb") as f:
@@ -192,8 +225,10 @@ class Publisher:
             except OSError as e:
                 raise InvalidInput(f"cannot read {src.local}: {e.strerror}") from None
             if len(data) <= SMALL_LIMIT:
-                return self._add_small(src.path, data, mode)
-        entry = Entry(src.path, st.st_size, b"", mode)
+                entry = self._add_small(src.path, data, mode)
+                entry.mtime_ns = st.st_mtime_ns
+                return entry
+        entry = Entry(src.path, st.st_size, b"", mode, mtime_ns=st.st_mtime_ns)
         self._futures.append(self._pool.submit(self._add_large, entry, src.local, src))
         return entry
 
@@ -307,18 +342,74 @@ class Publisher:
             self.stats.bytes_uploaded += n
 
 
-def walk_sources(local: str, prefix: str | None) -> list[FileSource]:
-    """Every regular file below `local` (or `local` itself) as FileSources under `prefix`."""
+def assemble_kept(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
+    """carry.assemble, plus what it leaves out: the times of every entry, and the full mode
+    bits of `entries` (it keeps only their executable bit). A range is a whole folder, so
+    its entries are contiguous in the new manifest too."""
+    m = assemble(entries, ranges)
+    base = ranges[0].manifest
+    if base.mtimes or any(e.mtime_ns for e in entries):
+        times = array("q", bytes(8 * len(m)))
+        if base.mtimes:
+            for r in ranges:
+                if r.stop > r.start:
+                    first = base.paths[r.start]
+                    if r.old != r.new:
+                        rest = first[len(r.old) + 1:] if r.old else first
+                        first = f"{r.new}/{rest}" if r.new else rest
+                    j = m.index(first)
+                    if j is not None:
+                        times[j:j + r.stop - r.start] = base.mtimes[r.start:r.stop]
+        for e in entries:
+            j = m.index(normalize_path(e.path))
+            if j is not None:
+                times[j] = e.mtime_ns
+        m.mtimes = times
+    for e in entries:
+        j = m.index(normalize_path(e.path))
+        if j is not None:
+            m.modes[j] = e.mode & 0o7777
+    return m
+
+
+def _carried_folders(ranges: list[CarriedRange]) -> list[Folder]:
+    """The base's recorded folders below each carried range, under the range's new name."""
+    out = []
+    for r in ranges:
+        base = r.manifest
+        prefix = f"{r.old}/" if r.old else ""
+        lo = bisect.bisect_left(base.folders, prefix)
+        for i in range(lo, len(base.folders)):
+            p = base.folders[i]
+            if not p.startswith(prefix):
+                break
+            if not p:
+                continue  # the root: the caller records it
+            rest = p[len(prefix):]
+            out.append(Folder(f"{r.new}/{rest}" if r.new else rest, base.folder_modes[i], base.folder_mtimes[i]))
+    return out
+
+
+def walk_sources(local: str, prefix: str | None) -> SourceList:
+    """Every regular file below `local` (or `local` itself) as FileSources under `prefix`,
+    with every folder walked (`local` itself included, as `prefix` or the root '')."""
     local = os.path.abspath(local)
     if os.path.isfile(local):
-        return [FileSource(normalize_path(prefix or os.path.basename(local)), local)]
+        return SourceList([FileSource(normalize_path(prefix or os.path.basename(local)), local)])
     if not os.path.isdir(local):
         raise InvalidInput(f"{local}: no such file or directory")
-    out = []
+    out = SourceList()
     # Symbolic links are followed, to folders as to files (a linked folder's files are
     # part of the tree, not silently left out); a link back to an ancestor is a loop.
     for dirpath, dirnames, filenames in os.walk(local, followlinks=True):
         dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, local).replace(os.sep, "/")
+        try:
+            st = os.stat(dirpath)
+        except OSError as e:
+            raise InvalidInput(f"cannot read {dirpath}: {e.strerror}") from None
+        folder = join_path(prefix, rel_dir) if rel_dir != "." else normalize_path(prefix) if prefix else ""
+        out.folders.append(Folder(folder, st.st_mode & 0o7777, st.st_mtime_ns))
         real = os.path.realpath(dirpath)
         for d in dirnames:
             full = os.path.join(dirpath, d)

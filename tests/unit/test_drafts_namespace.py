@@ -10,10 +10,10 @@ import os
 import random
 
 import pytest
-
-from artfs.errors import FsError
-from artfs.drafts.namespace import DIR, ROOT
 from conftest import new_draft_store
+
+from artfs.drafts.namespace import DIR, ROOT
+from artfs.errors import FsError
 
 
 @pytest.fixture

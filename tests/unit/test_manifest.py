@@ -58,9 +58,11 @@ def test_order_of_input_does_not_change_the_manifest():
     assert Manifest.from_entries(entries).encode() == Manifest.from_entries(entries[::-1]).encode()
 
 
-def test_modes_are_normalized_to_644_or_755():
+def test_modes_are_kept_but_only_the_executable_bit_is_identity():
     m = Manifest.from_entries([packed("a", mode=0o700), packed("b", mode=0o600), packed("c", mode=0o4711)])
-    assert [e.mode for e in m] == [0o755, 0o644, 0o755]
+    assert [e.mode for e in m] == [0o700, 0o600, 0o4711]
+    same = Manifest.from_entries([packed("a", mode=0o755), packed("b", mode=0o644), packed("c", mode=0o755)])
+    assert m.content_digest() == same.content_digest()
 
 
 def test_empty_manifest():
