@@ -125,13 +125,14 @@ class Store:
                 for alias in aliases:
                     self.registry.set_alias(name, alias, match.number)
                 return Published(match, False, stats)
-            rec = self.registry.commit(
+            rec, created = self.registry.commit(
                 name, type_, manifest, encoded,
                 base=base.number if base else None, description=description or "",
                 metadata=metadata, aliases=aliases, creator=creator,
             )
-        lineage.record_logged(self.registry, rec)
-        return Published(rec, True, stats)
+        if created:
+            lineage.record_logged(self.registry, rec)
+        return Published(rec, created, stats)
 
     def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
         from artfs.store.registry import check_metadata

@@ -252,8 +252,11 @@ class Registry:
         metadata: dict | None = None,
         aliases: list[str] = (),
         creator: dict | None = None,
-    ) -> VersionRecord:
-        """Makes the next version of `a` from an already-uploaded manifest's content.
+    ) -> tuple[VersionRecord, bool]:
+        """Makes the next version of `a` from an already-uploaded manifest's content, and says
+        whether it did: when a concurrent publisher made the newest version with the same
+        content first, that version is the answer (W&B's rule: identical content makes no
+        new version), so identical publishes racing each other make one version.
         `creator`: who made it (check_creator), if not this process (creator_info)."""
         aliases = [check_alias(x) for x in aliases if x != LATEST]
         type_ = self.ensure_artifact(a, type_)
@@ -261,8 +264,14 @@ class Registry:
         key = manifest_key(hexdigest)
         if not self.store.exists(key):
             self.store.put(key, encoded)
-        self._manifests[hexdigest] = manifest
+        with self._lock:
+            self._manifests[hexdigest] = manifest
         records = self._all_records(a)
+        newest = next((r for r in reversed(records) if not r.deleted), None)
+        if newest is not None and self._same_content(newest, hexdigest, manifest):
+            for alias in aliases:  # a concurrent identical publish made it since our caller looked
+                self.set_alias(a, alias, newest.number)
+            return newest, False
         n = records[-1].number + 1 if records else 0
         rec = VersionRecord(
             artifact=a, number=n, manifest=hexdigest, type=type_, created=time.time(),
@@ -275,10 +284,18 @@ class Registry:
                 rec.etag = self.store.put(self._version_key(a, n), rec.to_json(), if_none_match=True)
                 break
             except PreconditionFailed:
-                n += 1  # another committer took vN: the next number is ours to try
+                winner = self._read_record(a, n)  # another committer took vN
+                if not winner.deleted and self._same_content(winner, hexdigest, manifest):
+                    for alias in aliases:
+                        self.set_alias(a, alias, n)
+                    return winner, False
+                n += 1  # the next number is ours to try
         for alias in aliases:
             self.set_alias(a, alias, n)
-        return rec
+        return rec, True
+
+    def _same_content(self, rec: VersionRecord, hexdigest: str, manifest: Manifest) -> bool:
+        return rec.manifest == hexdigest or self.manifest(rec).content_digest() == manifest.content_digest()
 
     def update_version(self, rec: VersionRecord, change: Callable[[VersionRecord], VersionRecord]) -> VersionRecord:
         """Compare-and-swap on the version record; `change` is re-applied after a lost race."""
@@ -299,14 +316,16 @@ class Registry:
         return self.manifest_by_digest(rec.manifest)
 
     def manifest_by_digest(self, hexdigest: str) -> Manifest:
-        m = self._manifests.get(hexdigest)
+        with self._lock:  # the cache is shared by the daemon's worker threads
+            m = self._manifests.get(hexdigest)
         if m is None:
             key = manifest_key(hexdigest)
             data = self.store.get(key)
             if digest_bytes(data).hex() != hexdigest:
                 raise CorruptRecord(f"corrupt manifest {key}: digest does not match")
             m = Manifest.decode(data, key)
-            self._manifests[hexdigest] = m
+            with self._lock:
+                self._manifests[hexdigest] = m
         return m
 
     # -- aliases ------------------------------------------------------------------

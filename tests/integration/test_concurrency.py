@@ -185,3 +185,16 @@ def test_racing_moves_of_one_alias_end_on_one_version(artfs, tmp_path):
     lines = dict(line.split("\t")[:2] for line in artfs("ls", "p/a").ok().out.splitlines())
     # Each alias names exactly one version.
     assert sorted(a for v in lines.values() for a in v.split(",") if a != "-") == ["best", "latest", "prod"]
+
+
+def test_identical_publishes_racing_make_one_version(artfs, tmp_path):
+    """W&B's rule (identical content makes no new version) holds when the publishes race:
+    every one of them prints the version the first made."""
+    _inputs(tmp_path, 1)
+    barrier = SPAWN.Barrier(4)
+    results = _run_children(_commit_at_barrier, [(artfs.store, artfs.cache, str(tmp_path / "in0"), barrier)
+                                                 for _ in range(4)])
+    assert not [r for _, r in results if r.startswith("ERROR")], results
+    assert {v for _, v in results} == {"p/collide:v0"}
+    lines = artfs("ls", "p/collide").ok().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["v0"]
