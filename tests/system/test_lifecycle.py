@@ -385,7 +385,7 @@ def test_gc_refuses_when_a_hold_is_unreadable(vs):
 STREAM = r"""
 import io, json, sys, time
 from contextlib import redirect_stderr, redirect_stdout
-from artfs.cli.main.main import main
+from artfs.cli.main import main
 import artfs.store.backends.s3  # imported before the start line, so the streams really overlap
 commands, start = json.loads(sys.argv[1]), float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
