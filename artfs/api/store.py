@@ -37,10 +37,11 @@ class Published:
 
 
 class Store:
-    def __init__(self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None):
+    def __init__(self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None,
+                 create: bool = True):
         self.url = config.store_url(url)
         self.cache_dir = config.cache_dir(cache)
-        self.objects = objects or open_store(self.url)
+        self.objects = objects or open_store(self.url, create=create)
         self.registry = Registry(self.objects)
 
     def __repr__(self) -> str:

@@ -10,12 +10,17 @@ import time
 import click
 
 from artfs.cli.format import human_size, progress_bar, when
-from artfs.errors import ArtfsError, InvalidInput
+from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import parse_artifact_name, parse_spec, version_name
 from artfs.store.registry import check_metadata
 
 EXIT_ERROR = 1
 INFO_REFERENCE_URIS = 100  # `artfs info` lists at most this many reference URIs
+
+
+# Commands that may make a new store where none is (saying so); every other command refuses
+# a location that holds no artfs store, naming it, and creates nothing there.
+CREATING_COMMANDS = {"put", "commit", "draft", "mount", "finish", "wandb import", "ref add"}
 
 
 class Context:
@@ -28,7 +33,14 @@ class Context:
         if self._store is None:
             from artfs.api.store import Store
 
-            self._store = Store(self.store_url, self.cache)
+            command = " ".join(click.get_current_context().command_path.split()[1:])
+            creating = command in CREATING_COMMANDS
+            store = Store(self.store_url, self.cache, create=creating)
+            if not creating and not store.registry.is_store():
+                raise NotFound(f"no artfs store at {store.url} (check --store or ARTFS_STORE)")
+            if creating and store.registry.mark_store():
+                click.echo(f"artfs: created a new store at {store.url}", err=True)
+            self._store = store
         return self._store
 
 
@@ -155,7 +167,10 @@ def ls_(ctx, what):
     if "/" not in what:
         from artfs.names import ArtifactName
 
-        for a in reg.artifacts(what):
+        artifacts = reg.artifacts(what)
+        if not artifacts:
+            raise NotFound(f"project {what} does not exist (artfs ls lists the projects)")
+        for a in artifacts:
             name = ArtifactName(what, a)
             versions = reg.versions(name)
             click.echo(f"{a}\t{reg.artifact_type(name) or '?'}\t{len(versions)} versions")
@@ -164,8 +179,6 @@ def ls_(ctx, what):
     if spec.selector is None:
         versions = reg.versions(spec.artifact)
         if not versions and reg.artifact_type(spec.artifact) is None:
-            from artfs.errors import NotFound
-
             raise NotFound(f"artifact {spec.artifact} does not exist")
         by_version = reg.aliases_by_version(spec.artifact, versions)
         for r in versions:

@@ -16,3 +16,6 @@ def pack_key(pack_id: bytes) -> str:
 
 def index_key(pack_id: bytes) -> str:
     return f"index/{pack_id.hex()}"
+
+
+STORE_MARKER = "artfs-store.json"  # written when a store is first used: {"format": 1, "created": …}

@@ -10,8 +10,8 @@ from artfs.store.backends.base import ObjectInfo, ObjectStore
 from artfs.store.backends.local import LocalStore
 
 
-def open_store(url: str) -> ObjectStore:
-    """A path, `file://PATH` or `s3://bucket[/prefix]`."""
+def open_store(url: str, create: bool = True) -> ObjectStore:
+    """A path, `file://PATH` or `s3://bucket[/prefix]`. `create=False` makes nothing on disk."""
     if url.startswith("s3://"):
         from artfs.store.backends.s3 import S3Store
 
@@ -23,7 +23,7 @@ def open_store(url: str) -> ObjectStore:
         url = urlparse(url).path
     elif "://" in url:
         raise InvalidInput(f"unsupported store URL {url!r}: use a path, file://PATH or s3://BUCKET/PREFIX")
-    return LocalStore(os.path.abspath(os.path.expanduser(url)))
+    return LocalStore(os.path.abspath(os.path.expanduser(url)), create=create)
 
 
 __all__ = ["ObjectInfo", "ObjectStore", "LocalStore", "open_store"]

@@ -37,6 +37,7 @@ from artfs.names import (
     version_name,
 )
 from artfs.store.backends.base import ObjectStore
+from artfs.store.keys import STORE_MARKER
 
 RECORD_FORMAT = 1
 
@@ -116,19 +117,41 @@ def _user() -> str:
         return str(os.getuid())
 
 
+METADATA_DEPTH = 32  # nesting bound: deeper metadata is refused, not stored
+
+
+def _refuse_constant(name: str):
+    raise InvalidInput(f"invalid metadata JSON: {name} is not JSON (use null or a string)")
+
+
 def check_metadata(metadata) -> dict:
+    """Metadata is a strict-JSON object: no NaN or Infinity, at most METADATA_DEPTH levels deep."""
     if isinstance(metadata, str):
         try:
-            metadata = json.loads(metadata)
+            metadata = json.loads(metadata, parse_constant=_refuse_constant)
         except json.JSONDecodeError as e:
             raise InvalidInput(f"invalid metadata JSON: {e.msg} at position {e.pos}") from None
+        except RecursionError:
+            raise InvalidInput(f"metadata nests deeper than {METADATA_DEPTH} levels") from None
     if not isinstance(metadata, dict):
         raise InvalidInput("metadata must be a JSON object, e.g. '{\"classes\": 3}'")
     try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as e:
+        json.dumps(metadata, allow_nan=False)
+    except ValueError as e:
+        raise InvalidInput(f"metadata is not strict JSON: {e} (NaN and Infinity are not JSON)") from None
+    except (TypeError, RecursionError) as e:
         raise InvalidInput(f"metadata is not JSON-serializable: {e}") from None
+    if _depth(metadata) > METADATA_DEPTH:
+        raise InvalidInput(f"metadata nests deeper than {METADATA_DEPTH} levels")
     return metadata
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 class Registry:
@@ -164,6 +187,22 @@ class Registry:
         except (ValueError, KeyError, TypeError) as e:
             raise CorruptRecord(f"corrupt artifact record {key}: {e}") from None
 
+    def is_store(self) -> bool:
+        """Whether an artfs store lives here: its marker, or (older stores) any artifact."""
+        return self.store.exists(STORE_MARKER) or bool(self.store.list_prefixes("artifacts/"))
+
+    def mark_store(self) -> bool:
+        """Marks this location as an artfs store; True if it was not one before."""
+        if self.store.exists(STORE_MARKER):
+            return False
+        fresh = not self.store.list_prefixes("artifacts/")
+        doc = json.dumps({"format": RECORD_FORMAT, "created": time.time()}).encode()
+        try:
+            self.store.put(STORE_MARKER, doc, if_none_match=True)
+        except PreconditionFailed:
+            return False
+        return fresh
+
     def ensure_artifact(self, a: ArtifactName, type_: str | None) -> str:
         """Creates the artifact with `type_`, or checks an existing one has it."""
         existing = self.artifact_type(a)
@@ -172,6 +211,7 @@ class Registry:
                 raise InvalidInput(f"{a} does not exist yet: give its type (--type dataset, model, …)")
             check_name(type_, "type")
             doc = json.dumps({"format": RECORD_FORMAT, "type": type_, "created": time.time()}).encode()
+            self.mark_store()
             try:
                 self.store.put(self._prefix(a) + "artifact.json", doc, if_none_match=True)
                 return type_

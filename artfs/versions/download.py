@@ -12,6 +12,7 @@ first so that writing their contents does not move them again.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Callable
@@ -27,6 +28,15 @@ from artfs.store.backends.base import ObjectStore
 from artfs.store.manifest import Entry, Folder, Manifest
 
 PART = ".artfs-part"
+
+
+def part_path(dest: str) -> str:
+    """Where `dest` is written before it is complete: NAME.artfs-part, or, for a name too long
+    to take the suffix (255 bytes), a fixed short name derived from it (so a rerun resumes it)."""
+    folder, name = os.path.split(dest)
+    if len(os.fsencode(name + PART)) <= 255:
+        return dest + PART
+    return os.path.join(folder, f".{hashlib.sha256(os.fsencode(name)).hexdigest()[:32]}{PART}")
 
 
 @dataclass
@@ -138,7 +148,7 @@ class Downloader:
 
     def _write_whole(self, dest: str, data: bytes, mode: int) -> None:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        part = dest + PART
+        part = part_path(dest)
         with open(part, "wb") as f:
             f.write(data)
         os.chmod(part, mode)
@@ -155,7 +165,7 @@ class Downloader:
                 self.stats.files_written += 1
             return
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        part = dest + PART
+        part = part_path(dest)
         ps = pieces(entry)
         done = self._resume_point(part, ps)
         with open(part, "r+b" if done else "wb") as f:

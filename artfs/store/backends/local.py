@@ -39,10 +39,14 @@ def _os_errors(key: str):
 
 
 class LocalStore(ObjectStore):
-    def __init__(self, root: str):
+    def __init__(self, root: str, create: bool = True):
+        """`create=False`: open only; a folder that is not there reads as an empty store, and
+        nothing is made on disk (commands that only read must not create a store at a typo)."""
         self.root = root
         self.url = root
         self._tmp = os.path.join(root, _INTERNAL)
+        if not create:
+            return
         try:
             os.makedirs(self._tmp, exist_ok=True)
         except OSError as e:
