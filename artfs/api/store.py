@@ -72,6 +72,7 @@ class Store:
     # -- publishing ---------------------------------------------------------------
     def known_content(self, base: Manifest | None) -> KnownContent:
         known = KnownContent()
+        known.damaged = {o.key.removeprefix("damaged/") for o in self.objects.list("damaged/")}
         if base is not None:
             known.add_manifest(base)
         known.loader = PackIndex(self.objects, self.cache_dir).load_into

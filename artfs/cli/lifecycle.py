@@ -1,11 +1,11 @@
-"""CLI verbs for the end of a version's life: rm, prune, gc."""
+"""CLI verbs for a version's upkeep and the end of its life: verify, rm, prune, gc."""
 
 from __future__ import annotations
 
 import click
 
 from artfs.cli.format import human_size
-from artfs.errors import InvalidInput
+from artfs.errors import CorruptRecord, InvalidInput
 from artfs.names import parse_artifact_name, parse_spec
 
 
@@ -92,6 +92,30 @@ def lineage(ctx, spec, depth, dot_file):
             f.write(graph.as_dot(g, start) + "\n")
 
 
+@click.command()
+@click.argument("spec")
+@click.option("--jobs", default=8, show_default=True, help="Ranged GETs at once.")
+@click.pass_obj
+def verify(ctx, spec, jobs):
+    """Re-check a version's stored bytes against their digests, from the store itself.
+
+    Names every damaged file and exits 1 if any; a later publish of the same bytes
+    uploads the damaged objects again."""
+    from artfs.cli.format import progress_bar
+    from artfs.versions.verify import verify_manifest
+
+    rec = ctx.store.resolve(spec)
+    with progress_bar(rec.size, f"verify {rec}") as bar:
+        report = verify_manifest(ctx.store.objects, ctx.store.manifest(rec), jobs, bar)
+    for d in report.damaged:
+        click.echo(f"damaged: {d.path} (object {d.key}): {d.why}")
+    refs = f", {report.references} references not checked (their bytes are at their source)" if report.references else ""
+    if report.damaged:
+        files = len({d.path for d in report.damaged})
+        raise CorruptRecord(f"{rec}: {files} of {report.files} stored files damaged{refs}")
+    click.echo(f"{rec}: {report.files} stored files verified{refs}")
+
+
 def register(group: click.Group) -> None:
-    for command in (rm_, prune, gc, lineage):
+    for command in (verify, rm_, prune, gc, lineage):
         group.add_command(command)

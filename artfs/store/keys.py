@@ -19,3 +19,9 @@ def index_key(pack_id: bytes) -> str:
 
 
 STORE_MARKER = "artfs-store.json"  # written when a store is first used: {"format": 1, "created": …}
+
+
+def damaged_marker(key: str) -> str:
+    """Marks the stored object `key` damaged (artfs verify found it so): a publish of the same
+    bytes stores it again and removes the mark."""
+    return f"damaged/{key}"

@@ -42,7 +42,7 @@ from artfs.digest import (
 from artfs.errors import CorruptRecord, InvalidInput, NotFound
 from artfs.names import join_path, normalize_path
 from artfs.store.backends.base import ObjectStore
-from artfs.store.keys import index_key, object_key, pack_key, pieces_key
+from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import OBJECT, Entry, Folder, Manifest
 
 SMALL_LIMIT = CHUNK_SIZE
@@ -91,6 +91,8 @@ class KnownContent:
     # Adds more small content (every pack index of the store) on the first miss, so a commit
     # whose small files are all known already, or that has none, reads no index.
     loader: Callable[[KnownContent], None] | None = None
+    # Stored objects `artfs verify` found damaged (keys): never reused, stored again instead.
+    damaged: set[str] = field(default_factory=set)
 
     def find_small(self, digest: bytes) -> tuple[bytes, int] | None:
         hit = self.small.get(digest)
@@ -98,6 +100,8 @@ class KnownContent:
             loader, self.loader = self.loader, None
             loader(self)
             hit = self.small.get(digest)
+        if hit is not None and hit[0] is not None and pack_key(hit[0]) in self.damaged:
+            return None  # its pack is damaged: these bytes go into a new pack
         return hit
 
     def add_manifest(self, m: Manifest) -> None:
@@ -184,6 +188,7 @@ class Publisher:
         self._pack_members: list[tuple[Entry, int]] = []  # entry, offset in the pack being built
         self._pack_index: list[tuple[bytes, int, int]] = []
         self._pending_duplicates: list[tuple[Entry, bytes]] = []
+        self._mine: set[bytes] = set()  # large objects this publish stores (or found stored)
 
     def build(self, files: Iterable[FileSource], carried: Iterable = (),
               folders: Iterable[Folder] | None = None) -> Manifest:
@@ -285,12 +290,13 @@ class Publisher:
         if size <= SMALL_LIMIT:
             raise InvalidInput(f"{local} shrank while being read; try again")
         entry.digest, entry.size, entry.chunks = digest, size, chunks
-        stored = self._stored_already(digest)
+        stored = self._stored_already(digest, size)
         self._add_piece_index(entry, piece_digests, new=not stored)
         if stored:
             return
         with open(local, "rb") as f:
             self.store.put_stream(object_key(digest), _VerifyingReader(f, digest, local))
+        self._repaired(object_key(digest))
         self._count_uploaded(size)
 
     def _add_hashed(self, entry: Entry, src: FileSource) -> None:
@@ -301,12 +307,13 @@ class Publisher:
         chunked = needs_chunks(size)
         entry.digest, entry.size, entry.chunks = digest, size, chunks if chunked else b""
         self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
-        stored = self._stored_already(digest)
+        stored = self._stored_already(digest, size)
         self._add_piece_index(entry, piece_digests if chunked else b"", new=not stored)
         if stored:
             return
         if not self.store.put_file(object_key(digest), src.local, src.unchanged):
             raise CorruptRecord(f"{src.path} changed while it was being uploaded")
+        self._repaired(object_key(digest))
         self._count_uploaded(size)
 
     def _add_piece_index(self, entry: Entry, piece_digests: bytes, new: bool) -> None:
@@ -319,16 +326,27 @@ class Publisher:
             self.store.put(key, piece_digests)
         entry.piece_index = digest_bytes(piece_digests)
 
-    def _stored_already(self, digest: bytes) -> bool:
-        """A large object with this digest is in the store (or being stored by this publish)."""
+    def _stored_already(self, digest: bytes, size: int) -> bool:
+        """A large object with this digest is in the store, whole as far as its size and `artfs
+        verify` tell (or is being stored by this publish). A damaged one is stored again."""
+        key = object_key(digest)
         with self._lock:
-            known = digest in self.known.large
-            self.known.large.add(digest)
-        if known or self.store.exists(object_key(digest)):
-            with self._lock:
-                self.stats.entries_reused += 1
+            mine = digest in self._mine
+            self._mine.add(digest)
+        if mine:
             return True
+        if key not in self.known.damaged:
+            info = self.store.head(key)
+            if info is not None and info.size == size:
+                with self._lock:
+                    self.stats.entries_reused += 1
+                return True
         return False
+
+    def _repaired(self, key: str) -> None:
+        """The object is stored whole again: it is no longer damaged."""
+        if key in self.known.damaged:
+            self.store.delete(damaged_marker(key))
 
     def _count_hashed(self, n: int) -> None:
         with self._lock:

@@ -76,3 +76,25 @@ def test_get_handles_file_names_up_to_255_bytes(artfs, tmp_path):
 def test_info_of_a_stored_version_is_strict_json(artfs, src):
     artfs("put", src, "--name", "p/a", "--type", "dataset", "--metadata", '{"x": 1.5}').ok()
     json.loads(artfs("info", "p/a:v0").ok().stdout, parse_constant=lambda c: pytest.fail(c))
+
+
+def test_verify_names_each_damaged_file_and_a_publish_of_the_same_bytes_repairs_it(tmp_path):
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    files = {"small.txt": b"small file\n", "big.bin": os.urandom(3 << 20), "other.txt": b"neighbour\n"}
+    src = write_tree(tmp_path / "src", files)
+    run_artfs(["put", src, "--name", "p/a", "--type", "dataset"], store=store, cache=cache).ok()
+    assert "3 stored files verified" in run_artfs(["verify", "p/a:v0"], store=store, cache=cache).ok().stdout
+    big = next(os.path.join(store, "objects", n) for n in os.listdir(os.path.join(store, "objects")))
+    with open(big, "r+b") as f:  # one byte rots
+        f.seek(2 << 20)
+        byte = f.read(1)
+        f.seek(2 << 20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    r = run_artfs(["verify", "p/a:v0"], store=store, cache=cache)
+    assert r.returncode == 1
+    assert [line.split(" (")[0] for line in r.stdout.splitlines()] == ["damaged: big.bin"]
+    assert one_line(r) == "artfs: error: p/a:v0: 1 of 3 stored files damaged"
+    run_artfs(["put", src, "--name", "p/a", "--type", "dataset"], store=store, cache=cache).ok()  # same bytes
+    assert "3 stored files verified" in run_artfs(["verify", "p/a:v0"], store=store, cache=cache).ok().stdout
+    run_artfs(["get", "p/a:v0", "--root", str(tmp_path / "out")], store=store, cache=str(tmp_path / "c2")).ok()
+    assert read_tree(tmp_path / "out") == files
