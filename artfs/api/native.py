@@ -518,8 +518,8 @@ class Artifact:
         return self
 
     def base_on(self, version: "Artifact") -> "Artifact":
-        """Makes this draft carry `version`'s entries too (W&B's incremental=True): what was
-        added to the draft replaces a carried entry of the same path."""
+        """Makes this draft carry `version`'s entries too (W&B's incremental=True); what was
+        added replaces a carried entry of the same path. (Deleting, verifying, checkout: api/query.py.)"""
         self._editable()
         rec = version._logged("base_on")
         if self._base is not None:
@@ -530,24 +530,6 @@ class Artifact:
             if i is not None:
                 self._removed.add(i)
         return self
-
-    def delete(self, force: bool = False) -> None:
-        """Deletes this version (see `artfs.api.query.delete`)."""
-        from artfs.api import query
-
-        query.delete(self, force)
-
-    def verify(self, root: str) -> list[str]:
-        """What differs between folder `root` and this version (empty: nothing)."""
-        from artfs.api import query
-
-        return query.verify(self, root)
-
-    def checkout(self, root: str) -> str:
-        """Makes folder `root` hold exactly this version (downloads, and deletes extra files)."""
-        from artfs.api import query
-
-        return query.checkout(self, root)
 
 
 # -- the verbs -------------------------------------------------------------------------
