@@ -30,7 +30,6 @@ from artfs.wandb.entries import File, Manifest, ManifestEntry
 
 if TYPE_CHECKING:
     from artfs.api.native import Store
-    from artfs.wandb.query import Run as PublicRun
 
 _MODES = ("mutable", "immutable")
 
