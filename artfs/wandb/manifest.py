@@ -99,10 +99,11 @@ def _ref_entry(e: Entry, md5: str | None) -> dict[str, Any]:
         if pin.get("version_id"):
             extra["versionID"] = pin["version_id"]
         out.update(digest=etag, extra=extra)
-    elif scheme == "gs" and (etag or pin.get("generation")):
-        out["digest"] = etag or str(pin["generation"])
+    elif scheme == "gs" and (pin.get("gcs_etag") or etag or pin.get("generation")):
+        out["digest"] = pin.get("gcs_etag") or etag or str(pin["generation"])  # W&B's: the JSON API's etag
         if pin.get("generation"):
-            out["extra"] = {"versionID": pin["generation"]}
+            g = str(pin["generation"])
+            out["extra"] = {"versionID": int(g) if g.isdigit() else g}
     elif scheme in ("http", "https") and pin.get("etag"):
         out.update(digest=etag, extra={"etag": pin["etag"]})
     elif scheme == "file" and md5:
@@ -174,12 +175,12 @@ def _reference(path: str, ent: dict, problems: list[str]) -> Entry | None:
             ref["version_id"] = str(extra["versionID"])
         return Entry(path, size, b"", ref=ref)
     if scheme == "gs":
-        # W&B pins by the JSON API's etag, which the interop (XML) API does not serve: the
-        # generation pins the object instead (W&B records it for versioned buckets).
+        # The generation pins the object (W&B records it as versionID); W&B's digest is the
+        # JSON API's etag, kept for export.
         if not extra.get("versionID"):
             problems.append(f"{path}: gs:// reference without a generation (W&B's versionID) cannot be pinned")
             return None
-        return Entry(path, size, b"", ref={"uri": uri, "generation": str(extra["versionID"])})
+        return Entry(path, size, b"", ref={"uri": uri, "generation": str(extra["versionID"]), "gcs_etag": digest})
     if scheme in ("http", "https"):
         ref = {"uri": uri}
         if extra.get("etag"):
