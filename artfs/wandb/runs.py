@@ -151,8 +151,8 @@ class Run:
         from artfs.api import native
 
         art, did = self._distributed("upsert_artifact", artifact_or_path, name, type, distributed_id)
-        if aliases:
-            ignored("upsert_artifact()", "aliases (give them to finish_artifact)")
+        if aliases:  # each writer's aliases would be lost at finish: refused rather than dropped
+            raise InvalidInput("upsert_artifact() takes no aliases in artfs: give them to finish_artifact()")
         native.upsert_artifact(art._art, self.project if art._art.project is None else None, did, store=self._store)
         return art
 

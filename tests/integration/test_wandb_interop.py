@@ -165,6 +165,10 @@ def test_bad_import_input_is_one_line(artfs, tmp_path):
     artfs("wandb", "import", str(tmp_path / "missing.json"), "--files", str(tmp_path), "--name", "p/a",
           "--type", "dataset").fails("no such file")
     artfs("wandb", "export", "p/nothing:v0").fails("does not exist")
+    (tmp_path / "m.json").write_text(json.dumps({"version": 1, "contents": {"a": {"digest": "x", "size": 1}}}))
+    artfs("wandb", "import", str(tmp_path / "m.json"), "--files", str(tmp_path / "nowhere"), "--name", "p/a",
+          "--type", "dataset").fails("nowhere", "no such folder")
+    assert "import" in artfs("wandb", "--help").ok().stdout and "wandb" in artfs("--help").ok().stdout
 
 
 def test_artfs_wandb_layer_logs_what_the_sdk_would(tmp_path, monkeypatch):
