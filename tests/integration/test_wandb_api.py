@@ -203,6 +203,8 @@ def test_queries(local_wb):
     assert v1.get_entry("b.txt").download(root="x") == os.path.abspath(os.path.join("x", "b.txt"))
     with pytest.raises(KeyError):
         v1.get_entry("nope.txt")
+    with pytest.raises(wandb.errors.CommError, match="does not exist"):
+        api.artifact("missing:latest")
 
 
 def test_registries_are_refused_not_ignored(local_wb):

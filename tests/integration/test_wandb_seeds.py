@@ -48,6 +48,9 @@ def wb(tmp_path, monkeypatch):
     monkeypatch.setenv("ARTFS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ARTFS_RUN_ID", raising=False)
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR"):  # the real SDK, where a test uses it
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
