@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 POLICY = "wandb-storage-policy-v1"
 _HEADER = b"wandb-artifact-manifest-v1\n"
 MAX_LISTED = 20  # mismatching files named in one error line
+EXPORT_BATCH = 1 << 30
 
 
 def sidecar_key(manifest_hex: str) -> str:
@@ -111,6 +112,19 @@ def _ref_entry(e: Entry, md5: str | None) -> dict[str, Any]:
     return out
 
 
+def _batches(indices: list[int], sizes) -> list[list[int]]:
+    """Runs of entries of about EXPORT_BATCH bytes: export holds one run on disk at a time."""
+    out: list[list[int]] = [[]]
+    total = 0
+    for i in indices:
+        if out[-1] and total + max(sizes[i], 0) > EXPORT_BATCH:
+            out.append([])
+            total = 0
+        out[-1].append(i)
+        total += max(sizes[i], 0)
+    return [b for b in out if b]
+
+
 def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
     """The W&B manifest of version `rec` (MD5s computed once, then kept beside it)."""
     key = sidecar_key(rec.manifest)
@@ -124,11 +138,12 @@ def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
     md5s: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="artfs-wandb-export-") as tmp:
         stored = [i for i in range(len(m)) if i not in m.refs]
-        Downloader(store.objects).download(m, stored, tmp)  # verified against blake3 as it is written
-        for i in stored:
-            local = os.path.join(tmp, m.paths[i])
-            md5s[m.paths[i]] = md5_b64(local)
-            os.unlink(local)
+        for batch in _batches(stored, m.sizes):
+            Downloader(store.objects).download(m, batch, tmp)  # verified against blake3 as it is written
+            for i in batch:
+                local = os.path.join(tmp, m.paths[i])
+                md5s[m.paths[i]] = md5_b64(local)
+                os.unlink(local)
         for i, ref in m.refs.items():
             if _scheme(ref["uri"]) == "file" and len(ref) > 1:
                 e = m.entry(i)
