@@ -32,7 +32,6 @@ is uploaded aborts the log).
 from __future__ import annotations
 
 import copy
-import io
 import os
 import shutil
 import tempfile
@@ -56,6 +55,7 @@ from artfs.names import (
 from artfs.versions.publish import FileSource, Stats, walk_sources
 
 from artfs.api import store as store_facade
+from artfs.api.entries import ArtifactEntry, _default_root, _NewFile
 
 if TYPE_CHECKING:
     from artfs.store.registry import VersionRecord
@@ -90,74 +90,6 @@ def _aliases_arg(aliases: Iterable[str] | str | None) -> list[str]:
         if a not in out:
             out.append(a)
     return out
-
-
-def _default_root(artifact: ArtifactName, version: str) -> str:
-    return os.path.join("artifacts", artifact.name, version)
-
-
-class _NewFile:
-    """A writable file (text or binary) whose content joins the artifact when closed.
-
-    Works as `with art.new_file("a.txt") as f:` and as `f = art.new_file(...); ...; f.close()`.
-    Leaving a `with` block by an exception discards the file.
-    """
-
-    def __init__(self, f: io.IOBase, on_close, on_discard):
-        self._f, self._on_close, self._on_discard = f, on_close, on_discard
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __iter__(self):
-        return iter(self._f)
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
-            self._on_close()
-
-    def __enter__(self) -> "_NewFile":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._f.close()
-            self._on_discard()
-
-
-class ArtifactEntry:
-    """One file of a logged version, from `Artifact.get_path(name)`."""
-
-    def __init__(self, artifact: "Artifact", entry: Entry):
-        self._artifact = artifact
-        self._entry = entry
-
-    path = property(lambda self: self._entry.path)
-    size = property(lambda self: self._entry.size)
-    digest = property(lambda self: self._entry.hexdigest)
-    mode = property(lambda self: self._entry.mode)
-    is_reference = property(lambda self: self._entry.is_reference)
-
-    def download(self, root: str | None = None) -> str:
-        """Fetches this file (verified) into ROOT/<path>; returns the local file's path."""
-        art = self._artifact
-        root = root or _default_root(art._record.artifact, art.version)
-        art._store.download(art._record, root, self._entry.path)
-        return os.path.abspath(os.path.join(root, self._entry.path))
-
-    def ref(self) -> str:
-        """The URI of a reference entry (its bytes live outside the store)."""
-        if self._entry.ref is None:
-            raise InvalidInput(
-                f"{self._artifact.qualified_name}: {self.path!r} is stored in the artifact, not a reference"
-            )
-        return self._entry.ref["uri"]
-
-    def __repr__(self) -> str:
-        return f"<ArtifactEntry {self.path!r} {self.size} bytes>"
 
 
 class Artifact:
@@ -518,8 +450,8 @@ class Artifact:
         return self
 
     def base_on(self, version: "Artifact") -> "Artifact":
-        """Makes this draft carry `version`'s entries too (W&B's incremental=True): what was
-        added to the draft replaces a carried entry of the same path."""
+        """Makes this draft carry `version`'s entries too (W&B's incremental=True); what was
+        added replaces a carried entry of the same path. (Deleting, verifying, checkout: api/query.py.)"""
         self._editable()
         rec = version._logged("base_on")
         if self._base is not None:
@@ -530,24 +462,6 @@ class Artifact:
             if i is not None:
                 self._removed.add(i)
         return self
-
-    def delete(self, force: bool = False) -> None:
-        """Deletes this version (see `artfs.api.query.delete`)."""
-        from artfs.api import query
-
-        query.delete(self, force)
-
-    def verify(self, root: str) -> list[str]:
-        """What differs between folder `root` and this version (empty: nothing)."""
-        from artfs.api import query
-
-        return query.verify(self, root)
-
-    def checkout(self, root: str) -> str:
-        """Makes folder `root` hold exactly this version (downloads, and deletes extra files)."""
-        from artfs.api import query
-
-        return query.checkout(self, root)
 
 
 # -- the verbs -------------------------------------------------------------------------

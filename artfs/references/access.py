@@ -78,7 +78,7 @@ from artfs.references.base import (
     describe,
 )
 from artfs.references.file import FileFetcher
-from artfs.references.gcs import GCSFetcher
+from artfs.references.gcs_json import GCSAnyFetcher
 from artfs.references.http import HTTPFetcher
 from artfs.references.s3 import S3Fetcher
 from artfs.store.manifest import Entry
@@ -100,7 +100,7 @@ def _scheme(uri: str) -> str:
     return scheme
 
 
-def fetcher(uri: str) -> "Fetcher":
+def fetcher(uri: str) -> Fetcher:
     scheme = _scheme(uri)
     with _fetchers_lock:
         f = _fetchers.get(scheme)
@@ -169,6 +169,6 @@ def fetch_to_file(entry: Entry, dest: str) -> int:
 
 
 
-_FETCHERS = {"s3": S3Fetcher, "gs": GCSFetcher, "http": HTTPFetcher, "https": HTTPFetcher, "file": FileFetcher}
+_FETCHERS = {"s3": S3Fetcher, "gs": GCSAnyFetcher, "http": HTTPFetcher, "https": HTTPFetcher, "file": FileFetcher}
 _fetchers: dict[str, Fetcher] = {}
 _fetchers_lock = threading.Lock()

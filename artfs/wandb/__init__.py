@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from artfs.wandb import data_types
+from artfs.wandb import data_types, errors
 from artfs.wandb.artifact import Artifact
 from artfs.wandb.common import ArtfsWandbWarning
 from artfs.wandb.query import Api
@@ -36,6 +36,7 @@ __all__ = [
     "Table",
     "config",
     "data_types",
+    "errors",
     "finish",
     "init",
     "log_artifact",

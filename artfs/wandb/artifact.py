@@ -9,125 +9,29 @@ returns at once), and the entity is the store.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from artfs.api import native, query
-from artfs.errors import ArtfsError, Conflict, InvalidInput, NotFound
+from artfs.api import runs as native_runs
+from artfs.errors import Conflict, InvalidInput, NotFound
 from artfs.names import normalize_path
-from artfs.versions.download import PART
+from artfs.wandb import entries as entries_mod
 from artfs.wandb import table as tables
-from artfs.wandb.common import current_entity, ignored
+from artfs.wandb import tags as tags_mod
+from artfs.wandb.common import active_run, current_entity, ignored
+from artfs.wandb.entries import File, Manifest, ManifestEntry
 
 if TYPE_CHECKING:
     from artfs.api.native import Store
-    from artfs.wandb.query import Run as PublicRun
 
 _MODES = ("mutable", "immutable")
-
-
-def _ref_text(uri: str | None):
-    """`entry.ref` is the URI (W&B 0.31); `entry.ref()` returns it too (the older W&B API)."""
-    return None if uri is None else _Ref(uri)
-
-
-class _Ref(str):
-    def __call__(self) -> str:
-        return str(self)
-
-
-class ManifestEntry:
-    """One entry of an artifact (W&B's ArtifactManifestEntry)."""
-
-    def __init__(self, artifact: Artifact, path: str, size: int | None, digest: str | None, uri: str | None,
-                 extra: dict | None = None):
-        self._artifact = artifact
-        self.path = path
-        self.size = size
-        self.digest = digest  # blake3 hex for stored files (W&B's is MD5: see manifest.to_manifest_json())
-        self.ref = _ref_text(uri)
-        self.extra = extra or {}
-
-    @property
-    def name(self) -> str:
-        return self.path
-
-    def ref_target(self) -> str:
-        if self.ref is None:
-            raise ValueError(f"{self.path!r} is stored in the artifact, not a reference")
-        return str(self.ref)
-
-    def download(self, root: str | None = None, skip_cache: bool | None = None) -> str:
-        """Fetches this file (verified) into ROOT/<path> and returns its local path."""
-        if skip_cache:
-            ignored("ManifestEntry.download()", "skip_cache")
-        art = self._artifact
-        root = root or art._default_root()
-        return art._art.get_path(self.path).download(root)
-
-    def __repr__(self) -> str:
-        return f"<ManifestEntry {self.path!r}{' -> ' + self.ref if self.ref else ''}>"
-
-
-class Manifest:
-    """`artifact.manifest`: `entries` (path -> ManifestEntry) and the W&B manifest."""
-
-    def __init__(self, artifact: Artifact):
-        self._artifact = artifact
-
-    @property
-    def entries(self) -> dict[str, ManifestEntry]:
-        art = self._artifact
-        if art._art.is_draft:
-            return {p: ManifestEntry(art, p, None, None, None) for p in art._art.files}
-        out = {}
-        for e in art._art.manifest:
-            out[e.path] = ManifestEntry(art, e.path, e.size if e.size >= 0 else None,
-                                        e.hexdigest if not e.is_reference else None, e.ref["uri"] if e.ref else None)
-        return out
-
-    def to_manifest_json(self) -> dict[str, Any]:
-        """The version's W&B manifest, with MD5 digests (as `artfs wandb export` writes it)."""
-        from artfs.wandb import manifest
-
-        art = self._artifact
-        return manifest.export_manifest(art._store(), art._art._logged("manifest.to_manifest_json()"))
-
-    def digest(self) -> str:
-        """W&B's manifest digest (MD5 of the entries' MD5 digests)."""
-        from artfs.wandb import manifest
-
-        return manifest.wandb_digest(self.to_manifest_json())
-
-    def __len__(self) -> int:
-        return len(self._artifact._art.files)
-
-
-class File:
-    """One file of a logged version, from `artifact.files()` (W&B's public File)."""
-
-    def __init__(self, entry: ManifestEntry):
-        self._entry = entry
-        self.name = entry.path
-        self.size = entry.size
-        self.digest = entry.digest
-
-    def download(self, root: str = ".", replace: bool = False, exist_ok: bool = False, **_: Any) -> str:
-        dest = os.path.join(root, self.name)
-        if os.path.exists(dest) and not (replace or exist_ok):
-            raise Conflict(f"{dest} exists: pass replace=True or exist_ok=True")
-        return self._entry.download(root)
-
-    def __repr__(self) -> str:
-        return f"<File {self.name} ({self.size} bytes)>"
 
 
 class Artifact:
@@ -160,7 +64,7 @@ class Artifact:
         self._art = art
         self._init_wrapper()
         if not art.is_draft:
-            self._tags = list(_read_tags(self._store(), art))
+            self._tags = list(tags_mod.read_tags(self._store(), art))
             self._saved_tags = list(self._tags)
         return self
 
@@ -421,16 +325,16 @@ class Artifact:
         root = root or self._default_root()
         if not allow_missing_references:
             return self._art.download(root, path_prefix)
-        return _download_skipping_missing(self._art, root, path_prefix)
+        return entries_mod.download_skipping_missing(self._art, root, path_prefix)
 
     def checkout(self, root: str | None = None) -> str:
         """Makes `root` hold exactly this version (downloads, deletes files not in it)."""
-        return self._art.checkout(root or self._default_root())
+        return query.checkout(self._art, root or self._default_root())
 
     def verify(self, root: str | None = None) -> None:
         """Raises ValueError naming what in `root` differs from the version."""
         root = root or self._default_root()
-        problems = self._art.verify(root)
+        problems = query.verify(self._art, root)
         if problems:
             raise ValueError(f"{root} does not match {self.name}: " + "; ".join(problems[:20])
                              + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
@@ -443,17 +347,12 @@ class Artifact:
         return os.path.join(self.download(root), paths[0])
 
     def logged_by(self) -> PublicRun | None:
-        from artfs.api import runs
-        from artfs.wandb.query import Run
-
-        run_id = runs.creator_of(self._art._logged("logged_by"))
-        return Run._load(self._store(), run_id) if run_id else None
+        run_id = native_runs.creator_of(self._art._logged("logged_by"))
+        return PublicRun._load(self._store(), run_id) if run_id else None
 
     def used_by(self) -> list[PublicRun]:
-        from artfs.api import runs
-        from artfs.wandb.query import Run
-
-        return [Run._load(self._store(), r) for r in runs.users_of(self._store(), self._art._logged("used_by"))]
+        users = native_runs.users_of(self._store(), self._art._logged("used_by"))
+        return [PublicRun._load(self._store(), r) for r in users]
 
     # -- changing --------------------------------------------------------------------------
     def new_draft(self) -> Artifact:
@@ -466,9 +365,7 @@ class Artifact:
         if settings is not None:
             ignored("Artifact.save()", "settings")
         if self._art.is_draft:
-            from artfs.wandb import runs as runs_mod
-
-            active = runs_mod.active_run()
+            active = active_run()
             if active is not None:
                 active.log_artifact(self)
             else:
@@ -504,7 +401,7 @@ class Artifact:
         if self.aliases and not delete_aliases:
             raise Conflict(f"{self.name} has aliases {', '.join(self.aliases)}: "
                            "delete(delete_aliases=True) removes them with the version")
-        self._art.delete(force=True)
+        query.delete(self._art, force=True)
 
     def link(self, target_path: str, aliases: list[str] | None = None) -> Artifact:
         raise InvalidInput("artfs has no W&B registries: link() is not supported (use aliases)")
@@ -530,7 +427,7 @@ class Artifact:
 
     def _save_tags(self) -> None:
         if self._tags != self._saved_tags:
-            _write_tags(self._store(), self._art, self._tags)
+            tags_mod.write_tags(self._store(), self._art, self._tags)
             self._saved_tags = list(self._tags)
 
 
@@ -540,59 +437,47 @@ def _native_store() -> Store:
     return store()
 
 
-# -- tags: W&B keeps them beside aliases; artfs keeps them in a small record per version --
-def _tags_key(art: native.Artifact) -> str:
-    return f"wandb/tags/{art.project}/{art.name}/{art.version}.json"
+class PublicRun:
+    """A run as the store recorded it (W&B's public Run)."""
 
+    def __init__(self, store_: Store, rec: native_runs.RunRecord):
+        self._store = store_
+        self._rec = rec
 
-def _read_tags(store: Store, art: native.Artifact) -> list[str]:
-    try:
-        doc = json.loads(store.objects.get(_tags_key(art)))
-        return [str(t) for t in doc.get("tags", [])]
-    except (NotFound, ValueError, AttributeError):
-        return []
-
-
-def _write_tags(store: Store, art: native.Artifact, tags: list[str]) -> None:
-    store.objects.put(_tags_key(art), json.dumps({"tags": tags}).encode())
-
-
-def _download_skipping_missing(art: native.Artifact, root: str, path_prefix: str | None) -> str:
-    """download(allow_missing_references=True): stored files as usual; a reference whose
-    source is gone or changed is left out (W&B's behaviour) instead of failing the download."""
-    import logging
-
-    m = art.manifest
-    prefix = normalize_path(path_prefix) if path_prefix else ""
-    stored = [e.path for e in m if not e.is_reference and (not prefix or e.path == prefix
-                                                          or e.path.startswith(prefix + "/"))]
-    refs = [e.path for e in m if e.is_reference and (not prefix or e.path == prefix
-                                                    or e.path.startswith(prefix + "/"))]
-    for path in _top_paths(stored, refs):
-        art.download(root, path)
-    for path in refs:
+    @classmethod
+    def _load(cls, store_: Store, run_id: str) -> PublicRun:
         try:
-            art.get_path(path).download(root)
-        except ArtfsError as e:
-            logging.getLogger(__name__).warning("left out %s: %s", path, e)
-            with contextlib.suppress(OSError):  # the partial file a failed fetch leaves to resume from
-                os.unlink(os.path.join(root, path) + PART)
-    return os.path.abspath(root)
+            return cls(store_, native_runs.get_run(store_, run_id))
+        except NotFound:
+            # a version logged outside any wandb.init() names its process or job id as run
+            return cls(store_, native_runs.RunRecord(id=run_id, project=""))
 
+    id = property(lambda self: self._rec.id)
+    name = property(lambda self: self._rec.name or self._rec.id)
+    project = property(lambda self: self._rec.project)
+    job_type = property(lambda self: self._rec.job_type)
+    group = property(lambda self: self._rec.group)
+    config = property(lambda self: dict(self._rec.config))
+    entity = property(lambda self: current_entity())
+    path = property(lambda self: [self.entity, self.project, self.id])
 
-def _top_paths(stored: list[str], refs: list[str]) -> Iterator[str]:
-    """The fewest folder/file paths covering `stored` without covering any of `refs`."""
-    ref_set = set(refs)
-    ref_dirs = {r.rsplit("/", i)[0] for r in refs for i in range(1, r.count("/") + 1)}
-    done: set[str] = set()
-    for p in stored:
-        parts = p.split("/")
-        top = p
-        for i in range(1, len(parts)):
-            d = "/".join(parts[:i])
-            if d not in ref_dirs and d not in ref_set:
-                top = d
-                break
-        if top not in done:
-            done.add(top)
-            yield top
+    @property
+    def state(self) -> str:
+        return "finished" if self._rec.finished else "running"
+
+    def logged_artifacts(self) -> list[Artifact]:
+        return [Artifact._wrap(native.Artifact._from_record(self._store, r))
+                for r in native_runs.logged_versions(self._store, self.id)]
+
+    def used_artifacts(self) -> list[Artifact]:
+        return [Artifact._wrap(native.Artifact._from_record(self._store, r))
+                for r in native_runs.used_versions(self._store, self.id)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PublicRun) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.entity}/{self.project}/{self.id} ({self.state})>"

@@ -7,6 +7,7 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from artfs.errors import InvalidInput
 from artfs.names import check_name
@@ -31,6 +32,17 @@ def ignored(where: str, *names: str) -> None:
         _warned.add(key)
     warnings.warn(f"artfs.wandb: {where} ignores {', '.join(names)} (nothing is lost by it)",
                   ArtfsWandbWarning, stacklevel=3)
+
+
+_active: list[Any] = []  # the process's active run (set by wandb.init), for Artifact.save()
+
+
+def active_run() -> Any:
+    return _active[0] if _active else None
+
+
+def set_active_run(run: Any) -> None:
+    _active[:] = [run] if run is not None else []
 
 
 def default_project() -> str:

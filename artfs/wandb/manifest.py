@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 POLICY = "wandb-storage-policy-v1"
 _HEADER = b"wandb-artifact-manifest-v1\n"
 MAX_LISTED = 20  # mismatching files named in one error line
+EXPORT_BATCH = 1 << 30
 
 
 def sidecar_key(manifest_hex: str) -> str:
@@ -99,15 +100,29 @@ def _ref_entry(e: Entry, md5: str | None) -> dict[str, Any]:
         if pin.get("version_id"):
             extra["versionID"] = pin["version_id"]
         out.update(digest=etag, extra=extra)
-    elif scheme == "gs" and (etag or pin.get("generation")):
-        out["digest"] = etag or str(pin["generation"])
+    elif scheme == "gs" and (pin.get("gcs_etag") or etag or pin.get("generation")):
+        out["digest"] = pin.get("gcs_etag") or etag or str(pin["generation"])  # W&B's: the JSON API's etag
         if pin.get("generation"):
-            out["extra"] = {"versionID": pin["generation"]}
+            g = str(pin["generation"])
+            out["extra"] = {"versionID": int(g) if g.isdigit() else g}
     elif scheme in ("http", "https") and pin.get("etag"):
         out.update(digest=etag, extra={"etag": pin["etag"]})
     elif scheme == "file" and md5:
         out["digest"] = md5
     return out
+
+
+def _batches(indices: list[int], sizes) -> list[list[int]]:
+    """Runs of entries of about EXPORT_BATCH bytes: export holds one run on disk at a time."""
+    out: list[list[int]] = [[]]
+    total = 0
+    for i in indices:
+        if out[-1] and total + max(sizes[i], 0) > EXPORT_BATCH:
+            out.append([])
+            total = 0
+        out[-1].append(i)
+        total += max(sizes[i], 0)
+    return [b for b in out if b]
 
 
 def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
@@ -123,11 +138,12 @@ def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
     md5s: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="artfs-wandb-export-") as tmp:
         stored = [i for i in range(len(m)) if i not in m.refs]
-        Downloader(store.objects).download(m, stored, tmp)  # verified against blake3 as it is written
-        for i in stored:
-            local = os.path.join(tmp, m.paths[i])
-            md5s[m.paths[i]] = md5_b64(local)
-            os.unlink(local)
+        for batch in _batches(stored, m.sizes):
+            Downloader(store.objects).download(m, batch, tmp)  # verified against blake3 as it is written
+            for i in batch:
+                local = os.path.join(tmp, m.paths[i])
+                md5s[m.paths[i]] = md5_b64(local)
+                os.unlink(local)
         for i, ref in m.refs.items():
             if _scheme(ref["uri"]) == "file" and len(ref) > 1:
                 e = m.entry(i)
@@ -174,12 +190,12 @@ def _reference(path: str, ent: dict, problems: list[str]) -> Entry | None:
             ref["version_id"] = str(extra["versionID"])
         return Entry(path, size, b"", ref=ref)
     if scheme == "gs":
-        # W&B pins by the JSON API's etag, which the interop (XML) API does not serve: the
-        # generation pins the object instead (W&B records it for versioned buckets).
+        # The generation pins the object (W&B records it as versionID); W&B's digest is the
+        # JSON API's etag, kept for export.
         if not extra.get("versionID"):
             problems.append(f"{path}: gs:// reference without a generation (W&B's versionID) cannot be pinned")
             return None
-        return Entry(path, size, b"", ref={"uri": uri, "generation": str(extra["versionID"])})
+        return Entry(path, size, b"", ref={"uri": uri, "generation": str(extra["versionID"]), "gcs_etag": digest})
     if scheme in ("http", "https"):
         ref = {"uri": uri}
         if extra.get("etag"):

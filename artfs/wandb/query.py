@@ -5,13 +5,14 @@ Reading through the Api records no use (as W&B: only a run's use_artifact does).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from artfs.api import query
 from artfs.api import runs as native_runs
 from artfs.errors import InvalidInput, NotFound
 from artfs.names import ArtifactName, check_name
 from artfs.wandb.artifact import Artifact
+from artfs.wandb.artifact import PublicRun as Run
 from artfs.wandb.common import (
     current_entity,
     default_project,
@@ -19,59 +20,6 @@ from artfs.wandb.common import (
     parse_name,
     store,
 )
-
-if TYPE_CHECKING:
-    from artfs.api.native import Store
-
-
-class Run:
-    """A run as the store recorded it (W&B's public Run)."""
-
-    def __init__(self, store_: Store, rec: native_runs.RunRecord):
-        self._store = store_
-        self._rec = rec
-
-    @classmethod
-    def _load(cls, store_: Store, run_id: str) -> Run:
-        try:
-            return cls(store_, native_runs.get_run(store_, run_id))
-        except NotFound:
-            # a version logged outside any wandb.init() names its process or job id as run
-            return cls(store_, native_runs.RunRecord(id=run_id, project=""))
-
-    id = property(lambda self: self._rec.id)
-    name = property(lambda self: self._rec.name or self._rec.id)
-    project = property(lambda self: self._rec.project)
-    job_type = property(lambda self: self._rec.job_type)
-    group = property(lambda self: self._rec.group)
-    config = property(lambda self: dict(self._rec.config))
-    entity = property(lambda self: current_entity())
-    path = property(lambda self: [self.entity, self.project, self.id])
-
-    @property
-    def state(self) -> str:
-        return "finished" if self._rec.finished else "running"
-
-    def logged_artifacts(self) -> list[Artifact]:
-        from artfs.api.native import Artifact as NativeArtifact
-
-        return [Artifact._wrap(NativeArtifact._from_record(self._store, r))
-                for r in native_runs.logged_versions(self._store, self.id)]
-
-    def used_artifacts(self) -> list[Artifact]:
-        from artfs.api.native import Artifact as NativeArtifact
-
-        return [Artifact._wrap(NativeArtifact._from_record(self._store, r))
-                for r in native_runs.used_versions(self._store, self.id)]
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Run) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        return f"<Run {self.entity}/{self.project}/{self.id} ({self.state})>"
 
 
 class ArtifactCollection:

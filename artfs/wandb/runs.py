@@ -6,13 +6,13 @@ and uses point to (see artfs/api/runs.py). A run keeps no metrics: artfs keeps a
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING, Any, Self
 
 from artfs.api import runs as native_runs
 from artfs.errors import InvalidInput
 from artfs.names import check_name
-from artfs.wandb.artifact import Artifact
+from artfs.wandb import common
+from artfs.wandb.artifact import Artifact, PublicRun
 from artfs.wandb.common import (
     current_entity,
     default_project,
@@ -24,8 +24,6 @@ from artfs.wandb.common import (
 if TYPE_CHECKING:
     from artfs.api.native import Store
 
-_lock = threading.Lock()
-_active: Run | None = None
 
 
 class Config(dict):
@@ -48,7 +46,7 @@ class Config(dict):
 
 
 def active_run() -> Run | None:
-    return _active
+    return common.active_run()
 
 
 class Run:
@@ -153,8 +151,8 @@ class Run:
         from artfs.api import native
 
         art, did = self._distributed("upsert_artifact", artifact_or_path, name, type, distributed_id)
-        if aliases:
-            ignored("upsert_artifact()", "aliases (give them to finish_artifact)")
+        if aliases:  # each writer's aliases would be lost at finish: refused rather than dropped
+            raise InvalidInput("upsert_artifact() takes no aliases in artfs: give them to finish_artifact()")
         native.upsert_artifact(art._art, self.project if art._art.project is None else None, did, store=self._store)
         return art
 
@@ -170,13 +168,9 @@ class Run:
         return art
 
     def logged_artifacts(self) -> list[Artifact]:
-        from artfs.wandb.query import Run as PublicRun
-
         return PublicRun(self._store, self._rec).logged_artifacts()
 
     def used_artifacts(self) -> list[Artifact]:
-        from artfs.wandb.query import Run as PublicRun
-
         return PublicRun(self._store, self._rec).used_artifacts()
 
     # -- the rest of W&B's run ---------------------------------------------------------------
@@ -184,15 +178,13 @@ class Run:
         ignored("Run.log()", "metrics (artfs keeps artifacts, not metrics)")
 
     def finish(self, exit_code: int | None = None, quiet: bool | None = None) -> None:
-        global _active
         if self._finished:
             return
         self._finished = True
         self._rec.config = dict(self.config)
         native_runs.finish_run(self._store, self._rec)
-        with _lock:
-            if _active is self:
-                _active = None
+        if common.active_run() is self:
+            common.set_active_run(None)
 
 
 def init(project: str | None = None, entity: str | None = None, job_type: str | None = None,
@@ -200,7 +192,6 @@ def init(project: str | None = None, entity: str | None = None, job_type: str | 
          reinit: Any = None, resume: Any = None, **kwargs: Any) -> Run:
     """Starts a run (finishing this process's previous one): recorded in the store named by
     ARTFS_STORE, in `project` (default WANDB_PROJECT, else 'uncategorized')."""
-    global _active
     unknown = sorted(k for k, v in kwargs.items() if v is not None)
     if entity is not None:
         unknown.insert(0, "entity")
@@ -208,27 +199,25 @@ def init(project: str | None = None, entity: str | None = None, job_type: str | 
         ignored("wandb.init()", *unknown)
     if config is not None and not isinstance(config, dict):
         config = dict(vars(config)) if hasattr(config, "__dict__") else dict(config)
-    with _lock:
-        previous = _active
+    previous = common.active_run()
     if previous is not None:
         previous.finish()
     s = store()
     rec = native_runs.start_run(s, project or default_project(), id or os.environ.get("WANDB_RUN_ID"),
                                 job_type=job_type, group=group, name=name, config=config)
     run = Run(s, rec)
-    with _lock:
-        _active = run
+    common.set_active_run(run)
     return run
 
 
 def finish(exit_code: int | None = None, quiet: bool | None = None) -> None:
-    run = _active
+    run = common.active_run()
     if run is not None:
         run.finish(exit_code)
 
 
 def _need_run(what: str) -> Run:
-    run = _active
+    run = common.active_run()
     if run is None:
         raise InvalidInput(f"call wandb.init() before wandb.{what}()")
     return run

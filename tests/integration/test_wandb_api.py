@@ -203,6 +203,8 @@ def test_queries(local_wb):
     assert v1.get_entry("b.txt").download(root="x") == os.path.abspath(os.path.join("x", "b.txt"))
     with pytest.raises(KeyError):
         v1.get_entry("nope.txt")
+    with pytest.raises(wandb.errors.CommError, match="does not exist"):
+        api.artifact("missing:latest")
 
 
 def test_registries_are_refused_not_ignored(local_wb):
@@ -238,3 +240,15 @@ def test_readme_example_runs(local_wb):
     assert got.tags == ["cleaned"] and got.metadata == {"steps": 3}
     assert [a.name for a in got.logged_by().used_artifacts()] == ["bike-dataset:v0"]
     assert got.logged_by().group == "exp-7"
+
+
+def test_upsert_with_aliases_is_refused_not_dropped(local_wb):
+    write("a.txt", "a")
+    with wandb.init(group="g") as run:
+        art = wandb.Artifact("d", type="dataset")
+        art.add_file("a.txt")
+        with pytest.raises(ArtfsError, match="finish_artifact"):
+            run.upsert_artifact(art, aliases=["best"])
+        run.upsert_artifact(art)
+        done = run.finish_artifact(wandb.Artifact("d", type="dataset"), aliases=["best"])
+    assert done.aliases == ["latest", "best"] and [f.name for f in done.files()] == ["a.txt"]

@@ -15,6 +15,7 @@ import time
 import warnings
 
 import pytest
+from conftest import s3_client
 
 import artfs.wandb as wandb  # noqa: PLR0402  (the one line W&B code changes)
 from artfs.errors import ArtfsError
@@ -48,6 +49,9 @@ def wb(tmp_path, monkeypatch):
     monkeypatch.setenv("ARTFS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ARTFS_RUN_ID", raising=False)
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR"):  # the real SDK, where a test uses it
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -535,3 +539,33 @@ def test_table_written_by_artfs_is_read_by_wandb(wb):
     mine = real_wandb.Table(columns=["a", "b"], data=[[1, 2]])
     assert wandb.Table.from_json(json.loads(json.dumps(mine.to_json(real_wandb.Artifact("t", "x"))))) == \
         wandb.Table(columns=["a", "b"], data=[[1, 2]])
+
+
+def test_add_reference_table(wb, s3_endpoint, new_bucket):
+    """The seeds' add_reference table, with 'my-bucket' a bucket on the test's S3 server."""
+
+    bucket = new_bucket()
+    client = s3_client(s3_endpoint)
+    for key, body in {"model.h5": b"model", "checkpoints/model.h5": b"checkpoint",
+                      "images/cat.png": b"cat", "images/dog.png": b"dog"}.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    b = f"s3://{bucket}"
+    cases = [
+        (lambda a: a.add_reference(f'{b}/model.h5'), {"model.h5": b"model"}),
+        (lambda a: a.add_reference(f'{b}/checkpoints/model.h5'), {"model.h5": b"checkpoint"}),
+        (lambda a: a.add_reference(f'{b}/model.h5', name='models/mymodel.h5'), {"models/mymodel.h5": b"model"}),
+        (lambda a: a.add_reference(f'{b}/images'), {"cat.png": b"cat", "dog.png": b"dog"}),
+        (lambda a: a.add_reference(f'{b}/images', name='images'), {"images/cat.png": b"cat", "images/dog.png": b"dog"}),
+    ]
+    with wandb.init(project="refs") as run:
+        for i, (call, expected) in enumerate(cases):
+            artifact = wandb.Artifact(f"ref-{i}", type="dataset")
+            call(artifact)
+            run.log_artifact(artifact)
+            entries = artifact.manifest.entries
+            assert sorted(entries) == sorted(expected)
+            assert all(e.ref.startswith(b + "/") for e in entries.values())
+            assert tree(artifact.download()) == expected
+    client.put_object(Bucket=bucket, Key="model.h5", Body=b"changed")  # unversioned bucket: the pin catches it
+    with pytest.raises(ArtfsError, match="model.h5"):
+        wandb.Api().artifact("refs/ref-0:v0").download(root="again")
