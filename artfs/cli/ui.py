@@ -8,7 +8,6 @@ import sys
 
 import click
 
-from artfs.cli.main import pass_ctx
 from artfs.errors import InvalidInput
 
 
@@ -43,7 +42,7 @@ def register(cli: click.Group) -> None:
                   help="Address to listen on (anything but loopback shows the store to the network).")
     @click.option("--port", "-p", default=8765, show_default=True, type=click.IntRange(0, 65535),
                   help="Port (0: any free one; the address is printed).")
-    @pass_ctx
+    @click.pass_obj
     def ui(ctx, host, port):
         """A read-only web page of the store: versions, files, diffs and lineage graphs."""
         import uvicorn
