@@ -155,6 +155,7 @@ def start_daemon(opts: MountOptions, argv: list[str], wait: float = 60.0) -> Non
     """Runs `argv` (the same mount in --foreground) detached; returns when it is mounted."""
     read_end, write_end = os.pipe()
     log_path = opts.log_file
+    assert log_path is not None  # `artfs mount` sets it (default CACHE/mount.log)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "ab") as log_out, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(

@@ -11,17 +11,27 @@ import errno
 import json
 import logging
 import os
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
 import trio
 
 from artfs.content.fetch import pieces
 from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOnly
+from artfs.drafts.draft import Draft
+from artfs.fs.content import ContentSource
+from artfs.fs.handles import Handles
+from artfs.fs.kernel import Kernel
+from artfs.fs.reader import OpenFile
+from artfs.fs.refs import RefHandle, RefReader
 from artfs.fs.replies import Opened, Reply
-from artfs.fs.tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Attr, Node
+from artfs.fs.tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Attr, Node, Tree
+from artfs.store.manifest import Entry
 from artfs.names import kernel_name as file_name
 from artfs.store.registry import check_creator, check_metadata
 
 
 log = logging.getLogger("artfs.fs")
+T = TypeVar("T")
 
 COMMIT_XATTR = "user.artfs.commit"
 
@@ -40,6 +50,25 @@ def _read_only(node: Node) -> ReadOnly:
 
 
 class DraftChanges:
+    # Supplied by FileSystem, which this is a mixin of (declared for the type checker).
+    tree: Tree
+    content: ContentSource
+    handles: Handles
+    kernel: Kernel
+    _results: dict[str, bytes]
+    _refs: RefReader
+
+    if TYPE_CHECKING:
+        async def _blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+        def reply(self, node: Node, a: Attr | None = None) -> Reply: ...
+        async def reply_of(self, node: Node) -> Reply: ...
+        async def _open_stored(self, node: Node, entry: Entry) -> OpenFile | RefHandle: ...
+
+    @staticmethod
+    def _draft(node: Node) -> Draft:
+        assert node.draft is not None, node  # every node in IN_DRAFT has its draft
+        return node.draft
+
     def _in_draft(self, node: Node) -> None:
         if node.kind not in IN_DRAFT:
             raise _read_only(node)
@@ -66,7 +95,7 @@ class DraftChanges:
             await self._blocking(self.tree.drafts.create, parent.artifact, name)
         else:
             self._in_draft(parent)
-            attr = await self._blocking(parent.draft.mkdir, parent.dino, name, mode)
+            attr = await self._blocking(self._draft(parent).mkdir, parent.dino, name, mode)
             return self._reply_new(parent, attr)[1]
         node = await self._blocking(self.tree.lookup, parent, name)
         reply = await self.reply_of(node)
@@ -78,7 +107,7 @@ class DraftChanges:
         name = file_name(raw_name)
         if parent.kind == DRAFTS_DIR:
             node = await self._blocking(self.tree.lookup, parent, name)
-            if await self._blocking(node.draft.listdir, node.dino):
+            if await self._blocking(self._draft(node).listdir, node.dino):
                 raise FsError(errno.ENOTEMPTY)
             await self._blocking(self.tree.drafts.discard, parent.artifact, name)
             self.tree.drop(node)
@@ -91,14 +120,14 @@ class DraftChanges:
             self.tree.catalog.invalidate()
             return
         self._in_draft(parent)
-        await self._blocking(parent.draft.rmdir, parent.dino, name)
+        await self._blocking(self._draft(parent).rmdir, parent.dino, name)
 
     async def create(self, parent_ino: int, raw_name: bytes, mode: int, flags: int) -> tuple[Opened, Reply]:
         parent = self.tree.node(parent_ino)
         name = file_name(raw_name)
         self._in_draft(parent)
         # One worker-thread call makes the row, the data file and the descriptor.
-        attr, fd = await self._blocking(parent.draft.create_open, parent.dino, name, mode)
+        attr, fd = await self._blocking(self._draft(parent).create_open, parent.dino, name, mode)
         child, reply = self._reply_new(parent, attr)
         f = DraftFile(child, fd)
         f.dirty = True
@@ -107,7 +136,7 @@ class DraftChanges:
     async def _open_draft_file(self, node: Node, flags: int, writing: bool) -> Opened:
         if node.kind == DRAFT or (await self._blocking(self.tree.attr, node)).mode & 0o170000 == 0o040000:
             raise FsError(errno.EISDIR)
-        draft = node.draft
+        draft = self._draft(node)
         base = await self._blocking(draft.base_entry, node.dino)
         if base is not None and not writing:
             stored = await self._open_stored(node, base)
@@ -135,26 +164,26 @@ class DraftChanges:
         if not isinstance(f, DraftFile):
             raise FsError(errno.EBADF)
         f.dirty = True
-        return await self._blocking(f.node.draft.write, f.node.dino, f.fd, buf, off)
+        return await self._blocking(self._draft(f.node).write, f.node.dino, f.fd, buf, off)
 
     async def flush(self, fh: int) -> None:
         """close() waits for this: with sync-on-close a closed draft file is durable across a
         host crash; otherwise nothing is done here."""
         f = self.handles.find(fh)
-        if isinstance(f, DraftFile) and f.dirty and f.node.draft.durable:
-            await self._blocking(f.node.draft.close_file, f.node.dino, f.fd)
+        if isinstance(f, DraftFile) and f.dirty and self._draft(f.node).durable:
+            await self._blocking(self._draft(f.node).close_file, f.node.dino, f.fd)
             f.dirty = False
 
     async def fsync(self, fh: int, datasync: bool) -> None:
         f = self.handles.find(fh)
         if isinstance(f, DraftFile) and f.dirty:
             # The namespace row too: a file's creation is made durable with its data.
-            await self._blocking(f.node.draft.close_file, f.node.dino, f.fd)
+            await self._blocking(self._draft(f.node).close_file, f.node.dino, f.fd)
             f.dirty = False
 
     async def close_draft_file(self, f: DraftFile) -> None:
         try:
-            if f.dirty and f.node.draft.durable:  # written after the last flush (mmap)
+            if f.dirty and self._draft(f.node).durable:  # written after the last flush (mmap)
                 await self._blocking(os.fsync, f.fd)
         except OSError as e:
             log.warning("fsync of %s failed: %s", f.node.key, e)
@@ -165,7 +194,7 @@ class DraftChanges:
         parent = self.tree.node(parent_ino)
         name = file_name(raw_name)
         self._in_draft(parent)
-        await self._blocking(parent.draft.unlink, parent.dino, name)
+        await self._blocking(self._draft(parent).unlink, parent.dino, name)
 
     async def rename(self, old_parent: int, raw_old: bytes, new_parent: int, raw_new: bytes,
                      exchange: bool, no_replace: bool) -> None:
@@ -177,12 +206,12 @@ class DraftChanges:
             raise FsError(errno.EXDEV)
         if exchange:
             raise FsError(errno.EINVAL)
-        await self._blocking(old.draft.rename, old.dino, name_old, new.dino, name_new, no_replace)
+        await self._blocking(self._draft(old).rename, old.dino, name_old, new.dino, name_new, no_replace)
 
     async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None) -> Reply:
         node = self.tree.node(ino)
         self._in_draft(node)
-        draft = node.draft
+        draft = self._draft(node)
         try:
             if size is not None:
                 base = await self._blocking(draft.base_entry, node.dino)
@@ -226,8 +255,10 @@ class DraftChanges:
                 options["creator"] = check_creator(options["creator"])
             allowed = {k: options.get(k) for k in ("type_", "aliases", "description", "metadata", "creator")
                        if k in options}
+            artifact = node.artifact
+            assert artifact is not None  # a draft belongs to an artifact
             result = await trio.to_thread.run_sync(
-                lambda: self.tree.drafts.commit(node.artifact, node.draft_name, **allowed))
+                lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed))
         except ArtfsError as e:
             self._results[token] = json.dumps({"error": str(e)}).encode()
             raise
