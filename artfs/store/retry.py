@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import tenacity
 
@@ -39,7 +39,7 @@ class RetryPolicy:
         t = t or Timeouts()
         return cls(t.ref_attempts, t.retry_first_wait, t.retry_max_wait, t.retry_deadline)
 
-    def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """fn(*args, **kwargs), tried again on Transient; the last error is raised as it was."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(Transient),
