@@ -57,8 +57,7 @@ class Operations(pyfuse3.Operations):
         e.st_uid, e.st_gid = self.tree.uid, self.tree.gid
         e.st_blksize = 1 << 20
         e.st_blocks = (a.size + 511) // 512
-        ns = int(a.mtime * 1e9)
-        e.st_atime_ns = e.st_mtime_ns = e.st_ctime_ns = ns
+        e.st_mtime_ns, e.st_ctime_ns, e.st_atime_ns = a.st_mtime_ns, a.st_ctime_ns, a.st_atime_ns
         e.entry_timeout = reply.entry_timeout
         e.attr_timeout = reply.attr_timeout
         return e
