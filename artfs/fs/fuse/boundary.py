@@ -13,11 +13,13 @@ import errno
 import functools
 import inspect
 import logging
+import time
 
 import pyfuse3
 from cachetools import TTLCache
 
 from artfs.errors import EXPECTED_ERRNOS, ArtfsError, errno_of
+from artfs.fs import metrics
 
 log = logging.getLogger("artfs.fs")
 
@@ -55,15 +57,21 @@ def _wrap(name: str, handler):
     if inspect.iscoroutinefunction(handler):
         @functools.wraps(handler)
         async def guarded_async(*args, **kwargs):
+            started = time.perf_counter() if metrics.enabled else 0.0
             try:
-                return await handler(*args, **kwargs)
+                result = await handler(*args, **kwargs)
             except BaseException as e:  # noqa: BLE001 (trio's Cancelled passes through below)
                 if not isinstance(e, Exception):
                     raise
                 answer = _answer(name, e)
+                if metrics.enabled:
+                    metrics.observe_request(name, time.perf_counter() - started, True)
                 if name in _SILENT:
                     return None
                 raise answer from None
+            if metrics.enabled:
+                metrics.observe_request(name, time.perf_counter() - started, False, result)
+            return result
         wrapper = guarded_async
     else:
         @functools.wraps(handler)
