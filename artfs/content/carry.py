@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import InvalidInput
-from artfs.store.manifest import OBJECT, REFERENCE, Entry, Manifest
 from artfs.names import normalize_path
+from artfs.store.manifest import OBJECT, REFERENCE, Entry, Manifest
 
 _ZERO = bytes(DIGEST_SIZE)
 
@@ -50,7 +50,7 @@ class CarriedRange:
 
 def expand(carried) -> list[Entry]:
     """Entries and ranges as plain entries."""
-    out = []
+    out: list[Entry] = []
     for c in carried:
         out.extend(c.entries() if isinstance(c, CarriedRange) else [c])
     return out

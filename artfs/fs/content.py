@@ -5,18 +5,32 @@ table) happens on the trio thread, so it needs no locks; only disk and store
 I/O run in worker threads, bounded by one CapacityLimiter. Every piece has an
 in-flight Event while it is being loaded, so any number of readers waiting
 for one piece cause a single fetch ("single flight").
+
+A read has one deadline (`deadline()`, --timeout from when it began) for all it
+waits on: the piece index, the pieces, someone else's fetch of them. A piece
+whose stored bytes fail verification is an EIO for that piece only; the others
+fetched with it are served (`where` names the file in that EIO's message).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
 from cachetools import LRUCache
 
 from artfs.content.cache import ContentCache
+from artfs.content.fetch import (
+    EMPTY_DIGEST,
+    Piece,
+    contiguous,
+    fetch_run,
+    group,
+    is_pack,
+    pieces_covering,
+)
 from artfs.errors import CorruptRecord, NotFound, StoreUnavailable
-from artfs.content.fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack, pieces_covering
 from artfs.store.backends.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -52,11 +66,20 @@ class ContentSource:
         self._nursery = nursery
         self._token = trio.lowlevel.current_trio_token()
 
-    async def get(self, piece: Piece, companions: list[Piece] = (), on_loaded=None) -> bytes:
+    def deadline(self) -> float:
+        """When a read starting now must have failed by, whatever it waits on (trio's clock)."""
+        return trio.current_time() + self.timeout
+
+    async def get(self, piece: Piece, companions: Sequence[Piece] = (), on_loaded=None, *,
+                  where: str = "", deadline: float | None = None) -> bytes:
         """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip.
-        `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads."""
+        `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads.
+        Raises StoreUnavailable once `deadline` (default: --timeout from now) has passed, and
+        CorruptRecord, naming `where`, if the stored bytes of `piece` fail verification."""
         if piece.size == 0:
             return b""
+        if deadline is None:
+            deadline = self.deadline()
         while True:
             data = self._memory.get(piece.digest)
             if data is not None:
@@ -67,30 +90,40 @@ class ContentSource:
             event = self._inflight.get(piece.digest)
             if event is None:
                 break
-            await event.wait()  # someone else is loading it; if they failed we try ourselves
-        loaded = await self._load([piece, *companions], on_loaded)
+            with trio.move_on_at(deadline):
+                await event.wait()  # someone else is loading it; if they failed we try ourselves
+            if trio.current_time() >= deadline and piece.digest not in self._memory:
+                raise StoreUnavailable(f"timed out after {self.timeout:g}s reading {piece.key}")
+        bad: dict[bytes, CorruptRecord] = {}
+        loaded = await self._load([piece, *companions], on_loaded, deadline, bad)
         data = loaded.get(piece.digest)
         if data is None:
+            damaged = bad.get(piece.digest)
+            if damaged is not None:
+                raise CorruptRecord(f"{where}: {damaged}" if where else str(damaged))
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
 
-    async def read_pieces(self, index: Piece, chunks: list[Piece], start: int, end: int) -> bytes | None:
+    async def read_pieces(self, index: Piece, chunks: list[Piece], start: int, end: int, *,
+                          where: str = "", deadline: float | None = None) -> bytes | None:
         """Bytes [start, end) of a large object for a random read: only the PIECE_SIZE pieces
         that hold them, in one ranged GET, each verified against the object's piece index.
         None if the index is missing or does not match its digest: the caller then reads the
         `chunks` holding those bytes, verified against the manifest."""
         key = chunks[0].key
         chunks_end = chunks[-1].file_offset + chunks[-1].size  # the object's end, if in its last chunk
+        if deadline is None:
+            deadline = self.deadline()  # one for the index and the pieces together
         try:
             try:
-                digests = await self.get(index)
+                digests = await self.get(index, deadline=deadline)
             except (NotFound, CorruptRecord) as e:
                 log.warning("piece index of %s unusable, reading whole chunks: %s", key, e)
                 return None
             wanted = pieces_covering(key, chunks_end, digests, start, end)
-            parts = [await self.get(wanted[0], wanted[1:])]
+            parts = [await self.get(wanted[0], wanted[1:], where=where, deadline=deadline)]
             for p in wanted[1:]:
-                parts.append(await self.get(p))
+                parts.append(await self.get(p, where=where, deadline=deadline))
         except StoreUnavailable as e:
             # The kernel retries a failed READ at once; the retry (no longer a seek, so it reads
             # whole chunks) must fail at once too, not wait out --timeout a second time.
@@ -127,7 +160,7 @@ class ContentSource:
         todo = [p for p in pieces if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         if todo:
             self._claim(todo)
-            self._nursery.start_soon(self._background, todo)
+            self._nursery.start_soon(self._background, todo, self.deadline())
 
     def cached(self, piece: Piece) -> bool:
         return piece.size == 0 or piece.digest in self._memory
@@ -151,23 +184,26 @@ class ContentSource:
             if event is not None:
                 event.set()
 
-    async def _background(self, pieces: list[Piece]) -> None:
+    async def _background(self, pieces: list[Piece], deadline: float) -> None:
         try:
-            await self._run_claimed(pieces)
+            await self._run_claimed(pieces, None, deadline, {})
         except Exception as e:  # read-ahead failures surface on the real read, once
             log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
 
-    async def _load(self, pieces: list[Piece], on_loaded=None) -> dict[bytes, bytes]:
+    async def _load(self, pieces: list[Piece], on_loaded, deadline: float,
+                    bad: dict[bytes, CorruptRecord]) -> dict[bytes, bytes]:
         first, rest = pieces[0], pieces[1:]
         todo = [first] + [p for p in rest if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         self._claim(todo)
-        return await self._run_claimed(todo, on_loaded)
+        return await self._run_claimed(todo, on_loaded, deadline, bad)
 
-    async def _run_claimed(self, pieces: list[Piece], on_loaded=None) -> dict[bytes, bytes]:
+    async def _run_claimed(self, pieces: list[Piece], on_loaded, deadline: float,
+                           bad: dict[bytes, CorruptRecord]) -> dict[bytes, bytes]:
+        """Loads claimed pieces by `deadline`; those whose stored bytes are damaged go to `bad`."""
         try:
-            with trio.fail_after(self.timeout):
+            with trio.fail_at(deadline):
                 loaded = await trio.to_thread.run_sync(
-                    self._load_blocking, pieces, self._arrived_in_thread, on_loaded,
+                    self._load_blocking, pieces, self._arrived_in_thread, on_loaded, bad,
                     limiter=self._fetch_limiter, abandon_on_cancel=True)
         except trio.TooSlowError:
             self._note_failure(pieces, f"timed out after {self.timeout:g}s reading {pieces[0].key}")
@@ -204,8 +240,11 @@ class ContentSource:
         for p in pieces:
             self._failed[p.digest] = (now, why)
 
-    def _load_blocking(self, pieces: list[Piece], arrived, on_loaded=None) -> dict[bytes, bytes]:
-        """Worker thread: disk cache first, then one ranged GET per run of misses."""
+    def _load_blocking(self, pieces: list[Piece], arrived, on_loaded, bad: dict[bytes, CorruptRecord]
+                       ) -> dict[bytes, bytes]:
+        """Worker thread: disk cache first, then one ranged GET per run of misses. A piece that
+        fails verification goes to `bad` (logged once here, with its object and range); the
+        rest of its GET is served."""
         out: dict[bytes, bytes] = {}
         missing = []
         for run in group(pieces):
@@ -227,10 +266,14 @@ class ContentSource:
             out[p.digest] = data
             arrived(p, data)
 
+        def damaged(p: Piece, e: CorruptRecord) -> None:
+            log.warning("%s; the other files fetched with it are served", e)
+            bad[p.digest] = e
+
         for run in group(missing):
             self.fetches += 1
             log.debug("fetch %s bytes %d-%d (%d pieces)", run[0].key, run[0].offset, max(p.end for p in run), len(run))
-            fetch_run(self.store, run, fetched)
+            fetch_run(self.store, run, fetched, damaged)
             if is_pack(run[0].key):  # small files: one cache file per contiguous stretch
                 for start, parts in contiguous(run, out):
                     self.cache.put_run_later(run[0].key, start, b"".join(parts))
@@ -241,4 +284,4 @@ class ContentSource:
         return out
 
 
-__all__ = ["ContentSource", "EMPTY_DIGEST"]
+__all__ = ["EMPTY_DIGEST", "ContentSource"]
