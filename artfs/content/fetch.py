@@ -32,6 +32,7 @@ class Piece:
     key: str  # the store object holding it
     offset: int  # where in that object
     file_offset: int = 0  # where in the entry's file
+    part: bool = False  # a PIECE_SIZE piece of a large object (random reads), not a whole chunk
 
     @property
     def end(self) -> int:
@@ -69,7 +70,7 @@ def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> 
     out = []
     for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
         at = k * PIECE_SIZE
-        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at))
+        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at, True))
     return out
 
 

@@ -240,6 +240,11 @@ class ContentSource:
         for p in pieces:
             self._failed[p.digest] = (now, why)
 
+    def _from_disk(self, p: Piece) -> bytes | None:
+        if p.part:
+            return self.cache.get_part(p.key, p.offset, p.digest, p.size)
+        return self.cache.get(p.digest, p.size)
+
     def _load_blocking(self, pieces: list[Piece], arrived, on_loaded, bad: dict[bytes, CorruptRecord]
                        ) -> dict[bytes, bytes]:
         """Worker thread: disk cache first, then one ranged GET per run of misses. A piece that
@@ -251,7 +256,7 @@ class ContentSource:
             if is_pack(run[0].key):
                 found = self.cache.get_packed(run[0].key, [(p.digest, p.offset, p.size) for p in run])
             else:
-                found = {p.digest: d for p in run if (d := self.cache.get(p.digest, p.size)) is not None}
+                found = {p.digest: d for p in run if (d := self._from_disk(p)) is not None}
             for p in run:
                 data = found.get(p.digest)
                 if data is None:
@@ -261,8 +266,12 @@ class ContentSource:
                     arrived(p, data)
 
         def fetched(p: Piece, data: bytes) -> None:
-            if not is_pack(p.key):
-                self.cache.put_later(p.digest, data)  # the reader need not wait for the disk
+            # the reader need not wait for the disk: writer threads cache what is fetched
+            if p.part:
+                self.cache.put_part_later(p.key, p.offset, data)
+            elif not is_pack(p.key):
+                self.cache.put_later(p.digest, data)
+                self.cache.drop_parts(p.key, p.offset, p.end)  # each byte cached once
             out[p.digest] = data
             arrived(p, data)
 

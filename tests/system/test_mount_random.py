@@ -127,3 +127,32 @@ def test_a_large_file_carried_into_the_next_version_keeps_its_piece_index(weight
     assert carried.piece_index == entry.piece_index
     got = pread_at(m.path(NAME, "v1", "model.bin"), OFFSETS)
     assert got == [data[o:o + 4096] for o in OFFSETS]
+
+
+def cached_bytes(cache: str) -> int:
+    """Bytes the cache's content folder holds (temp files of writers aside)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(os.path.join(cache, "content")):
+        if os.path.basename(dirpath) != "tmp":
+            total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+@pytest.mark.parametrize("remount", [False, True], ids=["same mount", "after a remount"])
+def test_random_reads_then_a_whole_read_keep_each_byte_once_in_the_cache(weights, mounter, remount):
+    store, data, _entry = weights
+    m = mounter(store)
+    path = m.path(NAME, "v0", "model.bin")
+    offsets = random.Random(3).sample(range(0, SIZE - 4096, 4096), 60)
+    assert pread_at(path, offsets) == [data[o:o + 4096] for o in offsets]
+    if remount:
+        m.umount()  # what was fetched is written to the cache on the way out
+        assert cached_bytes(m.cache) > 20 * PIECE_SIZE, "the random reads cached their pieces"
+        m = mounter(store, cache=m.cache)
+        path = m.path(NAME, "v0", "model.bin")
+    with open(path, "rb") as f:
+        assert f.read() == data
+    m.umount()
+    held = cached_bytes(m.cache)
+    assert held >= SIZE, "the whole file is cached"
+    assert held <= 1.05 * SIZE, f"the cache holds {held / SIZE:.2f} x the file's size"
