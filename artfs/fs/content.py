@@ -57,6 +57,7 @@ class ContentSource:
         self._memory: LRUCache = LRUCache(maxsize=memory_bytes, getsizeof=len)
         self._inflight: dict[bytes, trio.Event] = {}
         self._failed: dict[bytes, tuple[float, str]] = {}  # digest -> (when, why) of a failed load
+        self._failed_objects: dict[str, tuple[float, str]] = {}  # the same, by the object it is in
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self.fetches = 0  # ranged GETs issued, for tests and stats
@@ -84,7 +85,7 @@ class ContentSource:
             data = self._memory.get(piece.digest)
             if data is not None:
                 return data
-            failed = self._failed.get(piece.digest)
+            failed = self._failed.get(piece.digest) or self._failed_objects.get(_object_of(piece.key))
             if failed is not None and trio.current_time() - failed[0] < FAILURE_MEMO:
                 raise StoreUnavailable(failed[1])
             event = self._inflight.get(piece.digest)
@@ -216,6 +217,9 @@ class ContentSource:
         for digest, data in loaded.items():
             self._memory[digest] = data
             self._failed.pop(digest, None)
+        if loaded and self._failed_objects:
+            for key in {p.key for p in pieces}:
+                self._failed_objects.pop(_object_of(key), None)
         return loaded
 
     def _arrived_in_thread(self, piece: Piece, data: bytes) -> None:
@@ -237,6 +241,12 @@ class ContentSource:
         now = trio.current_time()
         if len(self._failed) > 4096:
             self._failed = {d: f for d, f in self._failed.items() if now - f[0] < FAILURE_MEMO}
+            self._failed_objects = {k: f for k, f in self._failed_objects.items() if now - f[0] < FAILURE_MEMO}
+        # By object too: the kernel's retry of a failed READ may take another path to the same
+        # bytes (a failed read-ahead of whole chunks is retried as a random read, through the
+        # piece index), and must fail at once as well, not wait out --timeout again.
+        for key in {p.key for p in pieces}:
+            self._failed_objects[_object_of(key)] = (now, why)
         for p in pieces:
             self._failed[p.digest] = (now, why)
 
@@ -291,6 +301,11 @@ class ContentSource:
                 if p.digest in out:
                     on_loaded(p, out[p.digest])
         return out
+
+
+def _object_of(key: str) -> str:
+    """What the store keys of one object (its chunks, pieces and piece index) have in common."""
+    return key.rsplit("/", 1)[-1]
 
 
 __all__ = ["EMPTY_DIGEST", "ContentSource"]

@@ -167,3 +167,84 @@ def test_mount_of_a_store_that_hangs_fails_within_timeout(s3_endpoint, weed, mou
     r.fails("did not answer within 3s", store)
     assert elapsed < TIMEOUT + 5, f"took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
     assert not os.path.ismount(mp)
+
+
+DEADLINE = 4.0
+
+
+def _timed_errno(fn, *args) -> tuple[int | None, float]:
+    t0 = time.monotonic()
+    code = errno_of(fn, *args)
+    return code, time.monotonic() - t0
+
+
+def _read_file(path: str, size: int = -1) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def _pread(path: str, off: int, size: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, off)
+    finally:
+        os.close(fd)
+
+
+def _or_none(fn, *args):
+    try:
+        return fn(*args)
+    except OSError as e:
+        if e.errno != errno.EIO:
+            raise
+        return None
+
+
+def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, tmp_path):
+    """With the store hung (SIGSTOP), every kind of read fails with EIO within 1.2 x --timeout:
+    a random read (piece index, then pieces), a sequential read (chunks), a small file (its pack)
+    and a reference (its source); after SIGCONT each reads its bytes again, with no remount."""
+    env = {"AWS_ENDPOINT_URL": weed.endpoint, "ARTFS_S3_ATTEMPTS": "2", "ARTFS_S3_TIMEOUT": "30"}
+    bucket = make_bucket(weed.endpoint)
+    store = f"s3://{bucket}/reg"
+    rng = random.Random(8)
+    data = rng.randbytes(SIZE)
+    smalls = {f"s{i:03d}.txt": rng.randbytes(3000) for i in range(40)}
+    src = write_tree(tmp_path / "src", {"big.bin": data, **smalls})
+    cli_cache = str(tmp_path / "cli-cache")
+    run_artfs(["put", src, "--name", "p/hang", "--type", "dataset"], store=store, cache=cli_cache, env=env).ok()
+    referenced = rng.randbytes(3 * MiB)
+    s3 = weed.client()
+    s3.put_object(Bucket=bucket, Key="sources/ref.bin", Body=referenced)
+    run_artfs(["put", f"s3://{bucket}/sources/ref.bin", "--name", "p/ref", "--type", "model"], store=store,
+              cache=cli_cache, env=env).ok()
+    m = mounter(store, "--timeout", str(DEADLINE), "--refresh", "600", env=env)
+    big, small = m.path("p/hang/v0/big.bin"), m.path("p/hang/v0/s017.txt")
+    ref = m.path("p/ref/v0/ref.bin")
+    for path in (big, small, ref):
+        os.stat(path)  # names and manifests are known before the store hangs
+    far = SIZE - MiB // 2
+    reads = {
+        "a random read (piece index, then pieces)": (_pread, big, far, 4096),
+        "a sequential read (chunks)": (_read_file, big, 2 * MiB),
+        "a small file (its pack)": (_read_file, small),
+        "a reference (its source)": (_pread, ref, MiB + 5, 4096),
+    }
+    os.killpg(weed.proc.pid, signal.SIGSTOP)
+    try:
+        slow = {}
+        for what, (fn, *args) in reads.items():
+            code, elapsed = _timed_errno(fn, *args)
+            assert code == errno.EIO, f"{what}: {code}"
+            if elapsed > 1.2 * DEADLINE:
+                slow[what] = round(elapsed, 1)
+        assert not slow, f"EIO later than 1.2 x --timeout {DEADLINE:g}s: {slow}"
+    finally:
+        os.killpg(weed.proc.pid, signal.SIGCONT)
+    want = {"a random read (piece index, then pieces)": data[far:far + 4096],
+            "a sequential read (chunks)": data[:2 * MiB], "a small file (its pack)": smalls["s017.txt"],
+            "a reference (its source)": referenced[MiB + 5:MiB + 5 + 4096]}
+    for what, (fn, *args) in reads.items():
+        got = wait_for(lambda: _or_none(fn, *args), 60, f"{what} to read again after the store answers")
+        assert got == want[what], what
+    assert m.mounted() and len(m.pids()) == 1
