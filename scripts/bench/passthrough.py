@@ -3,7 +3,9 @@
 
 It does what any pyfuse3 file system must do for a read and nothing else (no store, no
 cache, no verification): LOOKUP/GETATTR from lstat, READDIR(PLUS) from scandir, OPEN of
-a real descriptor, READ by pread on the trio thread. Like artfs it tells the kernel the
+a real descriptor, READ by pread on the trio thread when the bytes are in the page
+cache (RWF_NOWAIT), else in a worker thread (a disk read must not stall every other
+request, which would make this ceiling lower than artfs's own cold reads). Like artfs it tells the kernel the
 files do not change (long entry/attribute timeouts, keep_cache), and like a pyfuse3
 program that does not define flush it answers FLUSH with ENOSYS once (the kernel then
 stops sending it). What artfs spends above this is artfs's own cost; what this spends
@@ -104,7 +106,19 @@ class Passthrough(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fd, keep_cache=True)
 
     async def read(self, fh, off, size):
-        return os.pread(fh, size, off)
+        buf = bytearray(size)
+        view = memoryview(buf)
+        n = 0
+        try:
+            while n < size:
+                got = os.preadv(fh, [view[n:]], off + n, os.RWF_NOWAIT)
+                if got == 0:  # the end of the file
+                    return buf[:n]
+                n += got
+            return buf
+        except BlockingIOError:  # not (all) in the page cache: the rest from a thread
+            rest = await trio.to_thread.run_sync(os.pread, fh, size - n, off + n)
+            return bytes(buf[:n]) + rest if n else rest
 
     async def release(self, fh):
         os.close(fh)
