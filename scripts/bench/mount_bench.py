@@ -896,23 +896,28 @@ class Bench:
         self.systems = {n: CLASSES[n](self) for n in a.systems}
         plan = [("big", self.big_file), ("rand", None), ("hol", None), ("list", self.small_listing),
                 ("read", self.small_read)]
-        for rep in range(a.reps):
-            if "big" in a.workloads:
-                self.boto3_baseline()
-            if "read" in a.workloads:
-                self.packs_baseline()
         for wl, fn in plan:
             if wl not in a.workloads:
                 continue
             for rep in range(a.reps):
-                order = list(self.systems.values())
+                order: list = list(self.systems.values())
+                # the store alone, measured in turn with the systems (the machine is shared)
+                if wl == "big":
+                    order.append("boto3 GET")
+                if wl == "read":
+                    order.append("packs GET")
                 order = order[rep % len(order):] + order[:rep % len(order)]  # rotate who goes first
                 for s in order:
                     self.loads.append(self.wait_quiet())
                     self.loadavgs.append(read_loadavg())
-                    log(f"{wl} rep {rep + 1}/{a.reps}: {s.name} (machine {self.loads[-1]:.0%} busy before)")
+                    name = s if isinstance(s, str) else s.name
+                    log(f"{wl} rep {rep + 1}/{a.reps}: {name} (machine {self.loads[-1]:.0%} busy before)")
                     self.label = f"{wl}-rep{rep + 1}"
-                    if wl == "rand":
+                    if s == "boto3 GET":
+                        self.boto3_baseline()
+                    elif s == "packs GET":
+                        self.packs_baseline()
+                    elif wl == "rand":
                         self.random_reads(s, seed=1000 + rep)
                     elif wl == "hol":
                         self.head_of_line(s, seed=2000 + 2 * rep)
