@@ -469,7 +469,7 @@ class ContentCache:
 
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _pack_hex(pack_key: str) -> str:

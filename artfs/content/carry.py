@@ -32,7 +32,7 @@ class CarriedRange:
     new: str
 
     def paths(self) -> list[str]:
-        got = self.manifest.paths[self.start:self.stop]
+        got = self.manifest.paths[self.start : self.stop]
         if self.old == self.new:
             return got
         cut = len(self.old) + 1 if self.old else 0
@@ -85,7 +85,7 @@ def assemble(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
         s = source[k]
         if s >= 0:
             sizes.append(bsizes[s])
-            digests += bdigests[s * DIGEST_SIZE:(s + 1) * DIGEST_SIZE]
+            digests += bdigests[s * DIGEST_SIZE : (s + 1) * DIGEST_SIZE]
             modes.append(bmodes[s])
             offsets.append(boffsets[s])
             p = bpacks[s]

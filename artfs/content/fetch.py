@@ -51,7 +51,9 @@ def pieces(entry: Entry) -> list[Piece]:
     out = []
     for i in range(0, entry.size, CHUNK_SIZE):
         k = i // CHUNK_SIZE
-        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i))
+        out.append(
+            Piece(entry.chunks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i)
+        )
     return out
 
 
@@ -70,14 +72,15 @@ def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> 
     out = []
     for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
         at = k * PIECE_SIZE
-        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at, True))
+        out.append(Piece(index[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at, True))
     return out
 
 
 def verify(piece: Piece, data: bytes, where: str) -> bytes:
     if len(data) != piece.size or digest_bytes(data) != piece.digest:
-        raise CorruptRecord(f"{where} bytes {piece.offset}-{piece.end}: content does not match its digest "
-                            f"{piece.digest.hex()[:16]}…")
+        raise CorruptRecord(
+            f"{where} bytes {piece.offset}-{piece.end}: content does not match its digest {piece.digest.hex()[:16]}…"
+        )
     return data
 
 
@@ -111,8 +114,12 @@ def group(ps: Iterable[Piece], max_bytes: int = 32 << 20, max_gap: int = 64 << 1
         yield run
 
 
-def fetch_run(store: ObjectStore, run: list[Piece], on_piece: Callable[[Piece, bytes], None] | None = None,
-              on_bad: OnBad | None = None) -> list[bytes]:
+def fetch_run(
+    store: ObjectStore,
+    run: list[Piece],
+    on_piece: Callable[[Piece, bytes], None] | None = None,
+    on_bad: OnBad | None = None,
+) -> list[bytes]:
     """One ranged GET for a run of pieces; each piece verified as it arrives (and handed to
     `on_piece` at once, before the rest of the run is read). Returns their bytes in order.
     A piece that fails verification raises CorruptRecord, or, given `on_bad`, is reported
@@ -158,7 +165,7 @@ def _fetch_blob(store: ObjectStore, run: list[Piece], on_bad: OnBad | None) -> l
     view = memoryview(blob)
     out = []
     for p in run:
-        data = bytes(view[p.offset - start:p.end - start])
+        data = bytes(view[p.offset - start : p.end - start])
         if _checked(p, data, run[0].key, on_bad):
             out.append((p, data))
     return out

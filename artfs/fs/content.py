@@ -45,8 +45,15 @@ EARLY_PIECE_BYTES = 256 << 10
 
 
 class ContentSource:
-    def __init__(self, store: ObjectStore, cache: ContentCache, *, memory_bytes: int = 256 << 20,
-                 threads: int = 8, timeout: float = 30.0):
+    def __init__(
+        self,
+        store: ObjectStore,
+        cache: ContentCache,
+        *,
+        memory_bytes: int = 256 << 20,
+        threads: int = 8,
+        timeout: float = 30.0,
+    ):
         self.store = store
         self.cache = cache
         self.timeout = timeout
@@ -71,8 +78,15 @@ class ContentSource:
         """When a read starting now must have failed by, whatever it waits on (trio's clock)."""
         return trio.current_time() + self.timeout
 
-    async def get(self, piece: Piece, companions: Sequence[Piece] = (), on_loaded=None, *,
-                  where: str = "", deadline: float | None = None) -> bytes:
+    async def get(
+        self,
+        piece: Piece,
+        companions: Sequence[Piece] = (),
+        on_loaded=None,
+        *,
+        where: str = "",
+        deadline: float | None = None,
+    ) -> bytes:
         """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip.
         `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads.
         Raises StoreUnavailable once `deadline` (default: --timeout from now) has passed, and
@@ -105,8 +119,9 @@ class ContentSource:
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
 
-    async def read_pieces(self, index: Piece, chunks: list[Piece], start: int, end: int, *,
-                          where: str = "", deadline: float | None = None) -> bytes | None:
+    async def read_pieces(
+        self, index: Piece, chunks: list[Piece], start: int, end: int, *, where: str = "", deadline: float | None = None
+    ) -> bytes | None:
         """Bytes [start, end) of a large object for a random read: only the PIECE_SIZE pieces
         that hold them, in one ranged GET, each verified against the object's piece index.
         None if the index is missing or does not match its digest: the caller then reads the
@@ -132,7 +147,7 @@ class ContentSource:
             raise
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         skip = start - wanted[0].file_offset
-        return blob[skip:skip + (end - start)]
+        return blob[skip : skip + (end - start)]
 
     def at_hand(self, piece: Piece) -> bool:
         """In memory, being loaded, or in the disk cache: no store GET of its own needed."""
@@ -191,21 +206,29 @@ class ContentSource:
         except Exception as e:  # read-ahead failures surface on the real read, once
             log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
 
-    async def _load(self, pieces: list[Piece], on_loaded, deadline: float,
-                    bad: dict[bytes, CorruptRecord]) -> dict[bytes, bytes]:
+    async def _load(
+        self, pieces: list[Piece], on_loaded, deadline: float, bad: dict[bytes, CorruptRecord]
+    ) -> dict[bytes, bytes]:
         first, rest = pieces[0], pieces[1:]
         todo = [first] + [p for p in rest if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         self._claim(todo)
         return await self._run_claimed(todo, on_loaded, deadline, bad)
 
-    async def _run_claimed(self, pieces: list[Piece], on_loaded, deadline: float,
-                           bad: dict[bytes, CorruptRecord]) -> dict[bytes, bytes]:
+    async def _run_claimed(
+        self, pieces: list[Piece], on_loaded, deadline: float, bad: dict[bytes, CorruptRecord]
+    ) -> dict[bytes, bytes]:
         """Loads claimed pieces by `deadline`; those whose stored bytes are damaged go to `bad`."""
         try:
             with trio.fail_at(deadline):
                 loaded = await trio.to_thread.run_sync(
-                    self._load_blocking, pieces, self._arrived_in_thread, on_loaded, bad,
-                    limiter=self._fetch_limiter, abandon_on_cancel=True)
+                    self._load_blocking,
+                    pieces,
+                    self._arrived_in_thread,
+                    on_loaded,
+                    bad,
+                    limiter=self._fetch_limiter,
+                    abandon_on_cancel=True,
+                )
         except trio.TooSlowError:
             self._note_failure(pieces, f"timed out after {self.timeout:g}s reading {pieces[0].key}")
             raise StoreUnavailable(f"timed out after {self.timeout:g}s reading {pieces[0].key}") from None
@@ -255,8 +278,9 @@ class ContentSource:
             return self.cache.get_part(p.key, p.offset, p.digest, p.size)
         return self.cache.get(p.digest, p.size)
 
-    def _load_blocking(self, pieces: list[Piece], arrived, on_loaded, bad: dict[bytes, CorruptRecord]
-                       ) -> dict[bytes, bytes]:
+    def _load_blocking(
+        self, pieces: list[Piece], arrived, on_loaded, bad: dict[bytes, CorruptRecord]
+    ) -> dict[bytes, bytes]:
         """Worker thread: disk cache first, then one ranged GET per run of misses. A piece that
         fails verification goes to `bad` (logged once here, with its object and range); the
         rest of its GET is served."""

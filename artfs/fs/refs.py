@@ -81,7 +81,7 @@ class RefReader:
                 break  # the source ends here
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         lo = off - first * BLOCK
-        return blob[lo:lo + (end - off)]
+        return blob[lo : lo + (end - off)]
 
     async def read_all(self, node, entry: Entry) -> bytes:
         """The whole reference (copy-up before a draft file's first change)."""
@@ -114,8 +114,14 @@ class RefReader:
                 data = await self._blocking(references.read, h.entry, k * BLOCK, (k + 1) * BLOCK)
             else:
                 with trio.fail_at(deadline):
-                    data = await trio.to_thread.run_sync(references.read, h.entry, k * BLOCK, (k + 1) * BLOCK,
-                                                         limiter=self._limiter, abandon_on_cancel=True)
+                    data = await trio.to_thread.run_sync(
+                        references.read,
+                        h.entry,
+                        k * BLOCK,
+                        (k + 1) * BLOCK,
+                        limiter=self._limiter,
+                        abandon_on_cancel=True,
+                    )
         except trio.TooSlowError:
             h.failed = (trio.current_time(), StoreUnavailable(f"no answer from the source within {self.timeout:g}s"))
             self._fail(h, h.failed[1])

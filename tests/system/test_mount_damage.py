@@ -28,8 +28,9 @@ def shards(store_url, tmp_path):
     rng = random.Random(13)
     files = {f"part{i // 100}/f{i:04d}.bin": rng.randbytes(rng.randrange(1000, 6000)) for i in range(COUNT)}
     src = write_tree(tmp_path / "src", files)
-    run_artfs(["put", src, "--name", NAME, "--type", "dataset"], store=store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", NAME, "--type", "dataset"], store=store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     manifest = Store(store_url, str(tmp_path / "cli-cache2")).use_artifact(f"{NAME}:v0").manifest
     return store_url, files, manifest
 

@@ -47,8 +47,9 @@ def test_store_outage_mid_read(s3_endpoint, weed, mounter, tmp_path):
     store = f"s3://{make_bucket(weed.endpoint)}/reg"
     data = random.Random(5).randbytes(SIZE)
     src = write_tree(tmp_path / "src", {"big.bin": data, "small.txt": b"small and cached\n"})
-    run_artfs(["put", src, "--name", "p/outage", "--type", "dataset"], store=store, cache=str(tmp_path / "cli-cache"),
-              env=env).ok()
+    run_artfs(
+        ["put", src, "--name", "p/outage", "--type", "dataset"], store=store, cache=str(tmp_path / "cli-cache"), env=env
+    ).ok()
     m = mounter(store, "--timeout", str(TIMEOUT), "--refresh", "0.5", env=env)
     v0 = m.path("p/outage/v0")
     path = os.path.join(v0, "big.bin")
@@ -57,7 +58,7 @@ def test_store_outage_mid_read(s3_endpoint, weed, mounter, tmp_path):
 
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert os.pread(fd, 64 << 10, 0) == data[:64 << 10]
+        assert os.pread(fd, 64 << 10, 0) == data[: 64 << 10]
         fetched = _settled(m)
         far = SIZE - MiB // 2  # in the last piece, which the read-ahead has not reached
         assert not any(start <= far < end for _k, start, end in fetched), fetched
@@ -70,7 +71,7 @@ def test_store_outage_mid_read(s3_endpoint, weed, mounter, tmp_path):
         elapsed = time.monotonic() - t0
         assert elapsed < TIMEOUT + 2, f"EIO took {elapsed:.1f}s with --timeout {TIMEOUT:g}"
 
-        assert os.pread(fd, 64 << 10, 0) == data[:64 << 10], "cached parts still read"
+        assert os.pread(fd, 64 << 10, 0) == data[: 64 << 10], "cached parts still read"
         with open(os.path.join(v0, "small.txt"), "rb") as f:
             assert f.read() == b"small and cached\n"
         assert sorted(os.listdir(v0)) == ["big.bin", "small.txt"], "the mount stays up"
@@ -85,7 +86,7 @@ def test_store_outage_mid_read(s3_endpoint, weed, mounter, tmp_path):
         t = time.monotonic()
         got = wait_for(lambda: _try_pread(fd, 4096, far), 20, "reads to recover after the store returns")
         print(f"reads recovered in {time.monotonic() - t:.1f}s")
-        assert got == data[far:far + 4096]
+        assert got == data[far : far + 4096]
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
@@ -110,8 +111,12 @@ def test_store_that_hangs_fails_reads_within_timeout(s3_endpoint, weed, mounter,
     data = random.Random(6).randbytes(SIZE)
     for n, files in enumerate([{"other.txt": b"v0\n"}, {"big.bin": data}]):  # v0, v1
         src = write_tree(tmp_path / f"src-v{n}", files)
-        run_artfs(["put", src, "--name", "p/hang", "--type", "dataset"], store=store,
-                  cache=str(tmp_path / "cli-cache"), env=env).ok()
+        run_artfs(
+            ["put", src, "--name", "p/hang", "--type", "dataset"],
+            store=store,
+            cache=str(tmp_path / "cli-cache"),
+            env=env,
+        ).ok()
     m = mounter(store, "--timeout", str(TIMEOUT), "--refresh", "0.5", env=env)
     v1 = m.path("p/hang/v1")
     fd = os.open(os.path.join(v1, "big.bin"), os.O_RDONLY)
@@ -147,7 +152,7 @@ def test_store_that_hangs_fails_reads_within_timeout(s3_endpoint, weed, mounter,
         finally:
             os.killpg(weed.proc.pid, signal.SIGCONT)
         got = wait_for(lambda: _try_pread(fd, 4096, far), 30, "reads to recover after the store answers again")
-        assert got == data[far:far + 4096]
+        assert got == data[far : far + 4096]
     finally:
         os.close(fd)
 
@@ -216,8 +221,12 @@ def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, 
     referenced = rng.randbytes(3 * MiB)
     s3 = weed.client()
     s3.put_object(Bucket=bucket, Key="sources/ref.bin", Body=referenced)
-    run_artfs(["put", f"s3://{bucket}/sources/ref.bin", "--name", "p/ref", "--type", "model"], store=store,
-              cache=cli_cache, env=env).ok()
+    run_artfs(
+        ["put", f"s3://{bucket}/sources/ref.bin", "--name", "p/ref", "--type", "model"],
+        store=store,
+        cache=cli_cache,
+        env=env,
+    ).ok()
     m = mounter(store, "--timeout", str(DEADLINE), "--refresh", "600", env=env)
     big, small = m.path("p/hang/v0/big.bin"), m.path("p/hang/v0/s017.txt")
     ref = m.path("p/ref/v0/ref.bin")
@@ -241,10 +250,15 @@ def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, 
         assert not slow, f"EIO later than 1.2 x --timeout {DEADLINE:g}s: {slow}"
     finally:
         os.killpg(weed.proc.pid, signal.SIGCONT)
-    want = {"a random read (piece index, then pieces)": data[far:far + 4096],
-            "a sequential read (chunks)": data[:2 * MiB], "a small file (its pack)": smalls["s017.txt"],
-            "a reference (its source)": referenced[MiB + 5:MiB + 5 + 4096]}
+    want = {
+        "a random read (piece index, then pieces)": data[far : far + 4096],
+        "a sequential read (chunks)": data[: 2 * MiB],
+        "a small file (its pack)": smalls["s017.txt"],
+        "a reference (its source)": referenced[MiB + 5 : MiB + 5 + 4096],
+    }
     for what, (fn, *args) in reads.items():
-        got = wait_for(lambda: _or_none(fn, *args), 60, f"{what} to read again after the store answers")
+        got = wait_for(
+            lambda fn=fn, args=args: _or_none(fn, *args), 60, f"{what} to read again after the store answers"
+        )
         assert got == want[what], what
     assert m.mounted() and len(m.pids()) == 1

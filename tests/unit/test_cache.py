@@ -65,6 +65,7 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
 
 # -- runs of small files (byte ranges of a pack, one cache file each) -----------------------------
 
+
 def _pack(n=50, size=4096):
     files = [os.urandom(size) for _ in range(n)]
     items = [(digest_bytes(f), i * size, size) for i, f in enumerate(files)]
