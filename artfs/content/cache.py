@@ -21,6 +21,12 @@ far more than writing 4 KiB into one. Each small file read from a run is
 still checked against its own digest, and a run that gives a bad file is
 dropped whole.
 
+The 64 KiB pieces of a large object fetched for random reads are cached as
+`parts/<object>.<offset>` (each verified against the object's piece index when
+read back), not by digest: when a whole chunk of that object is cached later,
+the parts it covers are dropped, so the cache keeps each byte once, in this
+process or any later one.
+
 The mount hands pieces over with `put_later`: writer threads store them while
 the reader is already being answered, so a cold read does not wait for the
 disk. What is queued is served from the queue; what does not fit in the queue
@@ -47,6 +53,7 @@ DIRECT_MIN = 64 << 10  # smaller pieces are not worth the aligned copy
 _BLOCK = 4096  # O_DIRECT alignment of buffer address, file offset and length
 _BUFFER = (1 << 20) + _BLOCK  # one CHUNK_SIZE piece, plus the block that shows a file is too long
 RUNS = "runs"
+PARTS = "parts"
 QUEUE_BYTES = 256 << 20  # pieces waiting for a writer thread, at most
 WRITERS = 2
 STALE_TEMP = 3600.0  # seconds after which a temp file in the cache is a leftover
@@ -70,7 +77,9 @@ class ContentCache:
         self._lru: OrderedDict[str, int] = OrderedDict()  # file name (hex digest, or run) -> size
         self._bytes = 0
         self._runs: dict[str, list[tuple[int, int]]] = {}  # pack hex -> cached (start, end) ranges
+        self._parts: dict[str, set[int]] = {}  # object hex -> offsets of its cached parts
         os.makedirs(os.path.join(self.root, RUNS), exist_ok=True)
+        os.makedirs(os.path.join(self.root, PARTS), exist_ok=True)
         self._remove_stale_temps()
         self._scan()
 
@@ -90,6 +99,7 @@ class ContentCache:
         found = []
         folders = [os.path.join(self.root, sub) for sub in os.listdir(self.root) if len(sub) == 2]
         folders += [os.path.join(self.root, RUNS, sub) for sub in os.listdir(os.path.join(self.root, RUNS))]
+        folders += [os.path.join(self.root, PARTS, sub) for sub in os.listdir(os.path.join(self.root, PARTS))]
         for d in folders:
             for name in os.listdir(d):
                 try:
@@ -101,13 +111,19 @@ class ContentCache:
             run = _parse_run(name)
             if run is not None:
                 self._runs.setdefault(run[0], []).append(run[1:])
+            part = _parse_part(name)
+            if part is not None:
+                self._parts.setdefault(part[0], set()).add(part[1])
             self._lru[name] = size
             self._bytes += size
         self._evict()
 
     def _path(self, name: str) -> str:
-        if "." in name:  # a run: <pack hex>.<start>.<end>
+        dots = name.count(".")
+        if dots == 2:  # a run: <pack hex>.<start>.<end>
             return os.path.join(self.root, RUNS, name[:2], name)
+        if dots == 1:  # a part: <object hex>.<offset>
+            return os.path.join(self.root, PARTS, name[:2], name)
         return os.path.join(self.root, name[:2], name)
 
     @property
@@ -116,10 +132,17 @@ class ContentCache:
 
     def get(self, digest: bytes, size: int) -> bytes | None:
         """The cached bytes with this digest, or None (also when the file was corrupt)."""
-        data = self._queued.get(digest)
+        return self._get(digest, digest.hex(), size, digest)
+
+    def get_part(self, key: str, offset: int, digest: bytes, size: int) -> bytes | None:
+        """The cached part of object `key` at `offset`, if its bytes have this digest."""
+        name = _part_name(key, offset)
+        return self._get(("part", name), name, size, digest)
+
+    def _get(self, item, h: str, size: int, digest: bytes) -> bytes | None:
+        data = self._queued.get(item)
         if data is not None:
             return data
-        h = digest.hex()
         try:
             data = self._read_direct(self._path(h), size) if self._use_direct(size) else None
             if data is None:
@@ -129,7 +152,7 @@ class ContentCache:
             return None
         if len(data) != size or digest_bytes(data) != digest:
             log.warning("cache file %s is corrupt; dropping it and fetching again", self._path(h))
-            self.discard(digest)
+            self._drop(h)
             return None
         with self._lock:
             if h in self._lru:
@@ -146,16 +169,43 @@ class ContentCache:
         """Queues verified bytes for a writer thread; skipped when the queue is full."""
         self._enqueue(digest, data)
 
+    def put_part_later(self, key: str, offset: int, data: bytes) -> None:
+        """Queues verified bytes [offset, offset + len(data)) of the large object `key`."""
+        obj = _pack_hex(key)
+        self._enqueue(("part", f"{obj}.{offset}"), data, (obj, offset))
+
+    def drop_parts(self, key: str, start: int, end: int) -> None:
+        """Drops the cached parts of object `key` within [start, end): a whole chunk holding
+        those bytes is cached now (the cache keeps each byte once)."""
+        obj = _pack_hex(key)
+        with self._lock:
+            offsets = self._parts.get(obj)
+            if not offsets:
+                return
+            gone = [o for o in offsets if start <= o < end]
+            for o in gone:
+                offsets.discard(o)
+            if not offsets:
+                del self._parts[obj]
+            for o in gone:  # not yet written: the writer skips (or removes) them
+                data = self._queued.pop(("part", f"{obj}.{o}"), None)
+                if data is not None:
+                    self._queued_bytes -= len(data)
+        for o in gone:
+            self._drop(f"{obj}.{o}")
+
     def put_run_later(self, pack_key: str, start: int, data: bytes) -> None:
         """Queues bytes [start, start + len(data)) of a pack, every file in them verified."""
         self._enqueue((pack_key, start), data)
 
-    def _enqueue(self, item, data: bytes) -> None:
+    def _enqueue(self, item, data: bytes, part: tuple[str, int] | None = None) -> None:
         with self._lock:
             if item in self._queued or self._queued_bytes + len(data) > QUEUE_BYTES:
                 return
             self._queued[item] = data
             self._queued_bytes += len(data)
+            if part is not None:  # known from now on, so drop_parts finds it even while queued
+                self._parts.setdefault(part[0], set()).add(part[1])
             if not self._writers:
                 for i in range(WRITERS):
                     t = threading.Thread(target=self._write_queued, name=f"cache-writer-{i}", daemon=True)
@@ -179,16 +229,33 @@ class ContentCache:
         while True:
             item = self._queue.get()
             try:
-                if isinstance(item, tuple):
-                    self.put_run(item[0], item[1], self._queued[item])
+                data = self._queued.get(item)
+                if data is None:
+                    pass  # dropped while queued (drop_parts)
+                elif isinstance(item, tuple) and item[0] == "part":
+                    self._put_part(item[1], data)
+                elif isinstance(item, tuple):
+                    self.put_run(item[0], item[1], data)
                 else:
-                    self.put(item, self._queued[item])
+                    self.put(item, data)
             except Exception as e:  # the cache is only a cache; the bytes were served already
                 log.warning("could not cache %s: %s", item, e)
             finally:
                 with self._lock:
-                    self._queued_bytes -= len(self._queued.pop(item))
+                    data = self._queued.pop(item, None)
+                    if data is not None:
+                        self._queued_bytes -= len(data)
                 self._queue.task_done()
+
+    def _put_part(self, name: str, data: bytes) -> None:
+        obj, offset = name.split(".")
+        os.makedirs(os.path.join(self.root, PARTS, name[:2]), exist_ok=True)
+        if self._store_file(name, data, direct=self._use_direct(len(data))):
+            with self._lock:
+                if ("part", name) in self._queued:
+                    self._parts.setdefault(obj, set()).add(int(offset))  # (evicted meanwhile)
+                    return
+            self._drop(name)  # drop_parts ran while it was being written
 
     def put(self, digest: bytes, data: bytes) -> None:
         """Stores verified bytes. A full disk is logged and skipped: the cache is only a cache."""
@@ -323,6 +390,9 @@ class ContentCache:
             run = _parse_run(name)
             if run is not None and run[1:] in self._runs.get(run[0], ()):
                 self._runs[run[0]].remove(run[1:])
+            part = _parse_part(name)
+            if part is not None and part[0] in self._parts:
+                self._parts[part[0]].discard(part[1])
 
     # -- O_DIRECT -------------------------------------------------------------------------
     def _use_direct(self, size: int) -> bool:
@@ -386,6 +456,9 @@ class ContentCache:
                 run = _parse_run(name)
                 if run is not None and run[1:] in self._runs.get(run[0], ()):
                     self._runs[run[0]].remove(run[1:])
+                part = _parse_part(name)
+                if part is not None and part[0] in self._parts:
+                    self._parts[part[0]].discard(part[1])
                 victims.append(name)
         for name in victims:
             try:
@@ -396,7 +469,7 @@ class ContentCache:
 
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _pack_hex(pack_key: str) -> str:
@@ -411,3 +484,14 @@ def _parse_run(name: str) -> tuple[str, int, int] | None:
         return parts[0], int(parts[1]), int(parts[2])
     except ValueError:
         return None
+
+
+def _part_name(key: str, offset: int) -> str:
+    return f"{_pack_hex(key)}.{offset}"
+
+
+def _parse_part(name: str) -> tuple[str, int] | None:
+    obj, dot, offset = name.partition(".")
+    if not dot or not offset.isdigit():
+        return None
+    return obj, int(offset)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import InvalidInput
-from artfs.store.manifest import OBJECT, REFERENCE, Entry, Manifest
 from artfs.names import normalize_path
+from artfs.store.manifest import OBJECT, REFERENCE, Entry, Manifest
 
 _ZERO = bytes(DIGEST_SIZE)
 
@@ -32,7 +32,7 @@ class CarriedRange:
     new: str
 
     def paths(self) -> list[str]:
-        got = self.manifest.paths[self.start:self.stop]
+        got = self.manifest.paths[self.start : self.stop]
         if self.old == self.new:
             return got
         cut = len(self.old) + 1 if self.old else 0
@@ -50,7 +50,7 @@ class CarriedRange:
 
 def expand(carried) -> list[Entry]:
     """Entries and ranges as plain entries."""
-    out = []
+    out: list[Entry] = []
     for c in carried:
         out.extend(c.entries() if isinstance(c, CarriedRange) else [c])
     return out
@@ -85,7 +85,7 @@ def assemble(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
         s = source[k]
         if s >= 0:
             sizes.append(bsizes[s])
-            digests += bdigests[s * DIGEST_SIZE:(s + 1) * DIGEST_SIZE]
+            digests += bdigests[s * DIGEST_SIZE : (s + 1) * DIGEST_SIZE]
             modes.append(bmodes[s])
             offsets.append(boffsets[s])
             p = bpacks[s]

@@ -6,19 +6,21 @@ manifest; for a random read, one PIECE_SIZE piece of a large object, whose
 digest comes from the object's piece index (itself a piece, verified against
 the digest the manifest names it by). Adjacent pieces of one object are
 fetched in one ranged GET and split, and each piece is checked before anyone
-sees it.
+sees it. A piece that fails its check costs only itself: the others of the same
+GET are served (a damaged byte in a pack makes one file unreadable, not the
+hundreds read with it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, PIECE_SIZE, digest_bytes
 from artfs.errors import CorruptRecord
-from artfs.store.manifest import Entry
-from artfs.store.keys import object_key, pack_key, pieces_key
 from artfs.store.backends.base import ObjectStore
+from artfs.store.keys import object_key, pack_key, pieces_key
+from artfs.store.manifest import Entry
 
 EMPTY_DIGEST = digest_bytes(b"")
 
@@ -30,6 +32,7 @@ class Piece:
     key: str  # the store object holding it
     offset: int  # where in that object
     file_offset: int = 0  # where in the entry's file
+    part: bool = False  # a PIECE_SIZE piece of a large object (random reads), not a whole chunk
 
     @property
     def end(self) -> int:
@@ -48,7 +51,9 @@ def pieces(entry: Entry) -> list[Piece]:
     out = []
     for i in range(0, entry.size, CHUNK_SIZE):
         k = i // CHUNK_SIZE
-        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i))
+        out.append(
+            Piece(entry.chunks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i)
+        )
     return out
 
 
@@ -67,14 +72,31 @@ def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> 
     out = []
     for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
         at = k * PIECE_SIZE
-        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at))
+        out.append(Piece(index[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at, True))
     return out
 
 
 def verify(piece: Piece, data: bytes, where: str) -> bytes:
     if len(data) != piece.size or digest_bytes(data) != piece.digest:
-        raise CorruptRecord(f"{where}: content does not match its digest {piece.digest.hex()[:16]}…")
+        raise CorruptRecord(
+            f"{where} bytes {piece.offset}-{piece.end}: content does not match its digest {piece.digest.hex()[:16]}…"
+        )
     return data
+
+
+OnBad = Callable[[Piece, CorruptRecord], None]
+
+
+def _checked(p: Piece, data: bytes, key: str, on_bad: OnBad | None) -> bool:
+    """Whether the piece's bytes are good; a bad one raises, or with `on_bad` is reported there."""
+    try:
+        verify(p, data, key)
+        return True
+    except CorruptRecord as e:
+        if on_bad is None:
+            raise
+        on_bad(p, e)
+        return False
 
 
 def group(ps: Iterable[Piece], max_bytes: int = 32 << 20, max_gap: int = 64 << 10) -> Iterator[list[Piece]]:
@@ -92,20 +114,27 @@ def group(ps: Iterable[Piece], max_bytes: int = 32 << 20, max_gap: int = 64 << 1
         yield run
 
 
-def fetch_run(store: ObjectStore, run: list[Piece], on_piece: Callable[[Piece, bytes], None] | None = None) -> list[bytes]:
+def fetch_run(
+    store: ObjectStore,
+    run: list[Piece],
+    on_piece: Callable[[Piece, bytes], None] | None = None,
+    on_bad: OnBad | None = None,
+) -> list[bytes]:
     """One ranged GET for a run of pieces; each piece verified as it arrives (and handed to
-    `on_piece` at once, before the rest of the run is read). Returns their bytes in order."""
+    `on_piece` at once, before the rest of the run is read). Returns their bytes in order.
+    A piece that fails verification raises CorruptRecord, or, given `on_bad`, is reported
+    there and left out (the rest of the run is still read and returned)."""
     key, start = run[0].key, run[0].offset
     lengths: list[int] = []
     wanted: list[Piece | None] = []  # None: a gap between pieces, read through and dropped
     pos = start
     for p in run:
         if p.offset < pos:  # overlapping pieces (one content stored twice in a pack): split a blob
-            out = _fetch_blob(store, run)
-            for q, data in zip(run, out):
+            good = _fetch_blob(store, run, on_bad)
+            for q, data in good:
                 if on_piece is not None:
                     on_piece(q, data)
-            return out
+            return [data for _q, data in good]
         if p.offset > pos:
             lengths.append(p.offset - pos)
             wanted.append(None)
@@ -113,24 +142,33 @@ def fetch_run(store: ObjectStore, run: list[Piece], on_piece: Callable[[Piece, b
         wanted.append(p)
         pos = p.end
     out = []
-    for p, data in zip(wanted, store.get_parts(key, start, lengths)):
-        if p is None:
+    seen = 0
+    for w, data in zip(wanted, store.get_parts(key, start, lengths)):
+        if w is None:
             continue
-        out.append(verify(p, data, key))
+        seen += 1
+        if not _checked(w, data, key, on_bad):
+            continue
+        out.append(data)
         if on_piece is not None:
-            on_piece(p, data)
-    if len(out) != len(run):
+            on_piece(w, data)
+    if seen != len(run):
         raise CorruptRecord(f"{key}: short read (object ends before byte {pos})")
     return out
 
 
-def _fetch_blob(store: ObjectStore, run: list[Piece]) -> list[bytes]:
+def _fetch_blob(store: ObjectStore, run: list[Piece], on_bad: OnBad | None) -> list[tuple[Piece, bytes]]:
     start, end = run[0].offset, max(p.end for p in run)
     blob = store.get(run[0].key, start, end)
     if len(blob) != end - start:
         raise CorruptRecord(f"{run[0].key}: short read ({len(blob)} of {end - start} bytes)")
     view = memoryview(blob)
-    return [verify(p, bytes(view[p.offset - start:p.end - start]), run[0].key) for p in run]
+    out = []
+    for p in run:
+        data = bytes(view[p.offset - start : p.end - start])
+        if _checked(p, data, run[0].key, on_bad):
+            out.append((p, data))
+    return out
 
 
 def is_pack(key: str) -> bool:
@@ -138,15 +176,20 @@ def is_pack(key: str) -> bool:
 
 
 def contiguous(run: list[Piece], data: dict[bytes, bytes]) -> Iterator[tuple[int, list[bytes]]]:
-    """(start, [bytes…]) for each stretch of the run with no gap between its pieces."""
-    start, parts, end = None, [], None
+    """(start, [bytes…]) for each stretch of the run with no gap between its pieces (a piece
+    missing from `data`, one that failed verification, is a gap)."""
+    start, end = 0, -1
+    parts: list[bytes] = []
     for p in run:
-        if start is not None and p.offset != end:
+        got = data.get(p.digest)
+        if parts and (got is None or p.offset != end):
             yield start, parts
-            start, parts = None, []
-        if start is None:
+            parts = []
+        if got is None:
+            continue
+        if not parts:
             start = p.offset
-        parts.append(data[p.digest])
+        parts.append(got)
         end = p.end
     if parts:
         yield start, parts

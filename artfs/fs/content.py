@@ -5,18 +5,32 @@ table) happens on the trio thread, so it needs no locks; only disk and store
 I/O run in worker threads, bounded by one CapacityLimiter. Every piece has an
 in-flight Event while it is being loaded, so any number of readers waiting
 for one piece cause a single fetch ("single flight").
+
+A read has one deadline (`deadline()`, --timeout from when it began) for all it
+waits on: the piece index, the pieces, someone else's fetch of them. A piece
+whose stored bytes fail verification is an EIO for that piece only; the others
+fetched with it are served (`where` names the file in that EIO's message).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import trio
 from cachetools import LRUCache
 
 from artfs.content.cache import ContentCache
+from artfs.content.fetch import (
+    EMPTY_DIGEST,
+    Piece,
+    contiguous,
+    fetch_run,
+    group,
+    is_pack,
+    pieces_covering,
+)
 from artfs.errors import CorruptRecord, NotFound, StoreUnavailable
-from artfs.content.fetch import EMPTY_DIGEST, Piece, contiguous, fetch_run, group, is_pack, pieces_covering
 from artfs.store.backends.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -31,8 +45,15 @@ EARLY_PIECE_BYTES = 256 << 10
 
 
 class ContentSource:
-    def __init__(self, store: ObjectStore, cache: ContentCache, *, memory_bytes: int = 256 << 20,
-                 threads: int = 8, timeout: float = 30.0):
+    def __init__(
+        self,
+        store: ObjectStore,
+        cache: ContentCache,
+        *,
+        memory_bytes: int = 256 << 20,
+        threads: int = 8,
+        timeout: float = 30.0,
+    ):
         self.store = store
         self.cache = cache
         self.timeout = timeout
@@ -43,6 +64,7 @@ class ContentSource:
         self._memory: LRUCache = LRUCache(maxsize=memory_bytes, getsizeof=len)
         self._inflight: dict[bytes, trio.Event] = {}
         self._failed: dict[bytes, tuple[float, str]] = {}  # digest -> (when, why) of a failed load
+        self._failed_objects: dict[str, tuple[float, str]] = {}  # the same, by the object it is in
         self._nursery: trio.Nursery | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self.fetches = 0  # ranged GETs issued, for tests and stats
@@ -52,45 +74,72 @@ class ContentSource:
         self._nursery = nursery
         self._token = trio.lowlevel.current_trio_token()
 
-    async def get(self, piece: Piece, companions: list[Piece] = (), on_loaded=None) -> bytes:
+    def deadline(self) -> float:
+        """When a read starting now must have failed by, whatever it waits on (trio's clock)."""
+        return trio.current_time() + self.timeout
+
+    async def get(
+        self,
+        piece: Piece,
+        companions: Sequence[Piece] = (),
+        on_loaded=None,
+        *,
+        where: str = "",
+        deadline: float | None = None,
+    ) -> bytes:
         """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip.
-        `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads."""
+        `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads.
+        Raises StoreUnavailable once `deadline` (default: --timeout from now) has passed, and
+        CorruptRecord, naming `where`, if the stored bytes of `piece` fail verification."""
         if piece.size == 0:
             return b""
+        if deadline is None:
+            deadline = self.deadline()
         while True:
             data = self._memory.get(piece.digest)
             if data is not None:
                 return data
-            failed = self._failed.get(piece.digest)
+            failed = self._failed.get(piece.digest) or self._failed_objects.get(_object_of(piece.key))
             if failed is not None and trio.current_time() - failed[0] < FAILURE_MEMO:
                 raise StoreUnavailable(failed[1])
             event = self._inflight.get(piece.digest)
             if event is None:
                 break
-            await event.wait()  # someone else is loading it; if they failed we try ourselves
-        loaded = await self._load([piece, *companions], on_loaded)
+            with trio.move_on_at(deadline):
+                await event.wait()  # someone else is loading it; if they failed we try ourselves
+            if trio.current_time() >= deadline and piece.digest not in self._memory:
+                raise StoreUnavailable(f"timed out after {self.timeout:g}s reading {piece.key}")
+        bad: dict[bytes, CorruptRecord] = {}
+        loaded = await self._load([piece, *companions], on_loaded, deadline, bad)
         data = loaded.get(piece.digest)
         if data is None:
+            damaged = bad.get(piece.digest)
+            if damaged is not None:
+                raise CorruptRecord(f"{where}: {damaged}" if where else str(damaged))
             raise StoreUnavailable(f"could not load {piece.key}")
         return data
 
-    async def read_pieces(self, index: Piece, chunks: list[Piece], start: int, end: int) -> bytes | None:
+    async def read_pieces(
+        self, index: Piece, chunks: list[Piece], start: int, end: int, *, where: str = "", deadline: float | None = None
+    ) -> bytes | None:
         """Bytes [start, end) of a large object for a random read: only the PIECE_SIZE pieces
         that hold them, in one ranged GET, each verified against the object's piece index.
         None if the index is missing or does not match its digest: the caller then reads the
         `chunks` holding those bytes, verified against the manifest."""
         key = chunks[0].key
         chunks_end = chunks[-1].file_offset + chunks[-1].size  # the object's end, if in its last chunk
+        if deadline is None:
+            deadline = self.deadline()  # one for the index and the pieces together
         try:
             try:
-                digests = await self.get(index)
+                digests = await self.get(index, deadline=deadline)
             except (NotFound, CorruptRecord) as e:
                 log.warning("piece index of %s unusable, reading whole chunks: %s", key, e)
                 return None
             wanted = pieces_covering(key, chunks_end, digests, start, end)
-            parts = [await self.get(wanted[0], wanted[1:])]
+            parts = [await self.get(wanted[0], wanted[1:], where=where, deadline=deadline)]
             for p in wanted[1:]:
-                parts.append(await self.get(p))
+                parts.append(await self.get(p, where=where, deadline=deadline))
         except StoreUnavailable as e:
             # The kernel retries a failed READ at once; the retry (no longer a seek, so it reads
             # whole chunks) must fail at once too, not wait out --timeout a second time.
@@ -98,7 +147,7 @@ class ContentSource:
             raise
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         skip = start - wanted[0].file_offset
-        return blob[skip:skip + (end - start)]
+        return blob[skip : skip + (end - start)]
 
     def at_hand(self, piece: Piece) -> bool:
         """In memory, being loaded, or in the disk cache: no store GET of its own needed."""
@@ -127,7 +176,7 @@ class ContentSource:
         todo = [p for p in pieces if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         if todo:
             self._claim(todo)
-            self._nursery.start_soon(self._background, todo)
+            self._nursery.start_soon(self._background, todo, self.deadline())
 
     def cached(self, piece: Piece) -> bool:
         return piece.size == 0 or piece.digest in self._memory
@@ -151,24 +200,35 @@ class ContentSource:
             if event is not None:
                 event.set()
 
-    async def _background(self, pieces: list[Piece]) -> None:
+    async def _background(self, pieces: list[Piece], deadline: float) -> None:
         try:
-            await self._run_claimed(pieces)
+            await self._run_claimed(pieces, None, deadline, {})
         except Exception as e:  # read-ahead failures surface on the real read, once
             log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
 
-    async def _load(self, pieces: list[Piece], on_loaded=None) -> dict[bytes, bytes]:
+    async def _load(
+        self, pieces: list[Piece], on_loaded, deadline: float, bad: dict[bytes, CorruptRecord]
+    ) -> dict[bytes, bytes]:
         first, rest = pieces[0], pieces[1:]
         todo = [first] + [p for p in rest if p.size and p.digest not in self._memory and p.digest not in self._inflight]
         self._claim(todo)
-        return await self._run_claimed(todo, on_loaded)
+        return await self._run_claimed(todo, on_loaded, deadline, bad)
 
-    async def _run_claimed(self, pieces: list[Piece], on_loaded=None) -> dict[bytes, bytes]:
+    async def _run_claimed(
+        self, pieces: list[Piece], on_loaded, deadline: float, bad: dict[bytes, CorruptRecord]
+    ) -> dict[bytes, bytes]:
+        """Loads claimed pieces by `deadline`; those whose stored bytes are damaged go to `bad`."""
         try:
-            with trio.fail_after(self.timeout):
+            with trio.fail_at(deadline):
                 loaded = await trio.to_thread.run_sync(
-                    self._load_blocking, pieces, self._arrived_in_thread, on_loaded,
-                    limiter=self._fetch_limiter, abandon_on_cancel=True)
+                    self._load_blocking,
+                    pieces,
+                    self._arrived_in_thread,
+                    on_loaded,
+                    bad,
+                    limiter=self._fetch_limiter,
+                    abandon_on_cancel=True,
+                )
         except trio.TooSlowError:
             self._note_failure(pieces, f"timed out after {self.timeout:g}s reading {pieces[0].key}")
             raise StoreUnavailable(f"timed out after {self.timeout:g}s reading {pieces[0].key}") from None
@@ -180,6 +240,9 @@ class ContentSource:
         for digest, data in loaded.items():
             self._memory[digest] = data
             self._failed.pop(digest, None)
+        if loaded and self._failed_objects:
+            for key in {p.key for p in pieces}:
+                self._failed_objects.pop(_object_of(key), None)
         return loaded
 
     def _arrived_in_thread(self, piece: Piece, data: bytes) -> None:
@@ -201,18 +264,33 @@ class ContentSource:
         now = trio.current_time()
         if len(self._failed) > 4096:
             self._failed = {d: f for d, f in self._failed.items() if now - f[0] < FAILURE_MEMO}
+            self._failed_objects = {k: f for k, f in self._failed_objects.items() if now - f[0] < FAILURE_MEMO}
+        # By object too: the kernel's retry of a failed READ may take another path to the same
+        # bytes (a failed read-ahead of whole chunks is retried as a random read, through the
+        # piece index), and must fail at once as well, not wait out --timeout again.
+        for key in {p.key for p in pieces}:
+            self._failed_objects[_object_of(key)] = (now, why)
         for p in pieces:
             self._failed[p.digest] = (now, why)
 
-    def _load_blocking(self, pieces: list[Piece], arrived, on_loaded=None) -> dict[bytes, bytes]:
-        """Worker thread: disk cache first, then one ranged GET per run of misses."""
+    def _from_disk(self, p: Piece) -> bytes | None:
+        if p.part:
+            return self.cache.get_part(p.key, p.offset, p.digest, p.size)
+        return self.cache.get(p.digest, p.size)
+
+    def _load_blocking(
+        self, pieces: list[Piece], arrived, on_loaded, bad: dict[bytes, CorruptRecord]
+    ) -> dict[bytes, bytes]:
+        """Worker thread: disk cache first, then one ranged GET per run of misses. A piece that
+        fails verification goes to `bad` (logged once here, with its object and range); the
+        rest of its GET is served."""
         out: dict[bytes, bytes] = {}
         missing = []
         for run in group(pieces):
             if is_pack(run[0].key):
                 found = self.cache.get_packed(run[0].key, [(p.digest, p.offset, p.size) for p in run])
             else:
-                found = {p.digest: d for p in run if (d := self.cache.get(p.digest, p.size)) is not None}
+                found = {p.digest: d for p in run if (d := self._from_disk(p)) is not None}
             for p in run:
                 data = found.get(p.digest)
                 if data is None:
@@ -222,15 +300,23 @@ class ContentSource:
                     arrived(p, data)
 
         def fetched(p: Piece, data: bytes) -> None:
-            if not is_pack(p.key):
-                self.cache.put_later(p.digest, data)  # the reader need not wait for the disk
+            # the reader need not wait for the disk: writer threads cache what is fetched
+            if p.part:
+                self.cache.put_part_later(p.key, p.offset, data)
+            elif not is_pack(p.key):
+                self.cache.put_later(p.digest, data)
+                self.cache.drop_parts(p.key, p.offset, p.end)  # each byte cached once
             out[p.digest] = data
             arrived(p, data)
+
+        def damaged(p: Piece, e: CorruptRecord) -> None:
+            log.warning("%s; the other files fetched with it are served", e)
+            bad[p.digest] = e
 
         for run in group(missing):
             self.fetches += 1
             log.debug("fetch %s bytes %d-%d (%d pieces)", run[0].key, run[0].offset, max(p.end for p in run), len(run))
-            fetch_run(self.store, run, fetched)
+            fetch_run(self.store, run, fetched, damaged)
             if is_pack(run[0].key):  # small files: one cache file per contiguous stretch
                 for start, parts in contiguous(run, out):
                     self.cache.put_run_later(run[0].key, start, b"".join(parts))
@@ -241,4 +327,9 @@ class ContentSource:
         return out
 
 
-__all__ = ["ContentSource", "EMPTY_DIGEST"]
+def _object_of(key: str) -> str:
+    """What the store keys of one object (its chunks, pieces and piece index) have in common."""
+    return key.rsplit("/", 1)[-1]
+
+
+__all__ = ["EMPTY_DIGEST", "ContentSource"]

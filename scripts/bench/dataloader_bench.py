@@ -45,15 +45,21 @@ END = "<!-- dataloader-bench:end -->"
 
 # -- images --------------------------------------------------------------------------------------
 
+
 def png(width: int, height: int, rgb: bytes) -> bytes:
     """A PNG of 8-bit RGB rows, each with filter type 0."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     stride = width * 3
-    raw = b"".join(b"\0" + rgb[y * stride:(y + 1) * stride] for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    raw = b"".join(b"\0" + rgb[y * stride : (y + 1) * stride] for y in range(height))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def decode_png(data: bytes) -> tuple[int, int, bytes]:
@@ -61,8 +67,8 @@ def decode_png(data: bytes) -> tuple[int, int, bytes]:
     pos, idat, width, height = 8, [], 0, 0
     while pos < len(data):
         (n,) = struct.unpack_from(">I", data, pos)
-        kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + n]
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             width, height = struct.unpack_from(">II", body)
         elif kind == b"IDAT":
@@ -70,7 +76,7 @@ def decode_png(data: bytes) -> tuple[int, int, bytes]:
         pos += 12 + n
     raw = zlib.decompress(b"".join(idat))
     stride = width * 3 + 1
-    return width, height, b"".join(raw[y * stride + 1:(y + 1) * stride] for y in range(height))
+    return width, height, b"".join(raw[y * stride + 1 : (y + 1) * stride] for y in range(height))
 
 
 def make_images(root: str, count: int, classes: int, size: int) -> list[str]:
@@ -97,6 +103,7 @@ def make_images(root: str, count: int, classes: int, size: int) -> list[str]:
 
 # -- the epoch (child process) ---------------------------------------------------------------------
 
+
 def child_epoch(root: str, listing: str, workers: int, seed: int) -> None:
     import torch
     from torch.utils.data import DataLoader, Dataset
@@ -114,8 +121,9 @@ def child_epoch(root: str, listing: str, workers: int, seed: int) -> None:
             img = torch.frombuffer(bytearray(rgb), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
             return img.float() / 255.0, int(names[i][5:7])
 
-    loader = DataLoader(Images(), batch_size=64, shuffle=True, num_workers=workers,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        Images(), batch_size=64, shuffle=True, num_workers=workers, generator=torch.Generator().manual_seed(seed)
+    )
     t0 = time.perf_counter()
     n = 0
     checksum = 0.0
@@ -128,12 +136,21 @@ def child_epoch(root: str, listing: str, workers: int, seed: int) -> None:
 
 # -- the run ----------------------------------------------------------------------------------------
 
+
 class Run:
     def __init__(self, args):
         self.args = args
-        ns = argparse.Namespace(workdir=args.workdir, quiet_budget=0, quiet_wait=0, artfs_rev=args.artfs_rev,
-                                py_spy=None, warm_store=False, timeout=args.timeout, systems=["artfs", "local"],
-                                keep=args.keep)
+        ns = argparse.Namespace(
+            workdir=args.workdir,
+            quiet_budget=0,
+            quiet_wait=0,
+            artfs_rev=args.artfs_rev,
+            py_spy=None,
+            warm_store=False,
+            timeout=args.timeout,
+            systems=["artfs", "local"],
+            keep=args.keep,
+        )
         self.bench = mb.Bench(ns)
         self.samples: dict[str, list[float]] = {}
         self.loadavgs: list[str] = []
@@ -145,8 +162,9 @@ class Run:
 
     def epoch(self, root: str, workers: int, seed: int) -> float:
         argv = [sys.executable, os.path.abspath(__file__), "_epoch", root, self.listing, str(workers), str(seed)]
-        p = self.bench.procs.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                   text=True)
+        p = self.bench.procs.popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
         try:
             out, err = p.communicate(timeout=self.args.timeout)
         except subprocess.TimeoutExpired:
@@ -178,9 +196,27 @@ class Run:
         with open(self.listing, "w") as f:
             f.write("\n".join(names))
         image_bytes = sum(os.path.getsize(os.path.join(data, n)) for n in names)
-        r = subprocess.run(b.artfs_argv() + ["--store", b.artfs_store, "--cache", os.path.join(b.work, "caches", "put"),
-                                             "put", data, "--name", f"{mb.PROJECT}/images", "--type", "dataset"],
-                           env=b.artfs_env(), cwd=b.work, capture_output=True, text=True, timeout=3600, check=False)
+        r = subprocess.run(
+            b.artfs_argv()
+            + [
+                "--store",
+                b.artfs_store,
+                "--cache",
+                os.path.join(b.work, "caches", "put"),
+                "put",
+                data,
+                "--name",
+                f"{mb.PROJECT}/images",
+                "--type",
+                "dataset",
+            ],
+            env=b.artfs_env(),
+            cwd=b.work,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            check=False,
+        )
         if r.returncode != 0:
             raise mb.BenchError(f"artfs put failed: {r.stderr.strip()}")
         artfs = mb.Artfs(b)
@@ -189,7 +225,7 @@ class Run:
         for rep in range(a.reps):
             for workers in a.workers:
                 seed = 100 * rep + workers
-                for system in (("artfs", "local") if rep % 2 == 0 else ("local", "artfs")):
+                for system in ("artfs", "local") if rep % 2 == 0 else ("local", "artfs"):
                     self.loadavgs.append(mb.read_loadavg())
                     mb.log(f"rep {rep + 1}/{a.reps} num_workers={workers} {system} (load {self.loadavgs[-1]})")
                     if system == "artfs":
@@ -208,12 +244,25 @@ class Run:
                         self.record(system, workers, "cold", cold)
                         self.record(system, workers, "warm disk", cold)
                         self.record(system, workers, "warm page", self.epoch(roots[system], workers, seed))
-        return {"date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
-                "duration_s": round(time.time() - started), "command": a.command, "artfs": b.artfs_version,
-                "config": {"count": a.count, "size": a.size, "classes": a.classes, "reps": a.reps,
-                           "workers": a.workers, "image_bytes": image_bytes},
-                "machine": mb.machine_notes(), "loadavg_start": loadavg_start, "loadavg_end": mb.read_loadavg(),
-                "loadavg_before_each": self.loadavgs, "samples": self.samples}
+        return {
+            "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+            "duration_s": round(time.time() - started),
+            "command": a.command,
+            "artfs": b.artfs_version,
+            "config": {
+                "count": a.count,
+                "size": a.size,
+                "classes": a.classes,
+                "reps": a.reps,
+                "workers": a.workers,
+                "image_bytes": image_bytes,
+            },
+            "machine": mb.machine_notes(),
+            "loadavg_start": loadavg_start,
+            "loadavg_end": mb.read_loadavg(),
+            "loadavg_before_each": self.loadavgs,
+            "samples": self.samples,
+        }
 
 
 def render(res: dict) -> str:
@@ -224,14 +273,23 @@ def render(res: dict) -> str:
         v = s.get(f"{system}|{w}|{state}")
         return statistics.median(v) if v else None
 
-    lines = [BEGIN, "",
-             f"Run of {res['date']} ({res['duration_s'] // 60} min): {cfg['count']:,} PNG images of "
-             f"{cfg['size']}×{cfg['size']} RGB ({cfg['image_bytes'] / cfg['count'] / 1024:.1f} KiB each on average) "
-             f"in {cfg['classes']} folders; one epoch, batch 64, shuffled; medians of {cfg['reps']}.", "",
-             "```", res["command"], "```", "",
-             f"Machine: {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
-             f"artfs measured: {res['artfs']}.", "",
-             "| num_workers | state | artfs samples/s | local disk samples/s | artfs ÷ local |", "|---|---|---|---|---|"]
+    lines = [
+        BEGIN,
+        "",
+        f"Run of {res['date']} ({res['duration_s'] // 60} min): {cfg['count']:,} PNG images of "
+        f"{cfg['size']}×{cfg['size']} RGB ({cfg['image_bytes'] / cfg['count'] / 1024:.1f} KiB each on average) "
+        f"in {cfg['classes']} folders; one epoch, batch 64, shuffled; medians of {cfg['reps']}.",
+        "",
+        "```",
+        res["command"],
+        "```",
+        "",
+        f"Machine: {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
+        f"artfs measured: {res['artfs']}.",
+        "",
+        "| num_workers | state | artfs samples/s | local disk samples/s | artfs ÷ local |",
+        "|---|---|---|---|---|",
+    ]
     for w in cfg["workers"]:
         for state in STATES:
             a, loc = med("artfs", w, state), med("local", w, state)
@@ -239,11 +297,19 @@ def render(res: dict) -> str:
                 continue
             note = " (local: the same as cold)" if state == "warm disk" else ""
             lines.append(f"| {w} | {state}{note} | {a:,.0f} | {loc:,.0f} | {a / loc:.2f}× |")
-    lines += ["", "Target (issue 13): ≥ 0.5 × local disk warm with num_workers=4.", "",
-              f"Load average (/proc/loadavg) at the start: {res['loadavg_start']}; at the end: {res['loadavg_end']}; "
-              f"before each measurement: {', '.join(res['loadavg_before_each'])}. The machine is shared with other "
-              "agents' work.", "", "<details><summary>Every sample</summary>", "",
-              "| system, num_workers, state | samples/s |", "|---|---|"]
+    lines += [
+        "",
+        "Target (issue 13): ≥ 0.5 × local disk warm with num_workers=4.",
+        "",
+        f"Load average (/proc/loadavg) at the start: {res['loadavg_start']}; at the end: {res['loadavg_end']}; "
+        f"before each measurement: {', '.join(res['loadavg_before_each'])}. The machine is shared with other "
+        "agents' work.",
+        "",
+        "<details><summary>Every sample</summary>",
+        "",
+        "| system, num_workers, state | samples/s |",
+        "|---|---|",
+    ]
     for k, v in s.items():
         lines.append(f"| {k.replace('|', ', ')} | {', '.join(f'{x:,.0f}' for x in v)} |")
     lines += ["", "</details>", "", END]
@@ -255,7 +321,7 @@ def write_doc(res: dict, path: str) -> None:
     with open(path) as f:
         text = f.read()
     if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     with open(path, "w") as f:
@@ -291,8 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        print("dataloader_bench: PyTorch is not installed (scripts/bench/setup.sh installs its CPU build)",
-              file=sys.stderr)
+        print(
+            "dataloader_bench: PyTorch is not installed (scripts/bench/setup.sh installs its CPU build)",
+            file=sys.stderr,
+        )
         return 2
     if os.geteuid() != 0:
         print("dataloader_bench: run as root (drop_caches, FUSE mounts)", file=sys.stderr)

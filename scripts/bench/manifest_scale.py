@@ -54,8 +54,15 @@ def build(n: int, seed: int = 0):
             chunks = rng.randbytes(-(-size // CHUNK_SIZE) * DIGEST_SIZE)
             entries.append(Entry(path.replace(".jpg", ".tiff"), size, digest, 0o644, chunks=chunks))
         elif r == 10:  # ~0.1%: a reference
-            entries.append(Entry(path, rng.randrange(1 << 20), bytes(DIGEST_SIZE), 0o644,
-                                 ref={"uri": f"s3://other-bucket/raw/{i:06d}.jpg", "etag": f'"{rng.randbytes(16).hex()}"'}))
+            entries.append(
+                Entry(
+                    path,
+                    rng.randrange(1 << 20),
+                    bytes(DIGEST_SIZE),
+                    0o644,
+                    ref={"uri": f"s3://other-bucket/raw/{i:06d}.jpg", "etag": f'"{rng.randbytes(16).hex()}"'},
+                )
+            )
         else:  # packed small file, 20-200 KB
             size = rng.randrange(20_000, 200_000)
             if offset + size > pack_size:
@@ -96,8 +103,9 @@ def load_child(path: str, mode: str) -> None:
         t3 = time.perf_counter()
         m = Manifest.decode(data, path)
         t4 = time.perf_counter()
-        print(json.dumps({"zstd_s": t1 - t0, "msgpack_s": t2 - t1, "decode_s": t4 - t3,
-                          "rest_s": (t4 - t3) - (t2 - t0)}))
+        print(
+            json.dumps({"zstd_s": t1 - t0, "msgpack_s": t2 - t1, "decode_s": t4 - t3, "rest_s": (t4 - t3) - (t2 - t0)})
+        )
         return
     rss0 = rss_bytes()
     if mode == "memory":
@@ -121,16 +129,29 @@ def load_child(path: str, mode: str) -> None:
     probe = m.get("train/class_123/img_000123.jpg")
     listing = sum(1 for _ in m.children("train/class_123"))
     t_lookup = time.perf_counter() - t1
-    print(json.dumps({
-        "entries": len(m), "read_s": t_read - t0, "digest_s": t_digest - t_read, "decode_s": t_decode - t_digest,
-        "load_s": t_decode - t0, "traced_bytes": current, "traced_peak": peak, "rss_delta": rss1 - rss0,
-        "lookup_s": t_lookup, "probe_found": probe is not None, "listing": listing,
-    }))
+    print(
+        json.dumps(
+            {
+                "entries": len(m),
+                "read_s": t_read - t0,
+                "digest_s": t_digest - t_read,
+                "decode_s": t_decode - t_digest,
+                "load_s": t_decode - t0,
+                "traced_bytes": current,
+                "traced_peak": peak,
+                "rss_delta": rss1 - rss0,
+                "lookup_s": t_lookup,
+                "probe_found": probe is not None,
+                "listing": listing,
+            }
+        )
+    )
 
 
 def child(path: str, mode: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", path, "--mode", mode], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", path, "--mode", mode], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -182,13 +203,19 @@ def main() -> None:
         ("encoded size", f"{len(data) / 1e6:.1f} MB", f"{len(data) / n:.0f} B/entry"),
         ("load: read file", f"{best['read_s']:.3f} s", ""),
         ("load: blake3 verify", f"{best['digest_s']:.3f} s", ""),
-        ("load: decode + validate", f"{best['decode_s']:.3f} s",
-         f"separate run: zstd {phases['zstd_s']:.2f} s, msgpack {phases['msgpack_s']:.2f} s, "
-         f"columns+validate {phases['rest_s']:.2f} s"),
+        (
+            "load: decode + validate",
+            f"{best['decode_s']:.3f} s",
+            f"separate run: zstd {phases['zstd_s']:.2f} s, msgpack {phases['msgpack_s']:.2f} s, "
+            f"columns+validate {phases['rest_s']:.2f} s",
+        ),
         (f"load total (best of {len(runs)})", f"{best['load_s']:.2f} s", f"target < {TARGET_SECONDS:.0f} s: {ok}"),
         ("load total (every run)", ", ".join(f"{r['load_s']:.2f}" for r in runs) + " s", ""),
-        ("memory kept (tracemalloc)", f"{mem['traced_bytes'] / 1e6:.0f} MB",
-         f"{per_entry:.0f} B/entry, target < {TARGET_BYTES_PER_ENTRY}: {mem_ok}"),
+        (
+            "memory kept (tracemalloc)",
+            f"{mem['traced_bytes'] / 1e6:.0f} MB",
+            f"{per_entry:.0f} B/entry, target < {TARGET_BYTES_PER_ENTRY}: {mem_ok}",
+        ),
         ("memory peak while loading", f"{mem['traced_peak'] / 1e6:.0f} MB", f"{mem['traced_peak'] / n:.0f} B/entry"),
         ("RSS growth (untraced run)", f"{best['rss_delta'] / 1e6:.0f} MB", f"{rss_per_entry:.0f} B/entry"),
         ("lookup + list one folder", f"{best['lookup_s'] * 1e3:.2f} ms", f"{best['listing']} entries listed"),

