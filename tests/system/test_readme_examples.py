@@ -13,7 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import write_tree
 from mounts import mounter  # noqa: F401  (a fixture)
 
@@ -25,7 +24,8 @@ MARK = "<!-- example"
 
 
 def examples() -> list:
-    lines = open(README).read().split("\n")
+    with open(README) as f:
+        lines = f.read().split("\n")
     found = []
     for i, line in enumerate(lines):
         if not (line.startswith(MARK) and i + 1 < len(lines) and lines[i + 1].startswith("```")):
