@@ -18,6 +18,7 @@ one, as for the CLI. Aliases and version lists are re-read at most every
 from __future__ import annotations
 
 import errno
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -123,14 +124,36 @@ class ArtfsFileSystem(AbstractFileSystem):
     def __init__(self, store: str | None = None, cache: str | None = None, cache_size: int | str | None = None,
                  refresh: float = 5.0, **kwargs: Any):
         super().__init__(**kwargs)
-        self.store = Store(store, cache)
         size = config.parse_size(cache_size) if isinstance(cache_size, str) else cache_size
-        self.reader = VerifiedReader(self.store.objects, ContentCache(self.store.cache_dir,
-                                                                      size or config.DEFAULT_CACHE_SIZE))
-        self._timed = _Timed(refresh)
+        self._opening = (store, cache, size or config.DEFAULT_CACHE_SIZE)
+        self._refresh = refresh
         self._manifests: LRUCache = LRUCache(maxsize=16)
         self._used: set[tuple[ArtifactName, int]] = set()
+        self._open_store()
+
+    def _open_store(self) -> None:
+        store, cache, size = self._opening
+        self._store = Store(store, cache)
+        self._reader = VerifiedReader(self._store.objects, ContentCache(self._store.cache_dir, size))
         self._lock = threading.Lock()
+        self._timed = _Timed(self._refresh)
+        self._pid = os.getpid()
+
+    def _fresh(self) -> None:
+        """In a forked child (a DataLoader worker) the parent's S3 connections, cache writer
+        threads and locks are not this process's to use: open them anew, once."""
+        if self._pid != os.getpid():
+            self._open_store()
+
+    @property
+    def store(self) -> Store:
+        self._fresh()
+        return self._store
+
+    @property
+    def reader(self) -> VerifiedReader:
+        self._fresh()
+        return self._reader
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:

@@ -165,3 +165,26 @@ def test_a_moved_alias_is_seen_after_refresh(artfs, published, tmp_path):
     artfs("alias", "add", "p/ds:v1", "best").ok()
     assert fs.cat("p/ds/best/notes/readme.txt") == b"second\n"
     assert fs.ls("p/ds", detail=False) == ["p/ds/v0", "p/ds/v1", "p/ds/best", "p/ds/latest"]
+
+
+_FS = None  # the parent's file system, used as is by forked workers (as DataLoader workers do)
+
+
+def _worker_read(path: str) -> tuple[int, bytes]:
+    data = _FS.cat(path)
+    return os.getpid(), data
+
+
+def test_forked_workers_read_through_the_parents_file_system(artfs, published):
+    import multiprocessing
+
+    global _FS
+    src, _, _ = published
+    _FS = open_fs(artfs)
+    assert _FS.cat("p/ds/v0/notes/readme.txt") == b"hello\n"  # the parent has connections and threads now
+    paths = ["p/ds/v0/data/big.parquet", "p/ds/v0/data/train.csv", "p/ds/latest/notes/readme.txt"] * 2
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map(_worker_read, paths, chunksize=1)
+    assert {pid for pid, _ in got} - {os.getpid()}
+    assert got[0][1] == (src / "data" / "big.parquet").read_bytes()
+    assert got[1][1] == (src / "data" / "train.csv").read_bytes() and got[2][1] == b"hello\n"
