@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 from cachetools import LRUCache
 
@@ -36,6 +37,8 @@ from artfs.store.manifest import Entry
 
 log = logging.getLogger(__name__)
 
+Companions = Callable[[], Sequence[Piece]] | None  # made only when a read goes to the store
+
 SMALL_READ = CHUNK_SIZE // 4  # a read up to this size of a large object fetches pieces, not chunks
 MEMORY_BYTES = 64 << 20  # verified pieces kept in memory (piece indexes, the chunks just read)
 
@@ -57,8 +60,10 @@ class VerifiedReader:
         except OSError as e:  # only a cache, and the interpreter is going away
             log.debug("cache not drained at exit: %s", e)
 
-    def read(self, entry: Entry, start: int, end: int) -> bytes:
-        """Bytes [start, end) of the entry (clipped to its size), every one verified."""
+    def read(self, entry: Entry, start: int, end: int, companions: Companions = None) -> bytes:
+        """Bytes [start, end) of the entry (clipped to its size), every one verified.
+        `companions()`: pieces worth bringing along if the store must be asked anyway (read-ahead:
+        the small files after this one in its pack), kept in memory for the reads to come."""
         if entry.ref is not None:
             return references.read(entry, start, end)
         end = min(end, entry.size)
@@ -71,7 +76,7 @@ class VerifiedReader:
             if data is not None:
                 return data
         wanted = [p for p in ps if p.file_offset < end and p.file_offset + p.size > start]
-        got = self._load(wanted)
+        got = self._load(wanted, companions)
         blob = b"".join(got[p.digest] for p in wanted)
         skip = start - wanted[0].file_offset
         return blob[skip:skip + (end - start)]
@@ -89,7 +94,7 @@ class VerifiedReader:
         skip = start - wanted[0].file_offset
         return blob[skip:skip + (end - start)]
 
-    def _load(self, wanted: list[Piece]) -> dict[bytes, bytes]:
+    def _load(self, wanted: list[Piece], companions: Companions = None) -> dict[bytes, bytes]:
         """digest -> verified bytes for each piece: memory, the disk cache, then the store."""
         out: dict[bytes, bytes] = {}
         missing = []
@@ -106,6 +111,13 @@ class VerifiedReader:
                 found = {p.digest: d for p in run if (d := self.cache.get(p.digest, p.size)) is not None}
             out.update(found)
             missing += [p for p in run if p.digest not in found]
+        if missing and companions is not None:  # the store is asked anyway: bring along what is not at hand
+            asked = {p.digest for p in missing}
+            more = companions()
+            with self._lock:
+                extra = [c for c in more if c.size and c.digest not in asked and c.digest not in self._memory
+                         and not self.cache.covers(c.key, c.offset, c.size)]
+            missing += extra
         fetched: dict[bytes, bytes] = {}
 
         def arrived(p: Piece, data: bytes) -> None:
@@ -122,7 +134,9 @@ class VerifiedReader:
                     self.cache.put_run_later(run[0].key, at, b"".join(parts))
         out.update(fetched)
         with self._lock:
+            for digest, data in fetched.items():  # read-ahead lives here until it is read
+                self._memory[digest] = data
             for p in wanted:
-                if p.size >= (64 << 10):  # small files are cheap to find again in their cached run
+                if p.size >= (64 << 10):  # small files from the disk cache are cheap to find again
                     self._memory[p.digest] = out[p.digest]
         return out

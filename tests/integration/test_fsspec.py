@@ -188,3 +188,15 @@ def test_forked_workers_read_through_the_parents_file_system(artfs, published):
     assert {pid for pid, _ in got} - {os.getpid()}
     assert got[0][1] == (src / "data" / "big.parquet").read_bytes()
     assert got[1][1] == (src / "data" / "train.csv").read_bytes() and got[2][1] == b"hello\n"
+
+
+def test_reading_a_folder_of_small_files_takes_few_store_gets(artfs, tmp_path):
+    files = {f"imgs/{i:04d}.png": os.urandom(3000 + i) for i in range(300)}
+    write_tree(tmp_path / "many", files)
+    artfs("put", str(tmp_path / "many"), "--name", "p/many", "--type", "dataset").ok()
+    fs = open_fs(artfs)
+    names = fs.find("p/many/v0")
+    assert len(names) == 300
+    for name in names:  # in listing order, as a data loader walks a folder
+        assert fs.cat(name) == files[name.removeprefix("p/many/v0/")]
+    assert fs.reader.fetches <= 2  # ~1 MiB of small files: read ahead through their pack, not 300 GETs
