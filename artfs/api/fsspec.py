@@ -78,6 +78,7 @@ class Where:
         return ArtifactName(self.project, self.artifact)
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function of the path; a loader asks for the same ones
 def parse(path: str) -> Where:
     parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
     if ".." in parts:

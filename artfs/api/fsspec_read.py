@@ -41,6 +41,10 @@ Companions = Callable[[], Sequence[Piece]] | None  # made only when a read goes 
 
 SMALL_READ = CHUNK_SIZE // 4  # a read up to this size of a large object fetches pieces, not chunks
 MEMORY_BYTES = 64 << 20  # verified pieces kept in memory (piece indexes, the chunks just read)
+# A small file read from the disk cache brings the next ones of its cached run into memory: a
+# loader walking a folder then opens one cache file per 64 files, not one per file.
+DISK_AHEAD_FILES = 64
+DISK_AHEAD_BYTES = 1 << 20
 
 
 class VerifiedReader:
@@ -94,6 +98,18 @@ class VerifiedReader:
         skip = start - wanted[0].file_offset
         return blob[skip:skip + (end - start)]
 
+    def _cached_ahead(self, run: list[Piece], more: Sequence[Piece]) -> list[Piece]:
+        """Up to DISK_AHEAD_FILES of `more` that the disk cache holds and memory does not."""
+        out: list[Piece] = []
+        key, total = run[0].key, 0
+        for c in more:
+            if len(out) >= DISK_AHEAD_FILES or total >= DISK_AHEAD_BYTES:
+                break
+            if c.size and c.key == key and c.digest not in self._memory and self.cache.covers(key, c.offset, c.size):
+                out.append(c)
+                total += c.size
+        return out
+
     def _load(self, wanted: list[Piece], companions: Companions = None) -> dict[bytes, bytes]:
         """digest -> verified bytes for each piece: memory, the disk cache, then the store."""
         out: dict[bytes, bytes] = {}
@@ -104,16 +120,25 @@ class VerifiedReader:
                     out[p.digest] = b""
                 elif (data := self._memory.get(p.digest)) is not None:
                     out[p.digest] = data
+        more: Sequence[Piece] | None = None
         for run in group([p for p in wanted if p.digest not in out]):
             if is_pack(run[0].key):
-                found = self.cache.get_packed(run[0].key, [(p.digest, p.offset, p.size) for p in run])
+                ahead: list[Piece] = []
+                if companions is not None:  # the next files, from the same cached run: one open
+                    more = companions()
+                    ahead = self._cached_ahead(run, more)
+                found = self.cache.get_packed(run[0].key, [(p.digest, p.offset, p.size) for p in run + ahead])
+                with self._lock:
+                    for c in ahead:
+                        if c.digest in found:
+                            self._memory[c.digest] = found[c.digest]
             else:
                 found = {p.digest: d for p in run if (d := self.cache.get(p.digest, p.size)) is not None}
             out.update(found)
             missing += [p for p in run if p.digest not in found]
         if missing and companions is not None:  # the store is asked anyway: bring along what is not at hand
             asked = {p.digest for p in missing}
-            more = companions()
+            more = companions() if more is None else more
             with self._lock:
                 extra = [c for c in more if c.size and c.digest not in asked and c.digest not in self._memory
                          and not self.cache.covers(c.key, c.offset, c.size)]
