@@ -200,3 +200,17 @@ def test_reading_a_folder_of_small_files_takes_few_store_gets(artfs, tmp_path):
     for name in names:  # in listing order, as a data loader walks a folder
         assert fs.cat(name) == files[name.removeprefix("p/many/v0/")]
     assert fs.reader.fetches <= 2  # ~1 MiB of small files: read ahead through their pack, not 300 GETs
+
+
+def test_hugging_face_datasets_loads_by_url(artfs, published, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")  # in the test extra; skipped only where not installed
+    _, rows, big = published
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its cache: this test's folder
+    monkeypatch.setenv("ARTFS_STORE", artfs.store)
+    monkeypatch.setenv("ARTFS_CACHE", artfs.cache)
+    csv = datasets.load_dataset("csv", data_files="artfs://p/ds/latest/data/train.csv", split="train",
+                                cache_dir=str(tmp_path / "hf" / "ds"))
+    assert csv.num_rows == len(rows) and csv.column_names == ["x", "y", "s"] and csv[7]["s"] == "name 7"
+    parquet = datasets.load_dataset("parquet", data_files={"train": "artfs://p/ds:best/data/*.parquet"},
+                                    split="train", cache_dir=str(tmp_path / "hf" / "ds"))
+    assert parquet.num_rows == len(big) and parquet[123_456]["v"] == 123_456
