@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Sets up artfs (scripts/setup.sh), publishes a small sample dataset and a model trained
 # on it into a local store, and mounts it. Usage: scripts/demo.sh [MOUNTPOINT]   (default: ./demo/mnt)
+#   scripts/demo.sh --publish-only    only publishes the sample into $ARTFS_STORE (the README's
+#                                     examples run against it as tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+publish_only=0
+if [ "${1:-}" = "--publish-only" ]; then publish_only=1; shift; fi
+[ "$publish_only" = 1 ] || scripts/setup.sh
 top=$PWD
 export ARTFS_STORE="${ARTFS_STORE:-$top/demo/store}"
 export ARTFS_CACHE="${ARTFS_CACHE:-$top/demo/cache}"
@@ -12,8 +16,9 @@ artfs="$top/.venv/bin/artfs"  # the same program as `artfs` on PATH, whatever PA
 
 if [ -z "$($artfs ls demo 2>/dev/null)" ]; then
   echo "demo: publishing a sample into $ARTFS_STORE"
-  sample="$top/demo/sample"
-  rm -rf "$sample" && mkdir -p "$sample/images"
+  sample=$(mktemp -d)  # the files are in the store once published
+  trap 'rm -rf "$sample"' EXIT
+  mkdir -p "$sample/images"
   for i in $(seq 1 50); do
     head -c $((2048 + i * 13)) /dev/urandom > "$sample/images/bike_$(printf %03d "$i").png"
   done
@@ -30,6 +35,7 @@ if [ -z "$($artfs ls demo 2>/dev/null)" ]; then
   ARTFS_RUN_ID=train-1 $artfs put "$sample/weights.bin" --name demo/bike-model --type model --alias prod \
     --metadata '{"accuracy": 0.91}' >/dev/null
 fi
+[ "$publish_only" = 0 ] || exit 0
 
 mkdir -p "$mnt"
 if grep -q " $mnt fuse" /proc/mounts; then

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Installs artfs from this checkout on a Debian/Ubuntu machine, with what its tests need.
-# Idempotent: a second run only checks. Usage: scripts/setup.sh [--quiet]
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [--quiet] [--relink]
 #   - Debian packages (apt), each said with why;
 #   - a virtualenv in .venv with artfs installed editable (`pip install -e '.[test]'`);
-#   - /usr/local/bin/artfs, a link to .venv/bin/artfs, so `artfs` is on PATH.
+#   - /usr/local/bin/artfs, a link to .venv/bin/artfs, so `artfs` is on PATH (a link to another
+#     checkout's artfs is left alone unless --relink).
 # Long steps show progress on a terminal; their full output goes to .venv/setup.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 quiet=0
-[ "${1:-}" = "--quiet" ] && quiet=1
+relink=0
+for arg in "$@"; do
+  case "$arg" in
+    --quiet) quiet=1 ;;
+    --relink) relink=1 ;;
+    *) echo "usage: scripts/setup.sh [--quiet] [--relink]" >&2; exit 2 ;;
+  esac
+done
 mkdir -p .venv  # (python3 -m venv fills it in below)
 log="$top/.venv/setup.log"
 
@@ -100,12 +108,15 @@ fi
 # -- `artfs` on PATH ------------------------------------------------------------------------------
 link=/usr/local/bin/artfs
 target="$top/.venv/bin/artfs"
-if [ "$(readlink "$link" 2>/dev/null || true)" != "$target" ]; then
+current=$(readlink "$link" 2>/dev/null || true)
+if [ "$current" != "$target" ]; then
   if [ -e "$link" ] && [ ! -L "$link" ]; then
     say "$link exists and is not a link: left alone; run this checkout's artfs as $target"
+  elif [ -n "$current" ] && [ -x "$current" ] && [ "$relink" = 0 ]; then
+    say "$link runs another checkout's artfs ($current): left alone; this one is $target (--relink points the link here)"
   else
     $SUDO ln -sfn "$target" "$link"
     say "linked $link -> $target: \`artfs\` is now on PATH"
   fi
 fi
-say "ready: $(artfs --version 2>/dev/null || "$target" --version)"
+say "ready: $("$target" --version)"

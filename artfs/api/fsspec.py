@@ -18,6 +18,8 @@ one, as for the CLI. Aliases and version lists are re-read at most every
 from __future__ import annotations
 
 import errno
+import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,17 +30,21 @@ from cachetools import LRUCache
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from artfs import config
-from artfs.api.fsspec_read import VerifiedReader
+from artfs.api.fsspec_read import Companions, VerifiedReader
 from artfs.api.store import Store
 from artfs.content.cache import ContentCache
-from artfs.digest import CHUNK_SIZE
+from artfs.content.fetch import Piece
+from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import LATEST, ArtifactName, check_name, parse_version, version_name
+from artfs.store.keys import pack_key
 from artfs.store.manifest import Entry, Manifest
 from artfs.store.registry import VersionRecord
 from artfs.versions import lineage
 
 DRAFTS = "drafts"
+READ_AHEAD_BYTES = 4 << 20  # small files brought along by a cold read of one of them
+READ_AHEAD_FILES = 512
 READ_ONLY = "artfs:// is read-only: publish with `artfs put`, a draft on a mount, or artfs.log_artifact"
 
 
@@ -72,6 +78,7 @@ class Where:
         return ArtifactName(self.project, self.artifact)
 
 
+@functools.lru_cache(maxsize=65536)  # a pure function of the path; a loader asks for the same ones
 def parse(path: str) -> Where:
     parts = [p for p in path.strip("/").split("/") if p not in ("", ".")]
     if ".." in parts:
@@ -91,6 +98,22 @@ def parse(path: str) -> Where:
         raise FileNotFoundError(errno.ENOENT, "drafts are not served by artfs://: use a mount", path)
     head = parts[:3] + [""] * (3 - min(len(parts), 3))
     return Where(head[0], head[1], head[2], "/".join(parts[3:]), colon)
+
+
+def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
+    """The small files after entry `i` in the same pack, up to READ_AHEAD_BYTES: one GET brings
+    them along with it, as the mount does on a cold open (a folder is read in manifest order)."""
+    pack = m.packs[i]
+    if pack < 0:
+        return []
+    key = pack_key(m.pack_ids[pack])
+    out, total = [], 0
+    for j in range(i + 1, min(len(m), i + 1 + READ_AHEAD_FILES)):
+        if m.packs[j] != pack or total >= READ_AHEAD_BYTES:
+            break
+        out.append(Piece(m.digests[j * DIGEST_SIZE:(j + 1) * DIGEST_SIZE], m.sizes[j], key, m.offsets[j]))
+        total += m.sizes[j]
+    return out
 
 
 class _Timed:
@@ -123,14 +146,36 @@ class ArtfsFileSystem(AbstractFileSystem):
     def __init__(self, store: str | None = None, cache: str | None = None, cache_size: int | str | None = None,
                  refresh: float = 5.0, **kwargs: Any):
         super().__init__(**kwargs)
-        self.store = Store(store, cache)
         size = config.parse_size(cache_size) if isinstance(cache_size, str) else cache_size
-        self.reader = VerifiedReader(self.store.objects, ContentCache(self.store.cache_dir,
-                                                                      size or config.DEFAULT_CACHE_SIZE))
-        self._timed = _Timed(refresh)
+        self._opening = (store, cache, size or config.DEFAULT_CACHE_SIZE)
+        self._refresh = refresh
         self._manifests: LRUCache = LRUCache(maxsize=16)
         self._used: set[tuple[ArtifactName, int]] = set()
+        self._open_store()
+
+    def _open_store(self) -> None:
+        store, cache, size = self._opening
+        self._store = Store(store, cache)
+        self._reader = VerifiedReader(self._store.objects, ContentCache(self._store.cache_dir, size))
         self._lock = threading.Lock()
+        self._timed = _Timed(self._refresh)
+        self._pid = os.getpid()
+
+    def _fresh(self) -> None:
+        """In a forked child (a DataLoader worker) the parent's S3 connections, cache writer
+        threads and locks are not this process's to use: open them anew, once."""
+        if self._pid != os.getpid():
+            self._open_store()
+
+    @property
+    def store(self) -> Store:
+        self._fresh()
+        return self._store
+
+    @property
+    def reader(self) -> VerifiedReader:
+        self._fresh()
+        return self._reader
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> str:
@@ -319,7 +364,8 @@ class ArtfsFileSystem(AbstractFileSystem):
         return int(self.ukey(path)[:16], 16) if self.isfile(path) else super().checksum(path)
 
     # -- reading ----------------------------------------------------------------------
-    def _entry(self, path: str) -> tuple[VersionRecord, Entry]:
+    def _entry(self, path: str) -> tuple[Entry, Companions]:
+        """The file's manifest entry, and the small files after it in its pack (read-ahead)."""
         path = self._strip_protocol(path)
         w = parse(path)
         if w.depth < 3 or not w.inner:
@@ -332,16 +378,17 @@ class ArtfsFileSystem(AbstractFileSystem):
                 raise IsADirectoryError(errno.EISDIR, "a folder, not a file", path)
             raise FileNotFoundError(errno.ENOENT, f"{rec} has no file {w.inner!r}", path)
         self._note_use(rec)
-        return rec, m.entry(i)
+        return m.entry(i), functools.partial(pack_neighbours, m, i)
 
-    def read_range(self, entry: Entry, start: int, end: int, path: str = "") -> bytes:
+    def read_range(self, entry: Entry, start: int, end: int, path: str = "",
+                   companions: Companions = None) -> bytes:
         try:
-            return self.reader.read(entry, start, end)
+            return self.reader.read(entry, start, end, companions)
         except ArtfsError as e:
             raise _os_error(e, path) from None
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        _, e = self._entry(path)
+        e, companions = self._entry(path)
         size = e.size if e.size >= 0 else None
         if size is None:  # a reference of unknown size: negative offsets cannot be placed
             if (start or 0) < 0 or (end or 0) < 0:
@@ -349,14 +396,14 @@ class ArtfsFileSystem(AbstractFileSystem):
             return self.read_range(e, start or 0, end if end is not None else 1 << 62, path)
         start = 0 if start is None else max(0, size + start) if start < 0 else start
         end = size if end is None else max(0, size + end) if end < 0 else min(end, size)
-        return self.read_range(e, start, end, path)
+        return self.read_range(e, start, end, path, companions)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict | None = None, **kwargs: Any) -> ArtfsFile:
         if mode != "rb":
             raise _read_only(path)
-        _, e = self._entry(path)
-        return ArtfsFile(self, self._strip_protocol(path), e, block_size=block_size,
+        e, companions = self._entry(path)
+        return ArtfsFile(self, self._strip_protocol(path), e, companions, block_size=block_size,
                          cache_options=cache_options, **kwargs)
 
     # -- writing: refused ---------------------------------------------------------------
@@ -399,9 +446,11 @@ class ArtfsFile(AbstractBufferedFile):
 
     DEFAULT_BLOCK_SIZE = 4 * CHUNK_SIZE  # whole chunks: the unit a large object is verified in
 
-    def __init__(self, fs: ArtfsFileSystem, path: str, entry: Entry, block_size: int | None = None,
-                 cache_options: dict | None = None, cache_type: str = "readahead", **kwargs: Any):
+    def __init__(self, fs: ArtfsFileSystem, path: str, entry: Entry, companions: Companions = None,
+                 block_size: int | None = None, cache_options: dict | None = None, cache_type: str = "readahead",
+                 **kwargs: Any):
         self.entry = entry
+        self.companions = companions
         size = entry.size if entry.size >= 0 else None
         if size is None:  # a reference of unknown size: learn it by reading it whole
             data = fs.read_range(entry, 0, 1 << 62, path)
@@ -411,4 +460,4 @@ class ArtfsFile(AbstractBufferedFile):
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         fs: ArtfsFileSystem = self.fs
-        return fs.read_range(self.entry, start, end, self.path)
+        return fs.read_range(self.entry, start, end, self.path, self.companions)

@@ -102,11 +102,11 @@ def resolve(reg: Registry, a: ArtifactName, selector: str) -> VersionRecord:
     n = parse_version(selector)
     if n is not None:
         return reg.version(a, n)
-    if selector == LATEST:
-        rec = reg.latest(a)
-        if rec is None:
+    if selector == LATEST:  # the newest live number, from the keys: not every record read
+        n = _latest(reg, a, version_numbers(reg, a)[::-1])
+        if n is None:
             raise NotFound(f"{a} has no versions")
-        return rec
+        return reg.version(a, n)
     aliases = reg.aliases(a)
     if selector not in aliases:
         raise NotFound(f"{a} has no version or alias {selector!r}")
@@ -142,8 +142,7 @@ def version_page(reg: Registry, rec: VersionRecord, manifest: Manifest, folder: 
     if folder and not manifest.is_dir(folder):
         raise NotFound(f"{rec} has no folder {folder!r}")
     aliases = [k for k, v in sorted(reg.aliases(rec.artifact).items()) if v == rec.number]
-    latest = reg.latest(rec.artifact)
-    if latest is not None and latest.number == rec.number:
+    if _latest(reg, rec.artifact, version_numbers(reg, rec.artifact)[::-1]) == rec.number:  # keys, not records
         aliases.insert(0, LATEST)
     children = manifest.children(folder)
     total = sum(1 for _ in manifest.children(folder))

@@ -165,3 +165,52 @@ def test_a_moved_alias_is_seen_after_refresh(artfs, published, tmp_path):
     artfs("alias", "add", "p/ds:v1", "best").ok()
     assert fs.cat("p/ds/best/notes/readme.txt") == b"second\n"
     assert fs.ls("p/ds", detail=False) == ["p/ds/v0", "p/ds/v1", "p/ds/best", "p/ds/latest"]
+
+
+_FS = None  # the parent's file system, used as is by forked workers (as DataLoader workers do)
+
+
+def _worker_read(path: str) -> tuple[int, bytes]:
+    data = _FS.cat(path)
+    return os.getpid(), data
+
+
+def test_forked_workers_read_through_the_parents_file_system(artfs, published):
+    import multiprocessing
+
+    global _FS
+    src, _, _ = published
+    _FS = open_fs(artfs)
+    assert _FS.cat("p/ds/v0/notes/readme.txt") == b"hello\n"  # the parent has connections and threads now
+    paths = ["p/ds/v0/data/big.parquet", "p/ds/v0/data/train.csv", "p/ds/latest/notes/readme.txt"] * 2
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map(_worker_read, paths, chunksize=1)
+    assert {pid for pid, _ in got} - {os.getpid()}
+    assert got[0][1] == (src / "data" / "big.parquet").read_bytes()
+    assert got[1][1] == (src / "data" / "train.csv").read_bytes() and got[2][1] == b"hello\n"
+
+
+def test_reading_a_folder_of_small_files_takes_few_store_gets(artfs, tmp_path):
+    files = {f"imgs/{i:04d}.png": os.urandom(3000 + i) for i in range(300)}
+    write_tree(tmp_path / "many", files)
+    artfs("put", str(tmp_path / "many"), "--name", "p/many", "--type", "dataset").ok()
+    fs = open_fs(artfs)
+    names = fs.find("p/many/v0")
+    assert len(names) == 300
+    for name in names:  # in listing order, as a data loader walks a folder
+        assert fs.cat(name) == files[name.removeprefix("p/many/v0/")]
+    assert fs.reader.fetches <= 2  # ~1 MiB of small files: read ahead through their pack, not 300 GETs
+
+
+def test_hugging_face_datasets_loads_by_url(artfs, published, tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")  # in the test extra; skipped only where not installed
+    _, rows, big = published
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its cache: this test's folder
+    monkeypatch.setenv("ARTFS_STORE", artfs.store)
+    monkeypatch.setenv("ARTFS_CACHE", artfs.cache)
+    csv = datasets.load_dataset("csv", data_files="artfs://p/ds/latest/data/train.csv", split="train",
+                                cache_dir=str(tmp_path / "hf" / "ds"))
+    assert csv.num_rows == len(rows) and csv.column_names == ["x", "y", "s"] and csv[7]["s"] == "name 7"
+    parquet = datasets.load_dataset("parquet", data_files={"train": "artfs://p/ds:best/data/*.parquet"},
+                                    split="train", cache_dir=str(tmp_path / "hf" / "ds"))
+    assert parquet.num_rows == len(big) and parquet[123_456]["v"] == 123_456
