@@ -634,11 +634,14 @@ def test_a_draft_file_cannot_move_into_a_version(posix, draft):
     assert errno_of(os.rename, os.path.join(draft, "README.md"), posix.path(BASE, "v0/x")) in (errno.EROFS, errno.EXDEV)
 
 
-def test_empty_folders_are_not_kept_in_the_version(posix, fresh):
+def test_empty_folders_are_kept_in_the_version(posix, fresh):
     path, _ = fresh
     os.makedirs(os.path.join(path, "empty/inner"))
     write(os.path.join(path, "f.txt"), b"f")
-    assert sorted(os.listdir(commit_fresh(posix, fresh))) == ["f.txt"]
+    version = commit_fresh(posix, fresh)
+    assert sorted(os.listdir(version)) == ["empty", "f.txt"]
+    assert os.listdir(os.path.join(version, "empty")) == ["inner"]
+    assert os.listdir(os.path.join(version, "empty", "inner")) == []
 
 
 # -- answers from the daemon's memory (drafts.NamespaceCache) -------------------------------------
