@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import run_artfs
 from drafts_common import shared_mounter, unique  # noqa: F401  (shared_mounter is a fixture)
 from mounts import wait_for
@@ -45,8 +44,7 @@ def test_a_one_byte_change_to_a_large_file_keeps_the_daemon_small(env, tmp_path)
     src = tmp_path / "src"
     src.mkdir()
     with open(src / "ckpt.bin", "wb") as f:
-        for i in range(SIZE // MiB):
-            f.write(bytes([i % 251]) * MiB)
+        f.writelines(bytes([i % 251]) * MiB for i in range(SIZE // MiB))
     run_artfs(["put", str(src), "--name", artifact, "--type", "model"], store=store, cache=m.cache).ok()
     wait_for(lambda: os.path.isdir(m.path(artifact, "v0")), 10, "v0 in the mount")
     draft = m.path(artifact, "drafts", "d")
