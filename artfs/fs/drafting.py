@@ -159,7 +159,7 @@ class DraftChanges:
     async def _copy_up(self, node: Node, entry) -> None:
         """Before a base file's first change, its verified bytes become the draft's own,
         written run by run: 16 MiB in memory at most, whatever the file's size."""
-        draft = node.draft
+        draft = self._draft(node)
         tmp = await self._blocking(draft.copy_up_begin, node.dino)
         if tmp is None:
             return

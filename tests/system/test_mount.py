@@ -237,10 +237,11 @@ def test_rsync_a_keeps_modes_and_times(shared, mounter, tmp_path):
     m = mounter(shared.store)
     out = str(tmp_path / "out")
     sh("rsync", "-a", m.path(NAME, "v1") + "/", out + "/")
-    created = shared.record(f"{NAME}:v1").created
+    src = os.path.join(shared.tmp, "src-v1")
     assert os.stat(os.path.join(out, "bin/count.sh")).st_mode & 0o777 == 0o555
     assert os.stat(os.path.join(out, "README.md")).st_mode & 0o777 == 0o444
-    assert abs(os.stat(os.path.join(out, "big.bin")).st_mtime - created) < 1
+    for rel in ("big.bin", "README.md"):  # the files' own times, as put (a version keeps them)
+        assert os.stat(os.path.join(out, rel)).st_mtime_ns == os.stat(os.path.join(src, rel)).st_mtime_ns, rel
 
 
 def test_find_lists_every_file_and_folder(shared, shared_mount):
@@ -263,22 +264,24 @@ def test_du_counts_the_true_sizes(shared, shared_mount):
     assert human.endswith("M") and abs(float(human[:-1]) - total / MiB) < 0.5, human
 
 
-def test_stat_shows_sizes_read_only_modes_and_creation_time(shared, shared_mount):
+def test_stat_shows_sizes_read_only_modes_and_times_as_put(shared, shared_mount):
     m = shared_mount
     created = shared.record(f"{NAME}:v1").created
-    v1 = m.path(NAME, "v1")
+    v1, src = m.path(NAME, "v1"), os.path.join(shared.tmp, "src-v1")
     for rel, data in shared.files.items():
         st = os.stat(os.path.join(v1, rel))
         assert stat.S_ISREG(st.st_mode) and st.st_size == len(data), rel
         assert stat.S_IMODE(st.st_mode) == (0o555 if rel in EXECUTABLE else 0o444), rel
-        assert abs(st.st_mtime - created) < 0.001, rel
-    for d in (v1, os.path.join(v1, "images"), os.path.join(v1, "images/3")):
-        st = os.stat(d)
+        assert st.st_mtime_ns == os.stat(os.path.join(src, rel)).st_mtime_ns, rel  # the file's own time
+    for d in ("images", "images/3"):  # folders: their mode (write bits off) and time, as put
+        st = os.stat(os.path.join(v1, d))
         assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555
-        assert abs(st.st_mtime - created) < 0.001
+        assert st.st_mtime_ns == os.stat(os.path.join(src, d)).st_mtime_ns, d
+    st = os.stat(v1)  # a version's own folder: its creation
+    assert stat.S_IMODE(st.st_mode) == 0o555 and abs(st.st_mtime - created) < 0.001
     assert abs(os.stat(m.path(NAME, "v0")).st_mtime - shared.record(f"{NAME}:v0").created) < 0.001
     out = sh("stat", "-c", "%s %a %Y", os.path.join(v1, "big.bin")).stdout.split()
-    assert out == [str(BIG), "444", str(int(created))]
+    assert out == [str(BIG), "444", str(int(os.stat(os.path.join(src, "big.bin")).st_mtime))]
     assert sh(os.path.join(v1, "bin/count.sh")).stdout == "42\n", "the exec bit is kept"
 
 
