@@ -19,7 +19,7 @@ import logging
 import os
 import time
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from artfs.content.carry import CarriedRange
 from artfs.drafts.files import remove_file

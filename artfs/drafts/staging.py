@@ -20,7 +20,14 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from artfs.drafts.files import JOURNAL_LIMIT, boot_id, create_empty, fsync_path, syncfs
+from artfs.drafts.files import (
+    JOURNAL_LIMIT,
+    boot_id,
+    create_empty,
+    fsync_path,
+    remove_file,
+    syncfs,
+)
 from artfs.drafts.info import SCHEMA
 from artfs.drafts.namespace import FILE, Attr
 from artfs.drafts.table import DraftTable
@@ -152,16 +159,40 @@ class StagedDraft(DraftTable):
     def make_local(self, ino: int, fill: Callable[[str], None] | None) -> None:
         """Turns a base file into a locally written one: `fill(tmp_path)` writes its current
         bytes (None: it starts empty, as for O_TRUNC). Atomic: the row changes only after."""
+        tmp = self.copy_up_begin(ino)
+        if tmp is None:
+            return
+        try:
+            if fill is not None:
+                fill(tmp)
+            self.copy_up_end(ino, tmp)
+        except BaseException:
+            remove_file(tmp)
+            raise
+
+    def copy_up_begin(self, ino: int) -> str | None:
+        """The first step of turning a base file into a local one, for a caller that writes its
+        bytes piece by piece (so a huge file never sits in memory whole): an empty temp file
+        to write them into, then copy_up_end. None if the file is local already."""
         with self._lock:
             row = self._row(ino)
             if row[1] != FILE:
                 raise FsError(errno.EISDIR)
             if row[5] is None:
-                return
-            tmp = self.data_path(ino) + ".fill"
+                return None
+            tmp = f"{self.data_path(ino)}.fill-{os.urandom(4).hex()}"  # two openers: two temps
             create_empty(tmp)
-            if fill is not None:
-                fill(tmp)
+            return tmp
+
+    def copy_up_end(self, ino: int, tmp: str) -> None:
+        """`tmp` (from copy_up_begin, now holding the base bytes) becomes the file's data; if
+        another copy-up won the race, `tmp` is dropped. The copy is fsynced before the row
+        says so: a crash must never leave a base file's bytes lost."""
+        with self._lock:
+            row = self._row(ino)
+            if row[5] is None:
+                remove_file(tmp)
+                return
             os.utime(tmp, ns=(row[4], row[4]))
             fsync_path(tmp)
             os.rename(tmp, self.data_path(ino))

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from artfs.drafts.files import WriteTracker
 from artfs.drafts.info import DraftInfo

@@ -7,6 +7,7 @@ in a worker thread), `reply`, `reply_of`, `_open_stored` and `_refs`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
 
-from artfs.content.fetch import pieces
+from artfs.versions.download import copy_entry
 from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOnly
 from artfs.drafts.draft import Draft
 from artfs.fs.content import ContentSource
@@ -143,8 +144,10 @@ class DraftChanges:
             return Opened(self.handles.add(stored), direct_io=getattr(stored, "direct_io", False))
         if base is not None:
             self.tree.drafts.check_writable()
-            content = None if flags & os.O_TRUNC else await self._read_whole(node, base)
-            await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
+            if flags & os.O_TRUNC:
+                await self._blocking(draft.make_local, node.dino, None)
+            else:
+                await self._copy_up(node, base)
         elif writing:
             self.tree.drafts.check_writable()
         mode = os.O_RDWR if writing else os.O_RDONLY
@@ -153,11 +156,29 @@ class DraftChanges:
         f.dirty = writing
         return Opened(self.handles.add(f))
 
-    async def _read_whole(self, node: Node, entry) -> list[bytes]:
-        """Copy-up: a base file's verified bytes, before its first change."""
-        if entry.ref is not None:
-            return [await self._refs.read_all(node, entry)]
-        return [await self.content.get(p) for p in pieces(entry)]
+    async def _copy_up(self, node: Node, entry) -> None:
+        """Before a base file's first change, its verified bytes become the draft's own,
+        written run by run: 16 MiB in memory at most, whatever the file's size."""
+        draft = self._draft(node)
+        tmp = await self._blocking(draft.copy_up_begin, node.dino)
+        if tmp is None:
+            return
+        try:
+            fd = await self._blocking(os.open, tmp, os.O_WRONLY)
+            try:
+                if entry.ref is not None:
+                    await self._blocking(_pwrite_all, fd, await self._refs.read_all(node, entry), 0)
+                else:  # from the disk cache or the store, bypassing the memory cache
+                    cache = self.content.cache
+                    await self._blocking(copy_entry, self.content.store, entry, fd,
+                                         lambda p: cache.get(p.digest, p.size))
+            finally:
+                os.close(fd)
+            await self._blocking(draft.copy_up_end, node.dino, tmp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         f = self.handles.get(fh)
@@ -215,9 +236,10 @@ class DraftChanges:
         try:
             if size is not None:
                 base = await self._blocking(draft.base_entry, node.dino)
-                if base is not None:
-                    content = None if size == 0 else await self._read_whole(node, base)
-                    await self._blocking(draft.make_local, node.dino, None if content is None else _writer(content))
+                if base is not None and size == 0:
+                    await self._blocking(draft.make_local, node.dino, None)
+                elif base is not None:
+                    await self._copy_up(node, base)
                 await self._blocking(draft.truncate, node.dino, size)
             if mode is not None or mtime_ns is not None:
                 await self._blocking(draft.setattr, node.dino, mode, mtime_ns)
@@ -297,9 +319,8 @@ class DraftChanges:
         raise _read_only(parent)
 
 
-def _writer(chunks: list[bytes]):
-    def fill(path: str) -> None:
-        with open(path, "wb") as f:
-            for c in chunks:
-                f.write(c)
-    return fill
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n

@@ -10,6 +10,9 @@ Where an entry's bytes live:
   object     large file stored alone under its digest, verified per CHUNK_SIZE chunk;
              newer ones also name a piece index (digests of PIECE_SIZE pieces, stored
              beside the object) by its digest, so a small range can be verified alone
+  blocks     large file stored as BLOCK_SIZE blocks, each an object under its own digest
+             (`blocks[i]`), so a small change to a large file stores one new block; its
+             chunk digests and piece index are those of the whole file, as for `object`
   reference  bytes outside the store (`refs[i]` holds the URI and its pin)
 
 What a version keeps of the tree besides bytes (optional columns, absent in
@@ -28,7 +31,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import zstandard
 
 from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes
@@ -39,6 +42,9 @@ FORMAT = 1
 OBJECT = -1
 REFERENCE = -2
 UNKNOWN_SIZE = -1
+# Large files above this are stored as blocks of this size: a whole number of chunks, so a
+# chunk (the unit of verification) never straddles two objects.
+BLOCK_SIZE = 16 << 20
 _ZERO = bytes(DIGEST_SIZE)
 
 
@@ -54,6 +60,7 @@ class Entry:
     piece_index: bytes = b""  # digest of the object's piece index (b"": none, made before them)
     ref: dict | None = None  # {"uri": ..., pin fields...} for references
     mtime_ns: int = 0  # modification time; 0: not known (made before manifests kept times)
+    blocks: bytes = b""  # stored as blocks: the digest of each BLOCK_SIZE block, concatenated
 
     @property
     def is_reference(self) -> bool:
@@ -66,6 +73,20 @@ class Entry:
     @property
     def hexdigest(self) -> str:
         return self.digest.hex()
+
+    def locate(self, offset: int) -> tuple[bytes, int]:
+        """The digest of the stored object holding byte `offset` of a stored (not packed)
+        file, and where in that object it is."""
+        if not self.blocks:
+            return self.digest, offset
+        k = offset // BLOCK_SIZE
+        return self.blocks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], offset - k * BLOCK_SIZE
+
+    def object_digests(self) -> list[bytes]:
+        """The digests of the objects a stored (not packed) file's bytes are in."""
+        if not self.blocks:
+            return [self.digest]
+        return [self.blocks[k:k + DIGEST_SIZE] for k in range(0, len(self.blocks), DIGEST_SIZE)]
 
     def same_content(self, other: Entry) -> bool:
         """Same bytes and executable bit (times and other mode bits are not content)."""
@@ -94,6 +115,7 @@ class Manifest:
     chunks: dict[int, bytes] = field(default_factory=dict)
     piece_indexes: dict[int, bytes] = field(default_factory=dict)
     refs: dict[int, dict] = field(default_factory=dict)
+    blocks: dict[int, bytes] = field(default_factory=dict)
     mtimes: array = field(default_factory=lambda: array("q"))  # empty: no times known
     folders: list[str] = field(default_factory=list)  # sorted; empty: only those files imply
     folder_modes: array = field(default_factory=lambda: array("H"))
@@ -134,6 +156,10 @@ class Manifest:
                     m.chunks[i] = e.chunks
                     if e.piece_index:
                         m.piece_indexes[i] = e.piece_index
+                    if e.blocks:
+                        if len(e.blocks) != block_count(e.size) * DIGEST_SIZE:
+                            raise InvalidInput(f"{path}: block digests missing")
+                        m.blocks[i] = e.blocks
             m.offsets.append(e.offset)
         m.pack_ids = list(pack_index)
         m.digests = bytes(digests)
@@ -181,6 +207,7 @@ class Manifest:
             piece_index=self.piece_indexes.get(i, b""),
             ref=self.refs.get(i),
             mtime_ns=self.mtimes[i] if self.mtimes else 0,
+            blocks=self.blocks.get(i, b""),
         )
 
     def folder(self, path: str) -> Folder | None:
@@ -293,6 +320,8 @@ class Manifest:
         }
         if self.piece_indexes:  # absent before piece indexes existed: older readers ignore it
             doc["piece_indexes"] = self.piece_indexes
+        if self.blocks:  # files stored as blocks (older readers cannot read those files)
+            doc["blocks"] = self.blocks
         if self.mtimes:  # the tree's times and folders: optional, older readers ignore them
             doc["mtimes"] = self.mtimes.tobytes()
         if self.folders:
@@ -309,7 +338,8 @@ class Manifest:
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             m = cls(paths=doc["paths"], digests=doc["digests"], pack_ids=doc["pack_ids"],
-                    chunks=doc["chunks"], refs=doc["refs"], piece_indexes=doc.get("piece_indexes", {}))
+                    chunks=doc["chunks"], refs=doc["refs"], piece_indexes=doc.get("piece_indexes", {}),
+                    blocks=doc.get("blocks", {}))
             m.sizes.frombytes(doc["sizes"])
             m.modes.frombytes(doc["modes"])
             m.packs.frombytes(doc["packs"])
@@ -348,6 +378,9 @@ class Manifest:
         for i, d in self.piece_indexes.items():
             if not (isinstance(d, bytes) and len(d) == DIGEST_SIZE and i in self.chunks):
                 raise CorruptRecord(f"corrupt {name}: bad piece index of entry {i}")
+        for i, b in self.blocks.items():
+            if not (isinstance(b, bytes) and i in self.chunks and len(b) == block_count(self.sizes[i]) * DIGEST_SIZE):
+                raise CorruptRecord(f"corrupt {name}: bad blocks of entry {i}")
 
     def _validate_folders(self, name: str) -> None:
         f = self.folders
@@ -374,6 +407,10 @@ class Manifest:
         modes = array("H", (0o755 if m & 0o111 else 0o644 for m in self.modes))
         doc = [self.paths, self.sizes.tobytes(), self.digests, modes.tobytes(), self.refs, self.empty_folders()]
         return digest_bytes(msgpack.packb(doc, use_bin_type=True))
+
+
+def block_count(size: int) -> int:
+    return -(-size // BLOCK_SIZE)
 
 
 _BAD_FRAGMENTS = ("\x00", "\n/", "//", "/\n", "\n\n", "\n../", "/../", "/..\n", "\n..\n",

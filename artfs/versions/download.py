@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import blake3
 
 from artfs.content.fetch import Piece, fetch_run, group, pieces
-from artfs.digest import CHUNK_SIZE
+from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import InvalidInput, NoSpace
 from artfs.store.backends.base import ObjectStore
+from artfs.store.keys import object_key
 from artfs.store.manifest import Entry, Folder, Manifest
 
 PART = ".artfs-part"
@@ -57,6 +58,43 @@ def _matches(path: str, entry: Entry) -> bool:
         return h.digest() == entry.digest
     except OSError:
         return False
+
+
+def copy_entry(store: ObjectStore, entry: Entry, fd: int, cached: Callable[[Piece], bytes | None] | None = None,
+               run_bytes: int = 16 << 20) -> None:
+    """Writes a stored entry's verified bytes into `fd` at their offsets, at most one run of
+    `run_bytes` in memory whatever the file's size (a draft's copy-up of a huge base file).
+    `cached(piece)`: the piece's bytes from a local cache, or None to fetch it."""
+    todo = []
+    for p in stored_pieces(entry):
+        data = cached(p) if cached is not None and p.size else None
+        if data is None:
+            todo.append(p)
+        else:
+            _pwrite_all(fd, data, p.file_offset)
+    for run in group(todo, max_bytes=run_bytes):
+        for p, data in zip(run, fetch_run(store, run)):
+            _pwrite_all(fd, data, p.file_offset)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def stored_pieces(entry: Entry) -> list[Piece]:
+    """content.fetch.pieces, for files stored as blocks too (each chunk in its block)."""
+    if not entry.blocks:
+        return pieces(entry)
+    out = []
+    for i in range(0, entry.size, CHUNK_SIZE):
+        k = i // CHUNK_SIZE
+        digest, at = entry.locate(i)
+        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i),
+                         object_key(digest), at, i))
+    return out
 
 
 def _set_time(path: str, mtime_ns: int) -> None:
@@ -166,7 +204,7 @@ class Downloader:
             return
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         part = part_path(dest)
-        ps = pieces(entry)
+        ps = stored_pieces(entry)
         done = self._resume_point(part, ps)
         with open(part, "r+b" if done else "wb") as f:
             f.truncate(done * CHUNK_SIZE if done else 0)

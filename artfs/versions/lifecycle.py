@@ -133,7 +133,7 @@ def check_carried(objects: ObjectStore, base: VersionRecord | None, carried) -> 
         if e.pack is not None:
             keys.add(pack_key(e.pack))
         elif e.ref is None and e.digest:
-            keys.add(object_key(e.digest))
+            keys.update(object_key(d) for d in e.object_digests())  # the blocks of a file stored so
     for key in sorted(keys):
         if not objects.exists(key):
             raise NotFound(f"{base} was deleted and its files were collected ({key} is gone): "
@@ -290,6 +290,8 @@ def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lam
                 digest = digests[i * 32:(i + 1) * 32]
                 live.add(object_key(digest))
                 live.add(pieces_key(digest))
+        for b in man.blocks.values():  # files stored as blocks: each block is an object
+            live.update(object_key(b[k:k + 32]) for k in range(0, len(b), 32))
     now = time.time()
     # Index objects go before their packs, so an index never names a missing pack.
     for prefix in ("manifests/", "index/", "packs/", "pieces/", "objects/"):

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import blake3
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from artfs.content.carry import CarriedRange, assemble
 from artfs.digest import (
@@ -43,10 +43,22 @@ from artfs.errors import CorruptRecord, InvalidInput, NotFound
 from artfs.names import join_path, normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
-from artfs.store.manifest import OBJECT, Entry, Folder, Manifest
+from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest
 
 SMALL_LIMIT = CHUNK_SIZE
 PACK_TARGET = 16 << 20
+BLOCK_WINDOW = 4  # blocks of one file in flight to the store (each held in memory while sent)
+# Store files above BLOCK_SIZE as blocks: True, False, or None for "when this artfs's readers
+# can read them" (content.fetch says so with READS_BLOCKS; until then, one object per file).
+STORE_BLOCKS: bool | None = None
+
+
+def stores_blocks() -> bool:
+    if STORE_BLOCKS is not None:
+        return STORE_BLOCKS
+    from artfs.content import fetch
+
+    return bool(getattr(fetch, "READS_BLOCKS", False))
 
 
 @dataclass
@@ -86,15 +98,18 @@ class Stats:
 class KnownContent:
     """What the store already holds, so it is not uploaded again."""
 
-    small: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)  # digest -> (pack, offset)
-    large: set[bytes] = field(default_factory=set)
+    # digest -> (pack, offset); pack None: in the pack being built
+    small: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
+    large: set[bytes] = field(default_factory=set)  # files stored whole, as objects/<digest>
+    blocked: dict[bytes, bytes] = field(default_factory=dict)  # files stored as blocks: digest -> blocks
+    blocks: set[bytes] = field(default_factory=set)  # blocks stored (objects/<block digest>)
     # Adds more small content (every pack index of the store) on the first miss, so a commit
     # whose small files are all known already, or that has none, reads no index.
     loader: Callable[[KnownContent], None] | None = None
     # Stored objects `artfs verify` found damaged (keys): never reused, stored again instead.
     damaged: set[str] = field(default_factory=set)
 
-    def find_small(self, digest: bytes) -> tuple[bytes, int] | None:
+    def find_small(self, digest: bytes) -> tuple[bytes | None, int] | None:
         hit = self.small.get(digest)
         if hit is None and self.loader is not None:
             loader, self.loader = self.loader, None
@@ -107,12 +122,15 @@ class KnownContent:
     def add_manifest(self, m: Manifest) -> None:
         # From the columns: an Entry object per entry costs more than all of this.
         digests, pack_ids, offsets = m.digests, m.pack_ids, m.offsets
-        small, large = self.small, self.large
+        small, large, blocked = self.small, self.large, m.blocks
         for i, p in enumerate(m.packs):
             if p >= 0:
                 small.setdefault(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], (pack_ids[p], offsets[i]))
-            elif p == OBJECT:
+            elif p == OBJECT and i not in blocked:
                 large.add(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
+        for i, b in blocked.items():
+            self.blocked[digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]] = b
+            self.blocks.update(b[k:k + DIGEST_SIZE] for k in range(0, len(b), DIGEST_SIZE))
 
 
 class PackIndex:
@@ -150,7 +168,7 @@ class PackIndex:
         except NotFound:
             return msgpack.packb([])
         if local:
-            os.makedirs(self.cache_dir, exist_ok=True)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
             tmp = f"{local}.{os.getpid()}-{threading.get_ident()}.tmp"  # concurrent commits in one daemon
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -189,6 +207,8 @@ class Publisher:
         self._pack_index: list[tuple[bytes, int, int]] = []
         self._pending_duplicates: list[tuple[Entry, bytes]] = []
         self._mine: set[bytes] = set()  # large objects this publish stores (or found stored)
+        self._blocks = stores_blocks()
+        self._block_pool = ThreadPoolExecutor(max_workers=BLOCK_WINDOW, thread_name_prefix="artfs-block")
 
     def build(self, files: Iterable[FileSource], carried: Iterable = (),
               folders: Iterable[Folder] | None = None) -> Manifest:
@@ -209,6 +229,7 @@ class Publisher:
                 fut.result()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._block_pool.shutdown(wait=True, cancel_futures=True)
         if not ranges:
             return Manifest.from_entries(entries, folders)
         m = assemble_kept(entries, ranges)
@@ -282,7 +303,8 @@ class Publisher:
         self._count_uploaded(len(data))
 
     def _add_large(self, entry: Entry, local: str, src: FileSource | None = None) -> None:
-        if src is not None and src.hashed is not None and src.unchanged() and src.hashed[1] > SMALL_LIMIT:
+        if (src is not None and src.hashed is not None and src.unchanged is not None and src.unchanged()
+                and src.hashed[1] > SMALL_LIMIT):
             self._add_hashed(entry, src)
             return
         digest, size, chunks, piece_digests = hash_file(local, chunked=needs_chunks(entry.size))
@@ -290,6 +312,9 @@ class Publisher:
         if size <= SMALL_LIMIT:
             raise InvalidInput(f"{local} shrank while being read; try again")
         entry.digest, entry.size, entry.chunks = digest, size, chunks
+        if self._blocks and size > BLOCK_SIZE:
+            self._add_blocks(entry, local, piece_digests, None)
+            return
         stored = self._stored_already(digest, size)
         self._add_piece_index(entry, piece_digests, new=not stored)
         if stored:
@@ -303,10 +328,14 @@ class Publisher:
         """A file hashed as it was written: not read again to hash it, uploaded seekably
         (in parallel parts); the upload is abandoned, nothing stored, if it was written to
         meanwhile, since its bytes would no longer match the digest they are stored under."""
+        assert src.hashed is not None and src.unchanged is not None  # (checked by _add_large)
         digest, size, chunks, piece_digests = src.hashed
         chunked = needs_chunks(size)
         entry.digest, entry.size, entry.chunks = digest, size, chunks if chunked else b""
         self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
+        if self._blocks and size > BLOCK_SIZE:
+            self._add_blocks(entry, src.local, piece_digests, src.unchanged)
+            return
         stored = self._stored_already(digest, size)
         self._add_piece_index(entry, piece_digests if chunked else b"", new=not stored)
         if stored:
@@ -315,6 +344,72 @@ class Publisher:
             raise CorruptRecord(f"{src.path} changed while it was being uploaded")
         self._repaired(object_key(digest))
         self._count_uploaded(size)
+
+    def _add_blocks(self, entry: Entry, local: str, piece_digests: bytes,
+                    unchanged: Callable[[], bool] | None) -> None:
+        """A large file (entry.digest, size, chunks known) stored as BLOCK_SIZE blocks, each
+        uploaded unless the store has it: a small change to a large file stores one block.
+        Read again, block by block (BLOCK_WINDOW blocks in memory at most), and checked
+        against the whole file's digest: a file changed since it was hashed is refused."""
+        with self._lock:
+            blocks = self.known.blocked.get(entry.digest)
+        whole = object_key(entry.digest)
+        if blocks is None and whole not in self.known.damaged:
+            info = self.store.head(whole)
+            if info is not None and info.size == entry.size:
+                # Stored whole before blocks existed: reused as it is.
+                with self._lock:
+                    self.stats.entries_reused += 1
+                self._add_piece_index(entry, piece_digests, new=False)
+                return
+        if blocks is not None:
+            with self._lock:
+                self.stats.entries_reused += 1
+            entry.blocks = blocks
+            self._add_piece_index(entry, piece_digests, new=False)
+            return
+        digests: list[bytes] = []
+        sending: list[Future] = []
+        whole_hash = blake3.blake3()
+        with open(local, "rb", buffering=0) as f:
+            for off in range(0, entry.size, BLOCK_SIZE):
+                n = min(BLOCK_SIZE, entry.size - off)
+                data = os.pread(f.fileno(), n, off)
+                if len(data) != n:
+                    raise CorruptRecord(f"{local} changed while it was being uploaded")
+                whole_hash.update(data)
+                d = digest_bytes(data)
+                digests.append(d)
+                if self._block_needed(d, n):
+                    while len(sending) >= BLOCK_WINDOW:
+                        sending.pop(0).result()
+                    sending.append(self._block_pool.submit(self._upload_block, d, data))
+            for fut in sending:
+                fut.result()
+        if whole_hash.digest() != entry.digest or (unchanged is not None and not unchanged()):
+            raise CorruptRecord(f"{local} changed while it was being uploaded")
+        entry.blocks = b"".join(digests)
+        with self._lock:
+            self.known.blocked[entry.digest] = entry.blocks
+        self._add_piece_index(entry, piece_digests, new=True)
+
+    def _block_needed(self, digest: bytes, size: int) -> bool:
+        """Whether a block must be uploaded: not in the store whole, nor damaged there."""
+        key = object_key(digest)
+        with self._lock:
+            known = digest in self.known.blocks
+            self.known.blocks.add(digest)
+        if key in self.known.damaged:
+            return True
+        if known:
+            return False
+        info = self.store.head(key)
+        return info is None or info.size != size
+
+    def _upload_block(self, digest: bytes, data: bytes) -> None:
+        self.store.put(object_key(digest), data)
+        self._repaired(object_key(digest))
+        self._count_uploaded(len(data))
 
     def _add_piece_index(self, entry: Entry, piece_digests: bytes, new: bool) -> None:
         """Names the object's piece index in its entry, storing the index unless it is there
@@ -361,32 +456,38 @@ class Publisher:
 
 
 def assemble_kept(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
-    """carry.assemble, plus what it leaves out: the times of every entry, and the full mode
-    bits of `entries` (it keeps only their executable bit). A range is a whole folder, so
-    its entries are contiguous in the new manifest too."""
+    """carry.assemble, plus what it leaves out: the times and the blocks of every entry, and
+    the full mode bits of `entries` (it keeps only their executable bit). A range is a whole
+    folder, so its entries are contiguous in the new manifest too."""
     m = assemble(entries, ranges)
     base = ranges[0].manifest
-    if base.mtimes or any(e.mtime_ns for e in entries):
-        times = array("q", bytes(8 * len(m)))
-        if base.mtimes:
-            for r in ranges:
-                if r.stop > r.start:
-                    first = base.paths[r.start]
-                    if r.old != r.new:
-                        rest = first[len(r.old) + 1:] if r.old else first
-                        first = f"{r.new}/{rest}" if r.new else rest
-                    j = m.index(first)
-                    if j is not None:
-                        times[j:j + r.stop - r.start] = base.mtimes[r.start:r.stop]
-        for e in entries:
-            j = m.index(normalize_path(e.path))
-            if j is not None:
-                times[j] = e.mtime_ns
-        m.mtimes = times
+    times = array("q", bytes(8 * len(m))) if base.mtimes or any(e.mtime_ns for e in entries) else None
+    for r in ranges:
+        if r.stop <= r.start:
+            continue
+        first = base.paths[r.start]
+        if r.old != r.new:
+            rest = first[len(r.old) + 1:] if r.old else first
+            first = f"{r.new}/{rest}" if r.new else rest
+        j = m.index(first)
+        if j is None:
+            continue
+        if times is not None and base.mtimes:
+            times[j:j + r.stop - r.start] = base.mtimes[r.start:r.stop]
+        for i, b in base.blocks.items():
+            if r.start <= i < r.stop:
+                m.blocks[j + i - r.start] = b
     for e in entries:
         j = m.index(normalize_path(e.path))
-        if j is not None:
-            m.modes[j] = e.mode & 0o7777
+        if j is None:
+            continue
+        if times is not None:
+            times[j] = e.mtime_ns
+        m.modes[j] = e.mode & 0o7777
+        if e.blocks:
+            m.blocks[j] = e.blocks
+    if times is not None:
+        m.mtimes = times
     return m
 
 

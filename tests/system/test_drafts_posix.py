@@ -641,7 +641,7 @@ def test_empty_folders_are_kept_in_the_version(posix, fresh):
     version = commit_fresh(posix, fresh)
     assert sorted(os.listdir(version)) == ["empty", "f.txt"]
     assert os.listdir(os.path.join(version, "empty")) == ["inner"]
-    assert os.listdir(os.path.join(version, "empty/inner")) == []
+    assert os.listdir(os.path.join(version, "empty", "inner")) == []
 
 
 # -- answers from the daemon's memory (drafts.NamespaceCache) -------------------------------------

@@ -237,10 +237,11 @@ def test_rsync_a_keeps_modes_and_times(shared, mounter, tmp_path):
     m = mounter(shared.store)
     out = str(tmp_path / "out")
     sh("rsync", "-a", m.path(NAME, "v1") + "/", out + "/")
+    src = os.path.join(shared.tmp, "src-v1")
     assert os.stat(os.path.join(out, "bin/count.sh")).st_mode & 0o777 == 0o555
     assert os.stat(os.path.join(out, "README.md")).st_mode & 0o777 == 0o444
-    for rel in ("big.bin", "README.md", "bin/count.sh"):  # the times the files had when published
-        assert os.stat(os.path.join(out, rel)).st_mtime_ns == os.stat(os.path.join(shared.src, rel)).st_mtime_ns
+    for rel in ("big.bin", "README.md"):  # the files' own times, as put (a version keeps them)
+        assert os.stat(os.path.join(out, rel)).st_mtime_ns == os.stat(os.path.join(src, rel)).st_mtime_ns, rel
 
 
 def test_find_lists_every_file_and_folder(shared, shared_mount):
@@ -263,23 +264,24 @@ def test_du_counts_the_true_sizes(shared, shared_mount):
     assert human.endswith("M") and abs(float(human[:-1]) - total / MiB) < 0.5, human
 
 
-def test_stat_shows_sizes_read_only_modes_and_the_published_times(shared, shared_mount):
+def test_stat_shows_sizes_read_only_modes_and_times_as_put(shared, shared_mount):
     m = shared_mount
-    v1 = m.path(NAME, "v1")
+    created = shared.record(f"{NAME}:v1").created
+    v1, src = m.path(NAME, "v1"), os.path.join(shared.tmp, "src-v1")
     for rel, data in shared.files.items():
         st = os.stat(os.path.join(v1, rel))
         assert stat.S_ISREG(st.st_mode) and st.st_size == len(data), rel
         assert stat.S_IMODE(st.st_mode) == (0o555 if rel in EXECUTABLE else 0o444), rel
-        assert st.st_mtime_ns == os.stat(os.path.join(shared.src, rel)).st_mtime_ns, rel
-    for rel in ("images", "images/3"):  # folders keep their times too
-        st = os.stat(os.path.join(v1, rel))
+        assert st.st_mtime_ns == os.stat(os.path.join(src, rel)).st_mtime_ns, rel  # the file's own time
+    for d in ("images", "images/3"):  # folders: their mode (write bits off) and time, as put
+        st = os.stat(os.path.join(v1, d))
         assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o555
-        assert st.st_mtime_ns == os.stat(os.path.join(shared.src, rel)).st_mtime_ns, rel
-    # The version's own folder shows when the version was made (stat-ing it loads no manifest).
-    assert abs(os.stat(v1).st_mtime - shared.record(f"{NAME}:v1").created) < 0.001
-    src_big = os.stat(os.path.join(shared.src, "big.bin"))
+        assert st.st_mtime_ns == os.stat(os.path.join(src, d)).st_mtime_ns, d
+    st = os.stat(v1)  # a version's own folder: its creation
+    assert stat.S_IMODE(st.st_mode) == 0o555 and abs(st.st_mtime - created) < 0.001
+    assert abs(os.stat(m.path(NAME, "v0")).st_mtime - shared.record(f"{NAME}:v0").created) < 0.001
     out = sh("stat", "-c", "%s %a %Y", os.path.join(v1, "big.bin")).stdout.split()
-    assert out == [str(BIG), "444", str(int(src_big.st_mtime))]
+    assert out == [str(BIG), "444", str(int(os.stat(os.path.join(src, "big.bin")).st_mtime))]
     assert sh(os.path.join(v1, "bin/count.sh")).stdout == "42\n", "the exec bit is kept"
 
 
