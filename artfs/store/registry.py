@@ -4,6 +4,8 @@ Layout (docs/store-format.md has the whole story):
   artifacts/<project>/<name>/artifact.json        type; created once, if absent
   artifacts/<project>/<name>/versions/v<N>.json   version record; created if absent
   artifacts/<project>/<name>/aliases.json         alias -> N; compare-and-swap
+  artifacts/<project>/<name>/version-index/b<K>.json  copies of records 256K..256K+255 with
+                                                  their ETags: a cache, checked against the listing
   manifests/<blake3>                              immutable manifest
 Everything a record points to is written before the record, so a reader
 never sees a version whose bytes are missing.
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
@@ -36,10 +40,14 @@ from artfs.names import (
     parse_version,
     version_name,
 )
+from artfs.store import version_index
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import STORE_MARKER
 
 RECORD_FORMAT = 1
+READERS = 16  # records read in parallel when the index does not have them
+
+log = logging.getLogger(__name__)
 
 
 def manifest_key(hexdigest: str) -> str:
@@ -80,6 +88,13 @@ class VersionRecord:
     def from_json(cls, artifact: ArtifactName, number: int, data: bytes, etag: str, key: str) -> "VersionRecord":
         try:
             doc = json.loads(data)
+        except ValueError as e:
+            raise CorruptRecord(f"corrupt version record {key}: {e}") from None
+        return cls.from_doc(artifact, number, doc, etag, key)
+
+    @classmethod
+    def from_doc(cls, artifact: ArtifactName, number: int, doc, etag: str, key: str) -> "VersionRecord":
+        try:
             if not isinstance(doc, dict) or doc.pop("format", None) != RECORD_FORMAT:
                 raise ValueError("unknown format")
             rec = cls(artifact=artifact, number=number, etag=etag, **doc)
@@ -159,6 +174,7 @@ class Registry:
         self.store = store
         self._manifests: LRUCache = LRUCache(maxsize=8)
         self._records: dict[str, tuple[str, VersionRecord]] = {}  # key -> (etag, record)
+        self._index_refused: set[ArtifactName] = set()  # version index not writable here
         self._lock = threading.Lock()
 
     # -- keys -----------------------------------------------------------------
@@ -223,23 +239,80 @@ class Registry:
 
     # -- versions ---------------------------------------------------------------
     def _all_records(self, a: ArtifactName) -> list[VersionRecord]:
-        """Every version record including deleted ones, oldest first."""
-        out = []
+        """Every version record including deleted ones, oldest first: one listing, then what
+        is not cached in memory from the version index, then what the index lacks, in
+        parallel (docs/store-format.md, "Version index")."""
+        listed: dict[int, str] = {}  # number -> ETag, from the listing: the truth
         for info in self.store.list(self._prefix(a) + "versions/"):
             n = parse_version(info.key.rsplit("/", 1)[-1].removesuffix(".json"))
-            if n is None or not info.key.endswith(".json"):
-                continue
-            with self._lock:
-                cached = self._records.get(info.key)
-            if cached and cached[0] == info.etag:
-                out.append(cached[1])
-                continue
-            try:
-                out.append(self._read_record(a, n))
-            except NotFound:
-                continue
-        out.sort(key=lambda r: r.number)
-        return out
+            if n is not None and info.key.endswith(".json"):
+                listed[n] = info.etag
+        found: dict[int, VersionRecord] = {}
+        with self._lock:
+            for n, etag in listed.items():
+                cached = self._records.get(self._version_key(a, n))
+                if cached and cached[0] == etag:
+                    found[n] = cached[1]
+        missing = [n for n in listed if n not in found]
+        if missing:
+            blocks = sorted({version_index.block_of(n) for n in missing})
+            with ThreadPoolExecutor(min(READERS, len(blocks)), thread_name_prefix="artfs-index") as pool:
+                copies = dict(zip(blocks, pool.map(lambda b: self._index_copies(a, b), blocks)))
+            for n in missing:
+                copy = copies[version_index.block_of(n)].get(n)
+                if copy is not None and copy[0] == listed[n]:
+                    try:
+                        rec = VersionRecord.from_doc(a, n, dict(copy[1]), copy[0], self._version_key(a, n))
+                    except CorruptRecord:
+                        continue  # read from the record itself, below
+                    found[n] = rec
+                    with self._lock:
+                        self._records[self._version_key(a, n)] = (copy[0], rec)
+            unread = [n for n in missing if n not in found]
+            if unread:
+                with ThreadPoolExecutor(min(READERS, len(unread)), thread_name_prefix="artfs-record") as pool:
+                    for n, rec in zip(unread, pool.map(lambda n: self._read_if_there(a, n), unread)):
+                        if rec is not None:
+                            found[n] = rec
+                self._write_back(a, [found[n] for n in unread if n in found])
+        return [found[n] for n in sorted(found)]
+
+    def _index_copies(self, a: ArtifactName, block: int) -> version_index.Copies:
+        try:
+            return version_index.read_block(self.store, version_index.block_key(self._prefix(a), block))[0]
+        except Exception as e:  # noqa: BLE001 - a cache: the records themselves are read instead
+            log.debug("version index of %s unreadable: %s", a, e)
+            return {}
+
+    def _read_if_there(self, a: ArtifactName, n: int) -> VersionRecord | None:
+        try:
+            return self._read_record(a, n)
+        except NotFound:
+            return None  # listed, then gone: never happens to records (tombstones), but harmless
+
+    def _write_back(self, a: ArtifactName, records: list[VersionRecord], own: bool = False) -> None:
+        """Puts copies of `records` (as read or written, with their ETags) into the version index.
+        `own`: this process just wrote them, so they replace what the index holds; otherwise they
+        only fill gaps or replace copies whose ETag differs (a copy is never trusted without the
+        listing's ETag anyway). Best effort: once per artifact if the store refuses writes."""
+        if not records or a in self._index_refused:
+            return
+        by_block: dict[int, list[VersionRecord]] = {}
+        for r in records:
+            by_block.setdefault(version_index.block_of(r.number), []).append(r)
+        for block, recs in sorted(by_block.items()):
+            def merge(copies: version_index.Copies, recs=recs) -> bool:
+                changed = False
+                for r in recs:
+                    doc = json.loads(r.to_json())
+                    if own or copies.get(r.number, ("",))[0] != r.etag:
+                        changed = changed or copies.get(r.number) != (r.etag, doc)
+                        copies[r.number] = (r.etag, doc)
+                return changed
+
+            if not version_index.update_block(self.store, version_index.block_key(self._prefix(a), block), merge):
+                self._index_refused.add(a)
+                return
 
     def _read_record(self, a: ArtifactName, n: int) -> VersionRecord:
         key = self._version_key(a, n)
@@ -330,6 +403,9 @@ class Registry:
                         self.set_alias(a, alias, n)
                     return winner, False
                 n += 1  # the next number is ours to try
+        with self._lock:
+            self._records[self._version_key(a, n)] = (rec.etag, rec)
+        self._write_back(a, [rec], own=True)
         for alias in aliases:
             self.set_alias(a, alias, n)
         return rec, True
@@ -347,9 +423,12 @@ class Registry:
             new = change(replace(current))
             try:
                 new.etag = self.store.put(key, new.to_json(), if_match=current.etag)
-                return new
             except PreconditionFailed:
                 continue
+            with self._lock:
+                self._records[key] = (new.etag, new)
+            self._write_back(rec.artifact, [new], own=True)
+            return new
 
     # -- manifests ----------------------------------------------------------------
     def manifest(self, rec: VersionRecord) -> Manifest:

@@ -242,7 +242,8 @@ def test_only_changed_bytes_move(counted, tree, tmp_path):
     r = put(store, tree(files))
     assert r.created and r.version.number == 1
     kinds = sorted(k.split("/")[0] if not k.startswith("artifacts/") else k for k, _ in _stored(counter))
-    assert kinds == ["artifacts/p/a/versions/v1.json", "manifests", "objects", "pieces"], counter.writes
+    assert kinds == ["artifacts/p/a/version-index/b0.json", "artifacts/p/a/versions/v1.json",
+                     "manifests", "objects", "pieces"], counter.writes
     assert counter.written("objects/")[0][1] == len(files["weights/part3.bin"])
     assert counter.written("pieces/")[0][1] == -(-len(files["weights/part3.bin"]) // PIECE_SIZE) * 32
     manifest_bytes = counter.written("manifests/")[0][1]
@@ -255,7 +256,8 @@ def test_only_changed_bytes_move(counted, tree, tmp_path):
     r = put(store, tree(files))
     assert r.version.number == 2
     kinds = sorted(k.split("/")[0] if not k.startswith("artifacts/") else k for k, _ in _stored(counter))
-    assert kinds == ["artifacts/p/a/versions/v2.json", "index", "manifests", "packs"], counter.writes
+    assert kinds == ["artifacts/p/a/version-index/b0.json", "artifacts/p/a/versions/v2.json",
+                     "index", "manifests", "packs"], counter.writes
     assert counter.written("packs/")[0][1] == 4000
     assert counter.written("index/")[0][1] < 200
 

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Scale figures (issue 17): version listings, one-file commit cost in a big store,
+many hosts on one bucket, and the bucket's request rate.
+
+Everything runs on loopback against a SeaweedFS started here (tests/servers.py),
+and every loop is bounded in count and time.
+
+    .venv/bin/python scripts/bench/scale_bench.py listing  [--versions 1 100 1000]
+    .venv/bin/python scripts/bench/scale_bench.py dedupe   [--entries 100000 1000000]
+    .venv/bin/python scripts/bench/scale_bench.py hosts    [--hosts 8 32 64] [--seconds 40]
+    .venv/bin/python scripts/bench/scale_bench.py all      (each of the above, defaults)
+
+Figures are printed as Markdown tables (with /proc/loadavg beside them); --write
+appends them to docs/benchmarks.md under "Scale".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)
+
+from servers import SeaweedFS
+
+ARTFS = os.path.join(os.path.dirname(sys.executable), "artfs")
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "artfs-test",
+    "AWS_SECRET_ACCESS_KEY": "artfs-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Bucket:
+    """A SeaweedFS on loopback and one bucket in it; env points artfs and boto3 there."""
+
+    def __init__(self):
+        self.server = SeaweedFS().start()
+        self.tmp = tempfile.mkdtemp(prefix="artfs-scale-")
+        self.env = {**os.environ, **S3_ENV, "AWS_ENDPOINT_URL": self.server.endpoint,
+                    "AWS_CONFIG_FILE": os.path.join(self.tmp, "aws-config"),
+                    "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "aws-creds")}
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})
+        self.client = self.server.client()
+        self.name = "scale"
+        self.client.create_bucket(Bucket=self.name)
+        self._n = 0
+
+    def url(self, what: str) -> str:
+        self._n += 1
+        return f"s3://{self.name}/{what}-{self._n}"
+
+    def artfs(self, args, store: str, cache: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+        env = {**self.env, "ARTFS_STORE": store, "ARTFS_CACHE": cache}
+        p = subprocess.run([ARTFS, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL, **kw)
+        if p.returncode != 0:
+            raise RuntimeError(f"artfs {' '.join(map(str, args))}: {p.stderr.strip()}")
+        return p
+
+    def close(self) -> None:
+        self.server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- 1. version listings ---------------------------------------------------------------
+
+def make_versions(b: Bucket, url: str, count: int) -> None:
+    """v0 by `artfs put`, then v1..v(count-1) as copies of its record written straight to
+    the bucket (as an older artfs, which kept no version index, would have left them)."""
+    src = os.path.join(b.tmp, "one")
+    os.makedirs(src, exist_ok=True)
+    with open(os.path.join(src, "f.txt"), "w") as f:
+        f.write("x")
+    b.artfs(["put", "-n", "p/a", "-t", "dataset", src], url, os.path.join(b.tmp, "cache-put"))
+    prefix = url.removeprefix(f"s3://{b.name}/")
+    key0 = f"{prefix}/artifacts/p/a/versions/v0.json"
+    body = b.client.get_object(Bucket=b.name, Key=key0)["Body"].read()
+
+    def copy(n: int) -> None:
+        b.client.put_object(Bucket=b.name, Key=f"{prefix}/artifacts/p/a/versions/v{n}.json", Body=body)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(copy, range(1, count)))
+
+
+def time_cli(b: Bucket, url: str, args: list[str], repeat: int = 3) -> float:
+    """Best of `repeat` fresh `artfs` processes (fresh cache folder each), in seconds."""
+    best = float("inf")
+    for i in range(repeat):
+        cache = os.path.join(b.tmp, f"cache-{time.monotonic_ns()}")
+        t = time.monotonic()
+        b.artfs(args, url, cache)
+        best = min(best, time.monotonic() - t)
+    return best
+
+
+def time_versions_call(url: str) -> float:
+    """Registry.versions() in a fresh Registry (nothing cached in memory), seconds."""
+    code = ("import time,sys;from artfs.store.location import open_store;from artfs.store.registry import Registry;"
+            "from artfs.names import ArtifactName;r=Registry(open_store(sys.argv[1]));t=time.monotonic();"
+            "v=r.versions(ArtifactName('p','a'));print(time.monotonic()-t, len(v))")
+    p = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True, timeout=600)
+    return float(p.stdout.split()[0])
+
+
+def bench_listing(b: Bucket, counts: list[int]) -> str:
+    rows = []
+    baseline = time_cli(b, "s3://" + b.name + "/nothing", ["--version"], repeat=3)
+    for n in counts:
+        url = b.url(f"listing{n}")
+        make_versions(b, url, n)
+        first_cli = time_cli(b, url, ["info", "p/a"], repeat=1)  # may build the version index
+        cli = time_cli(b, url, ["info", "p/a"], repeat=3)
+        ls = time_cli(b, url, ["ls", "p/a"], repeat=1)
+        call = min(time_versions_call(url) for _ in range(3))
+        rows.append(f"| {n:,} | {first_cli:.2f} | {cli:.2f} | {ls:.2f} | {call * 1000:.0f} |")
+        print(rows[-1], flush=True)
+    head = ("| versions | first `artfs info p/a` (s) | `artfs info p/a` (s, best of 3) | `artfs ls p/a` (s) "
+            "| `Registry.versions()` in a fresh process (ms) |\n|---|---|---|---|---|")
+    return (f"{head}\n" + "\n".join(rows) + f"\n\n`artfs --version` alone (interpreter and imports): {baseline:.2f} s. "
+            f"loadavg {loadavg()}.\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["listing", "dedupe", "hosts", "all"])
+    ap.add_argument("--versions", type=int, nargs="+", default=[1, 100, 1000])
+    ap.add_argument("--write", action="store_true", help="append the tables to docs/benchmarks.md")
+    args = ap.parse_args()
+    b = Bucket()
+    out = []
+    try:
+        if args.what in ("listing", "all"):
+            out.append("### Version listings (SeaweedFS, loopback)\n\n" + bench_listing(b, args.versions))
+    finally:
+        b.close()
+    text = "\n".join(out)
+    print(text)
+    if args.write:
+        with open(os.path.join(ROOT, "docs", "benchmarks.md"), "a") as f:
+            f.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
