@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import io
 import os
-from typing import TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from artfs.errors import InvalidInput
 from artfs.names import ArtifactName
@@ -26,7 +25,7 @@ class _NewFile:
     Leaving a `with` block by an exception discards the file.
     """
 
-    def __init__(self, f: io.IOBase, on_close, on_discard):
+    def __init__(self, f: IO[Any], on_close, on_discard):
         self._f, self._on_close, self._on_discard = f, on_close, on_discard
 
     def __getattr__(self, name):
@@ -67,8 +66,9 @@ class ArtifactEntry:
     def download(self, root: str | None = None) -> str:
         """Fetches this file (verified) into ROOT/<path>; returns the local file's path."""
         art = self._artifact
-        root = root or _default_root(art._record.artifact, art.version)
-        art._store.download(art._record, root, self._entry.path)
+        rec = art._logged("download")
+        root = root or _default_root(rec.artifact, rec.name)
+        art._logged_store().download(rec, root, self._entry.path)
         return os.path.abspath(os.path.join(root, self._entry.path))
 
     def ref(self) -> str:

@@ -120,7 +120,7 @@ class Artifact:
         self._open_files: set[str] = set()
         self._tmpdir: str | None = None
         self._tmp_counter = 0
-        self._cleanup = None
+        self._cleanup: weakref.finalize | None = None
         self._base: "VersionRecord | None" = None  # for drafts made by new_draft()
         self._base_manifest: Manifest | None = None
         self._removed: set[int] = set()  # indices of _base_manifest entries not carried over
@@ -170,6 +170,11 @@ class Artifact:
         return f"<Artifact {self.qualified_name} ({self.type}{base})>"
 
     # -- what a logged version knows -------------------------------------------------
+    def _logged_store(self) -> "Store":
+        """The store this artifact was logged to or read from (set together with its record or base)."""
+        assert self._store is not None, "an artifact gets its store when logged, used or based on a version"
+        return self._store
+
     def _logged(self, what: str) -> "VersionRecord":
         if self._record is None:
             raise InvalidInput(f"{self.qualified_name} is not logged yet: {what} needs a logged version")
@@ -184,17 +189,16 @@ class Artifact:
     @property
     def base_version(self) -> str | None:
         """For a logged version: the version it was made from. For a draft: its base."""
-        rec = self._record or self._base
         if self._record is None:
-            return rec.name if rec else None
-        return version_name(rec.base) if rec.base is not None else None
+            return self._base.name if self._base else None
+        return version_name(self._record.base) if self._record.base is not None else None
 
     @property
     def manifest(self) -> Manifest:
         """The version's manifest (path, size, digest, … per entry)."""
         rec = self._logged("manifest")
         if self._manifest is None:
-            self._manifest = self._store.manifest(rec)
+            self._manifest = self._logged_store().manifest(rec)
         return self._manifest
 
     @property
@@ -394,7 +398,7 @@ class Artifact:
         """
         rec = self._logged("download")
         root = root or _default_root(rec.artifact, rec.name)
-        self._store.download(rec, root, path_prefix)
+        self._logged_store().download(rec, root, path_prefix)
         return os.path.abspath(root)
 
     def get_path(self, name: str) -> ArtifactEntry:
@@ -424,6 +428,7 @@ class Artifact:
         if self._record is None:
             return log_artifact(self)
         rec = self._record
+        assert self._loaded is not None  # set whenever a record is
         old_desc, old_meta, old_aliases = self._loaded
         new_aliases = list(dict.fromkeys(self.aliases))
         added = [a for a in new_aliases if a not in old_aliases]
@@ -437,8 +442,8 @@ class Artifact:
             raise InvalidInput("description must be text")
         metadata = self.metadata if self.metadata != old_meta else None
         if description is not None or metadata is not None:
-            rec = self._store.set_info(rec, description, metadata, merge=False)
-        reg = self._store.registry
+            rec = self._logged_store().set_info(rec, description, metadata, merge=False)
+        reg = self._logged_store().registry
         for a in added:
             reg.set_alias(rec.artifact, a, rec.number)
         for a in dropped:
@@ -446,7 +451,7 @@ class Artifact:
                 reg.remove_alias(rec.artifact, a, rec.number)
             except NotFound:
                 pass  # someone moved it away already: it is not on this version, as asked
-        self._become(self._store, rec, self._manifest)
+        self._become(self._logged_store(), rec, self._manifest)
         return self
 
     def base_on(self, version: "Artifact") -> "Artifact":
@@ -491,16 +496,19 @@ def log_artifact(artifact: Artifact, project: str | None = None, aliases: Iterab
     metadata = check_metadata(artifact.metadata if artifact.metadata is not None else {})
     if artifact.description is not None and not isinstance(artifact.description, str):
         raise InvalidInput("description must be text")
+    base: VersionRecord | None
+    same_as: VersionRecord | None
     if artifact._base is not None:
+        origin = artifact._logged_store()
         if store is None:
-            store = artifact._store
-        elif store.objects.url != artifact._store.objects.url:
+            store = origin
+        elif store.objects.url != origin.objects.url:
             raise InvalidInput(f"a draft of {artifact._base} must be logged to the store it came from "
-                               f"({artifact._store.url}), not {store.url}")
+                               f"({origin.url}), not {store.url}")
         base = same_as = artifact._base
     else:
         store = store or default_store()
-        base = same_as = store.registry.latest(name)
+        base = same_as = store.registry.latest(name)  # None: the first version
     artifact._check_layout()
     published = store.publish(
         name, artifact.type, list(artifact._files.values()), artifact._carried(),

@@ -161,7 +161,7 @@ def fetch_to_file(entry: Entry, dest: str) -> int:
             if len(data) < READ_BLOCK or (entry.size >= 0 and written >= entry.size):
                 break
     if entry.size >= 0 and written != entry.size:
-        raise ReferenceChanged(f"{entry.path}: {entry.ref['uri']} gave {written} bytes, {entry.size} expected")
+        raise ReferenceChanged(f"{entry.path}: {describe(entry)} gave {written} bytes, {entry.size} expected")
     os.chmod(part, entry.mode)
     os.replace(part, dest)
     return written

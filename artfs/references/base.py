@@ -14,8 +14,14 @@ SCHEMES = ("s3", "gs", "http", "https", "file")
 GCS_ENDPOINT = "https://storage.googleapis.com"
 READ_BLOCK = 8 << 20  # fetch_to_file reads this much per request
 
+def pin_of(entry: Entry) -> dict:
+    """The `ref` dict of a reference entry (its URI and what pins it)."""
+    assert entry.ref is not None, f"{entry.path} is not a reference"
+    return entry.ref
+
+
 def changed(entry: Entry, why: str) -> ReferenceChanged:
-    return ReferenceChanged(f"reference {entry.path} ({entry.ref['uri']}) no longer matches its pin: {why}")
+    return ReferenceChanged(f"reference {entry.path} ({pin_of(entry)['uri']}) no longer matches its pin: {why}")
 
 
 def too_many(uri: str, max_objects: int) -> InvalidInput:
@@ -25,7 +31,7 @@ def too_many(uri: str, max_objects: int) -> InvalidInput:
 
 def is_pinned(entry: Entry) -> bool:
     """Whether anything beyond the URI was recorded (a known size pins too)."""
-    return len(entry.ref) > 1 or entry.size >= 0
+    return len(pin_of(entry)) > 1 or entry.size >= 0
 
 
 def request_attempts() -> int:

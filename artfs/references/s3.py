@@ -18,6 +18,7 @@ from artfs.references.base import (
     config_path,
     describe,
     is_pinned,
+    pin_of,
     request_timeout,
     too_many,
 )
@@ -224,7 +225,7 @@ class S3Fetcher(Fetcher):
     # -- reading ------------------------------------------------------------------------
     def _get_kwargs(self, entry: Entry) -> dict:
         kwargs = {}
-        ref = entry.ref
+        ref = pin_of(entry)
         if ref.get("version_id"):
             kwargs["VersionId"] = ref["version_id"]
         if ref.get("etag"):
@@ -253,10 +254,10 @@ class S3Fetcher(Fetcher):
         try:
             return r["Body"].read()
         except Exception as e:  # noqa: BLE001 - a dropped connection mid-body
-            raise Transient(f"reading {entry.ref['uri']}: {e}") from None
+            raise Transient(f"reading {pin_of(entry)['uri']}: {e}") from None
 
     def _check_response(self, entry: Entry, r: dict) -> None:
-        pinned = entry.ref.get("etag")
+        pinned = pin_of(entry).get("etag")
         if pinned and r.get("ETag") and r["ETag"] != pinned:
             raise changed(entry, f"ETag is {r['ETag']}, pinned {pinned}")
         total = total_size(r.get("ContentRange"), r.get("ContentLength"))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any, Iterable
 from dataclasses import dataclass
 
 from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound, PreconditionFailed
@@ -96,7 +97,7 @@ class Distributed:
 
     # -- writing ---------------------------------------------------------------------
     def upsert(self, a: ArtifactName, type_: str | None, distributed_id: str, files: list[FileSource],
-               carried: list[Entry] = (), progress=None) -> str:
+               carried: Iterable[Entry] = (), progress=None) -> str:
         prefix = _prefix(a, distributed_id)
         files, carried = list(files), list(carried)
         if not files and not carried:
@@ -143,7 +144,7 @@ class Distributed:
         if claim is None:
             if not self._part_keys(a, distributed_id):
                 raise NotFound(f"no upserts for {a} with distributed id {distributed_id!r}")
-            doc = {"state": "claiming", "parts": None, "time": time.time()}
+            doc: dict[str, Any] = {"state": "claiming", "parts": None, "time": time.time()}
             try:
                 etag = self.objects.put(key, json.dumps(doc).encode(), if_none_match=True)
             except PreconditionFailed:

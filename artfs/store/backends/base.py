@@ -10,6 +10,7 @@ PreconditionFailed when they lose.
 from __future__ import annotations
 
 import abc
+import builtins
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -71,7 +72,7 @@ class ObjectStore(abc.ABC):
         """Every object whose key starts with `prefix`, in key order."""
 
     @abc.abstractmethod
-    def list_prefixes(self, prefix: str) -> list[str]:
+    def list_prefixes(self, prefix: str) -> builtins.list[str]:  # (`list` is a method here)
         """Names of the immediate 'folders' under `prefix` (which ends in '/')."""
 
     @abc.abstractmethod
