@@ -30,10 +30,12 @@ def _size(ctx, param, value):
                    "`sync` (default: as ext4, it survives the daemon dying at once, and a host crash "
                    "from the next fsync or commit on).")
 @click.option("--log-file", default=None, help="Daemon log (default: CACHE/mount.log; stderr in --foreground).")
+@click.option("--metrics", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics of the daemon at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_obj
 def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_other, timeout, sync_on_close,
-          log_file, ready_fd):
+          log_file, metrics, ready_fd):
     """Mount the store at MOUNTPOINT: projects/artifacts/versions as folders."""
     from artfs.config import cache_dir, store_url
     from artfs.fs.daemon import MountOptions, prepare_mountpoint, setup_logging, start_daemon
@@ -44,8 +46,12 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     opts = MountOptions(
         mountpoint=os.path.abspath(mountpoint), store_url=store_url(ctx.store_url), cache_dir=cache_dir(ctx.cache),
         cache_size=cache_size, refresh=refresh, pin_aliases=pin_aliases, allow_other=allow_other,
-        timeout=timeout, sync_on_close=sync_on_close, log_file=log_file, debug=ctx.debug,
+        timeout=timeout, sync_on_close=sync_on_close, log_file=log_file, debug=ctx.debug, metrics=metrics,
     )
+    if metrics:
+        from artfs.fs.metrics import parse_address
+
+        parse_address(metrics)  # a bad address is one line now, not a daemon that fails to start
     if foreground:
         setup_logging(ctx.debug, log_file)
         run_foreground(opts, ready_fd)
@@ -60,6 +66,7 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     argv += ["--sync-on-close"] if sync_on_close else []
     argv += ["--pin-aliases"] if pin_aliases else []
     argv += ["--allow-other"] if allow_other else []
+    argv += ["--metrics", metrics] if metrics else []
     start_daemon(opts, argv)
     click.echo(opts.mountpoint)
 

@@ -24,6 +24,7 @@ from artfs.fs.catalog import Catalog, bounded
 from artfs.fs.content import ContentSource
 from artfs.fs.draftset import DraftSet
 from artfs.fs.filesystem import FileSystem
+from artfs.fs import metrics
 from artfs.fs.kernel import Kernel
 from artfs.fs.tree import Tree
 from artfs.versions import lineage
@@ -47,6 +48,7 @@ class MountOptions:
     threads: int = 8
     log_file: str | None = None
     debug: bool = False
+    metrics: str | None = None  # HOST:PORT to serve Prometheus metrics at
 
 
 def is_stale(path: str) -> bool:
@@ -136,6 +138,10 @@ def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSyste
 
     def record_use(rec):
         lineage.record_use(store.registry, rec, "mount")
+
+    if opts.metrics:
+        metrics.attach(store.objects, cache, drafts)
+        metrics.serve(opts.metrics)
 
     log.info("serving %s (cache %s)", store.url, store.cache_dir)
     return FileSystem(tree, content, opts.refresh, on_first_read=record_use, kernel=kernel)
