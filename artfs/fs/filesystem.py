@@ -52,6 +52,11 @@ class FileSystem(DraftChanges):
     def init(self) -> None:
         self.initialized.set()
 
+    @property
+    def flush_needed(self) -> bool:
+        """Whether close() has work to do here: only with --sync-on-close (drafts synced at close)."""
+        return self.tree.drafts.drafts.durable
+
     async def _blocking(self, fn, *args):
         return await trio.to_thread.run_sync(fn, *args, limiter=self.content.limiter)
 

@@ -54,3 +54,27 @@ def test_a_bad_metrics_address_is_one_line_and_no_mount(local_store_url, tmp_pat
     r = run_artfs(["mount", str(mp), "--metrics", "nonsense"], store=local_store_url, cache=str(tmp_path / "c"))
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not os.path.ismount(mp)
+
+
+def flushes(port: int) -> float:
+    return scrape(port).get(("artfs_fuse_requests_total", (("op", "flush"),)), 0.0)
+
+
+@pytest.mark.parametrize("sync_on_close", [False, True])
+def test_flush_is_sent_once_per_mount_unless_close_has_work(local_store_url, tmp_path, mounter, sync_on_close):
+    """As ext4 (the default), close() has nothing to do: the first FLUSH is answered ENOSYS and
+    the kernel sends no more; with --sync-on-close every close of a written file is a FLUSH."""
+    src = write_tree(tmp_path / "src", {f"f{i}.txt": b"x" * i for i in range(10)})
+    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
+              cache=str(tmp_path / "cli-cache")).ok()
+    port = free_port()
+    m = mounter(local_store_url, "--metrics", f"127.0.0.1:{port}", *(["--sync-on-close"] if sync_on_close else []))
+    os.mkdir(m.path("p/data/drafts/d"))
+    for i in range(10):
+        with open(m.path("p/data/v0", f"f{i}.txt"), "rb") as f:
+            assert f.read() == b"x" * i
+        with open(m.path("p/data/drafts/d", f"new{i}.txt"), "wb") as f:
+            f.write(b"new")
+    assert flushes(port) == (20 if sync_on_close else 1)
+    with open(m.path("p/data/drafts/d", "new3.txt"), "rb") as f:
+        assert f.read() == b"new"
