@@ -392,6 +392,7 @@ class PublishBench:
             folders=args.folders,
             reps=args.reps,
             random_reads=0,
+            hot_mib=0,  # no head-of-line file: publishing needs only the big and the small files
             timeout=args.timeout,
             py_spy=None,
             keep=args.keep,
