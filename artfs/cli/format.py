@@ -19,10 +19,19 @@ def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+QUIET = False  # `artfs --quiet`: no progress bars, no notes
+
+
+def note(line: str) -> None:
+    """A line for the person at the terminal (not a result, not an error); none with --quiet."""
+    if not QUIET:
+        print(line, file=sys.stderr)
+
+
 @contextmanager
 def progress_bar(total: int | None, desc: str):
-    """A byte progress bar on a terminal; nothing when stderr is not one."""
-    if not sys.stderr.isatty():
+    """A byte progress bar on a terminal; nothing when stderr is not one, or with --quiet."""
+    if QUIET or not sys.stderr.isatty():
         yield lambda n: None
         return
     from tqdm import tqdm

@@ -9,6 +9,7 @@ import time
 
 import click
 
+from artfs.cli import format
 from artfs.cli.format import human_size, progress_bar, when
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import parse_artifact_name, parse_spec, version_name
@@ -39,7 +40,7 @@ class Context:
             if not creating and not store.registry.is_store():
                 raise NotFound(f"no artfs store at {store.url} (check --store or ARTFS_STORE)")
             if creating and store.registry.mark_store():
-                click.echo(f"artfs: created a new store at {store.url}", err=True)
+                format.note(f"artfs: created a new store at {store.url}")
             self._store = store
         return self._store
 
@@ -51,10 +52,13 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--store", "store_url", envvar="ARTFS_STORE", help="Store: a path, file://PATH or s3://BUCKET/PREFIX.")
 @click.option("--cache", envvar="ARTFS_CACHE", help="Local cache folder.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--quiet", "-q", is_flag=True, envvar="ARTFS_QUIET",
+              help="No progress bars and no notes on stderr (results and errors are still printed).")
 @click.version_option(package_name="artfs")
 @click.pass_context
-def cli(click_ctx, store_url, cache, debug):
+def cli(click_ctx, store_url, cache, debug, quiet):
     """Versioned datasets and models in an object store, as a filesystem."""
+    format.QUIET = quiet
     click_ctx.obj = Context(store_url, cache, debug)
 
 

@@ -98,3 +98,10 @@ def test_verify_names_each_damaged_file_and_a_publish_of_the_same_bytes_repairs_
     assert "3 stored files verified" in run_artfs(["verify", "p/a:v0"], store=store, cache=cache).ok().stdout
     run_artfs(["get", "p/a:v0", "--root", str(tmp_path / "out")], store=store, cache=str(tmp_path / "c2")).ok()
     assert read_tree(tmp_path / "out") == files
+
+
+def test_quiet_says_nothing_but_results(tmp_path, src):
+    store = str(tmp_path / "quiet-store")
+    r = run_artfs(["--quiet", "put", src, "--name", "p/a", "--type", "dataset"], store=store,
+                  cache=str(tmp_path / "c")).ok()
+    assert r.stdout.strip() == "p/a:v0" and r.stderr == ""
