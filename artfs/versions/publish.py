@@ -115,8 +115,6 @@ class KnownContent:
             loader, self.loader = self.loader, None
             loader(self)
             hit = self.small.get(digest)
-        if hit is not None and hit[0] is not None and pack_key(hit[0]) in self.damaged:
-            return None  # its pack is damaged: these bytes go into a new pack
         return hit
 
     def add_manifest(self, m: Manifest) -> None:
@@ -207,6 +205,7 @@ class Publisher:
         self._pack_index: list[tuple[bytes, int, int]] = []
         self._pending_duplicates: list[tuple[Entry, bytes]] = []
         self._mine: set[bytes] = set()  # large objects this publish stores (or found stored)
+        self._patching: dict[bytes, bytearray] = {}  # damaged packs being put right (see verify)
         self._blocks = stores_blocks()
         self._block_pool = ThreadPoolExecutor(max_workers=BLOCK_WINDOW, thread_name_prefix="artfs-block")
 
@@ -263,6 +262,9 @@ class Publisher:
         self._count_hashed(len(data))
         entry = Entry(path, len(data), digest, mode)
         where = self.known.find_small(digest)
+        if where is not None and where[0] is not None and pack_key(where[0]) in self.known.damaged:
+            if not self._patch_damaged_pack(where[0], where[1], data):
+                where = None  # the pack is still damaged elsewhere: these bytes go into a new pack
         if where is not None and where[0] is not None:
             self.stats.entries_reused += 1
             entry.pack, entry.offset = where
@@ -438,10 +440,30 @@ class Publisher:
                 return True
         return False
 
+    def _patch_damaged_pack(self, pack_id: bytes, offset: int, data: bytes) -> bool:
+        """Puts the right bytes back into a pack `artfs verify` found damaged. A pack is named by
+        the blake3 of its bytes, so once the patched bytes hash to its name again it is whole,
+        and is stored again under the same key: every version using it is repaired."""
+        key = pack_key(pack_id)
+        with self._lock:
+            blob = self._patching.get(pack_id)
+            if blob is None:
+                blob = self._patching[pack_id] = bytearray(self.store.get(key))
+            if offset + len(data) > len(blob):
+                blob.extend(bytes(offset + len(data) - len(blob)))  # a truncated pack
+            blob[offset:offset + len(data)] = data
+            if digest_bytes(bytes(blob)) != pack_id:
+                return False
+            del self._patching[pack_id]
+        self.store.put(key, bytes(blob))
+        self._repaired(key)
+        return True
+
     def _repaired(self, key: str) -> None:
         """The object is stored whole again: it is no longer damaged."""
         if key in self.known.damaged:
             self.store.delete(damaged_marker(key))
+            self.known.damaged.discard(key)
 
     def _count_hashed(self, n: int) -> None:
         with self._lock:

@@ -105,3 +105,21 @@ def test_quiet_says_nothing_but_results(tmp_path, src):
     r = run_artfs(["--quiet", "put", src, "--name", "p/a", "--type", "dataset"], store=store,
                   cache=str(tmp_path / "c")).ok()
     assert r.stdout.strip() == "p/a:v0" and r.stderr == ""
+
+
+def test_a_damaged_pack_is_repaired_in_place_by_publishing_the_same_bytes(tmp_path):
+    """Small files live in packs named by their bytes' digest: putting the right bytes back
+    repairs the pack itself, so every version that uses it reads again."""
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    files = {f"f{i}.txt": f"small file {i}\n".encode() * 20 for i in range(5)}
+    src = write_tree(tmp_path / "src", files)
+    run_artfs(["put", src, "--name", "p/a", "--type", "dataset"], store=store, cache=cache).ok()
+    pack = os.path.join(store, "packs", os.listdir(os.path.join(store, "packs"))[0])
+    with open(pack, "r+b") as f:
+        f.seek(10)
+        f.write(b"\xff\xfe")
+    r = run_artfs(["verify", "p/a:v0"], store=store, cache=cache)
+    assert r.returncode == 1 and r.stdout.count("damaged: ") == 1
+    run_artfs(["put", src, "--name", "p/b", "--type", "dataset"], store=store, cache=cache).ok()
+    assert "5 stored files verified" in run_artfs(["verify", "p/a:v0"], store=store, cache=cache).ok().stdout
+    assert not os.listdir(os.path.join(store, "damaged", "packs"))
