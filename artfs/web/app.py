@@ -44,8 +44,11 @@ def when(ts: float) -> str:
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["size"] = human_size
     env.filters["when"] = when
     env.globals["version_link"] = views.version_link
@@ -88,8 +91,9 @@ def create_app(store: Any) -> Starlette:
         rec = views.resolve(reg, a, selector)
         if parse_version(selector) is None:  # an alias: the page of the version it names today
             return RedirectResponse(f"/p/{a.project}/{a.name}/{rec.name}", status_code=302)
-        data = views.version_page(reg, rec, reg.manifest(rec), request.query_params.get("dir", ""),
-                                  _int(request, "page", 1))
+        data = views.version_page(
+            reg, rec, reg.manifest(rec), request.query_params.get("dir", ""), _int(request, "page", 1)
+        )
         return render("version.html", v=data)
 
     def lineage_page(request: Request) -> Response:
@@ -103,8 +107,17 @@ def create_app(store: Any) -> Starlette:
             svg = graph.to_svg(graph.to_dot(g, start))
         except ArtfsError as e:
             problem = str(e)
-        return render("lineage.html", rec=rec, svg=svg, problem=problem, depth=depth, max_depth=MAX_DEPTH,
-                      logged=sorted(g.logged), used=sorted(g.used), run_url=graph.run_url)
+        return render(
+            "lineage.html",
+            rec=rec,
+            svg=svg,
+            problem=problem,
+            depth=depth,
+            max_depth=MAX_DEPTH,
+            logged=sorted(g.logged),
+            used=sorted(g.used),
+            run_url=graph.run_url,
+        )
 
     def diff_page(request: Request) -> Response:
         a = artifact_of(request)
@@ -144,4 +157,3 @@ def create_app(store: Any) -> Starlette:
     app.add_exception_handler(InvalidInput, bad_input)
     app.add_exception_handler(ArtfsError, failed)
     return app
-

@@ -81,12 +81,19 @@ def test_fuse_requests_latency_and_bytes_served(endpoint):
     metrics.observe_request("read", 0.001, False, b"y" * 10)
     metrics.observe_request("lookup", 0.0002, True)
     after = scrape(endpoint)
-    assert value(after, "artfs_fuse_requests_total", op="read") == value(before, "artfs_fuse_requests_total", op="read") + 2
-    assert value(after, "artfs_fuse_request_errors_total", op="lookup") == \
-        value(before, "artfs_fuse_request_errors_total", op="lookup") + 1
+    assert (
+        value(after, "artfs_fuse_requests_total", op="read")
+        == value(before, "artfs_fuse_requests_total", op="read") + 2
+    )
+    assert (
+        value(after, "artfs_fuse_request_errors_total", op="lookup")
+        == value(before, "artfs_fuse_request_errors_total", op="lookup") + 1
+    )
     assert value(after, "artfs_bytes_served_total") == value(before, "artfs_bytes_served_total") + 4106
-    assert value(after, "artfs_fuse_request_duration_seconds_count", op="read") == \
-        value(before, "artfs_fuse_request_duration_seconds_count", op="read") + 2
+    assert (
+        value(after, "artfs_fuse_request_duration_seconds_count", op="read")
+        == value(before, "artfs_fuse_request_duration_seconds_count", op="read") + 2
+    )
     assert value(after, "artfs_fuse_request_duration_seconds_bucket", op="read", le="0.005") >= 2
     assert all(name.startswith("artfs_") for name, _ in after)
 
