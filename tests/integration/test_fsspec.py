@@ -240,3 +240,18 @@ def test_hugging_face_datasets_loads_by_url(artfs, published, tmp_path, monkeypa
         cache_dir=str(tmp_path / "hf" / "ds"),
     )
     assert parquet.num_rows == len(big) and parquet[123_456]["v"] == 123_456
+
+
+def test_a_reference_is_read_while_it_matches_its_pin(artfs, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ref.bin").write_bytes(b"referenced bytes " * 1000)
+    artfs("put", f"file://{outside}/ref.bin", "--name", "p/refs", "--type", "dataset").ok()
+    fs = open_fs(artfs)
+    assert fs.info("p/refs/v0/ref.bin")["ref"] == f"file://{outside}/ref.bin"
+    assert fs.cat("p/refs/v0/ref.bin") == b"referenced bytes " * 1000
+    assert fs.cat_file("p/refs/v0/ref.bin", 17, 34) == b"referenced bytes "
+    (outside / "ref.bin").write_bytes(b"REFERENCED BYTES " * 1000)  # same size, other bytes
+    with pytest.raises(OSError) as e:
+        fs.cat("p/refs/v0/ref.bin")
+    assert e.value.errno == errno.EIO and "ref.bin" in str(e.value)
