@@ -57,10 +57,10 @@ def register(cli: click.Group) -> None:
         """A read-only web page of the store: versions, files, diffs and lineage graphs."""
         import uvicorn
 
-        from artfs.web.app import create_app
+        from artfs.web.app import LOOPBACK_NAMES, create_app
 
         store = ctx.store
-        app = create_app(store)
+        app = create_app(store, LOOPBACK_NAMES if _is_loopback(host) else None)
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host

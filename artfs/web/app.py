@@ -15,6 +15,8 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -62,8 +64,12 @@ def _int(request: Request, name: str, default: int) -> int:
         raise InvalidInput(f"{name} must be a number") from None
 
 
-def create_app(store: Any) -> Starlette:
-    """The web app over one `artfs.api.store.Store`."""
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def create_app(store: Any, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The web app over one `artfs.api.store.Store`. `allowed_hosts`: the Host headers answered
+    (a page on loopback refuses others, so a web site cannot read it through DNS rebinding)."""
     env = _env()
     reg = store.registry
 
@@ -140,7 +146,10 @@ def create_app(store: Any) -> Starlette:
         Route("/diff/{project}/{artifact}", diff_page),
         Route("/run/{run}", run),
     ]
-    app = Starlette(routes=routes)
+    middleware = (
+        [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)] if allowed_hosts else []
+    )
+    app = Starlette(routes=routes, middleware=middleware)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return render("error.html", status=404, title="Not found", message=str(exc) or "no such page")

@@ -261,3 +261,17 @@ def test_ui_refuses_a_busy_port_in_one_line(server, seeded):
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"artfs: error: cannot serve on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_a_page_asked_for_under_another_host_name_is_refused(server):
+    """DNS rebinding: a web site whose name resolves to 127.0.0.1 must not read the page."""
+    request = urllib.request.Request(server + "/p/p/raw/v0", headers={"Host": "evil.example:8765"})
+    try:
+        urllib.request.urlopen(request)
+        raise AssertionError("answered under a foreign Host")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400
+    for host in ("127.0.0.1", "localhost"):
+        port = server.rsplit(":", 1)[1]
+        ok = urllib.request.urlopen(urllib.request.Request(server + "/", headers={"Host": f"{host}:{port}"}))
+        assert ok.status == 200
