@@ -5,7 +5,7 @@ Three sources, all read by one scrape:
     boundary calls `observe_request` once per request;
   - the store and the content cache, counted by wrapping the very objects the
     daemon built (`attach`): store GETs and bytes fetched, store errors, S3
-    retries (botocore's own attempt numbers), cache hits, misses and evictions;
+    retries (attempts of the store's own retry policy), cache hits, misses and evictions;
   - gauges read at scrape time: cache bytes and bound, drafts on this host.
 Names follow Prometheus conventions: `artfs_` prefix, `_total` counters,
 `_seconds` and `_bytes` units. Nothing here imports pyfuse3.
@@ -169,16 +169,42 @@ def _wrap_store(objects: Any) -> None:
             raise
 
     objects.get, objects.get_parts = counted_get, counted_parts  # this instance only
-    client = getattr(objects, "client", None)  # S3: botocore numbers each attempt of a request
-    if client is not None:
-        client.meta.events.register("before-send.s3", _count_retry)
+    policy = getattr(objects, "retry", None)  # S3: the store's one retry policy (store/retry.py)
+    if policy is not None and not isinstance(policy, _CountedRetries):
+        objects.retry = _CountedRetries(policy)
 
 
-def _count_retry(request: Any = None, **_: Any) -> None:
-    """botocore 'before-send' hook; must return None (anything else would replace the response)."""
-    attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
-    if attempt > 1:
-        STORE_RETRIES.inc()
+class _CountedRetries:
+    """The store's RetryPolicy, counting each attempt after a request's first as a retry."""
+
+    def __init__(self, policy: Any):
+        self._policy = policy
+
+    def __getattr__(self, name: str) -> Any:  # attempts, deadline…: the policy's own
+        return getattr(self._policy, name)
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        tries = 0
+
+        def attempt(*a: Any, **k: Any) -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                STORE_RETRIES.inc()
+            return fn(*a, **k)
+
+        return self._policy.call(attempt, *args, **kwargs)
+
+    def tracker(self) -> Any:
+        tracker = self._policy.tracker()
+        again = tracker.again
+
+        def counted_again(error: Any) -> None:
+            again(error)  # raises when the policy is spent: then no retry follows
+            STORE_RETRIES.inc()
+
+        tracker.again = counted_again
+        return tracker
 
 
 def _wrap_cache(cache: Any) -> None:
