@@ -85,7 +85,7 @@ def create_app(store: Any, allowed_hosts: list[str] | None = None) -> Starlette:
 
     def project(request: Request) -> Response:
         name = check_name(request.path_params["project"], "project")
-        return render("project.html", project=name, rows=views.artifacts(reg, name))
+        return render("project.html", project=name, a=views.artifacts(reg, name, _int(request, "page", 1)))
 
     def artifact(request: Request) -> Response:
         data = views.versions_page(reg, artifact_of(request), _int(request, "page", 1))

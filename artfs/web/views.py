@@ -48,11 +48,22 @@ class ArtifactRow:
     type: str | None
 
 
-def artifacts(reg: Registry, project: str) -> list[ArtifactRow]:
-    names = reg.artifacts(project)
+@dataclass
+class ArtifactsPage:
+    rows: list[ArtifactRow]
+    page: int
+    pages: int
+    total: int
+
+
+def artifacts(reg: Registry, project: str, page: int = 1) -> ArtifactsPage:
+    """One page of a project's artifacts, by name; only that page's types are read."""
+    names = sorted(reg.artifacts(project))
     if not names and project not in reg.projects():
         raise NotFound(f"project {project} does not exist")
-    return [ArtifactRow(a, reg.artifact_type(ArtifactName(project, a))) for a in names]
+    page, first, pages = page_of(len(names), page, PAGE)
+    rows = [ArtifactRow(a, reg.artifact_type(ArtifactName(project, a))) for a in names[first : first + PAGE]]
+    return ArtifactsPage(rows, page, pages, len(names))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from conftest import ARTFS_BIN
 
 import artfs
+from artfs.names import ArtifactName
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
@@ -60,6 +61,8 @@ def seeded(tmp_path_factory):
         _log(store, "p/model", "model", {"weights.bin": "w" * 5000}, "train", mp, description="trained")
         mp.setenv("ARTFS_RUN_ID", "eval")
         store.use_artifact("p/model:v0")
+        for i in range(60):  # a project of more artifacts than one page shows
+            store.registry.ensure_artifact(ArtifactName("many", f"a{i:03d}"), "dataset")
     finally:
         mp.undo()
     return store
@@ -275,3 +278,10 @@ def test_a_page_asked_for_under_another_host_name_is_refused(server):
         port = server.rsplit(":", 1)[1]
         ok = urllib.request.urlopen(urllib.request.Request(server + "/", headers={"Host": f"{host}:{port}"}))
         assert ok.status == 200
+
+
+def test_a_project_pages_its_artifacts(server):
+    first = urllib.request.urlopen(server + "/p/many").read().decode()
+    assert "page 1 of 2" in first and first.count('href="/p/many/a') == 50 and "/p/many/a049" in first
+    second = urllib.request.urlopen(server + "/p/many?page=2").read().decode()
+    assert "page 2 of 2" in second and second.count('href="/p/many/a') == 10 and "/p/many/a059" in second
