@@ -255,3 +255,13 @@ def test_a_reference_is_read_while_it_matches_its_pin(artfs, tmp_path):
     with pytest.raises(OSError) as e:
         fs.cat("p/refs/v0/ref.bin")
     assert e.value.errno == errno.EIO and "ref.bin" in str(e.value)
+
+
+def test_a_small_read_of_a_large_file_fetches_only_its_pieces(artfs, published):
+    src, _, _ = published
+    whole = (src / "data" / "big.parquet").read_bytes()
+    fs = open_fs(artfs)
+    assert fs.cat_file("p/ds/v0/data/big.parquet", 1_500_000, 1_500_100) == whole[1_500_000:1_500_100]
+    fs.reader.cache.drain()
+    # one 64 KiB piece and the object's piece index reached the cache, not a whole 1 MiB chunk
+    assert 64 << 10 <= fs.reader.cache.size < 256 << 10
