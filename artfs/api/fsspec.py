@@ -67,7 +67,6 @@ class Where:
     artifact: str = ""
     selector: str = ""  # vN or an alias
     inner: str = ""
-    via_colon: bool = False
 
     @property
     def depth(self) -> int:
@@ -86,9 +85,6 @@ def parse(path: str) -> Where:
     if len(parts) >= 2 and ":" in parts[1]:  # p/a:ALIAS/inner
         name, _, selector = parts[1].partition(":")
         parts = [parts[0], name, selector or LATEST, *parts[2:]]
-        colon = True
-    else:
-        colon = False
     for i, what in enumerate(("project", "artifact")[: min(len(parts), 2)]):
         try:
             check_name(parts[i], what)
@@ -97,7 +93,7 @@ def parse(path: str) -> Where:
     if len(parts) >= 3 and parts[2] == DRAFTS:
         raise FileNotFoundError(errno.ENOENT, "drafts are not served by artfs://: use a mount", path)
     head = parts[:3] + [""] * (3 - min(len(parts), 3))
-    return Where(head[0], head[1], head[2], "/".join(parts[3:]), colon)
+    return Where(head[0], head[1], head[2], "/".join(parts[3:]))
 
 
 def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
@@ -136,6 +132,10 @@ class _Timed:
             if len(self._values) > 4096:
                 self._values.clear()
         return value
+
+    def forget(self, key: tuple) -> None:
+        with self._lock:
+            self._values.pop(key, None)
 
 
 class ArtfsFileSystem(AbstractFileSystem):
@@ -223,12 +223,16 @@ class ArtfsFileSystem(AbstractFileSystem):
 
         return self._timed.get(("aliases", a), load)
 
-    def _record(self, w: Where, path: str) -> VersionRecord:
+    def _record(self, w: Where, path: str, again: bool = True) -> VersionRecord:
         a = w.name
         n = parse_version(w.selector)
         if n is None:
             n = self._call(path, lambda: self._aliases(a)).get(w.selector)
         versions = self._call(path, lambda: self._versions(a))
+        if (n is None or n not in versions) and again:  # published or aliased since the last listing?
+            self._timed.forget(("versions", a))
+            self._timed.forget(("aliases", a))
+            return self._record(w, path, again=False)
         if n is None or n not in versions:
             if not versions and self._call(path, lambda: self.store.registry.artifact_type(a)) is None:
                 raise FileNotFoundError(errno.ENOENT, f"artifact {a} does not exist", path)
@@ -236,10 +240,12 @@ class ArtfsFileSystem(AbstractFileSystem):
         return versions[n]
 
     def _manifest(self, rec: VersionRecord, path: str) -> Manifest:
-        m = self._manifests.get(rec.manifest)
+        with self._lock:  # (cachetools' caches are not thread-safe; pyarrow reads from many threads)
+            m = self._manifests.get(rec.manifest)
         if m is None:
             m = self._call(path, lambda: self.store.registry.manifest(rec))
-            self._manifests[rec.manifest] = m
+            with self._lock:
+                self._manifests[rec.manifest] = m
         return m
 
     def _note_use(self, rec: VersionRecord) -> None:

@@ -265,3 +265,13 @@ def test_a_small_read_of_a_large_file_fetches_only_its_pieces(artfs, published):
     fs.reader.cache.drain()
     # one 64 KiB piece and the object's piece index reached the cache, not a whole 1 MiB chunk
     assert 64 << 10 <= fs.reader.cache.size < 256 << 10
+
+
+def test_a_version_published_since_the_last_listing_is_found_at_once(artfs, published):
+    src, _, _ = published
+    fs = open_fs(artfs)  # refresh 5 s: listings are cached…
+    assert fs.ls("p/ds", detail=False) == ["p/ds/v0", "p/ds/best", "p/ds/latest"]
+    (src / "notes" / "readme.txt").write_text("v1\n")
+    artfs("put", str(src), "--name", "p/ds", "--type", "dataset", "--alias", "fresh").ok()
+    assert fs.cat("p/ds/v1/notes/readme.txt") == b"v1\n"  # …but a name not in them is looked up again
+    assert fs.cat("p/ds/fresh/notes/readme.txt") == b"v1\n"
