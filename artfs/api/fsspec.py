@@ -305,9 +305,9 @@ class ArtfsFileSystem(AbstractFileSystem):
             raise FileNotFoundError(errno.ENOENT, f"artifact {a} does not exist", path)
         out = [self._version_info(f"{path}/{version_name(n)}", r) for n, r in sorted(versions.items())]
         for alias, n in sorted(self._call(path, lambda: self._aliases(a)).items()):
-            out.append(
-                self._version_info(f"{path}/{alias}", versions[n], islink=True, destination=f"{a}/{version_name(n)}")
-            )
+            if n in versions:  # (the two listings are refreshed apart: one may be newer)
+                info = self._version_info(f"{path}/{alias}", versions[n], islink=True, destination=f"{a}/v{n}")
+                out.append(info)
         return out
 
     def _ls_version(self, path: str, w: Where) -> list[dict[str, Any]]:
