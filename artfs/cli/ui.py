@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from artfs.cli.format import note
 from artfs.errors import InvalidInput
 
 
@@ -71,7 +72,7 @@ def register(cli: click.Group) -> None:
                 "names, metadata and file lists",
                 err=True,
             )
-        click.echo(f"artfs ui: {store.url} at {url} (read-only; Ctrl-C stops it)", err=True)
+        note(f"artfs ui: {store.url} at {url} (read-only; Ctrl-C stops it)")
         click.echo(url)
         sys.stdout.flush()
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
