@@ -161,7 +161,10 @@ class ArtfsFileSystem(AbstractFileSystem):
 
     def _open_store(self) -> None:
         store, cache, size = self._opening
-        self._store = Store(store, cache)
+        self._store = Store(store, cache, create=False)  # reading only: a wrong location is not made a store
+        if not self._store.registry.is_store():
+            url = self._store.url
+            raise FileNotFoundError(errno.ENOENT, f"no artfs store at {url} (check store= or ARTFS_STORE)", url)
         self._reader = VerifiedReader(self._store.objects, ContentCache(self._store.cache_dir, size))
         self._lock = threading.Lock()
         self._timed = _Timed(self._refresh)

@@ -275,3 +275,13 @@ def test_a_version_published_since_the_last_listing_is_found_at_once(artfs, publ
     artfs("put", str(src), "--name", "p/ds", "--type", "dataset", "--alias", "fresh").ok()
     assert fs.cat("p/ds/v1/notes/readme.txt") == b"v1\n"  # …but a name not in them is looked up again
     assert fs.cat("p/ds/fresh/notes/readme.txt") == b"v1\n"
+
+
+def test_a_location_holding_no_store_is_refused_and_left_alone(tmp_path):
+    nowhere = tmp_path / "no-store-here"
+    with pytest.raises(FileNotFoundError) as e:
+        fsspec.filesystem("artfs", store=str(nowhere), cache=str(tmp_path / "c"), skip_instance_cache=True)
+    assert f"no artfs store at {nowhere}" in str(e.value)
+    assert not nowhere.exists()
+    with pytest.raises(FileNotFoundError):
+        pd.read_csv("artfs://p/a/latest/x.csv", storage_options={"store": str(nowhere)})
