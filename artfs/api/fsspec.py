@@ -67,7 +67,6 @@ class Where:
     artifact: str = ""
     selector: str = ""  # vN or an alias
     inner: str = ""
-    via_colon: bool = False
 
     @property
     def depth(self) -> int:
@@ -86,10 +85,7 @@ def parse(path: str) -> Where:
     if len(parts) >= 2 and ":" in parts[1]:  # p/a:ALIAS/inner
         name, _, selector = parts[1].partition(":")
         parts = [parts[0], name, selector or LATEST, *parts[2:]]
-        colon = True
-    else:
-        colon = False
-    for i, what in enumerate(("project", "artifact")[:min(len(parts), 2)]):
+    for i, what in enumerate(("project", "artifact")[: min(len(parts), 2)]):
         try:
             check_name(parts[i], what)
         except InvalidInput as e:
@@ -97,7 +93,7 @@ def parse(path: str) -> Where:
     if len(parts) >= 3 and parts[2] == DRAFTS:
         raise FileNotFoundError(errno.ENOENT, "drafts are not served by artfs://: use a mount", path)
     head = parts[:3] + [""] * (3 - min(len(parts), 3))
-    return Where(head[0], head[1], head[2], "/".join(parts[3:]), colon)
+    return Where(head[0], head[1], head[2], "/".join(parts[3:]))
 
 
 def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
@@ -111,7 +107,7 @@ def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
     for j in range(i + 1, min(len(m), i + 1 + READ_AHEAD_FILES)):
         if m.packs[j] != pack or total >= READ_AHEAD_BYTES:
             break
-        out.append(Piece(m.digests[j * DIGEST_SIZE:(j + 1) * DIGEST_SIZE], m.sizes[j], key, m.offsets[j]))
+        out.append(Piece(m.digests[j * DIGEST_SIZE : (j + 1) * DIGEST_SIZE], m.sizes[j], key, m.offsets[j]))
         total += m.sizes[j]
     return out
 
@@ -137,14 +133,24 @@ class _Timed:
                 self._values.clear()
         return value
 
+    def forget(self, key: tuple) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
 
 class ArtfsFileSystem(AbstractFileSystem):
     protocol = "artfs"
     root_marker = ""
     cachable = True
 
-    def __init__(self, store: str | None = None, cache: str | None = None, cache_size: int | str | None = None,
-                 refresh: float = 5.0, **kwargs: Any):
+    def __init__(
+        self,
+        store: str | None = None,
+        cache: str | None = None,
+        cache_size: int | str | None = None,
+        refresh: float = 5.0,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         size = config.parse_size(cache_size) if isinstance(cache_size, str) else cache_size
         self._opening = (store, cache, size or config.DEFAULT_CACHE_SIZE)
@@ -155,7 +161,10 @@ class ArtfsFileSystem(AbstractFileSystem):
 
     def _open_store(self) -> None:
         store, cache, size = self._opening
-        self._store = Store(store, cache)
+        self._store = Store(store, cache, create=False)  # reading only: a wrong location is not made a store
+        if not self._store.registry.is_store():
+            url = self._store.url
+            raise FileNotFoundError(errno.ENOENT, f"no artfs store at {url} (check store= or ARTFS_STORE)", url)
         self._reader = VerifiedReader(self._store.objects, ContentCache(self._store.cache_dir, size))
         self._lock = threading.Lock()
         self._timed = _Timed(self._refresh)
@@ -184,7 +193,7 @@ class ArtfsFileSystem(AbstractFileSystem):
         path = str(path)
         for prefix in ("artfs://", "artfs::", "artfs:"):
             if path.startswith(prefix):
-                path = path[len(prefix):]
+                path = path[len(prefix) :]
                 break
         return path.strip("/")
 
@@ -214,14 +223,19 @@ class ArtfsFileSystem(AbstractFileSystem):
             if versions:
                 out[LATEST] = max(versions)
             return out
+
         return self._timed.get(("aliases", a), load)
 
-    def _record(self, w: Where, path: str) -> VersionRecord:
+    def _record(self, w: Where, path: str, again: bool = True) -> VersionRecord:
         a = w.name
         n = parse_version(w.selector)
         if n is None:
             n = self._call(path, lambda: self._aliases(a)).get(w.selector)
         versions = self._call(path, lambda: self._versions(a))
+        if (n is None or n not in versions) and again:  # published or aliased since the last listing?
+            self._timed.forget(("versions", a))
+            self._timed.forget(("aliases", a))
+            return self._record(w, path, again=False)
         if n is None or n not in versions:
             if not versions and self._call(path, lambda: self.store.registry.artifact_type(a)) is None:
                 raise FileNotFoundError(errno.ENOENT, f"artifact {a} does not exist", path)
@@ -229,10 +243,12 @@ class ArtfsFileSystem(AbstractFileSystem):
         return versions[n]
 
     def _manifest(self, rec: VersionRecord, path: str) -> Manifest:
-        m = self._manifests.get(rec.manifest)
+        with self._lock:  # (cachetools' caches are not thread-safe; pyarrow reads from many threads)
+            m = self._manifests.get(rec.manifest)
         if m is None:
             m = self._call(path, lambda: self.store.registry.manifest(rec))
-            self._manifests[rec.manifest] = m
+            with self._lock:
+                self._manifests[rec.manifest] = m
         return m
 
     def _note_use(self, rec: VersionRecord) -> None:
@@ -248,15 +264,27 @@ class ArtfsFileSystem(AbstractFileSystem):
         return {"name": name, "size": 0, "type": "directory", **extra}
 
     def _file(self, name: str, e: Entry) -> dict[str, Any]:
-        info: dict[str, Any] = {"name": name, "size": e.size if e.size >= 0 else None, "type": "file",
-                                "mode": e.mode, "digest": e.hexdigest}
+        info: dict[str, Any] = {
+            "name": name,
+            "size": e.size if e.size >= 0 else None,
+            "type": "file",
+            "mode": e.mode,
+            "digest": e.hexdigest,
+        }
         if e.ref is not None:
             info["ref"] = e.ref.get("uri")
         return info
 
     def _version_info(self, name: str, rec: VersionRecord, **extra: Any) -> dict[str, Any]:
-        return self._dir(name, version=rec.name, digest=rec.manifest, created=rec.created, files=rec.files,
-                         artifact_type=rec.type, **extra)
+        return self._dir(
+            name,
+            version=rec.name,
+            digest=rec.manifest,
+            created=rec.created,
+            files=rec.files,
+            artifact_type=rec.type,
+            **extra,
+        )
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
@@ -280,8 +308,9 @@ class ArtfsFileSystem(AbstractFileSystem):
             raise FileNotFoundError(errno.ENOENT, f"artifact {a} does not exist", path)
         out = [self._version_info(f"{path}/{version_name(n)}", r) for n, r in sorted(versions.items())]
         for alias, n in sorted(self._call(path, lambda: self._aliases(a)).items()):
-            out.append(self._version_info(f"{path}/{alias}", versions[n], islink=True,
-                                          destination=f"{a}/{version_name(n)}"))
+            if n in versions:  # (the two listings are refreshed apart: one may be newer)
+                info = self._version_info(f"{path}/{alias}", versions[n], islink=True, destination=f"{a}/v{n}")
+                out.append(info)
         return out
 
     def _ls_version(self, path: str, w: Where) -> list[dict[str, Any]]:
@@ -320,8 +349,9 @@ class ArtfsFileSystem(AbstractFileSystem):
             return self._dir(path)
         raise FileNotFoundError(errno.ENOENT, f"{rec} has no file or folder {w.inner!r}", path)
 
-    def find(self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False,
-             **kwargs: Any) -> Any:
+    def find(
+        self, path: str, maxdepth: int | None = None, withdirs: bool = False, detail: bool = False, **kwargs: Any
+    ) -> Any:
         """Inside a version, straight from the manifest (one sorted list), not folder by folder."""
         path = self._strip_protocol(path)
         w = parse(path)
@@ -380,8 +410,7 @@ class ArtfsFileSystem(AbstractFileSystem):
         self._note_use(rec)
         return m.entry(i), functools.partial(pack_neighbours, m, i)
 
-    def read_range(self, entry: Entry, start: int, end: int, path: str = "",
-                   companions: Companions = None) -> bytes:
+    def read_range(self, entry: Entry, start: int, end: int, path: str = "", companions: Companions = None) -> bytes:
         try:
             return self.reader.read(entry, start, end, companions)
         except ArtfsError as e:
@@ -398,13 +427,27 @@ class ArtfsFileSystem(AbstractFileSystem):
         end = size if end is None else max(0, size + end) if end < 0 else min(end, size)
         return self.read_range(e, start, end, path, companions)
 
-    def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
-              cache_options: dict | None = None, **kwargs: Any) -> ArtfsFile:
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict | None = None,
+        **kwargs: Any,
+    ) -> ArtfsFile:
         if mode != "rb":
             raise _read_only(path)
         e, companions = self._entry(path)
-        return ArtfsFile(self, self._strip_protocol(path), e, companions, block_size=block_size,
-                         cache_options=cache_options, **kwargs)
+        return ArtfsFile(
+            self,
+            self._strip_protocol(path),
+            e,
+            companions,
+            block_size=block_size,
+            cache_options=cache_options,
+            **kwargs,
+        )
 
     # -- writing: refused ---------------------------------------------------------------
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
@@ -446,17 +489,33 @@ class ArtfsFile(AbstractBufferedFile):
 
     DEFAULT_BLOCK_SIZE = 4 * CHUNK_SIZE  # whole chunks: the unit a large object is verified in
 
-    def __init__(self, fs: ArtfsFileSystem, path: str, entry: Entry, companions: Companions = None,
-                 block_size: int | None = None, cache_options: dict | None = None, cache_type: str = "readahead",
-                 **kwargs: Any):
+    def __init__(
+        self,
+        fs: ArtfsFileSystem,
+        path: str,
+        entry: Entry,
+        companions: Companions = None,
+        block_size: int | None = None,
+        cache_options: dict | None = None,
+        cache_type: str = "readahead",
+        **kwargs: Any,
+    ):
         self.entry = entry
         self.companions = companions
         size = entry.size if entry.size >= 0 else None
         if size is None:  # a reference of unknown size: learn it by reading it whole
             data = fs.read_range(entry, 0, 1 << 62, path)
             size = len(data)
-        super().__init__(fs, path, mode="rb", block_size=block_size or self.DEFAULT_BLOCK_SIZE,
-                         cache_type=cache_type, cache_options=cache_options, size=size, **kwargs)
+        super().__init__(
+            fs,
+            path,
+            mode="rb",
+            block_size=block_size or self.DEFAULT_BLOCK_SIZE,
+            cache_type=cache_type,
+            cache_options=cache_options,
+            size=size,
+            **kwargs,
+        )
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         fs: ArtfsFileSystem = self.fs

@@ -83,7 +83,7 @@ class VerifiedReader:
         got = self._load(wanted, companions)
         blob = b"".join(got[p.digest] for p in wanted)
         skip = start - wanted[0].file_offset
-        return blob[skip:skip + (end - start)]
+        return blob[skip : skip + (end - start)]
 
     def _read_by_index(self, index: Piece, chunks: list[Piece], start: int, end: int) -> bytes | None:
         try:
@@ -96,7 +96,7 @@ class VerifiedReader:
         got = self._load(wanted)
         blob = b"".join(got[p.digest] for p in wanted)
         skip = start - wanted[0].file_offset
-        return blob[skip:skip + (end - start)]
+        return blob[skip : skip + (end - start)]
 
     def _cached_ahead(self, run: list[Piece], more: Sequence[Piece]) -> list[Piece]:
         """Up to DISK_AHEAD_FILES of `more` that the disk cache holds and memory does not."""
@@ -140,8 +140,14 @@ class VerifiedReader:
             asked = {p.digest for p in missing}
             more = companions() if more is None else more
             with self._lock:
-                extra = [c for c in more if c.size and c.digest not in asked and c.digest not in self._memory
-                         and not self.cache.covers(c.key, c.offset, c.size)]
+                extra = [
+                    c
+                    for c in more
+                    if c.size
+                    and c.digest not in asked
+                    and c.digest not in self._memory
+                    and not self.cache.covers(c.key, c.offset, c.size)
+                ]
             missing += extra
         fetched: dict[bytes, bytes] = {}
 

@@ -85,7 +85,10 @@ def summary(text: str) -> list[str]:
         return {labels["op"]: v for labels, v in s.get(name, []) if "op" in labels}
 
     requests, errors = by_op("artfs_fuse_requests_total"), by_op("artfs_fuse_request_errors_total")
-    seconds, counts = by_op("artfs_fuse_request_duration_seconds_sum"), by_op("artfs_fuse_request_duration_seconds_count")
+    seconds, counts = (
+        by_op("artfs_fuse_request_duration_seconds_sum"),
+        by_op("artfs_fuse_request_duration_seconds_count"),
+    )
     failed = total("artfs_fuse_request_errors_total")
     lines = [f"FUSE requests   {total('artfs_fuse_requests_total'):.0f} ({failed:.0f} failed)"]
     if requests:
@@ -94,15 +97,19 @@ def summary(text: str) -> list[str]:
             mean = 1000 * seconds.get(op, 0) / counts[op] if counts.get(op) else 0.0
             lines.append(f"  {op:<14}{requests[op]:>10.0f}{errors.get(op, 0):>9.0f}{mean:>10.2f}")
     lines.append(f"Bytes served    {human_size(int(total('artfs_bytes_served_total')))}")
-    lines.append(f"Store           {total('artfs_store_gets_total'):.0f} GETs, "
-                 f"{human_size(int(total('artfs_bytes_fetched_total')))} fetched, "
-                 f"{total('artfs_store_errors_total'):.0f} errors, {total('artfs_store_retries_total'):.0f} retries")
+    lines.append(
+        f"Store           {total('artfs_store_gets_total'):.0f} GETs, "
+        f"{human_size(int(total('artfs_bytes_fetched_total')))} fetched, "
+        f"{total('artfs_store_errors_total'):.0f} errors, {total('artfs_store_retries_total'):.0f} retries"
+    )
     hits, misses = total("artfs_cache_hits_total"), total("artfs_cache_misses_total")
     rate = f" ({100 * hits / (hits + misses):.1f}% hit)" if hits + misses else ""
     cache = f"Cache           {hits:.0f} hits, {misses:.0f} misses{rate}, {total('artfs_cache_evictions_total'):.0f} evictions"
     if "artfs_cache_size_bytes" in s:
-        cache += (f"; {human_size(int(total('artfs_cache_size_bytes')))} of "
-                  f"{human_size(int(total('artfs_cache_limit_bytes')))}")
+        cache += (
+            f"; {human_size(int(total('artfs_cache_size_bytes')))} of "
+            f"{human_size(int(total('artfs_cache_limit_bytes')))}"
+        )
     lines.append(cache)
     if "artfs_drafts_open" in s:
         lines.append(f"Drafts open     {total('artfs_drafts_open'):.0f}")
@@ -124,8 +131,10 @@ def register(cli: click.Group) -> None:
                 raise InvalidInput(f"{mountpoint} is not an artfs mount")
             address = daemon_address(path)
             if address is None:
-                raise InvalidInput(f"{mountpoint} was mounted without --metrics: remount with "
-                                   "--metrics 127.0.0.1:PORT (or give --address)")
+                raise InvalidInput(
+                    f"{mountpoint} was mounted without --metrics: remount with "
+                    "--metrics 127.0.0.1:PORT (or give --address)"
+                )
         text = scrape(address)
         if raw:
             click.echo(text, nl=False)

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from artfs.cli.format import note
 from artfs.errors import InvalidInput
 
 
@@ -38,27 +39,40 @@ def _is_loopback(host: str) -> bool:
 
 def register(cli: click.Group) -> None:
     @cli.command()
-    @click.option("--host", default="127.0.0.1", show_default=True,
-                  help="Address to listen on (anything but loopback shows the store to the network).")
-    @click.option("--port", "-p", default=8765, show_default=True, type=click.IntRange(0, 65535),
-                  help="Port (0: any free one; the address is printed).")
+    @click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to listen on (anything but loopback shows the store to the network).",
+    )
+    @click.option(
+        "--port",
+        "-p",
+        default=8765,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help="Port (0: any free one; the address is printed).",
+    )
     @click.pass_obj
     def ui(ctx, host, port):
         """A read-only web page of the store: versions, files, diffs and lineage graphs."""
         import uvicorn
 
-        from artfs.web.app import create_app
+        from artfs.web.app import LOOPBACK_NAMES, create_app
 
         store = ctx.store
-        app = create_app(store)
+        app = create_app(store, LOOPBACK_NAMES if _is_loopback(host) else None)
         sock = _listen(host, port)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{bound}/"
         if not _is_loopback(host):
-            click.echo(f"artfs ui: listening on {host}: anyone who can reach it can read this store's "
-                       "names, metadata and file lists", err=True)
-        click.echo(f"artfs ui: {store.url} at {url} (read-only; Ctrl-C stops it)", err=True)
+            click.echo(
+                f"artfs ui: listening on {host}: anyone who can reach it can read this store's "
+                "names, metadata and file lists",
+                err=True,
+            )
+        note(f"artfs ui: {store.url} at {url} (read-only; Ctrl-C stops it)")
         click.echo(url)
         sys.stdout.flush()
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))

@@ -5,7 +5,7 @@ Three sources, all read by one scrape:
     boundary calls `observe_request` once per request;
   - the store and the content cache, counted by wrapping the very objects the
     daemon built (`attach`): store GETs and bytes fetched, store errors, S3
-    retries (botocore's own attempt numbers), cache hits, misses and evictions;
+    retries (attempts of the store's own retry policy), cache hits, misses and evictions;
   - gauges read at scrape time: cache bytes and bound, drafts on this host.
 Names follow Prometheus conventions: `artfs_` prefix, `_total` counters,
 `_seconds` and `_bytes` units. Nothing here imports pyfuse3.
@@ -31,25 +31,48 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 enabled = False  # set by serve(): the FUSE boundary skips observe_request when nobody scrapes
 
 REQUESTS = Counter("artfs_fuse_requests", "FUSE requests answered, by operation", ["op"], registry=REGISTRY)
-REQUEST_ERRORS = Counter("artfs_fuse_request_errors", "FUSE requests answered with an error, by operation",
-                         ["op"], registry=REGISTRY)
-LATENCY = Histogram("artfs_fuse_request_duration_seconds", "Time to answer a FUSE request, by operation", ["op"],
-                    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                             1.0, 2.5, 5.0, 10.0, 30.0),
-                    registry=REGISTRY)
+REQUEST_ERRORS = Counter(
+    "artfs_fuse_request_errors", "FUSE requests answered with an error, by operation", ["op"], registry=REGISTRY
+)
+LATENCY = Histogram(
+    "artfs_fuse_request_duration_seconds",
+    "Time to answer a FUSE request, by operation",
+    ["op"],
+    buckets=(
+        0.0001,
+        0.00025,
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        10.0,
+        30.0,
+    ),
+    registry=REGISTRY,
+)
 BYTES_SERVED = Counter("artfs_bytes_served", "Bytes returned to readers by FUSE read requests", registry=REGISTRY)
-STORE_GETS = Counter("artfs_store_gets", "GET requests to the object store for content and records",
-                     registry=REGISTRY)
+STORE_GETS = Counter("artfs_store_gets", "GET requests to the object store for content and records", registry=REGISTRY)
 BYTES_FETCHED = Counter("artfs_bytes_fetched", "Bytes read from the object store", registry=REGISTRY)
-STORE_ERRORS = Counter("artfs_store_errors", "Object-store calls that failed (after any retries)",
-                       registry=REGISTRY)
-STORE_RETRIES = Counter("artfs_store_retries", "Object-store requests sent again after a failed attempt (S3)",
-                        registry=REGISTRY)
+STORE_ERRORS = Counter("artfs_store_errors", "Object-store calls that failed (after any retries)", registry=REGISTRY)
+STORE_RETRIES = Counter(
+    "artfs_store_retries", "Object-store requests sent again after a failed attempt (S3)", registry=REGISTRY
+)
 CACHE_HITS = Counter("artfs_cache_hits", "Pieces found in the local content cache", registry=REGISTRY)
-CACHE_MISSES = Counter("artfs_cache_misses", "Pieces looked for in the local content cache and not found",
-                       registry=REGISTRY)
-CACHE_EVICTIONS = Counter("artfs_cache_evictions", "Files evicted from the local content cache to keep its bound",
-                          registry=REGISTRY)
+CACHE_MISSES = Counter(
+    "artfs_cache_misses", "Pieces looked for in the local content cache and not found", registry=REGISTRY
+)
+CACHE_EVICTIONS = Counter(
+    "artfs_cache_evictions", "Files evicted from the local content cache to keep its bound", registry=REGISTRY
+)
 
 
 def observe_request(op: str, seconds: float, failed: bool, result: Any = None) -> None:
@@ -72,18 +95,19 @@ class _Gauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if self.cache is not None:
-            yield GaugeMetricFamily("artfs_cache_size_bytes", "Bytes in the local content cache",
-                                    value=self.cache.size)
-            yield GaugeMetricFamily("artfs_cache_limit_bytes", "Bound on the local content cache",
-                                    value=self.cache.max_bytes)
+            yield GaugeMetricFamily("artfs_cache_size_bytes", "Bytes in the local content cache", value=self.cache.size)
+            yield GaugeMetricFamily(
+                "artfs_cache_limit_bytes", "Bound on the local content cache", value=self.cache.max_bytes
+            )
         if self.drafts is not None:
             try:
                 count = _count_drafts(self.drafts)
             except (ArtfsError, OSError) as e:
                 log.debug("could not count drafts: %s", e)
             else:
-                yield GaugeMetricFamily("artfs_drafts_open", "Drafts on this host not yet committed or discarded",
-                                        value=count)
+                yield GaugeMetricFamily(
+                    "artfs_drafts_open", "Drafts on this host not yet committed or discarded", value=count
+                )
 
 
 _GAUGES = _Gauges()
@@ -95,8 +119,9 @@ def _count_drafts(drafts: Any) -> int:
     from artfs.names import ArtifactName
 
     store = getattr(drafts, "drafts", drafts)
-    return sum(len(store.names(ArtifactName(p, a))) for p in store.pending_projects()
-               for a in store.pending_artifacts(p))
+    return sum(
+        len(store.names(ArtifactName(p, a))) for p in store.pending_projects() for a in store.pending_artifacts(p)
+    )
 
 
 def attach(objects: Any = None, cache: Any = None, drafts: Any = None) -> None:
@@ -144,16 +169,42 @@ def _wrap_store(objects: Any) -> None:
             raise
 
     objects.get, objects.get_parts = counted_get, counted_parts  # this instance only
-    client = getattr(objects, "client", None)  # S3: botocore numbers each attempt of a request
-    if client is not None:
-        client.meta.events.register("before-send.s3", _count_retry)
+    policy = getattr(objects, "retry", None)  # S3: the store's one retry policy (store/retry.py)
+    if policy is not None and not isinstance(policy, _CountedRetries):
+        objects.retry = _CountedRetries(policy)
 
 
-def _count_retry(request: Any = None, **_: Any) -> None:
-    """botocore 'before-send' hook; must return None (anything else would replace the response)."""
-    attempt = getattr(request, "context", {}).get("retries", {}).get("attempt", 1)
-    if attempt > 1:
-        STORE_RETRIES.inc()
+class _CountedRetries:
+    """The store's RetryPolicy, counting each attempt after a request's first as a retry."""
+
+    def __init__(self, policy: Any):
+        self._policy = policy
+
+    def __getattr__(self, name: str) -> Any:  # attempts, deadline…: the policy's own
+        return getattr(self._policy, name)
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        tries = 0
+
+        def attempt(*a: Any, **k: Any) -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                STORE_RETRIES.inc()
+            return fn(*a, **k)
+
+        return self._policy.call(attempt, *args, **kwargs)
+
+    def tracker(self) -> Any:
+        tracker = self._policy.tracker()
+        again = tracker.again
+
+        def counted_again(error: Any) -> None:
+            again(error)  # raises when the policy is spent: then no retry follows
+            STORE_RETRIES.inc()
+
+        tracker.again = counted_again
+        return tracker
 
 
 def _wrap_cache(cache: Any) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -44,8 +46,11 @@ def when(ts: float) -> str:
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["size"] = human_size
     env.filters["when"] = when
     env.globals["version_link"] = views.version_link
@@ -59,8 +64,12 @@ def _int(request: Request, name: str, default: int) -> int:
         raise InvalidInput(f"{name} must be a number") from None
 
 
-def create_app(store: Any) -> Starlette:
-    """The web app over one `artfs.api.store.Store`."""
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def create_app(store: Any, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The web app over one `artfs.api.store.Store`. `allowed_hosts`: the Host headers answered
+    (a page on loopback refuses others, so a web site cannot read it through DNS rebinding)."""
     env = _env()
     reg = store.registry
 
@@ -76,7 +85,7 @@ def create_app(store: Any) -> Starlette:
 
     def project(request: Request) -> Response:
         name = check_name(request.path_params["project"], "project")
-        return render("project.html", project=name, rows=views.artifacts(reg, name))
+        return render("project.html", project=name, a=views.artifacts(reg, name, _int(request, "page", 1)))
 
     def artifact(request: Request) -> Response:
         data = views.versions_page(reg, artifact_of(request), _int(request, "page", 1))
@@ -88,8 +97,9 @@ def create_app(store: Any) -> Starlette:
         rec = views.resolve(reg, a, selector)
         if parse_version(selector) is None:  # an alias: the page of the version it names today
             return RedirectResponse(f"/p/{a.project}/{a.name}/{rec.name}", status_code=302)
-        data = views.version_page(reg, rec, reg.manifest(rec), request.query_params.get("dir", ""),
-                                  _int(request, "page", 1))
+        data = views.version_page(
+            reg, rec, reg.manifest(rec), request.query_params.get("dir", ""), _int(request, "page", 1)
+        )
         return render("version.html", v=data)
 
     def lineage_page(request: Request) -> Response:
@@ -103,8 +113,17 @@ def create_app(store: Any) -> Starlette:
             svg = graph.to_svg(graph.to_dot(g, start))
         except ArtfsError as e:
             problem = str(e)
-        return render("lineage.html", rec=rec, svg=svg, problem=problem, depth=depth, max_depth=MAX_DEPTH,
-                      logged=sorted(g.logged), used=sorted(g.used), run_url=graph.run_url)
+        return render(
+            "lineage.html",
+            rec=rec,
+            svg=svg,
+            problem=problem,
+            depth=depth,
+            max_depth=MAX_DEPTH,
+            logged=sorted(g.logged),
+            used=sorted(g.used),
+            run_url=graph.run_url,
+        )
 
     def diff_page(request: Request) -> Response:
         a = artifact_of(request)
@@ -127,7 +146,10 @@ def create_app(store: Any) -> Starlette:
         Route("/diff/{project}/{artifact}", diff_page),
         Route("/run/{run}", run),
     ]
-    app = Starlette(routes=routes)
+    middleware = (
+        [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts, www_redirect=False)] if allowed_hosts else []
+    )
+    app = Starlette(routes=routes, middleware=middleware)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return render("error.html", status=404, title="Not found", message=str(exc) or "no such page")
@@ -144,4 +166,3 @@ def create_app(store: Any) -> Starlette:
     app.add_exception_handler(InvalidInput, bad_input)
     app.add_exception_handler(ArtfsError, failed)
     return app
-

@@ -45,20 +45,34 @@ def run_url(run: str) -> str:
 
 
 def to_dot(g: Graph, start: str) -> str:
-    lines = ["digraph lineage {", "  rankdir=LR;", '  bgcolor="transparent";',
-             '  node [fontname="Helvetica", fontsize=11];', '  edge [fontname="Helvetica", fontsize=9, color="#777777"];']
+    lines = [
+        "digraph lineage {",
+        "  rankdir=LR;",
+        '  bgcolor="transparent";',
+        '  node [fontname="Helvetica", fontsize=11];',
+        '  edge [fontname="Helvetica", fontsize=9, color="#777777"];',
+    ]
     for v, rec in sorted(g.versions.items()):
         if not _version_ok(v):
             continue
-        style = 'style="filled,bold", fillcolor="#ffe8b0"' if v == start else \
-            'style="dashed"' if rec is None else 'style="filled", fillcolor="#e8f0ff"'
+        style = (
+            'style="filled,bold", fillcolor="#ffe8b0"'
+            if v == start
+            else 'style="dashed"'
+            if rec is None
+            else 'style="filled", fillcolor="#e8f0ff"'
+        )
         label = v if rec is None else f"{v}\n{rec.type}"
         tip = f"{v} (deleted)" if rec is None else v
-        lines.append(f"  {_q(v)} [shape=box, {style}, label={_q(label)}, URL={_q(version_url(v))}, "
-                     f"tooltip={_q(tip)}, target=\"_top\"];")
+        lines.append(
+            f"  {_q(v)} [shape=box, {style}, label={_q(label)}, URL={_q(version_url(v))}, "
+            f'tooltip={_q(tip)}, target="_top"];'
+        )
     for run in sorted(g.runs):
-        lines.append(f"  {_q('run ' + run)} [shape=ellipse, style=filled, fillcolor=\"#eaf7ea\", "
-                     f"label={_q('run ' + run)}, URL={_q(run_url(run))}, tooltip={_q('run ' + run)}, target=\"_top\"];")
+        lines.append(
+            f'  {_q("run " + run)} [shape=ellipse, style=filled, fillcolor="#eaf7ea", '
+            f'label={_q("run " + run)}, URL={_q(run_url(run))}, tooltip={_q("run " + run)}, target="_top"];'
+        )
     for run, v in sorted(g.logged):
         if _version_ok(v):
             lines.append(f"  {_q('run ' + run)} -> {_q(v)} [label=logged];")
@@ -75,10 +89,12 @@ def to_svg(dot_text: str) -> str:
     if dot is None:
         raise NoGraphviz("Graphviz is not installed (apt-get install graphviz): lineage is shown as a list")
     try:
-        r = subprocess.run([dot, "-Tsvg"], check=False, input=dot_text, capture_output=True, text=True, timeout=DOT_TIMEOUT)
+        r = subprocess.run(
+            [dot, "-Tsvg"], check=False, input=dot_text, capture_output=True, text=True, timeout=DOT_TIMEOUT
+        )
     except subprocess.TimeoutExpired:
         raise ArtfsError(f"Graphviz took longer than {DOT_TIMEOUT:g}s to draw the graph") from None
     if r.returncode != 0:
         raise ArtfsError(f"Graphviz could not draw the graph: {r.stderr.strip()[:200]}")
     svg = r.stdout
-    return svg[svg.find("<svg"):]  # without the XML prolog and DOCTYPE, to sit inside HTML
+    return svg[svg.find("<svg") :]  # without the XML prolog and DOCTYPE, to sit inside HTML

@@ -36,7 +36,7 @@ def version_numbers(reg: Registry, a: ArtifactName) -> list[int]:
     prefix = f"artifacts/{a.project}/{a.name}/versions/"  # docs/store-format.md
     out = []
     for info in reg.store.list(prefix):
-        name = info.key[len(prefix):]
+        name = info.key[len(prefix) :]
         if name.endswith(".json") and (n := parse_version(name.removesuffix(".json"))) is not None:
             out.append(n)
     return sorted(out)
@@ -48,11 +48,22 @@ class ArtifactRow:
     type: str | None
 
 
-def artifacts(reg: Registry, project: str) -> list[ArtifactRow]:
-    names = reg.artifacts(project)
+@dataclass
+class ArtifactsPage:
+    rows: list[ArtifactRow]
+    page: int
+    pages: int
+    total: int
+
+
+def artifacts(reg: Registry, project: str, page: int = 1) -> ArtifactsPage:
+    """One page of a project's artifacts, by name; only that page's types are read."""
+    names = sorted(reg.artifacts(project))
     if not names and project not in reg.projects():
         raise NotFound(f"project {project} does not exist")
-    return [ArtifactRow(a, reg.artifact_type(ArtifactName(project, a))) for a in names]
+    page, first, pages = page_of(len(names), page, PAGE)
+    rows = [ArtifactRow(a, reg.artifact_type(ArtifactName(project, a))) for a in names[first : first + PAGE]]
+    return ArtifactsPage(rows, page, pages, len(names))
 
 
 @dataclass
@@ -75,7 +86,7 @@ def versions_page(reg: Registry, a: ArtifactName, page: int) -> VersionsPage:
     page, first, pages = page_of(len(newest_first), page, PAGE)
     aliases = reg.aliases(a)
     rows = []
-    for n in newest_first[first:first + PAGE]:
+    for n in newest_first[first : first + PAGE]:
         try:
             rec = reg.version(a, n)
         except NotFound:  # deleted: not shown
@@ -154,14 +165,32 @@ def version_page(reg: Registry, rec: VersionRecord, manifest: Manifest, folder: 
             rows.append(FileRow(name, path, True))
         else:
             e = manifest.entry(index)
-            rows.append(FileRow(name, path, False, e.size if e.size >= 0 else None, e.hexdigest[:16],
-                                e.ref.get("uri", "") if e.ref else ""))
+            rows.append(
+                FileRow(
+                    name,
+                    path,
+                    False,
+                    e.size if e.size >= 0 else None,
+                    e.hexdigest[:16],
+                    e.ref.get("uri", "") if e.ref else "",
+                )
+            )
     crumbs, at = [], []
     for part in folder.split("/") if folder else []:
         at.append(part)
         crumbs.append((part, "/".join(at)))
-    return VersionPage(rec, aliases, json.dumps(rec.metadata, indent=2, sort_keys=True), folder, crumbs, rows,
-                       page, pages, manifest.total_size, manifest.reference_count)
+    return VersionPage(
+        rec,
+        aliases,
+        json.dumps(rec.metadata, indent=2, sort_keys=True),
+        folder,
+        crumbs,
+        rows,
+        page,
+        pages,
+        manifest.total_size,
+        manifest.reference_count,
+    )
 
 
 @dataclass
@@ -241,7 +270,7 @@ def run_page(reg: Registry, run: str) -> RunPage:
         prefix = f"lineage/runs/{run}/{kind}/"
         out = []
         for info in reg.store.list(prefix):
-            parts = info.key[len(prefix):].split("/")
+            parts = info.key[len(prefix) :].split("/")
             if len(parts) == 3 and all(is_valid_name(p) for p in parts[:2]) and parse_version(parts[2]) is not None:
                 out.append(f"{parts[0]}/{parts[1]}:{parts[2]}")
         return out
@@ -256,4 +285,3 @@ def version_link(name: str) -> str:
     """'p/a:vN' -> the URL of its page."""
     artifact, _, v = name.partition(":")
     return f"/p/{artifact}/{v}"
-

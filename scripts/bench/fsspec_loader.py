@@ -44,12 +44,14 @@ def loader(paths: list[str], read, workers: int) -> float:
     except ImportError:
         tud = None
     if tud is not None:
+
         class Files(tud.Dataset):
             def __len__(self):
                 return len(paths)
 
             def __getitem__(self, i):
                 return _read(paths[i])
+
         total = sum(int(b.sum()) for b in tud.DataLoader(Files(), batch_size=32, num_workers=workers))
     else:
         with multiprocessing.get_context("fork").Pool(workers) as pool:
@@ -76,8 +78,12 @@ def main() -> None:
         os.makedirs(os.path.join(src, os.path.dirname(name)), exist_ok=True)
         with open(os.path.join(src, name), "wb") as f:
             f.write(os.urandom(args.size))
-    subprocess.run([ARTFS, "put", src, "--name", "bench/small", "--type", "dataset"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [ARTFS, "put", src, "--name", "bench/small", "--type", "dataset"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     os.makedirs(mnt)
     subprocess.run([ARTFS, "mount", mnt], env=env, check=True, stdout=subprocess.DEVNULL)
     try:
@@ -98,6 +104,7 @@ def main() -> None:
                 times[k].append(loader(paths, read, args.workers))
         try:
             import torch  # noqa: F401
+
             how = "torch DataLoader"
         except ImportError:
             how = "fork Pool (torch not installed)"

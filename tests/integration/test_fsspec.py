@@ -26,8 +26,7 @@ def published(artfs, tmp_path):
     write_tree(src, {"notes/readme.txt": "hello\n"})
     os.makedirs(src / "data")
     rows.to_csv(src / "data" / "train.csv", index=False)
-    pq.write_table(pa.Table.from_pandas(big, preserve_index=False), src / "data" / "big.parquet",
-                   compression="none")
+    pq.write_table(pa.Table.from_pandas(big, preserve_index=False), src / "data" / "big.parquet", compression="none")
     artfs("put", str(src), "--name", "p/ds", "--type", "dataset", "--alias", "best").ok()
     return src, rows, big
 
@@ -39,8 +38,12 @@ def open_fs(artfs, **kw):
 def test_pandas_reads_csv_by_url_with_no_mount(artfs, published):
     _, rows, _ = published
     opts = {"store": artfs.store, "cache": artfs.cache}
-    for url in ("artfs://p/ds/latest/data/train.csv", "artfs://p/ds/best/data/train.csv",
-                "artfs://p/ds:best/data/train.csv", "artfs://p/ds/v0/data/train.csv"):
+    for url in (
+        "artfs://p/ds/latest/data/train.csv",
+        "artfs://p/ds/best/data/train.csv",
+        "artfs://p/ds:best/data/train.csv",
+        "artfs://p/ds/v0/data/train.csv",
+    ):
         pd.testing.assert_frame_equal(pd.read_csv(url, storage_options=opts), rows)
 
 
@@ -51,8 +54,9 @@ def test_pyarrow_reads_parquet(artfs, published):
     pd.testing.assert_frame_equal(table.to_pandas(), big)
     # one column of a file several MiB long: the footer and that column's pages, by ranged reads
     assert pq.read_table("p/ds/latest/data/big.parquet", filesystem=fs, columns=["w"]).num_rows == len(big)
-    assert pd.read_parquet("artfs://p/ds/best/data/big.parquet",
-                           storage_options={"store": artfs.store, "cache": artfs.cache}).equals(big)
+    assert pd.read_parquet(
+        "artfs://p/ds/best/data/big.parquet", storage_options={"store": artfs.store, "cache": artfs.cache}
+    ).equals(big)
 
 
 def test_listing_info_find_glob(artfs, published):
@@ -67,8 +71,11 @@ def test_listing_info_find_glob(artfs, published):
     info = fs.info("p/ds:best/data/train.csv")
     assert info["type"] == "file" and info["size"] == os.path.getsize(src / "data" / "train.csv")
     assert fs.info("p/ds/v0/data")["type"] == "directory"
-    assert fs.find("p/ds/latest") == ["p/ds/latest/data/big.parquet", "p/ds/latest/data/train.csv",
-                                      "p/ds/latest/notes/readme.txt"]
+    assert fs.find("p/ds/latest") == [
+        "p/ds/latest/data/big.parquet",
+        "p/ds/latest/data/train.csv",
+        "p/ds/latest/notes/readme.txt",
+    ]
     assert fs.find("p/ds/v0", maxdepth=1, withdirs=True) == ["p/ds/v0", "p/ds/v0/data", "p/ds/v0/notes"]
     assert fs.glob("p/ds/latest/**/*.csv") == ["p/ds/latest/data/train.csv"]
     assert fs.glob("artfs://p/ds/v0/*/*.txt") == ["p/ds/v0/notes/readme.txt"]
@@ -85,8 +92,14 @@ def test_ranged_reads_return_exactly_the_bytes_asked_for(artfs, published):
     assert len(whole) > 3 << 20  # several chunks: ranges cross chunk and piece boundaries
     fs = open_fs(artfs)
     path = "p/ds/v0/data/big.parquet"
-    for start, end in [(0, 10), (65_530, 65_600), ((1 << 20) - 7, (1 << 20) + 9), (len(whole) - 8, len(whole)),
-                       (123_457, 2_345_678), (0, len(whole))]:
+    for start, end in [
+        (0, 10),
+        (65_530, 65_600),
+        ((1 << 20) - 7, (1 << 20) + 9),
+        (len(whole) - 8, len(whole)),
+        (123_457, 2_345_678),
+        (0, len(whole)),
+    ]:
         assert fs.cat_file(path, start, end) == whole[start:end], (start, end)
     assert fs.cat_file(path, -8) == whole[-8:]
     with fs.open(path, "rb", block_size=1 << 20) as f:
@@ -100,10 +113,15 @@ def test_ranged_reads_return_exactly_the_bytes_asked_for(artfs, published):
 def test_writes_are_refused_as_read_only(artfs, published, tmp_path):
     fs = open_fs(artfs)
     (tmp_path / "local.txt").write_text("x")
-    attempts = [lambda: fs.open("p/ds/v0/new.txt", "wb"), lambda: fs.pipe_file("p/ds/v0/new.txt", b"x"),
-                lambda: fs.put_file(str(tmp_path / "local.txt"), "p/ds/v0/new.txt"),
-                lambda: fs.rm("p/ds/v0/notes/readme.txt"), lambda: fs.mkdir("p/ds/v0/more"),
-                lambda: fs.mv("p/ds/v0/notes/readme.txt", "p/ds/v0/r.txt"), lambda: fs.touch("p/ds/v0/t")]
+    attempts = [
+        lambda: fs.open("p/ds/v0/new.txt", "wb"),
+        lambda: fs.pipe_file("p/ds/v0/new.txt", b"x"),
+        lambda: fs.put_file(str(tmp_path / "local.txt"), "p/ds/v0/new.txt"),
+        lambda: fs.rm("p/ds/v0/notes/readme.txt"),
+        lambda: fs.mkdir("p/ds/v0/more"),
+        lambda: fs.mv("p/ds/v0/notes/readme.txt", "p/ds/v0/r.txt"),
+        lambda: fs.touch("p/ds/v0/t"),
+    ]
     for attempt in attempts:
         with pytest.raises(OSError) as e:
             attempt()
@@ -125,8 +143,11 @@ def test_corrupt_store_object_is_refused_not_served(artfs, published, store_url)
     if store_url.startswith("s3://"):
         pytest.skip("corrupts the store's files in place: the local backend")
     src, _, _ = published
-    [obj] = [p for p in glob.glob(os.path.join(store_url, "**", "objects", "*"), recursive=True)
-             if os.path.getsize(p) > 1 << 20]
+    [obj] = [
+        p
+        for p in glob.glob(os.path.join(store_url, "**", "objects", "*"), recursive=True)
+        if os.path.getsize(p) > 1 << 20
+    ]
     with open(obj, "r+b") as f:
         f.seek(2_000_000)
         byte = f.read(1)
@@ -208,9 +229,59 @@ def test_hugging_face_datasets_loads_by_url(artfs, published, tmp_path, monkeypa
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # its cache: this test's folder
     monkeypatch.setenv("ARTFS_STORE", artfs.store)
     monkeypatch.setenv("ARTFS_CACHE", artfs.cache)
-    csv = datasets.load_dataset("csv", data_files="artfs://p/ds/latest/data/train.csv", split="train",
-                                cache_dir=str(tmp_path / "hf" / "ds"))
+    csv = datasets.load_dataset(
+        "csv", data_files="artfs://p/ds/latest/data/train.csv", split="train", cache_dir=str(tmp_path / "hf" / "ds")
+    )
     assert csv.num_rows == len(rows) and csv.column_names == ["x", "y", "s"] and csv[7]["s"] == "name 7"
-    parquet = datasets.load_dataset("parquet", data_files={"train": "artfs://p/ds:best/data/*.parquet"},
-                                    split="train", cache_dir=str(tmp_path / "hf" / "ds"))
+    parquet = datasets.load_dataset(
+        "parquet",
+        data_files={"train": "artfs://p/ds:best/data/*.parquet"},
+        split="train",
+        cache_dir=str(tmp_path / "hf" / "ds"),
+    )
     assert parquet.num_rows == len(big) and parquet[123_456]["v"] == 123_456
+
+
+def test_a_reference_is_read_while_it_matches_its_pin(artfs, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ref.bin").write_bytes(b"referenced bytes " * 1000)
+    artfs("put", f"file://{outside}/ref.bin", "--name", "p/refs", "--type", "dataset").ok()
+    fs = open_fs(artfs)
+    assert fs.info("p/refs/v0/ref.bin")["ref"] == f"file://{outside}/ref.bin"
+    assert fs.cat("p/refs/v0/ref.bin") == b"referenced bytes " * 1000
+    assert fs.cat_file("p/refs/v0/ref.bin", 17, 34) == b"referenced bytes "
+    (outside / "ref.bin").write_bytes(b"REFERENCED BYTES " * 1000)  # same size, other bytes
+    with pytest.raises(OSError) as e:
+        fs.cat("p/refs/v0/ref.bin")
+    assert e.value.errno == errno.EIO and "ref.bin" in str(e.value)
+
+
+def test_a_small_read_of_a_large_file_fetches_only_its_pieces(artfs, published):
+    src, _, _ = published
+    whole = (src / "data" / "big.parquet").read_bytes()
+    fs = open_fs(artfs)
+    assert fs.cat_file("p/ds/v0/data/big.parquet", 1_500_000, 1_500_100) == whole[1_500_000:1_500_100]
+    fs.reader.cache.drain()
+    # one 64 KiB piece and the object's piece index reached the cache, not a whole 1 MiB chunk
+    assert 64 << 10 <= fs.reader.cache.size < 256 << 10
+
+
+def test_a_version_published_since_the_last_listing_is_found_at_once(artfs, published):
+    src, _, _ = published
+    fs = open_fs(artfs)  # refresh 5 s: listings are cached…
+    assert fs.ls("p/ds", detail=False) == ["p/ds/v0", "p/ds/best", "p/ds/latest"]
+    (src / "notes" / "readme.txt").write_text("v1\n")
+    artfs("put", str(src), "--name", "p/ds", "--type", "dataset", "--alias", "fresh").ok()
+    assert fs.cat("p/ds/v1/notes/readme.txt") == b"v1\n"  # …but a name not in them is looked up again
+    assert fs.cat("p/ds/fresh/notes/readme.txt") == b"v1\n"
+
+
+def test_a_location_holding_no_store_is_refused_and_left_alone(tmp_path):
+    nowhere = tmp_path / "no-store-here"
+    with pytest.raises(FileNotFoundError) as e:
+        fsspec.filesystem("artfs", store=str(nowhere), cache=str(tmp_path / "c"), skip_instance_cache=True)
+    assert f"no artfs store at {nowhere}" in str(e.value)
+    assert not nowhere.exists()
+    with pytest.raises(FileNotFoundError):
+        pd.read_csv("artfs://p/a/latest/x.csv", storage_options={"store": str(nowhere)})

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from artfs.api.fsspec_read import VerifiedReader
 from artfs.api.store import Store
 from artfs.content.cache import ContentCache
+from artfs.errors import ArtfsError
 from artfs.fs import metrics
 from artfs.store.location import open_store
 
@@ -81,12 +82,19 @@ def test_fuse_requests_latency_and_bytes_served(endpoint):
     metrics.observe_request("read", 0.001, False, b"y" * 10)
     metrics.observe_request("lookup", 0.0002, True)
     after = scrape(endpoint)
-    assert value(after, "artfs_fuse_requests_total", op="read") == value(before, "artfs_fuse_requests_total", op="read") + 2
-    assert value(after, "artfs_fuse_request_errors_total", op="lookup") == \
-        value(before, "artfs_fuse_request_errors_total", op="lookup") + 1
+    assert (
+        value(after, "artfs_fuse_requests_total", op="read")
+        == value(before, "artfs_fuse_requests_total", op="read") + 2
+    )
+    assert (
+        value(after, "artfs_fuse_request_errors_total", op="lookup")
+        == value(before, "artfs_fuse_request_errors_total", op="lookup") + 1
+    )
     assert value(after, "artfs_bytes_served_total") == value(before, "artfs_bytes_served_total") + 4106
-    assert value(after, "artfs_fuse_request_duration_seconds_count", op="read") == \
-        value(before, "artfs_fuse_request_duration_seconds_count", op="read") + 2
+    assert (
+        value(after, "artfs_fuse_request_duration_seconds_count", op="read")
+        == value(before, "artfs_fuse_request_duration_seconds_count", op="read") + 2
+    )
     assert value(after, "artfs_fuse_request_duration_seconds_bucket", op="read", le="0.005") >= 2
     assert all(name.startswith("artfs_") for name, _ in after)
 
@@ -105,3 +113,53 @@ def test_stats_bad_input_is_one_line(tmp_path):
     run_artfs(["stats"]).fails("MOUNTPOINT")
     run_artfs(["stats", "--address", "nonsense"]).fails("invalid metrics address")
     run_artfs(["stats", "--address", f"127.0.0.1:{free_port()}"]).fails("no metrics at")
+
+
+def test_a_small_cache_bound_counts_evictions(artfs, tmp_path, endpoint):
+    data = os.urandom(3_000_000)
+    write_tree(tmp_path / "src", {"big.bin": data})
+    artfs("put", str(tmp_path / "src"), "--name", "p/e", "--type", "dataset").ok()
+    store = Store(artfs.store, artfs.cache)
+    objects = open_store(artfs.store)
+    cache = ContentCache(str(tmp_path / "small-cache"), 1 << 20)  # room for one 1 MiB chunk
+    metrics.attach(objects=objects, cache=cache)
+    before = scrape(endpoint)
+    big = store.manifest(store.resolve("p/e:v0")).get("big.bin")
+    assert VerifiedReader(objects, cache).read(big, 0, big.size) == data
+    cache.drain()
+    after = scrape(endpoint)
+    assert value(after, "artfs_cache_evictions_total") >= value(before, "artfs_cache_evictions_total") + 1
+    assert value(after, "artfs_cache_size_bytes") <= 1 << 20
+
+
+def test_an_unreachable_store_counts_retries_and_errors(s3_endpoint, tmp_path, endpoint, monkeypatch):
+    from mounts import RestartableSeaweedFS
+
+    weed = RestartableSeaweedFS().start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", weed.endpoint)
+        monkeypatch.setenv("ARTFS_S3_ATTEMPTS", "3")
+        monkeypatch.setenv("ARTFS_S3_TIMEOUT", "2")
+        monkeypatch.setenv("ARTFS_RETRY_WAIT", "0.05")
+        from conftest import make_bucket
+
+        url = f"s3://{make_bucket(weed.endpoint)}/reg"
+        write_tree(tmp_path / "src", {"a.bin": os.urandom(200_000)})
+        run_artfs(
+            ["put", str(tmp_path / "src"), "--name", "p/r", "--type", "dataset"],
+            store=url,
+            env={"AWS_ENDPOINT_URL": weed.endpoint},
+        ).ok()
+        store = Store(url, str(tmp_path / "cache"))
+        entry = store.manifest(store.resolve("p/r:v0")).get("a.bin")
+        objects = open_store(url)
+        metrics.attach(objects=objects)
+        before = scrape(endpoint)
+        weed.kill()
+        with pytest.raises(ArtfsError):  # the store's own error, after its retries
+            VerifiedReader(objects, ContentCache(str(tmp_path / "cache"), 1 << 30)).read(entry, 0, entry.size)
+        after = scrape(endpoint)
+        assert value(after, "artfs_store_retries_total") >= value(before, "artfs_store_retries_total") + 2
+        assert value(after, "artfs_store_errors_total") >= value(before, "artfs_store_errors_total") + 1
+    finally:
+        weed.stop()

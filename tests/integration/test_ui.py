@@ -14,14 +14,16 @@ import pytest
 from conftest import ARTFS_BIN
 
 import artfs
+from artfs.names import ArtifactName
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-XSS = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 ARTIFACTS = os.environ.get("ARTFS_TEST_ARTIFACTS", "/tmp/artfs-test-artifacts")
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
-                                     and shutil.which("dot")),
-                                reason="needs Debian's chromium, chromium-driver and graphviz (scripts/setup.sh)")
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and shutil.which("dot")),
+    reason="needs Debian's chromium, chromium-driver and graphviz (scripts/setup.sh)",
+)
 
 
 def _log(store: artfs.Store, name: str, type_: str, files: dict[str, str], run: str, monkeypatch, **kw):
@@ -41,8 +43,16 @@ def seeded(tmp_path_factory):
     store = artfs.Store(str(root / "store"), str(root / "cache"))
     mp = pytest.MonkeyPatch()
     try:
-        _log(store, "p/raw", "dataset", {"data/a.txt": "a", f"odd/{'<b>'}name.txt": "x"}, "prep", mp,
-             description=XSS, metadata={"source": XSS, "rows": 1})
+        _log(
+            store,
+            "p/raw",
+            "dataset",
+            {"data/a.txt": "a", f"odd/{'<b>'}name.txt": "x"},
+            "prep",
+            mp,
+            description=XSS,
+            metadata={"source": XSS, "rows": 1},
+        )
         for i in range(1, 60):
             files = {"data/a.txt": "a" if i % 2 else "A", f"data/n{i}.txt": str(i)}
             _log(store, "p/raw", "dataset", files, "prep", mp, metadata={"rows": i})
@@ -51,6 +61,8 @@ def seeded(tmp_path_factory):
         _log(store, "p/model", "model", {"weights.bin": "w" * 5000}, "train", mp, description="trained")
         mp.setenv("ARTFS_RUN_ID", "eval")
         store.use_artifact("p/model:v0")
+        for i in range(60):  # a project of more artifacts than one page shows
+            store.registry.ensure_artifact(ArtifactName("many", f"a{i:03d}"), "dataset")
     finally:
         mp.undo()
     return store
@@ -59,8 +71,14 @@ def seeded(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(seeded):
     env = {**os.environ, "ARTFS_STORE": seeded.url, "ARTFS_CACHE": seeded.cache_dir}
-    proc = subprocess.Popen([ARTFS_BIN, "ui", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [ARTFS_BIN, "ui", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else url
@@ -78,9 +96,17 @@ def browser(tmp_path_factory):
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not try to download a driver
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -165,7 +191,9 @@ def test_lineage_graph_is_drawn_and_its_nodes_navigate(server, browser):
     path = shot(browser, "lineage")
     if os.environ.get("ARTFS_UPDATE_DOCS"):  # refreshes the picture the README shows
         shutil.copy(path, os.path.join(os.path.dirname(__file__), "..", "..", "docs", "ui-lineage.png"))
-    node = browser.find_element(By.XPATH, "//*[name()='g'][contains(@class,'node')][*[name()='title' and text()='run train']]//*[name()='a']")
+    node = browser.find_element(
+        By.XPATH, "//*[name()='g'][contains(@class,'node')][*[name()='title' and text()='run train']]//*[name()='a']"
+    )
     node.click()
     assert_clean(browser)
     assert browser.current_url == server + "/run/train"
@@ -175,7 +203,9 @@ def test_lineage_graph_is_drawn_and_its_nodes_navigate(server, browser):
     assert browser.current_url == server + "/p/p/raw/v59"
     link(browser, "Lineage graph").click()
     assert_clean(browser)
-    node = browser.find_element(By.XPATH, "//*[name()='g'][contains(@class,'node')][*[name()='title' and text()='p/model:v0']]//*[name()='a']")
+    node = browser.find_element(
+        By.XPATH, "//*[name()='g'][contains(@class,'node')][*[name()='title' and text()='p/model:v0']]//*[name()='a']"
+    )
     node.click()
     assert_clean(browser)
     assert browser.current_url == server + "/p/p/model/v0/lineage"
@@ -204,8 +234,15 @@ def test_diff_of_two_versions(server, browser):
 
 
 def test_missing_things_are_clean_404_pages(server):
-    for path in ("/p/nope", "/p/p/nope", "/p/p/raw/v999", "/p/p/raw/v0/lineage?depth=x", "/run/nobody",
-                 "/p/p/raw/v0?dir=nowhere", "/p/..%2f..%2fetc/x"):
+    for path in (
+        "/p/nope",
+        "/p/p/nope",
+        "/p/p/raw/v999",
+        "/p/p/raw/v0/lineage?depth=x",
+        "/run/nobody",
+        "/p/p/raw/v0?dir=nowhere",
+        "/p/..%2f..%2fetc/x",
+    ):
         try:
             urllib.request.urlopen(server + path)
             raise AssertionError(f"{path} answered 200")
@@ -216,7 +253,35 @@ def test_missing_things_are_clean_404_pages(server):
 
 def test_ui_refuses_a_busy_port_in_one_line(server, seeded):
     port = server.rsplit(":", 1)[1]
-    r = subprocess.run([ARTFS_BIN, "ui", "--port", port], check=False, capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "ARTFS_STORE": seeded.url}, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [ARTFS_BIN, "ui", "--port", port],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ARTFS_STORE": seeded.url},
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [f"artfs: error: cannot serve on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_a_page_asked_for_under_another_host_name_is_refused(server):
+    """DNS rebinding: a web site whose name resolves to 127.0.0.1 must not read the page."""
+    request = urllib.request.Request(server + "/p/p/raw/v0", headers={"Host": "evil.example:8765"})
+    try:
+        urllib.request.urlopen(request)
+        raise AssertionError("answered under a foreign Host")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400
+    for host in ("127.0.0.1", "localhost"):
+        port = server.rsplit(":", 1)[1]
+        ok = urllib.request.urlopen(urllib.request.Request(server + "/", headers={"Host": f"{host}:{port}"}))
+        assert ok.status == 200
+
+
+def test_a_project_pages_its_artifacts(server):
+    first = urllib.request.urlopen(server + "/p/many").read().decode()
+    assert "page 1 of 2" in first and first.count('href="/p/many/a') == 50 and "/p/many/a049" in first
+    second = urllib.request.urlopen(server + "/p/many?page=2").read().decode()
+    assert "page 2 of 2" in second and second.count('href="/p/many/a') == 10 and "/p/many/a059" in second

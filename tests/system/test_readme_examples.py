@@ -46,14 +46,32 @@ def test_the_readme_marks_its_examples():
 def test_readme_example_runs(lang, code, mounter, tmp_path):  # noqa: F811
     store, cache, tmp = tmp_path / "store", tmp_path / "cache", tmp_path / "tmp"
     tmp.mkdir()
-    env = {**os.environ, "ARTFS_STORE": str(store), "ARTFS_CACHE": str(cache), "TMPDIR": str(tmp),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    seed = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh"), "--publish-only"], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "ARTFS_STORE": str(store),
+        "ARTFS_CACHE": str(cache),
+        "TMPDIR": str(tmp),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    seed = subprocess.run(
+        [os.path.join(ROOT, "scripts", "demo.sh"), "--publish-only"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert seed.returncode == 0, seed.stderr
     work = tmp_path / "work"
-    write_tree(work, {"new_batch/images/dup.png": "duplicate", "new_batch/images/bike_101.png": "a new bike",
-                      "new_batch/labels-extra.csv": "bike_101.png,2\n", "model.pt": "weights"})
+    write_tree(
+        work,
+        {
+            "new_batch/images/dup.png": "duplicate",
+            "new_batch/images/bike_101.png": "a new bike",
+            "new_batch/labels-extra.csv": "bike_101.png,2\n",
+            "model.pt": "weights",
+        },
+    )
 
     mnt = str(tmp_path / "mnt")
     if "/mnt/artfs" in code and "artfs mount /mnt/artfs" not in code:
@@ -63,6 +81,7 @@ def test_readme_example_runs(lang, code, mounter, tmp_path):  # noqa: F811
     code = code.replace(" /tmp/", f" {tmp}/").replace("/mnt/artfs", mnt)  # (mnt is under /tmp/ itself)
     argv = ["bash", "-euo", "pipefail", "-c", code] if lang == "sh" else [sys.executable, "-c", code]
     assert lang in ("sh", "python"), lang
-    r = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False,
-                       stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        argv, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL
+    )
     assert r.returncode == 0 and "Traceback" not in r.stderr, f"{code}\n--- stdout\n{r.stdout}--- stderr\n{r.stderr}"
