@@ -9,6 +9,7 @@ import secrets
 
 import click
 
+from artfs.cli.format import note
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import check_name, parse_artifact_name, parse_spec
 from artfs.store.registry import check_metadata
@@ -131,7 +132,7 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, path: str, options: dic
     drafts = DraftStore(ctx.store.cache_dir)
     if not drafts.exists(artifact, draft_name):
         if done := drafts.committed_as(artifact, draft_name):
-            click.echo(f"artfs: {artifact}/drafts/{draft_name} was already committed", err=True)
+            note(f"artfs: {artifact}/drafts/{draft_name} was already committed")
             return done
         raise NotFound(f"no draft at {path}")
     with open(os.path.join(drafts.root, ".lock"), "a") as lock:
@@ -147,7 +148,7 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, path: str, options: dic
                 f"commit it there, as MOUNTPOINT/{artifact}/drafts/{draft_name}"
             raise InvalidInput(f"a mount of this cache serves {path}: {where}") from None
         if not drafts.exists(artifact, draft_name) and (done := drafts.committed_as(artifact, draft_name)):
-            click.echo(f"artfs: {artifact}/drafts/{draft_name} was already committed", err=True)
+            note(f"artfs: {artifact}/drafts/{draft_name} was already committed")
             return done
         d = drafts.open(artifact, draft_name, ctx.store.registry.manifest_by_digest)
         try:

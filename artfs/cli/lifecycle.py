@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from artfs.cli.format import human_size
+from artfs.cli.format import human_size, note
 from artfs.errors import CorruptRecord, InvalidInput
 from artfs.names import parse_artifact_name, parse_spec
 
@@ -50,7 +50,7 @@ def prune(ctx, name, keep, dry_run):
             delete_version(ctx.store.registry, rec)
         click.echo(f"{'would delete' if dry_run else 'deleted'} {rec}")
     if not plan:
-        click.echo(f"nothing to prune in {a}", err=True)
+        note(f"nothing to prune in {a}")
 
 
 @click.command()

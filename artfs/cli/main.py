@@ -10,7 +10,7 @@ import time
 import click
 
 from artfs.cli import format
-from artfs.cli.format import human_size, progress_bar, when
+from artfs.cli.format import human_size, note, progress_bar, when
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import parse_artifact_name, parse_spec, version_name
 from artfs.store.registry import check_metadata
@@ -154,7 +154,7 @@ def get(ctx, spec, root, path):
     root = root or os.path.join("artifacts", rec.artifact.name, rec.name)
     with progress_bar(rec.size, f"get {rec}") as bar:
         stats = ctx.store.download(rec, root, path, progress=bar)
-    click.echo(f"{rec} -> {root} ({stats.files_written} written, {stats.files_skipped} already there)", err=True)
+    note(f"{rec} -> {root} ({stats.files_written} written, {stats.files_skipped} already there)")
     click.echo(os.path.abspath(root))
 
 

@@ -90,7 +90,7 @@ def umount(mountpoint, lazy):
 def prefetch(ctx, spec, path, cache_size, jobs):
     """Warm the local cache with a version (or part of it) before a job reads it."""
     from artfs.content.cache import ContentCache
-    from artfs.cli.format import progress_bar
+    from artfs.cli.format import note, progress_bar
     from artfs.errors import NotFound
     from artfs.content.fetch import contiguous, fetch_run, group, is_pack, pieces
 
@@ -119,7 +119,7 @@ def prefetch(ctx, spec, path, cache_size, jobs):
         with ThreadPoolExecutor(jobs) as pool:
             for n in pool.map(fetch, list(group(missing, max_bytes=8 << 20))):
                 bar(n)
-    click.echo(f"{rec}: {len(todo) - len(missing)} pieces were cached, {len(missing)} fetched", err=True)
+    note(f"{rec}: {len(todo) - len(missing)} pieces were cached, {len(missing)} fetched")
 
 
 def register(group: click.Group) -> None:

@@ -10,6 +10,7 @@ import os
 
 import click
 
+from artfs.cli.format import note
 from artfs.errors import InvalidInput, NotFound
 from artfs.names import parse_artifact_name
 
@@ -52,9 +53,8 @@ def ref_add(ctx, draft, uri, name, no_checksum, max_objects):
     for e in entries[:20]:
         click.echo(e.path)
     if len(entries) > 20:
-        click.echo(f"… and {len(entries) - 20} more", err=True)
-    click.echo(f"{len(entries)} reference{'s' if len(entries) != 1 else ''} added to {artifact}/drafts/{draft_name}",
-               err=True)
+        note(f"… and {len(entries) - 20} more")
+    note(f"{len(entries)} reference{'s' if len(entries) != 1 else ''} added to {artifact}/drafts/{draft_name}")
 
 
 def _draft_of(text: str):

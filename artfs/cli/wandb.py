@@ -7,6 +7,7 @@ import os
 
 import click
 
+from artfs.cli.format import note
 from artfs.errors import InvalidInput, NotFound
 from artfs.names import parse_artifact_name, parse_spec
 from artfs.store.registry import check_metadata
@@ -68,7 +69,7 @@ def export(ctx, spec, output) -> None:
         os.replace(tmp, output)
     except OSError as e:
         raise InvalidInput(f"cannot write {output}: {e.strerror or e}") from None
-    click.echo(f"{rec} -> {output}", err=True)
+    note(f"{rec} -> {output}")
 
 
 def register(group: click.Group) -> None:
