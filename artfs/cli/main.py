@@ -28,19 +28,26 @@ class Context:
     def __init__(self, store_url, cache, debug):
         self.store_url, self.cache, self.debug = store_url, cache, debug
         self._store = None
+        self._fresh = False
+
+    def done(self) -> None:
+        """After a command that succeeded: say so if it made a new store."""
+        if self._fresh and self._store is not None and self._store.registry.is_store():
+            format.note(f"artfs: created a new store at {self._store.url}")
 
     @property
     def store(self):
         if self._store is None:
             from artfs.api.store import Store
 
-            command = " ".join(click.get_current_context().command_path.split()[1:])
+            click_ctx = click.get_current_context()
+            command = " ".join(click_ctx.command_path.split()[1:])
             creating = command in CREATING_COMMANDS
             store = Store(self.store_url, self.cache, create=creating)
-            if not creating and not store.registry.is_store():
+            existed = store.registry.is_store()
+            if not creating and not existed:
                 raise NotFound(f"no artfs store at {store.url} (check --store or ARTFS_STORE)")
-            if creating and store.registry.mark_store():
-                format.note(f"artfs: created a new store at {store.url}")
+            self._fresh = creating and not existed  # said after the command, if it made it (done())
             self._store = store
         return self._store
 
@@ -60,6 +67,12 @@ def cli(click_ctx, store_url, cache, debug, quiet):
     """Versioned datasets and models in an object store, as a filesystem."""
     format.QUIET = quiet
     click_ctx.obj = Context(store_url, cache, debug)
+
+
+@cli.result_callback()
+@click.pass_obj
+def _after(ctx, *_args, **_kwargs):
+    ctx.done()
 
 
 def _metadata(text: str | None) -> dict | None:
