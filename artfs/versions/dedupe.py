@@ -1,11 +1,11 @@
 """Where the store already holds a small file: the dedupe index, sharded by digest prefix.
 
-    dedupe/format.json   {"format": 1, "shards": 4096, "created": …}   create-if-absent, never changed
-    dedupe/<ppp>         every small file stored whose digest starts with the hex <ppp>:
+    dedupe/format.json   {"format": 1, "prefix_hex": 2, "created": …}   create-if-absent, never changed
+    dedupe/<pp>          every small file stored whose digest starts with the hex <pp>:
                          msgpack {"format": 1, "packs": [pack id…], "digests": 32 bytes each,
                          "where": uint32 pack number each, "offsets": uint64 each}; CAS
 
-A commit looks up only the digests it adds, reading one shard (about 1/4096 of the
+A commit looks up only the digests it adds, reading one shard (about 1/256 of the
 store's small files) per digest prefix it meets, instead of every `index/<pack>` of
 the store. After its packs are stored it adds their files to those shards by
 compare-and-swap. `index/<pack>` objects are still written and stay what gc keeps.
@@ -36,32 +36,34 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from artfs.digest import DIGEST_SIZE
-from artfs.errors import NotFound, PreconditionFailed
+from artfs.errors import CorruptRecord, NotFound, PreconditionFailed
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import index_key
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-PREFIX_HEX = 3  # 4096 shards: ~110 KB each for 10M stored small files
+# 256 shards: ~170 KB each for 1M stored small files, 1.7 MB for 10M; a big commit touches at
+# most 256. (format.json names the length, so a store can be made with longer prefixes.)
+PREFIX_HEX = 2
 FORMAT_KEY = "dedupe/format.json"
-PREFETCH_AFTER = 64  # a commit that has read this many shards one by one reads the rest in parallel
+PREFETCH_AFTER = 16  # a commit that has read this many shards one by one reads the rest in parallel
 WORKERS = 16
 TRIES = 10  # compare-and-swap attempts on one shard
 
 Where = tuple[bytes, int]  # (pack id, offset in the pack)
 
 
-def shard_of(digest: bytes) -> str:
-    return digest.hex()[:PREFIX_HEX]
+def shard_of(digest: bytes, prefix_hex: int = PREFIX_HEX) -> str:
+    return digest.hex()[:prefix_hex]
 
 
 def shard_key(prefix: str) -> str:
     return f"dedupe/{prefix}"
 
 
-def all_prefixes() -> list[str]:
-    return [f"{i:0{PREFIX_HEX}x}" for i in range(16 ** PREFIX_HEX)]
+def all_prefixes(prefix_hex: int = PREFIX_HEX) -> list[str]:
+    return [f"{i:0{prefix_hex}x}" for i in range(16 ** prefix_hex)]
 
 
 def decode_shard(data: bytes, key: str) -> dict[bytes, Where]:
@@ -102,6 +104,7 @@ class PackIndex:
         self.cache_dir = os.path.join(cache_dir, "index") if cache_dir else None
         self._lock = threading.Lock()
         self._sharded: bool | None = None  # None: not asked yet
+        self.prefix_hex = PREFIX_HEX
         self._all: dict[bytes, Where] | None = None  # an old store's every pack index, loaded once
         self._shards: dict[str, tuple[dict[bytes, Where], str | None]] = {}  # prefix -> (entries, etag)
         self._packs: dict[bytes, bool] = {}  # pack id -> its index exists (checked this commit)
@@ -114,12 +117,12 @@ class PackIndex:
             self._check_sharded()
         if self._all is not None:
             return self._all.get(digest)  # an old store: every index was loaded (and is live)
-        prefix = shard_of(digest)
+        prefix = shard_of(digest, self.prefix_hex)
         with self._lock:
             loaded = prefix in self._shards
         if not loaded:
             if self.shard_reads >= PREFETCH_AFTER:
-                self._load_shards([p for p in all_prefixes() if p not in self._shards])
+                self._load_shards([p for p in all_prefixes(self.prefix_hex) if p not in self._shards])
             else:
                 self._load_shards([prefix])
         hit = self._shards[prefix][0].get(digest)
@@ -130,16 +133,24 @@ class PackIndex:
     def _check_sharded(self) -> None:
         """Whether the store keeps dedupe shards; in an old store every pack index is loaded
         (as before) and folded into shards, for the next commit."""
-        if not self.store.exists(FORMAT_KEY):
+        try:
+            doc = json.loads(self.store.get(FORMAT_KEY))
+            self.prefix_hex = int(doc["prefix_hex"])
+            if not 1 <= self.prefix_hex <= 8:
+                raise ValueError(f"prefix_hex {self.prefix_hex}")
+        except NotFound:
             entries = self._load_every_index()
             if entries:
                 self._all = entries
                 self.record(entries.items())  # the shards get every stored small file…
             self._mark_sharded()  # …before the marker says they have them
+        except (ValueError, KeyError, TypeError) as e:  # dedupe as before the shards: slower, never wrong
+            log.warning("%s", CorruptRecord(f"corrupt dedupe index marker {FORMAT_KEY}: {e}; reading every pack index"))
+            self._all = self._load_every_index()
         self._sharded = True
 
     def _mark_sharded(self) -> None:
-        doc = json.dumps({"format": FORMAT, "shards": 16 ** PREFIX_HEX, "created": time.time()}).encode()
+        doc = json.dumps({"format": FORMAT, "prefix_hex": self.prefix_hex, "created": time.time()}).encode()
         try:
             self.store.put(FORMAT_KEY, doc, if_none_match=True)
         except PreconditionFailed:
@@ -179,7 +190,7 @@ class PackIndex:
         that cannot be written after TRIES races only costs dedupe later: logged, not raised."""
         by_shard: dict[str, dict[bytes, Where]] = {}
         for digest, where in stored:
-            by_shard.setdefault(shard_of(digest), {})[digest] = where
+            by_shard.setdefault(shard_of(digest, self.prefix_hex), {})[digest] = where
         if not by_shard:
             return
         with ThreadPoolExecutor(min(WORKERS, len(by_shard)), thread_name_prefix="artfs-dedupe") as pool:
