@@ -39,6 +39,8 @@ class HostsReport:
     rss_kib: list[int] = field(default_factory=list)  # each daemon's VmRSS at the end
     seconds: float = 0.0
     mount_seconds: float = 0.0
+    commit_window: tuple[float, float] = (0.0, 0.0)  # time.monotonic() around the commits
+    poll_window: tuple[float, float] = (0.0, 0.0)  # … around the steady polling (poll_seconds)
 
     @property
     def dense(self) -> bool:
@@ -71,8 +73,10 @@ def _content(host: int, k: int) -> bytes:
 
 def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: float = 1.0,
               env: dict | None = None, deadline: float = 300.0, read_sample: int = 0,
-              mount_jobs: int = 4) -> HostsReport:
-    """See the module doc. `read_sample`: versions each host reads (0: all of them)."""
+              mount_jobs: int = 4, poll_seconds: float = 0.0) -> HostsReport:
+    """See the module doc. `read_sample`: versions each host reads (0: all of them).
+    `poll_seconds`: at the end, every host looks at the artifact (lists it, reads
+    latest's README) every 0.5 s for this long: a job using it, for counting requests."""
     report = HostsReport(hosts)
     start = time.monotonic()
     end = start + deadline
@@ -143,8 +147,10 @@ def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: 
         watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(hosts)]
         for t in watchers:
             t.start()
+        t0 = time.monotonic()
         with ThreadPoolExecutor(hosts) as pool:
             list(pool.map(commit, range(hosts)))
+        report.commit_window = (t0, time.monotonic())
         for t in watchers:
             t.join(max(0.0, end - time.monotonic()))
         done.set()
@@ -191,6 +197,25 @@ def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: 
         if by_version:
             with ThreadPoolExecutor(min(hosts, 16)) as pool:
                 list(pool.map(read, range(hosts)))
+
+        if poll_seconds:
+            def poll(i: int, stop: float) -> None:
+                folder = os.path.join(mps[i], *ARTIFACT.split("/"))
+                while time.monotonic() < stop:
+                    try:
+                        os.listdir(folder)
+                        with open(os.path.join(folder, "latest", "README"), "rb") as fh:
+                            fh.read()
+                    except OSError as e:
+                        report.errors.append(f"host {i}: polling: {e}")
+                        return
+                    time.sleep(0.5)
+
+            t0 = time.monotonic()
+            stop = min(end, t0 + poll_seconds)
+            with ThreadPoolExecutor(hosts) as pool:
+                list(pool.map(lambda i: poll(i, stop), range(hosts)))
+            report.poll_window = (t0, time.monotonic())
 
         for i in range(hosts):
             pids = daemon_pids(mps[i])

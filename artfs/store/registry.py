@@ -175,6 +175,7 @@ class Registry:
         self._manifests: LRUCache = LRUCache(maxsize=8)
         self._records: dict[str, tuple[str, VersionRecord]] = {}  # key -> (etag, record)
         self._index_refused: set[ArtifactName] = set()  # version index not writable here
+        self._types: dict[ArtifactName, str] = {}  # artifact -> type, once seen (never changes)
         self._lock = threading.Lock()
 
     # -- keys -----------------------------------------------------------------
@@ -194,10 +195,17 @@ class Registry:
         return [a for a in self.store.list_prefixes(f"artifacts/{project}/") if is_valid_name(a)]
 
     def artifact_type(self, a: ArtifactName) -> str | None:
+        with self._lock:
+            known = self._types.get(a)
+        if known is not None:
+            return known  # artifact.json is created once and never changed: asked once per process
         key = self._prefix(a) + "artifact.json"
         try:
             doc = json.loads(self.store.get(key))
-            return str(doc["type"])
+            type_ = str(doc["type"])
+            with self._lock:
+                self._types[a] = type_
+            return type_
         except NotFound:
             return None
         except (ValueError, KeyError, TypeError) as e:

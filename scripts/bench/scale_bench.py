@@ -241,12 +241,61 @@ def bench_entries(b: Bucket, counts: list[int], before: str | None) -> str:
             "\n|---|---|---|---|---|---|---|---|\n" + "\n".join(commits) + f"\n\nloadavg {loadavg()}.\n")
 
 
+# -- 3. many hosts on one bucket ---------------------------------------------------------
+
+def bench_hosts(b: Bucket, counts: list[int], refresh: float, poll: float) -> tuple[str, str]:
+    from hosts import RequestCounter, run_hosts
+
+    proxy = RequestCounter(b.server.endpoint)
+    env = {"AWS_ENDPOINT_URL": proxy.endpoint}
+    os.environ["AWS_ENDPOINT_URL"] = proxy.endpoint  # run_hosts reads the records in-process too
+    rows, rates = [], []
+    try:
+        for h in counts:
+            root = tempfile.mkdtemp(prefix=f"artfs-hosts{h}-")
+            t = time.monotonic()
+            r = run_hosts(b.url(f"hosts{h}"), root, hosts=h, commits=1, refresh=refresh, env=env,
+                          deadline=900, read_sample=8, poll_seconds=poll)
+            shutil.rmtree(root, ignore_errors=True)
+            print(r.summary(), f"({time.monotonic() - t:.0f} s)", r.errors[:5], flush=True)
+            f = sorted(r.freshness) or [float("nan")]
+            rows.append(f"| {h} | {len(r.commits)} | {'yes' if r.dense else 'NO'} | {r.reads} | {len(r.errors)} "
+                        f"| {f[len(f) // 2]:.2f} | {f[int(len(f) * 0.99)]:.2f} | {f[-1]:.2f} | {r.unseen} "
+                        f"| {sum(r.rss_kib) / 1024:,.0f} | {sum(r.rss_kib) / 1024 / max(1, len(r.rss_kib)):.0f} "
+                        f"| {r.mount_seconds:.0f} | {loadavg()} |")
+            c0, c1 = r.commit_window
+            commit_reqs = proxy.between(c0, c1)
+            p0, p1 = r.poll_window
+            poll_reqs = proxy.between(p0, p1)
+            span = max(p1 - p0, 1e-9)
+            reads = sum(n for (k, _), n in poll_reqs.items() if k in ("GET", "HEAD", "LIST"))
+            writes = sum(n for (k, _), n in poll_reqs.items() if k in ("PUT", "POST", "DELETE"))
+            per_commit = sum(commit_reqs.values()) / max(1, len(r.commits))
+            top = ", ".join(f"{k} {a} {n / span:.1f}" for (k, a), n in poll_reqs.most_common(4))
+            ctop = ", ".join(f"{k} {a} {n / max(1, len(r.commits)):.1f}" for (k, a), n in commit_reqs.most_common(8))
+            rates.append(f"| {h} | {refresh:g} | {span:.0f} | {reads / span:.1f} | {writes / span:.1f} "
+                         f"| {reads / span / h * refresh:.2f} | {top} | {per_commit:.0f} | {ctop} |")
+            print(rates[-1], flush=True)
+    finally:
+        proxy.close()
+    table = ("| hosts | commits | versions dense | reads checked | errors | freshness p50 (s) | p99 (s) | max (s) "
+             "| (host, version) never seen | daemons' RSS total (MiB) | per daemon (MiB) | mounting all (s) | loadavg |\n"
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+    rate = ("| hosts | refresh (s) | polling window (s) | reads/s to the bucket | writes/s | reads per host per refresh "
+            "| top (kind area: per s) | requests per commit | per commit (kind area: count) |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rates))
+    return table, rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["listing", "dedupe", "hosts", "all"])
     ap.add_argument("--versions", type=int, nargs="+", default=[1, 100, 1000])
     ap.add_argument("--entries", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--before", help="a folder holding an older `artfs` package to compare one-file commits with")
+    ap.add_argument("--hosts", type=int, nargs="+", default=[8, 32, 64])
+    ap.add_argument("--refresh", type=float, default=5.0)
+    ap.add_argument("--poll", type=float, default=30.0, help="seconds every host keeps looking at the artifact")
     ap.add_argument("--write", action="store_true", help="append the tables to docs/benchmarks.md")
     args = ap.parse_args()
     b = Bucket()
@@ -257,6 +306,10 @@ def main() -> None:
         if args.what in ("dedupe", "all"):
             out.append("### Publish, listing and one-file commits by entries (SeaweedFS, loopback)\n\n"
                        + bench_entries(b, args.entries, args.before))
+        if args.what in ("hosts", "all"):
+            table, rate = bench_hosts(b, args.hosts, args.refresh, args.poll)
+            out.append("### Many hosts on one bucket (SeaweedFS, loopback)\n\n" + table + "\n")
+            out.append("### Requests the hosts send to the bucket\n\n" + rate + "\n")
     finally:
         b.close()
     text = "\n".join(out)
