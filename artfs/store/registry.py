@@ -419,7 +419,13 @@ class Registry:
         return rec, True
 
     def _same_content(self, rec: VersionRecord, hexdigest: str, manifest: Manifest) -> bool:
-        return rec.manifest == hexdigest or self.manifest(rec).content_digest() == manifest.content_digest()
+        if rec.manifest == hexdigest:
+            return True
+        # Equal content has equal file counts and sizes: when the record says otherwise, its
+        # manifest is not fetched (H hosts racing for vN would each fetch every winner's).
+        if rec.files and (rec.files != len(manifest) or rec.size != manifest.total_size):
+            return False
+        return self.manifest(rec).content_digest() == manifest.content_digest()
 
     def update_version(self, rec: VersionRecord, change: Callable[[VersionRecord], VersionRecord]) -> VersionRecord:
         """Compare-and-swap on the version record; `change` is re-applied after a lost race."""
