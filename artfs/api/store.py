@@ -75,7 +75,8 @@ class Store:
         known.damaged = {o.key.removeprefix("damaged/") for o in self.objects.list("damaged/")}
         if base is not None:
             known.add_manifest(base)
-        known.loader = PackIndex(self.objects, self.cache_dir).load_into
+        index = PackIndex(self.objects, self.cache_dir)
+        known.lookup, known.on_stored = index.find, index.record
         return known
 
     def store_content(self, files: Iterable[FileSource], carried: Iterable[Entry], base: Manifest | None,
@@ -84,6 +85,7 @@ class Store:
         encoded; the caller stores it (Registry.commit or a distributed part)."""
         publisher = Publisher(self.objects, self.known_content(base), progress=progress)
         manifest = publisher.build(files, carried)
+        publisher.known.settle()  # the dedupe index learns where the new small files went
         return manifest, manifest.encode(), publisher.stats
 
     def publish(

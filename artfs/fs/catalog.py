@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,10 @@ from artfs.names import LATEST, ArtifactName
 from artfs.store.registry import Registry, VersionRecord
 
 log = logging.getLogger(__name__)
+
+# A listing lives refresh × (1 - U(0, JITTER)): hosts that mounted and looked together (a job's
+# start) drift apart instead of asking the bucket in lockstep forever (docs/scale.md).
+JITTER = 0.2
 
 
 def _run(future: Future, load) -> None:
@@ -106,7 +111,7 @@ class Catalog:
                 return  # invalidated while loading: this result may predate the change
             del self._loading[key]
             if future.exception() is None:
-                self._cache[key] = (started, future.result())
+                self._cache[key] = (started - self.refresh * random.uniform(0, JITTER), future.result())
                 if self._outage:
                     self._outage = False
                     log.info("the store is reachable again")

@@ -175,6 +175,7 @@ class Registry:
         self._manifests: LRUCache = LRUCache(maxsize=8)
         self._records: dict[str, tuple[str, VersionRecord]] = {}  # key -> (etag, record)
         self._index_refused: set[ArtifactName] = set()  # version index not writable here
+        self._types: dict[ArtifactName, str] = {}  # artifact -> type, once seen (never changes)
         self._lock = threading.Lock()
 
     # -- keys -----------------------------------------------------------------
@@ -194,10 +195,17 @@ class Registry:
         return [a for a in self.store.list_prefixes(f"artifacts/{project}/") if is_valid_name(a)]
 
     def artifact_type(self, a: ArtifactName) -> str | None:
+        with self._lock:
+            known = self._types.get(a)
+        if known is not None:
+            return known  # artifact.json is created once and never changed: asked once per process
         key = self._prefix(a) + "artifact.json"
         try:
             doc = json.loads(self.store.get(key))
-            return str(doc["type"])
+            type_ = str(doc["type"])
+            with self._lock:
+                self._types[a] = type_
+            return type_
         except NotFound:
             return None
         except (ValueError, KeyError, TypeError) as e:
@@ -411,7 +419,13 @@ class Registry:
         return rec, True
 
     def _same_content(self, rec: VersionRecord, hexdigest: str, manifest: Manifest) -> bool:
-        return rec.manifest == hexdigest or self.manifest(rec).content_digest() == manifest.content_digest()
+        if rec.manifest == hexdigest:
+            return True
+        # Equal content has equal file counts and sizes: when the record says otherwise, its
+        # manifest is not fetched (H hosts racing for vN would each fetch every winner's).
+        if rec.files and (rec.files != len(manifest) or rec.size != manifest.total_size):
+            return False
+        return self.manifest(rec).content_digest() == manifest.content_digest()
 
     def update_version(self, rec: VersionRecord, change: Callable[[VersionRecord], VersionRecord]) -> VersionRecord:
         """Compare-and-swap on the version record; `change` is re-applied after a lost race."""

@@ -60,9 +60,14 @@ def read_block(store: ObjectStore, key: str) -> tuple[Copies, str | None]:
 
 def update_block(store: ObjectStore, key: str, merge: Callable[[Copies], bool]) -> bool:
     """Compare-and-swap on a block: `merge` changes the copies in place and says whether it
-    changed anything. False if the block could not be written (it is a cache: never fatal)."""
+    changed anything. False if the store refuses the write (read-only credentials, an outage);
+    losing TRIES races in a row is not a refusal (the next writer puts the copies in)."""
     for _ in range(TRIES):
-        copies, etag = read_block(store, key)
+        try:
+            copies, etag = read_block(store, key)
+        except Exception as e:  # noqa: BLE001 - an outage: readers fall back to the records
+            log.debug("could not read %s: %s", key, e)
+            return False
         if not merge(copies):
             return True
         doc = {"format": FORMAT, "records": {str(n): {"etag": e, "record": r} for n, (e, r) in sorted(copies.items())}}
@@ -78,4 +83,5 @@ def update_block(store: ObjectStore, key: str, merge: Callable[[Copies], bool]) 
         except Exception as e:  # noqa: BLE001 - read-only credentials, an outage: readers fall back
             log.debug("could not update %s: %s", key, e)
             return False
-    return False
+    log.debug("%s: lost %d races in a row; left to the next writer", key, TRIES)
+    return True

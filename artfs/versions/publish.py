@@ -39,11 +39,12 @@ from artfs.digest import (
     hash_file,
     needs_chunks,
 )
-from artfs.errors import CorruptRecord, InvalidInput, NotFound
+from artfs.errors import CorruptRecord, InvalidInput
 from artfs.names import join_path, normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest
+from artfs.versions.dedupe import PackIndex  # noqa: F401 - its home before the shards; api/store.py imports it here
 
 SMALL_LIMIT = CHUNK_SIZE
 PACK_TARGET = 16 << 20
@@ -103,19 +104,30 @@ class KnownContent:
     large: set[bytes] = field(default_factory=set)  # files stored whole, as objects/<digest>
     blocked: dict[bytes, bytes] = field(default_factory=dict)  # files stored as blocks: digest -> blocks
     blocks: set[bytes] = field(default_factory=set)  # blocks stored (objects/<block digest>)
-    # Adds more small content (every pack index of the store) on the first miss, so a commit
-    # whose small files are all known already, or that has none, reads no index.
-    loader: Callable[[KnownContent], None] | None = None
+    # Asked on a miss where the store holds a small file (PackIndex.find: only that digest's
+    # shard of the dedupe index is read), so a commit's cost does not grow with the store.
+    lookup: Callable[[bytes], tuple[bytes, int] | None] | None = None
+    # Told by settle() where the small files this publish stored went (PackIndex.record).
+    on_stored: Callable[[list[tuple[bytes, tuple[bytes, int]]]], None] | None = None
     # Stored objects `artfs verify` found damaged (keys): never reused, stored again instead.
     damaged: set[str] = field(default_factory=set)
+    added: list[bytes] = field(default_factory=list)  # small digests this publish packs anew
 
     def find_small(self, digest: bytes) -> tuple[bytes | None, int] | None:
         hit = self.small.get(digest)
-        if hit is None and self.loader is not None:
-            loader, self.loader = self.loader, None
-            loader(self)
-            hit = self.small.get(digest)
+        if hit is None and self.lookup is not None:
+            hit = self.lookup(digest)
+            if hit is not None:
+                self.small[digest] = hit
+        if hit is None:
+            self.added.append(digest)
         return hit
+
+    def settle(self) -> None:
+        """After the publish stored its packs: tells on_stored where its new small files are."""
+        if self.on_stored is not None:
+            stored = [(d, self.small[d]) for d in self.added if self.small.get(d, (None,))[0] is not None]
+            self.on_stored(stored)  # type: ignore[arg-type]
 
     def add_manifest(self, m: Manifest) -> None:
         # From the columns: an Entry object per entry costs more than all of this.
@@ -129,49 +141,6 @@ class KnownContent:
         for i, b in blocked.items():
             self.blocked[digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]] = b
             self.blocks.update(b[k:k + DIGEST_SIZE] for k in range(0, len(b), DIGEST_SIZE))
-
-
-class PackIndex:
-    """The union of every pack's index object, cached on local disk (indexes never change)."""
-
-    def __init__(self, store: ObjectStore, cache_dir: str | None):
-        self.store = store
-        self.cache_dir = os.path.join(cache_dir, "index") if cache_dir else None
-
-    def load_into(self, known: KnownContent) -> None:
-        found = []
-        for info in self.store.list("index/"):
-            name = info.key.rsplit("/", 1)[-1]
-            try:
-                found.append((info.key, name, bytes.fromhex(name)))
-            except ValueError:
-                continue
-        # Those not cached yet are fetched in parallel (a fresh cache: one GET per pack).
-        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="artfs-index") as pool:
-            datas = list(pool.map(lambda f: self._read(f[0], f[1]), found))
-        for (_, _, pack_id), data in zip(found, datas):
-            try:
-                for digest, offset, _size in msgpack.unpackb(data):
-                    known.small.setdefault(bytes(digest), (pack_id, int(offset)))
-            except (ValueError, TypeError, msgpack.UnpackException):
-                continue  # a damaged index only costs dedupe, never correctness
-
-    def _read(self, key: str, name: str) -> bytes:
-        local = os.path.join(self.cache_dir, name) if self.cache_dir else None
-        if local and os.path.exists(local):
-            with open(local, "rb") as f:
-                return f.read()
-        try:
-            data = self.store.get(key)
-        except NotFound:
-            return msgpack.packb([])
-        if local:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            tmp = f"{local}.{os.getpid()}-{threading.get_ident()}.tmp"  # concurrent commits in one daemon
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, local)
-        return data
 
 
 class _VerifyingReader:

@@ -257,7 +257,7 @@ def test_only_changed_bytes_move(counted, tree, tmp_path):
     assert r.version.number == 2
     kinds = sorted(k.split("/")[0] if not k.startswith("artifacts/") else k for k, _ in _stored(counter))
     assert kinds == ["artifacts/p/a/version-index/b0.json", "artifacts/p/a/versions/v2.json",
-                     "index", "manifests", "packs"], counter.writes
+                     "dedupe", "index", "manifests", "packs"], counter.writes
     assert counter.written("packs/")[0][1] == 4000
     assert counter.written("index/")[0][1] < 200
 

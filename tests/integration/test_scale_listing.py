@@ -136,3 +136,22 @@ def test_the_cli_on_many_versions(artfs, store_url, tmp_path):
     t = time.monotonic()
     assert json.loads(artfs("info", "p/a").ok().out)["version"] == "v300"
     assert time.monotonic() - t < 5  # generous: this machine is shared; the figures are in docs/benchmarks.md
+
+
+def test_a_commit_does_not_fetch_a_manifest_whose_record_shows_other_content(store_url, cache_dir, tmp_path):
+    """Whether a new version repeats the newest one (or a racer's) is first told from the
+    records' file counts and sizes: many hosts racing for vN do not each fetch every winner's
+    manifest."""
+    store = Store(store_url, cache_dir)
+    publish(store, tmp_path, "one")
+    counter = CountingStore(open_store(store_url))
+    fresh_store = Store(store_url, cache_dir, objects=counter)
+    (tmp_path / "g").write_text("two files now")
+    (tmp_path / "h").write_text("and more bytes")
+    r = fresh_store.publish(A, "dataset", [FileSource("f.txt", str(tmp_path / "g")), FileSource("g.txt", str(tmp_path / "h"))])
+    assert r.created and r.version.number == 1
+    assert counter.read_from("manifests/") == []
+    # Same count and size but other bytes: the manifest is fetched, and it is a new version.
+    (tmp_path / "i").write_text("TWO FILES NOW")
+    r = fresh_store.publish(A, "dataset", [FileSource("f.txt", str(tmp_path / "i")), FileSource("g.txt", str(tmp_path / "h"))])
+    assert r.created and r.version.number == 2
