@@ -127,9 +127,11 @@ def checkout(artifact: Artifact, root: str) -> str:
     artifact.download(root)
     for rel in _extra_files(os.path.abspath(root), artifact.manifest):
         os.unlink(os.path.join(root, rel))
-    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-        if dirpath != root and not os.listdir(dirpath):
-            os.rmdir(dirpath)
+    manifest = artifact.manifest
+    for dirpath, _dirs, _files in os.walk(root, topdown=False):
+        rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        if dirpath != root and not os.listdir(dirpath) and manifest.folder(rel) is None:
+            os.rmdir(dirpath)  # an empty folder the version does not have (it keeps its own)
     return os.path.abspath(root)
 
 

@@ -11,6 +11,13 @@ import click
 
 from artfs.cli import format
 from artfs.cli.format import human_size, note, progress_bar, when
+from artfs.cli.drafts import register as _register_draft_commands
+from artfs.cli.lifecycle import register as _register_lifecycle_commands
+from artfs.cli.mount import register as _register_mount_commands
+from artfs.cli.refs import register as _register_ref_commands
+from artfs.cli.stats import register as _register_stats_commands
+from artfs.cli.ui import register as _register_ui_commands
+from artfs.cli.wandb import register as _register_wandb_commands
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import parse_artifact_name, parse_spec, version_name
 from artfs.store.registry import check_metadata
@@ -307,30 +314,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
 
 
-from artfs.cli.mount import register as _register_mount_commands
-
+# Verb groups defined beside their layer, each registering its commands on the group.
 _register_mount_commands(cli)
-
-from artfs.cli.drafts import register as _register_draft_commands
-
 _register_draft_commands(cli)
-
-from artfs.cli.refs import register as _register_ref_commands
-
 _register_ref_commands(cli)
-
-from artfs.cli.lifecycle import register as _register_lifecycle_commands
-
 _register_lifecycle_commands(cli)
-
-from artfs.cli.wandb import register as _register_wandb_commands  # noqa: E402
-
 _register_wandb_commands(cli)
-
-from artfs.cli.ui import register as _register_ui_commands  # noqa: E402
-
 _register_ui_commands(cli)
-
-from artfs.cli.stats import register as _register_stats_commands  # noqa: E402
-
 _register_stats_commands(cli)

@@ -114,7 +114,7 @@ class NamespaceCache:
                 self._clear()
             self.dirs[parent] = {r[0]: r[1] for r in rows}
             self.names += len(rows)
-            for name, ino, kind, mode, size, mtime_ns, origin in rows:
+            for _name, ino, kind, mode, size, mtime_ns, origin in rows:
                 if kind == DIR or origin is not None:
                     self.attrs[ino] = Attr(ino, kind, mode, size, mtime_ns)
 

@@ -61,7 +61,7 @@ def test_racing_cli_puts(artfs, tmp_path):
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(WRITERS)]
     results = wait_all(procs)
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err
     printed = sorted(out.strip() for out, _ in results)
     assert printed == sorted(f"p/race:v{i}" for i in range(WRITERS))

@@ -12,9 +12,10 @@ import shutil
 import pytest
 from conftest import s3_client
 
-wandb = pytest.importorskip("wandb")
 from http_server import nginx_server  # noqa: F401  (fixture)
-from wandb.sdk.artifacts.artifact_manifest import ArtifactManifest
+
+wandb = pytest.importorskip("wandb")
+from wandb.sdk.artifacts.artifact_manifest import ArtifactManifest  # noqa: E402  (after the skip)
 
 
 @pytest.fixture(autouse=True)

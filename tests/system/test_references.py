@@ -511,7 +511,7 @@ def test_mount_serves_pinned_bytes_or_eio_with_one_log_line(cli, ref_buckets, s3
     assert open(os.path.join(v0, "v.bin"), "rb").read() == b"pinned version"
     for rel in ("u.bin", "h.bin", "gone.txt"):
         path = os.path.join(v0, rel)
-        assert errno_of(lambda: open(path, "rb").read()) == errno.EIO, rel
+        assert errno_of(lambda p=path: open(p, "rb").read()) == errno.EIO, rel
         lines = [line for line in m.log().splitlines() if uris[rel] in line]
         assert len(lines) == 1, f"{rel}: expected one log line naming {uris[rel]}:\n{m.log()}"
         assert rel in lines[0] and "no longer matches" in lines[0] and "Traceback" not in m.log()

@@ -82,7 +82,7 @@ class S3Store(ObjectStore):
             if code in _MISSING:
                 raise NotFound(f"{key}: not found in {self.url}") from None
             if code == "InvalidRange":
-                raise _InvalidRange(key)
+                raise _InvalidRange(key) from None
             if code in _LOST_RACE:
                 raise PreconditionFailed(f"{key}: changed or exists already") from None
             if code in ("NoSuchBucket",):
