@@ -36,7 +36,7 @@ class Handles:
 
     def held(self, ino: int, kinds: tuple[type, ...]) -> Any:
         """An open handle of inode `ino` of one of `kinds`, or None (an unlinked file lives on through it)."""
-        return next((h for h in self._open.values() if isinstance(h, kinds) and h.node.ino == ino), None)
+        return next((h for h in self._open.values() if isinstance(h, kinds) and h.node.ino == ino), None)  # type: ignore[attr-defined]  # every handle kind has .node
 
     def values(self) -> list[Any]:
         return list(self._open.values())

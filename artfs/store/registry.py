@@ -23,7 +23,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 from cachetools import LRUCache
 
@@ -243,6 +243,7 @@ class Registry:
                 existing = self.artifact_type(a)
         if type_ and existing != type_:
             raise Conflict(f"{a} already exists with type {existing!r}, not {type_!r}")
+        assert existing is not None  # artifact.json exists once a racing creator has written it
         return existing
 
     # -- versions ---------------------------------------------------------------
@@ -279,9 +280,9 @@ class Registry:
             unread = [n for n in missing if n not in found]
             if unread:
                 with ThreadPoolExecutor(min(READERS, len(unread)), thread_name_prefix="artfs-record") as pool:
-                    for n, rec in zip(unread, pool.map(lambda n: self._read_if_there(a, n), unread)):
-                        if rec is not None:
-                            found[n] = rec
+                    for n, read in zip(unread, pool.map(lambda n: self._read_if_there(a, n), unread)):
+                        if read is not None:
+                            found[n] = read
                 self._write_back(a, [found[n] for n in unread if n in found])
         return [found[n] for n in sorted(found)]
 
@@ -371,7 +372,7 @@ class Registry:
         base: int | None = None,
         description: str = "",
         metadata: dict | None = None,
-        aliases: list[str] = (),
+        aliases: Iterable[str] = (),
         creator: dict | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Makes the next version of `a` from an already-uploaded manifest's content, and says
