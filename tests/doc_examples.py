@@ -1,0 +1,197 @@
+"""Shell examples in the docs, run as tests (docs/semantics.md, README.md).
+
+A runnable example is a ```sh block preceded by an HTML comment that marks it:
+
+    <!-- example -->                       runs as it is
+    <!-- example: mounted at /mnt/artfs --> the test mounts the store at /mnt/artfs first
+                                            (and unmounts it after)
+
+In the block, `# -> TEXT` gives what the command before it prints (stdout and stderr
+together), either at the end of the command's line or on lines of its own after it
+(several such lines: several lines of output; a bare `# ->`: no output at all).
+Output is compared with runs of white space made one (so `ls` printing one name a line
+matches `# -> a  b  c`). Every command must succeed (exit 0), except one whose output is
+given and matches: that is how a failure is shown (`touch v0/x  # -> touch: …: Read-only
+file system`). Other comments are prose. A line ending in `\\` continues the command.
+
+Each block runs in bash, one command after another in one shell (variables and `cd`
+carry over), in the test's scratch folder, with ARTFS_STORE and ARTFS_CACHE set, LC_ALL=C
+and the venv's `artfs` first on PATH. The tests substitute a scratch path for
+`/mnt/artfs`, so nothing outside the test's folder is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+MARKER = re.compile(r"^<!--\s*example(?::\s*(?P<how>.*?))?\s*-->\s*$")
+FENCE = re.compile(r"^```(?:sh|bash|shell)\b")
+EXPECT = "# ->"
+MOUNT_PATH = "/mnt/artfs"
+
+
+@dataclass
+class Command:
+    line: int  # in the document
+    text: str
+    expected: list[str] | None = None  # None: not checked beyond its exit status
+
+
+@dataclass
+class Example:
+    doc: str
+    line: int  # of the opening fence
+    how: str  # what the marker asks for: "" or e.g. "mounted at /mnt/artfs"
+    commands: list[Command] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{os.path.basename(self.doc)}:{self.line}"
+
+    @property
+    def needs_mount(self) -> bool:
+        return self.how.startswith("mounted at")
+
+
+def _split_expectation(line: str) -> tuple[str, str | None]:
+    """`cmd  # -> out` -> ("cmd", "out"); a `# ->` inside quotes is not one (the docs have none)."""
+    i = line.find(" " + EXPECT)
+    if i < 0:
+        return line, None
+    return line[:i].rstrip(), line[i + 1 + len(EXPECT):].strip()
+
+
+def parse_commands(body: list[tuple[int, str]]) -> list[Command]:
+    commands: list[Command] = []
+    pending: tuple[int, str] | None = None  # a command continued with a backslash
+    for number, raw in body:
+        line = raw.rstrip()
+        if pending is not None:
+            start, text = pending
+            text += "\n" + line
+            if line.endswith("\\"):
+                pending = (start, text)
+                continue
+            pending = None
+            line, number = text, start
+        elif line.endswith("\\"):
+            pending = (number, line)
+            continue
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith(EXPECT):
+            if not commands:
+                raise ValueError(f"line {number}: an expected output before any command")
+            out = stripped[len(EXPECT):].strip()
+            commands[-1].expected = [*(commands[-1].expected or []), out]
+            continue
+        if stripped.startswith("#"):
+            continue  # prose
+        text, out = _split_expectation(line)
+        commands.append(Command(number, text, None if out is None else [out]))
+    if pending is not None:
+        raise ValueError(f"line {pending[0]}: the block ends inside a continued command")
+    return commands
+
+
+def examples(doc: str) -> list[Example]:
+    """The marked examples of `doc`, in order."""
+    with open(doc) as f:
+        lines = f.read().splitlines()
+    out = []
+    i = 0
+    while i < len(lines):
+        m = MARKER.match(lines[i].strip())
+        if not m:
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and not lines[j].strip():
+            j += 1
+        if j >= len(lines) or not FENCE.match(lines[j]):
+            raise ValueError(f"{doc}:{i + 1}: an example marker not followed by a ```sh block")
+        k = j + 1
+        while k < len(lines) and not lines[k].startswith("```"):
+            k += 1
+        body = [(n + 1, lines[n]) for n in range(j + 1, k)]
+        ex = Example(doc, j + 1, (m.group("how") or "").strip(), parse_commands(body))
+        if not ex.commands:
+            raise ValueError(f"{doc}:{j + 1}: an empty example")
+        out.append(ex)
+        i = k + 1
+    return out
+
+
+def normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass
+class Outcome:
+    command: Command
+    returncode: int
+    output: str
+
+    def problem(self) -> str | None:
+        """Why this command's outcome is not what the example says, or None."""
+        c = self.command
+        if c.expected is not None:
+            if normalized(self.output) != normalized("\n".join(c.expected)):
+                return f"printed {self.output!r}, expected {chr(10).join(c.expected)!r}"
+            if self.returncode != 0 and not self.output.strip():
+                return f"exited {self.returncode} without a word"
+            return None
+        if self.returncode != 0:
+            return f"exited {self.returncode}: {self.output.strip()!r}"
+        return None
+
+
+def run_example(ex: Example, cwd: str, env: dict[str, str], mount_path: str | None = None,
+                timeout: float = 300) -> list[Outcome]:
+    """Runs the example's commands in one bash, each with its output captured apart."""
+    outdir = os.path.join(cwd, ".example-out")
+    os.makedirs(outdir, exist_ok=True)
+    script = []
+    for n, c in enumerate(ex.commands):
+        text = c.text.replace(MOUNT_PATH, mount_path) if mount_path else c.text
+        out, rc = os.path.join(outdir, f"{n}.out"), os.path.join(outdir, f"{n}.rc")
+        script.append(f"{{\n{text}\n}} >'{out}' 2>&1 </dev/null\necho $? >'{rc}'")
+    full_env = {**os.environ, **env, "LC_ALL": "C",
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    for n in range(len(ex.commands)):
+        for suffix in (".out", ".rc"):
+            try:
+                os.remove(os.path.join(outdir, f"{n}{suffix}"))
+            except FileNotFoundError:
+                pass
+    subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=full_env, timeout=timeout,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    outcomes = []
+    for n, c in enumerate(ex.commands):
+        try:
+            with open(os.path.join(outdir, f"{n}.rc")) as f:
+                rc = int(f.read())
+            with open(os.path.join(outdir, f"{n}.out"), errors="replace") as f:
+                output = f.read()
+        except FileNotFoundError:
+            rc, output = -1, "(never ran: the shell stopped before it)"
+        if mount_path:
+            output = output.replace(mount_path, MOUNT_PATH)
+        outcomes.append(Outcome(c, rc, output))
+    return outcomes
+
+
+def check(ex: Example, outcomes: list[Outcome]) -> None:
+    """Fails naming every command of `ex` whose outcome is not what the doc says."""
+    problems = [f"  line {o.command.line}: {o.command.text.strip()}\n    {p}"
+                for o in outcomes if (p := o.problem()) is not None]
+    assert not problems, f"{ex.id}: the example is not true:\n" + "\n".join(problems)
+
+
+def asserts_something(ex: Example) -> bool:
+    return any(c.expected is not None for c in ex.commands)
