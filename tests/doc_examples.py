@@ -2,9 +2,11 @@
 
 A runnable example is a ```sh block preceded by an HTML comment that marks it:
 
-    <!-- example -->                       runs as it is
-    <!-- example: mounted at /mnt/artfs --> the test mounts the store at /mnt/artfs first
-                                            (and unmounts it after)
+    <!-- example -->    or    <!-- example: a note for the reader -->
+
+A block that uses /mnt/artfs without mounting it itself gets a fresh mount there first
+(the tests substitute a scratch path for /mnt/artfs). A ```python block marked so runs
+whole and must exit 0 without a traceback.
 
 In the block, `# -> TEXT` gives what the command before it prints (stdout and stderr
 together), either at the end of the command's line or on lines of its own after it
@@ -29,7 +31,7 @@ import sys
 from dataclasses import dataclass, field
 
 MARKER = re.compile(r"^<!--\s*example(?::\s*(?P<how>.*?))?\s*-->\s*$")
-FENCE = re.compile(r"^```(?:sh|bash|shell)\b")
+FENCE = re.compile(r"^```(?P<lang>sh|bash|shell|python)\b")
 EXPECT = "# ->"
 MOUNT_PATH = "/mnt/artfs"
 
@@ -45,8 +47,10 @@ class Command:
 class Example:
     doc: str
     line: int  # of the opening fence
-    how: str  # what the marker asks for: "" or e.g. "mounted at /mnt/artfs"
-    commands: list[Command] = field(default_factory=list)
+    how: str  # what the marker says after "example:", if anything
+    lang: str = "sh"  # or "python": then `code` runs whole, and must exit 0 without a traceback
+    code: str = ""
+    commands: list[Command] = field(default_factory=list)  # sh only
 
     @property
     def id(self) -> str:
@@ -54,7 +58,8 @@ class Example:
 
     @property
     def needs_mount(self) -> bool:
-        return self.how.startswith("mounted at")
+        """Uses /mnt/artfs without mounting it itself."""
+        return MOUNT_PATH in self.code and f"artfs mount {MOUNT_PATH}" not in self.code
 
 
 def _split_expectation(line: str) -> tuple[str, str | None]:
@@ -113,14 +118,17 @@ def examples(doc: str) -> list[Example]:
         j = i + 1
         while j < len(lines) and not lines[j].strip():
             j += 1
-        if j >= len(lines) or not FENCE.match(lines[j]):
-            raise ValueError(f"{doc}:{i + 1}: an example marker not followed by a ```sh block")
+        fence = FENCE.match(lines[j]) if j < len(lines) else None
+        if fence is None:
+            raise ValueError(f"{doc}:{i + 1}: an example marker not followed by a ```sh or ```python block")
         k = j + 1
         while k < len(lines) and not lines[k].startswith("```"):
             k += 1
         body = [(n + 1, lines[n]) for n in range(j + 1, k)]
-        ex = Example(doc, j + 1, (m.group("how") or "").strip(), parse_commands(body))
-        if not ex.commands:
+        lang = "python" if fence.group("lang") == "python" else "sh"
+        ex = Example(doc, j + 1, (m.group("how") or "").strip(), lang, "\n".join(line for _, line in body) + "\n",
+                     parse_commands(body) if lang == "sh" else [])
+        if not ex.code.strip():
             raise ValueError(f"{doc}:{j + 1}: an empty example")
         out.append(ex)
         i = k + 1
@@ -151,14 +159,19 @@ class Outcome:
         return None
 
 
-def run_example(ex: Example, cwd: str, env: dict[str, str], mount_path: str | None = None,
+def run_example(ex: Example, cwd: str, env: dict[str, str], paths: dict[str, str] | None = None,
                 timeout: float = 300) -> list[Outcome]:
-    """Runs the example's commands in one bash, each with its output captured apart."""
+    """Runs the example's commands in one bash, each with its output captured apart.
+    `paths` maps paths the doc names to scratch ones (e.g. /mnt/artfs to a test's mount
+    point): replaced in that order in the commands, and back in their output."""
+    paths = paths or {}
     outdir = os.path.join(cwd, ".example-out")
     os.makedirs(outdir, exist_ok=True)
     script = []
     for n, c in enumerate(ex.commands):
-        text = c.text.replace(MOUNT_PATH, mount_path) if mount_path else c.text
+        text = c.text
+        for doc_path, real in paths.items():
+            text = text.replace(doc_path, real)
         out, rc = os.path.join(outdir, f"{n}.out"), os.path.join(outdir, f"{n}.rc")
         script.append(f"{{\n{text}\n}} >'{out}' 2>&1 </dev/null\necho $? >'{rc}'")
     full_env = {**os.environ, **env, "LC_ALL": "C",
@@ -180,8 +193,8 @@ def run_example(ex: Example, cwd: str, env: dict[str, str], mount_path: str | No
                 output = f.read()
         except FileNotFoundError:
             rc, output = -1, "(never ran: the shell stopped before it)"
-        if mount_path:
-            output = output.replace(mount_path, MOUNT_PATH)
+        for doc_path, real in sorted(paths.items(), key=lambda kv: -len(kv[1])):
+            output = output.replace(real.strip().rstrip("/"), doc_path.strip().rstrip("/"))
         outcomes.append(Outcome(c, rc, output))
     return outcomes
 
@@ -194,4 +207,4 @@ def check(ex: Example, outcomes: list[Outcome]) -> None:
 
 
 def asserts_something(ex: Example) -> bool:
-    return any(c.expected is not None for c in ex.commands)
+    return ex.lang == "python" or any(c.expected is not None for c in ex.commands)
