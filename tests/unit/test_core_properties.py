@@ -43,9 +43,10 @@ MiB = 1 << 20
 # Each example builds a store, a cache and drafts (SQLite, fsyncs) and removes them: on tmpfs
 # that costs a fraction of what it costs on disk, and the unit level stays fast.
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-# Modest and fast: the unit level runs in seconds. No example database (nothing left behind)
-# and no "explain" phase (it reruns a failure ~100 times to annotate it).
-SETTINGS = settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow],
+# Modest and fast: the unit level runs in seconds (ARTFS_PROPERTY_EXAMPLES=1000 for a longer
+# hunt). No example database (nothing left behind) and no "explain" phase (it reruns a
+# failure ~100 times to annotate it).
+SETTINGS = settings(deadline=None, max_examples=int(os.environ.get("ARTFS_PROPERTY_EXAMPLES", "60")), suppress_health_check=[HealthCheck.too_slow],
                     database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink])
 
 
@@ -139,7 +140,9 @@ NAMES = ["a", "b", "c"]
 paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map("/".join)
 modes = st.sampled_from([0o644, 0o600, 0o755, 0o700, 0o444, 0o4755, 0o1777])
 ops = st.one_of(
-    st.tuples(st.just("write"), paths, st.integers(0, 3000), st.binary(max_size=400), st.booleans()),
+    # Offsets near 1 MiB too: files that become chunked (large) objects when committed.
+    st.tuples(st.just("write"), paths, st.integers(0, 3000) | st.integers(MiB - 200, MiB + 200),
+              st.binary(max_size=400), st.booleans()),
     st.tuples(st.just("truncate"), paths, st.integers(0, 5000)),
     st.tuples(st.just("unlink"), paths),
     st.tuples(st.just("mkdir"), paths),
@@ -225,6 +228,27 @@ class DraftDriver:
 
     async def apply(self, op: tuple) -> None:
         await getattr(self, "op_" + op[0])(*op[1:])
+        if op[0] != "commit":
+            for path in {p for p in op[1:] if isinstance(p, str)}:
+                await self.check_path(path)
+
+    async def check_path(self, path: str) -> None:
+        """What a lookup and a stat of `path` say right after an operation (the draft keeps
+        names and attributes in memory too: they must not go stale)."""
+        node = self.model.nodes.get(path)
+        if node is None:
+            if not self.model.parent_ok(path):
+                return  # the VFS answers ENOENT / ENOTDIR itself
+            parent_ino, name = await self.where(path)
+            await expect_errno(errno.ENOENT, self.fs.lookup(parent_ino, name))
+            return
+        ino = await self.core.lookup_path(self.root, path)
+        attr = (await self.fs.getattr(ino)).attr
+        assert stat.S_ISDIR(attr.mode) == (node[0] == "dir"), path
+        assert stat.S_IMODE(attr.mode) == node[-1], f"{path}: mode {attr.mode:o}, model {node[-1]:o}"
+        if node[0] == "file":
+            assert attr.size == len(node[1]), f"{path}: size {attr.size}, model {len(node[1])}"
+            assert await self.core.read_all(ino) == node[1], path
 
     async def op_write(self, path: str, off: int, data: bytes, trunc: bool) -> None:
         m = self.model.nodes
