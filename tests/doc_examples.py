@@ -6,7 +6,8 @@ A runnable example is a ```sh block preceded by an HTML comment that marks it:
 
 A block that uses /mnt/artfs without mounting it itself gets a fresh mount there first
 (the tests substitute a scratch path for /mnt/artfs). A ```python block marked so runs
-whole and must exit 0 without a traceback.
+whole and must exit 0 without a traceback; there a top-level expression ending in
+`# -> REPR` must have that repr().
 
 In the block, `# -> TEXT` gives what the command before it prints (stdout and stderr
 together), either at the end of the command's line or on lines of its own after it
@@ -24,6 +25,7 @@ and the venv's `artfs` first on PATH. The tests substitute a scratch path for
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -135,6 +137,31 @@ def examples(doc: str) -> list[Example]:
     return out
 
 
+def python_program(code: str) -> str:
+    """A Python example with each top-level expression statement marked `# -> REPR` turned into
+    a check that the expression's repr() is REPR (white space runs made one)."""
+    lines = code.split("\n")
+    tree = ast.parse(code)
+    checks = []
+    for node in tree.body:
+        if not isinstance(node, ast.Expr):
+            continue
+        end = node.end_lineno
+        _, out = _split_expectation(lines[end - 1])
+        while out is None and end < len(lines) and lines[end].strip().startswith(EXPECT):
+            out = lines[end].strip()[len(EXPECT):].strip()  # on the line after the expression
+            end += 1
+        if out is None:
+            continue
+        checks.append((node.lineno, end, ast.get_source_segment(code, node.value), out))
+    for start, end, expr, out in reversed(checks):
+        lines[start - 1:end] = [f"__expect({start}, ({expr}), {out!r})"] + [""] * (end - start)
+    prelude = ("def __expect(line, value, expected):\n"
+               "    got = ' '.join(repr(value).split())\n"
+               "    assert got == ' '.join(expected.split()), f'line {line}: got {got}, expected {expected}'\n")
+    return prelude + "\n".join(lines)
+
+
 def normalized(text: str) -> str:
     return " ".join(text.split())
 
@@ -207,4 +234,6 @@ def check(ex: Example, outcomes: list[Outcome]) -> None:
 
 
 def asserts_something(ex: Example) -> bool:
-    return ex.lang == "python" or any(c.expected is not None for c in ex.commands)
+    if ex.lang == "python":
+        return "__expect(" in python_program(ex.code)
+    return any(c.expected is not None for c in ex.commands)

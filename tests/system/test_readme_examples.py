@@ -5,7 +5,7 @@ block prints what its `# ->` lines say (tests/doc_examples.py has the convention
 /mnt/artfs becomes a fresh mount point under the test's folder (mounted first unless the
 block mounts it itself), /tmp/ that folder's tmp/, and the block runs in a folder holding
 what it names (new_batch/, model.pt). A Python block runs with this venv's Python and must
-exit 0 with no traceback."""
+exit 0 with no traceback, its `# -> REPR` expressions having that repr()."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from conftest import write_tree
-from doc_examples import asserts_something, check, examples, run_example
+from doc_examples import asserts_something, check, examples, python_program, run_example
 from mounts import mounter  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.mount
@@ -52,7 +52,7 @@ def test_readme_example_is_true(example, mounter, tmp_path):  # noqa: F811
     if example.lang == "sh":
         check(example, run_example(example, str(work), env, {" /tmp/": f" {tmp}/", "/mnt/artfs": mnt}))
         return
-    r = subprocess.run([sys.executable, "-c", example.code], cwd=work, env={**os.environ, **env},
+    r = subprocess.run([sys.executable, "-c", python_program(example.code)], cwd=work, env={**os.environ, **env},
                        capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and "Traceback" not in r.stderr, \
         f"{example.code}\n--- stdout\n{r.stdout}--- stderr\n{r.stderr}"

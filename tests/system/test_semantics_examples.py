@@ -5,10 +5,12 @@ The examples mount the store themselves; whatever they leave mounted is unmounte
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
-from doc_examples import asserts_something, check, examples, run_example
+from doc_examples import asserts_something, check, examples, python_program, run_example
 from mounts import mounting
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "semantics.md")
@@ -52,3 +54,14 @@ def test_an_example_that_is_not_true_fails(tmp_path):
     assert [o.problem() is None for o in outcomes] == [False, False, False, True, True]
     with pytest.raises(AssertionError, match="line 3: echo hello"):
         check(ex, outcomes)
+
+
+def test_a_python_example_checks_its_reprs(tmp_path):
+    code = "x = [1,\n     2]\nlen(x)   # -> 2\nx\n# -> [1, 2]\nsum(x)  # -> 4\n"
+    program = python_program(code)
+    assert program.count("__expect(") == 4  # the helper and three checks
+    r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "line 6: got 3, expected 4" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-c", python_program(code.replace("# -> 4", "# -> 3"))],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
