@@ -69,7 +69,7 @@ def _split_expectation(line: str) -> tuple[str, str | None]:
     i = line.find(" " + EXPECT)
     if i < 0:
         return line, None
-    return line[:i].rstrip(), line[i + 1 + len(EXPECT):].strip()
+    return line[:i].rstrip(), line[i + 1 + len(EXPECT) :].strip()
 
 
 def parse_commands(body: list[tuple[int, str]]) -> list[Command]:
@@ -94,7 +94,7 @@ def parse_commands(body: list[tuple[int, str]]) -> list[Command]:
         if stripped.startswith(EXPECT):
             if not commands:
                 raise ValueError(f"line {number}: an expected output before any command")
-            out = stripped[len(EXPECT):].strip()
+            out = stripped[len(EXPECT) :].strip()
             commands[-1].expected = [*(commands[-1].expected or []), out]
             continue
         if stripped.startswith("#"):
@@ -128,8 +128,14 @@ def examples(doc: str) -> list[Example]:
             k += 1
         body = [(n + 1, lines[n]) for n in range(j + 1, k)]
         lang = "python" if fence.group("lang") == "python" else "sh"
-        ex = Example(doc, j + 1, (m.group("how") or "").strip(), lang, "\n".join(line for _, line in body) + "\n",
-                     parse_commands(body) if lang == "sh" else [])
+        ex = Example(
+            doc,
+            j + 1,
+            (m.group("how") or "").strip(),
+            lang,
+            "\n".join(line for _, line in body) + "\n",
+            parse_commands(body) if lang == "sh" else [],
+        )
         if not ex.code.strip():
             raise ValueError(f"{doc}:{j + 1}: an empty example")
         out.append(ex)
@@ -149,16 +155,18 @@ def python_program(code: str) -> str:
         end = node.end_lineno
         _, out = _split_expectation(lines[end - 1])
         while out is None and end < len(lines) and lines[end].strip().startswith(EXPECT):
-            out = lines[end].strip()[len(EXPECT):].strip()  # on the line after the expression
+            out = lines[end].strip()[len(EXPECT) :].strip()  # on the line after the expression
             end += 1
         if out is None:
             continue
         checks.append((node.lineno, end, ast.get_source_segment(code, node.value), out))
     for start, end, expr, out in reversed(checks):
-        lines[start - 1:end] = [f"__expect({start}, ({expr}), {out!r})"] + [""] * (end - start)
-    prelude = ("def __expect(line, value, expected):\n"
-               "    got = ' '.join(repr(value).split())\n"
-               "    assert got == ' '.join(expected.split()), f'line {line}: got {got}, expected {expected}'\n")
+        lines[start - 1 : end] = [f"__expect({start}, ({expr}), {out!r})"] + [""] * (end - start)
+    prelude = (
+        "def __expect(line, value, expected):\n"
+        "    got = ' '.join(repr(value).split())\n"
+        "    assert got == ' '.join(expected.split()), f'line {line}: got {got}, expected {expected}'\n"
+    )
     return prelude + "\n".join(lines)
 
 
@@ -186,8 +194,9 @@ class Outcome:
         return None
 
 
-def run_example(ex: Example, cwd: str, env: dict[str, str], paths: dict[str, str] | None = None,
-                timeout: float = 300) -> list[Outcome]:
+def run_example(
+    ex: Example, cwd: str, env: dict[str, str], paths: dict[str, str] | None = None, timeout: float = 300
+) -> list[Outcome]:
     """Runs the example's commands in one bash, each with its output captured apart.
     `paths` maps paths the doc names to scratch ones (e.g. /mnt/artfs to a test's mount
     point): replaced in that order in the commands, and back in their output."""
@@ -201,16 +210,26 @@ def run_example(ex: Example, cwd: str, env: dict[str, str], paths: dict[str, str
             text = text.replace(doc_path, real)
         out, rc = os.path.join(outdir, f"{n}.out"), os.path.join(outdir, f"{n}.rc")
         script.append(f"{{\n{text}\n}} >'{out}' 2>&1 </dev/null\necho $? >'{rc}'")
-    full_env = {**os.environ, **env, "LC_ALL": "C",
-                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    full_env = {
+        **os.environ,
+        **env,
+        "LC_ALL": "C",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
     for n in range(len(ex.commands)):
         for suffix in (".out", ".rc"):
             try:
                 os.remove(os.path.join(outdir, f"{n}{suffix}"))
             except FileNotFoundError:
                 pass
-    subprocess.run(["bash", "-c", "\n".join(script)], cwd=cwd, env=full_env, timeout=timeout,
-                   stdin=subprocess.DEVNULL, capture_output=True)
+    subprocess.run(
+        ["bash", "-c", "\n".join(script)],
+        cwd=cwd,
+        env=full_env,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
     outcomes = []
     for n, c in enumerate(ex.commands):
         try:
@@ -228,8 +247,11 @@ def run_example(ex: Example, cwd: str, env: dict[str, str], paths: dict[str, str
 
 def check(ex: Example, outcomes: list[Outcome]) -> None:
     """Fails naming every command of `ex` whose outcome is not what the doc says."""
-    problems = [f"  line {o.command.line}: {o.command.text.strip()}\n    {p}"
-                for o in outcomes if (p := o.problem()) is not None]
+    problems = [
+        f"  line {o.command.line}: {o.command.text.strip()}\n    {p}"
+        for o in outcomes
+        if (p := o.problem()) is not None
+    ]
     assert not problems, f"{ex.id}: the example is not true:\n" + "\n".join(problems)
 
 

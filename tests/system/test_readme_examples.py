@@ -35,14 +35,32 @@ def test_the_readme_marks_its_examples():
 def test_readme_example_is_true(example, mounter, tmp_path):  # noqa: F811
     store, cache, tmp = tmp_path / "store", tmp_path / "cache", tmp_path / "tmp"
     tmp.mkdir()
-    env = {"ARTFS_STORE": str(store), "ARTFS_CACHE": str(cache), "TMPDIR": str(tmp), "TZ": "UTC",
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    seed = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh"), "--publish-only"], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        "ARTFS_STORE": str(store),
+        "ARTFS_CACHE": str(cache),
+        "TMPDIR": str(tmp),
+        "TZ": "UTC",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    seed = subprocess.run(
+        [os.path.join(ROOT, "scripts", "demo.sh"), "--publish-only"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert seed.returncode == 0, seed.stderr
     work = tmp_path / "work"
-    write_tree(work, {"new_batch/images/dup.png": "duplicate", "new_batch/images/bike_101.png": "a new bike",
-                      "new_batch/labels-extra.csv": "bike_101.png,2\n", "model.pt": "weights"})
+    write_tree(
+        work,
+        {
+            "new_batch/images/dup.png": "duplicate",
+            "new_batch/images/bike_101.png": "a new bike",
+            "new_batch/labels-extra.csv": "bike_101.png,2\n",
+            "model.pt": "weights",
+        },
+    )
 
     mnt = str(tmp_path / "mnt")
     if example.needs_mount:
@@ -52,7 +70,16 @@ def test_readme_example_is_true(example, mounter, tmp_path):  # noqa: F811
     if example.lang == "sh":
         check(example, run_example(example, str(work), env, {" /tmp/": f" {tmp}/", "/mnt/artfs": mnt}))
         return
-    r = subprocess.run([sys.executable, "-c", python_program(example.code)], cwd=work, env={**os.environ, **env},
-                       capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0 and "Traceback" not in r.stderr, \
+    r = subprocess.run(
+        [sys.executable, "-c", python_program(example.code)],
+        cwd=work,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0 and "Traceback" not in r.stderr, (
         f"{example.code}\n--- stdout\n{r.stdout}--- stderr\n{r.stderr}"
+    )

@@ -47,8 +47,10 @@ def test_every_example_asserts_what_it_shows():
 def test_an_example_that_is_not_true_fails(tmp_path):
     """The checker itself: a wrong output, a failing command and a missing failure are caught."""
     doc = tmp_path / "doc.md"
-    doc.write_text("<!-- example -->\n```sh\necho hello   # -> bye\nfalse\ntrue          # -> true: failed\n"
-                   "printf 'a\\nb\\n'\n# -> a\n# -> b\necho ok \\\n  done     # -> ok done\n```\n")
+    doc.write_text(
+        "<!-- example -->\n```sh\necho hello   # -> bye\nfalse\ntrue          # -> true: failed\n"
+        "printf 'a\\nb\\n'\n# -> a\n# -> b\necho ok \\\n  done     # -> ok done\n```\n"
+    )
     [ex] = examples(str(doc))
     outcomes = run_example(ex, str(tmp_path), {})
     assert [o.problem() is None for o in outcomes] == [False, False, False, True, True]
@@ -62,6 +64,10 @@ def test_a_python_example_checks_its_reprs(tmp_path):
     assert program.count("__expect(") == 4  # the helper and three checks
     r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=False)
     assert r.returncode != 0 and "line 6: got 3, expected 4" in r.stderr, r.stderr
-    r = subprocess.run([sys.executable, "-c", python_program(code.replace("# -> 4", "# -> 3"))],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", python_program(code.replace("# -> 4", "# -> 3"))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr

@@ -46,11 +46,17 @@ SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W
 # Modest and fast: the unit level runs in seconds (ARTFS_PROPERTY_EXAMPLES=1000 for a longer
 # hunt). No example database (nothing left behind) and no "explain" phase (it reruns a
 # failure ~100 times to annotate it).
-SETTINGS = settings(deadline=None, max_examples=int(os.environ.get("ARTFS_PROPERTY_EXAMPLES", "60")), suppress_health_check=[HealthCheck.too_slow],
-                    database=None, phases=[Phase.explicit, Phase.generate, Phase.shrink])
+SETTINGS = settings(
+    deadline=None,
+    max_examples=int(os.environ.get("ARTFS_PROPERTY_EXAMPLES", "60")),
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+    phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
 
 
 # -- the core, as the daemon builds it ---------------------------------------------------
+
 
 @dataclass
 class Core:
@@ -102,13 +108,15 @@ class Core:
 def open_core(resources: ExitStack, root: str, store_url: str) -> Core:
     cache = os.path.join(root, "cache")
     os.makedirs(cache, exist_ok=True)
-    opts = MountOptions(mountpoint=os.path.join(root, "mnt"), store_url=store_url, cache_dir=cache,
-                        cache_size=1 << 30, refresh=0.0)
+    opts = MountOptions(
+        mountpoint=os.path.join(root, "mnt"), store_url=store_url, cache_dir=cache, cache_size=1 << 30, refresh=0.0
+    )
     return Core(build(opts, Kernel(), resources), store_url)
 
 
 def run_core(root: str, store_url: str, body) -> None:
     """Runs `await body(core)` with the core's background work in a nursery, as the daemon does."""
+
     async def main():
         with ExitStack() as resources:
             core = open_core(resources, root, store_url)
@@ -117,6 +125,7 @@ def run_core(root: str, store_url: str, body) -> None:
                 await body(core)
                 # The nursery then waits for the read-ahead still running: nothing may write
                 # into the folders after this returns (they are removed).
+
     trio.run(main)
 
 
@@ -141,8 +150,13 @@ paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map("/".join)
 modes = st.sampled_from([0o644, 0o600, 0o755, 0o700, 0o444, 0o4755, 0o1777])
 ops = st.one_of(
     # Offsets near 1 MiB too: files that become chunked (large) objects when committed.
-    st.tuples(st.just("write"), paths, st.integers(0, 3000) | st.integers(MiB - 200, MiB + 200),
-              st.binary(max_size=400), st.booleans()),
+    st.tuples(
+        st.just("write"),
+        paths,
+        st.integers(0, 3000) | st.integers(MiB - 200, MiB + 200),
+        st.binary(max_size=400),
+        st.booleans(),
+    ),
     st.tuples(st.just("truncate"), paths, st.integers(0, 5000)),
     st.tuples(st.just("unlink"), paths),
     st.tuples(st.just("mkdir"), paths),
@@ -186,7 +200,7 @@ class Model:
 
 def splice(old: bytes, off: int, data: bytes) -> bytes:
     padded = old + b"\0" * max(0, off - len(old))
-    return padded[:off] + data + padded[off + len(data):]
+    return padded[:off] + data + padded[off + len(data) :]
 
 
 def resize(old: bytes, size: int) -> bytes:
@@ -326,15 +340,16 @@ class DraftDriver:
             del m[p]
         m.pop(dst, None)
         for p, n in moved.items():
-            m[dst + p[len(src):]] = n
+            m[dst + p[len(src) :]] = n
 
     async def op_chmod(self, path: str, mode: int) -> None:
         m = self.model.nodes
         if path not in m:
             return
         kind = stat.S_IFDIR if m[path][0] == "dir" else stat.S_IFREG
-        reply = await self.fs.setattr(await self.core.lookup_path(self.root, path), size=None,
-                                      mode=kind | mode, mtime_ns=None)
+        reply = await self.fs.setattr(
+            await self.core.lookup_path(self.root, path), size=None, mode=kind | mode, mtime_ns=None
+        )
         assert stat.S_IMODE(reply.attr.mode) == mode
         m[path][-1] = mode
 
@@ -392,6 +407,7 @@ def test_draft_operations_match_a_model(seed, steps):
 
 # -- (b) reads of published files --------------------------------------------------------
 
+
 def _source_files() -> dict[str, bytes]:
     rnd = __import__("random").Random(7)
     files = {f"small/{i}.bin": rnd.randbytes(n) for i, n in enumerate([0, 1, 4095, 20_000, 70_000, 300_000])}
@@ -416,9 +432,11 @@ def reads_of(name: str):
     one = st.tuples(st.integers(0, size + 1000), st.sampled_from([1, 100, 4096, 65_536, 131_072, MiB + 3]))
     # Runs of sequential reads too: each read starts where the last one ended.
     run = st.tuples(st.integers(0, size), st.integers(1, 8), st.sampled_from([4096, 131_072])).map(
-        lambda r: [(r[0] + i * r[2], r[2]) for i in range(r[1])])
+        lambda r: [(r[0] + i * r[2], r[2]) for i in range(r[1])]
+    )
     return st.lists(st.one_of(one.map(lambda r: [r]), run), min_size=1, max_size=6).map(
-        lambda rs: [r for group in rs for r in group])
+        lambda rs: [r for group in rs for r in group]
+    )
 
 
 @st.composite
@@ -444,7 +462,7 @@ def test_random_reads_of_published_files_return_the_source_bytes(published, plan
                     if step < len(reads):
                         off, size = reads[step]
                         got = await core.fs.read(fh, off, size)
-                        assert got == SOURCES[name][off:off + size], f"{name} [{off}, +{size})"
+                        assert got == SOURCES[name][off : off + size], f"{name} [{off}, +{size})"
             for _, fh, _ in handles:
                 await core.fs.release(fh)
 
