@@ -164,6 +164,11 @@ ops = st.one_of(
     st.tuples(st.just("rename"), paths, paths),
     st.tuples(st.just("chmod"), paths, modes),
     st.tuples(st.just("commit")),
+    # Descriptors held open across other operations (POSIX: they follow the file through
+    # renames, see writes made by path, and keep an unlinked or replaced file readable).
+    st.tuples(st.just("hold"), paths),
+    st.tuples(st.just("read_held"), st.integers(0, 2)),
+    st.tuples(st.just("write_held"), st.integers(0, 2), st.integers(0, 500), st.binary(min_size=1, max_size=100)),
 )
 seeds = st.dictionaries(st.sampled_from(["a", "b/c", "c/a/b", "big"]), st.binary(max_size=300), max_size=3)
 
@@ -224,6 +229,9 @@ class DraftDriver:
         self.versions = 1  # v0 is the seed
         self.draft_number = 0
         self.committed = model.copy()  # the newest version's tree
+        # Open read-write descriptors: (fh, the model's node of their file). The node is the
+        # file's identity: a rename moves it, an unlink drops its name but not the node.
+        self.held: list[tuple[int, list]] = []
 
     async def start(self) -> None:
         self.artifact = await self.core.lookup_path(ROOT_INO, "p/a")
@@ -242,7 +250,7 @@ class DraftDriver:
 
     async def apply(self, op: tuple) -> None:
         await getattr(self, "op_" + op[0])(*op[1:])
-        if op[0] != "commit":
+        if op[0] in ("write", "truncate", "unlink", "mkdir", "rmdir", "rename", "chmod", "hold"):
             for path in {p for p in op[1:] if isinstance(p, str)}:
                 await self.check_path(path)
 
@@ -353,7 +361,32 @@ class DraftDriver:
         assert stat.S_IMODE(reply.attr.mode) == mode
         m[path][-1] = mode
 
+    async def op_hold(self, path: str) -> None:
+        node = self.model.nodes.get(path)
+        if node is None or node[0] != "file" or len(self.held) >= 3:
+            return
+        opened = await self.fs.open(await self.core.lookup_path(self.root, path), os.O_RDWR)
+        self.held.append((opened.fh, node))
+
+    async def op_read_held(self, i: int) -> None:
+        if i < len(self.held):
+            fh, node = self.held[i]
+            assert await self.fs.read(fh, 0, len(node[1]) + 10) == node[1], "a held descriptor reads its file"
+
+    async def op_write_held(self, i: int, off: int, data: bytes) -> None:
+        if i < len(self.held):
+            fh, node = self.held[i]
+            assert await self.fs.write(fh, off, data) == len(data)
+            node[1] = splice(node[1], off, data)
+
+    async def release_held(self) -> None:
+        for fh, _ in self.held:
+            await self.fs.flush(fh)
+            await self.fs.release(fh)
+        self.held = []
+
     async def op_commit(self) -> None:
+        await self.release_held()  # the draft goes away with the commit
         token = f"t{self.draft_number}"
         request = json.dumps({"token": token}).encode()
         if not self.model.nodes:
@@ -398,6 +431,8 @@ def test_draft_operations_match_a_model(seed, steps):
             await driver.start()
             for op in steps:
                 await driver.apply(op)
+            for i in range(len(driver.held)):
+                await driver.op_read_held(i)
             await driver.check_draft()
             await driver.op_commit()  # whatever the sequence did, it commits to the model's tree
 
