@@ -1,6 +1,6 @@
 """A draft's locally written files: durable as on ext4, journaled, copied up from the base.
 
-Durability, as ext4 promises it (DESIGN.md): bytes written and namespace
+Durability, as ext4 promises it (docs/semantics.md): bytes written and namespace
 changes survive the daemon dying at once (data files are written through to
 the page cache; SQLite runs in WAL mode with synchronous=NORMAL, so a
 committed transaction is in the WAL file), and survive a host crash once the

@@ -1,4 +1,4 @@
-"""GC is safe under concurrency (DESIGN.md invariant 4), against SeaweedFS.
+"""GC is safe under concurrency (docs/semantics.md, store invariant 4), against SeaweedFS.
 
 For RUN_SECONDS, separate processes hammer one store at once:
   gc        `artfs gc --grace 0s` in a loop (the most aggressive setting: only the
