@@ -79,8 +79,7 @@ class DraftChanges:
         """The node and reply for an entry just made, from the attributes that made it
         (no second trip to a worker thread to read them back)."""
         child = self.tree.draft_node(parent, attr.ino)
-        reply = self.reply(child, Attr(child.ino, attr.st_mode, attr.size, attr.mtime_ns / 1e9,
-                                       2 if attr.is_dir else 1))
+        reply = self.reply(child, self.tree.draft_attr(child, attr))
         self.tree.remember(child)
         return child, reply
 

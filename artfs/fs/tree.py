@@ -267,8 +267,13 @@ class Tree:
         return None if a is None else self._draft_attr(node, a)
 
     @staticmethod
-    def _draft_attr(node: Node, a) -> Attr:
-        return _attr_ns(node.ino, a.st_mode, a.size, a.mtime_ns, 2 if a.is_dir else 1)
+    def draft_attr(node: Node, a) -> Attr:
+        """A draft node's attributes from the drafts layer's (namespace.Attr): exact times,
+        a folder's link count 2 + its subfolders, as on ext4."""
+        return Attr(node.ino, a.st_mode, a.size, a.mtime_ns / 1e9, a.st_nlink, a.mtime_ns, a.st_ctime_ns,
+                    a.st_atime_ns)
+
+    _draft_attr = draft_attr
 
     def _lookup_in_artifact(self, a: ArtifactName, name: str) -> Node:
         if name == DRAFTS:
