@@ -101,3 +101,14 @@ def test_a_git_clone_put_and_got_passes_git_fsck(cli, tmp_path):
     status = subprocess.run(["git", "-C", str(tmp_path / "back"), "status", "--porcelain"], capture_output=True,
                             text=True, check=True)
     assert status.stdout == ""
+
+
+def test_the_python_download_gives_back_the_tree_as_put(cli, tmp_path, monkeypatch):
+    import artfs
+
+    _tree(tmp_path / "src")
+    cli("put", "src", "--name", "p/tree", "--type", "dataset").ok()
+    monkeypatch.setenv("ARTFS_STORE", cli.store)
+    monkeypatch.setenv("ARTFS_CACHE", cli.cache)
+    root = artfs.use_artifact("p/tree:v0").download(str(tmp_path / "py"))
+    assert _snapshot(tmp_path / "py") == _snapshot(tmp_path / "src") and os.path.samefile(root, tmp_path / "py")
