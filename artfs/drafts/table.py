@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import msgpack
 
 from artfs.drafts.files import Reserve, WriteTracker
-from artfs.drafts.info import ADDED_COLUMNS, DraftInfo
+from artfs.drafts.info import ADDED_COLUMNS, ADDED_INDEX, DraftInfo
 from artfs.drafts.namespace import (
     DIR,
     FILE,
@@ -82,6 +82,8 @@ class DraftTable:
                 for name, decl in ADDED_COLUMNS.items():
                     if have and name not in have:
                         self.db.execute(f"ALTER TABLE node ADD COLUMN {name} {decl}")
+                if have and self.db.execute("SELECT 1 FROM sqlite_master WHERE name='node_kind'").fetchone() is None:
+                    self.db.execute(ADDED_INDEX)
         except sqlite3.OperationalError as e:  # locked by its owner: it adds them
             logging.getLogger(__name__).warning("draft %s: columns not added: %s", self.info, e)
 
