@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from artfs.drafts.draft import Draft
-from artfs.drafts.files import Reserve, boot_id
+from artfs.drafts.files import Reserve, boot_id, remove_file
 from artfs.drafts.info import DRAFTS_FOLDER, SCHEMA, DraftInfo
 from artfs.drafts.namespace import DIR, ROOT
 from artfs.errors import FsError, InvalidInput, NotFound
@@ -38,6 +38,8 @@ class DraftStore:
         for n in _listdir(self.root):
             if n.startswith(".discarded-"):  # a removal that a crash cut short
                 shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
+            elif n.startswith(".reserve."):  # the reserve's temp file, left by a crash
+                remove_file(os.path.join(self.root, n))
 
     def _dir(self, a: ArtifactName, name: str | None = None) -> str:
         parts = [self.root, a.project, a.name] + ([name] if name else [])
