@@ -228,7 +228,8 @@ class DraftChanges:
             raise FsError(errno.EINVAL)
         await self._blocking(self._draft(old).rename, old.dino, name_old, new.dino, name_new, no_replace)
 
-    async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None) -> Reply:
+    async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None,
+                      atime_ns: int | None = None) -> Reply:
         node = self.tree.node(ino)
         self._in_draft(node)
         draft = self._draft(node)
@@ -240,8 +241,8 @@ class DraftChanges:
                 elif base is not None:
                     await self._copy_up(node, base)
                 await self._blocking(draft.truncate, node.dino, size)
-            if mode is not None or mtime_ns is not None:
-                await self._blocking(draft.setattr, node.dino, mode, mtime_ns)
+            if mode is not None or mtime_ns is not None or atime_ns is not None:
+                await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)
         except ArtfsError as e:
             held = self.handles.held(node.ino, (DraftFile,)) if e.errno == errno.ENOENT else None
             if held is None:

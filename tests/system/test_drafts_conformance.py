@@ -110,6 +110,18 @@ def test_write_moves_mtime_and_ctime_of_a_base_file(d):
     assert new_mtime > mtime and new_ctime > ctime
 
 
+def test_utime_sets_atime_and_mtime_apart(d):
+    path = os.path.join(d, "top.txt")
+    os.utime(path, ns=(1_500_000_000_111_111_111, 1_600_000_000_222_222_222))
+    st = os.stat(path)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_500_000_000_111_111_111, 1_600_000_000_222_222_222)
+    new = os.path.join(d, "new.txt")
+    open(new, "w").close()
+    os.utime(new, ns=(1_500_000_000_333_333_333, 1_600_000_000_444_444_444))
+    st = os.stat(new)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (1_500_000_000_333_333_333, 1_600_000_000_444_444_444)
+
+
 # -- link counts -------------------------------------------------------------------------------
 def test_a_folder_has_two_links_plus_one_per_subfolder(d):
     assert os.stat(d).st_nlink == 2 + 1  # dir
@@ -167,6 +179,13 @@ def test_a_name_that_is_not_utf8_is_einval(d, call):
     path = os.path.join(os.fsencode(d), b"bad-\xff-name")
     calls = {"creat": lambda: open(path, "w"), "mkdir": lambda: os.mkdir(path)}
     assert errno_of(calls[call]) == errno.EINVAL
+
+
+def test_listings_hold_dot_and_dotdot(d, mount):
+    for folder in (d, os.path.join(d, "dir"), mount.path(BASE, "v0"), mount.path(BASE, "v0", "dir")):
+        names = sh("ls", "-a", folder).stdout.split()
+        assert names[:2] == [".", ".."] and names.count(".") == 1, folder
+    assert sorted(os.listdir(os.path.join(d, "dir"))) == ["g.txt", "sub"]  # (os.listdir drops them)
 
 
 # -- tools that rely on these ---------------------------------------------------------------------
