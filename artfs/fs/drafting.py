@@ -281,8 +281,9 @@ class DraftChanges:
             assert artifact is not None  # a draft belongs to an artifact
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed))
-        except ArtfsError as e:
-            self._results[token] = json.dumps({"error": str(e)}).encode()
+        except Exception as e:  # whatever refused it, the committing terminal hears why
+            reason = str(e) if isinstance(e, ArtfsError) else f"{type(e).__name__}: {e}"
+            self._results[token] = json.dumps({"error": reason}).encode()
             raise
         self._results[token] = json.dumps({"version": str(result.version), "created": result.created}).encode()
         self.tree.drop(node)
