@@ -122,9 +122,10 @@ class Store:
             hexdigest = digest_bytes(encoded).hex()
             candidates = same_as if isinstance(same_as, list) else [same_as] if same_as else []
             # Identity is content: a candidate differing only in times or other mode bits matches.
-            content = manifest.content_digest()
-            match = next((c for c in candidates if c.manifest == hexdigest
-                          or self.manifest(c).content_digest() == content), None)
+            match = next((c for c in candidates if c.manifest == hexdigest), None)
+            if match is None and candidates:
+                content = manifest.content_digest()
+                match = next((c for c in candidates if self.manifest(c).content_digest() == content), None)
             if match is not None:
                 for alias in aliases:
                     self.registry.set_alias(name, alias, match.number)

@@ -105,7 +105,7 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
     A URI (s3://, gs://, http(s)://, file://) is added as a reference: its bytes stay
     at the source, pinned (ETag, version, size, blake3), and are never uploaded."""
     from artfs.references.access import default_name, is_uri, resolve
-    from artfs.versions.publish import walk_sources
+    from artfs.versions.publish import walk_each, walk_sources
 
     artifact = parse_artifact_name(name)
     meta = _metadata(metadata)
@@ -113,7 +113,7 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
     if len(paths) == 1 and local and os.path.isdir(paths[0]):
         files = walk_sources(paths[0], None)
     else:
-        files = [f for p in local for f in walk_sources(p, os.path.basename(os.path.abspath(p)))]
+        files = walk_each(local)  # (with their folders: a version keeps empty ones)
     refs = [e for p in paths if is_uri(p)
             for e in resolve(p, None if len(paths) == 1 else default_name(p), not no_checksum, max_objects)]
     if not files and not refs:
@@ -149,14 +149,14 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
 def finish(ctx, name, paths, distributed_id, type_, aliases, description, metadata, overwrite):
     """Commit the union of every writer's files as one new version (optionally adding PATHS first)."""
     from artfs.versions.distributed import Distributed
-    from artfs.versions.publish import walk_sources
+    from artfs.versions.publish import walk_each, walk_sources
 
     artifact = parse_artifact_name(name)
     meta = _metadata(metadata)
     dist = Distributed(ctx.store)
     if paths:
         files = walk_sources(paths[0], None) if len(paths) == 1 and os.path.isdir(paths[0]) else \
-            [f for p in paths for f in walk_sources(p, os.path.basename(os.path.abspath(p)))]
+            walk_each(list(paths))
         dist.upsert(artifact, type_, distributed_id, files)
     result = dist.finish(artifact, distributed_id, type_=type_, aliases=aliases, description=description,
                          metadata=meta, overwrite=overwrite)

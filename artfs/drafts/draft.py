@@ -18,6 +18,8 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgpack
 
@@ -26,10 +28,13 @@ from artfs.drafts.files import remove_file
 from artfs.drafts.namespace import DIR, FILE, ROOT, Attr, check_entry_name, file_mode
 from artfs.drafts.staging import StagedDraft
 from artfs.drafts.table import REF_ORIGIN
-from artfs.errors import FsError, InvalidInput
+from artfs.errors import ArtfsError, FsError, InvalidInput
 from artfs.names import normalize_path
 from artfs.store.manifest import Entry, Folder, Manifest
 from artfs.versions.publish import FileSource, SourceList
+
+
+T = TypeVar("T")
 
 
 class Draft(StagedDraft):
@@ -91,16 +96,19 @@ class Draft(StagedDraft):
             raise FsError(errno.EEXIST)
 
     def mkdir(self, parent: int, name: str, mode: int) -> Attr:
+        now = time.time_ns()
         with self._lock:
             with self._tx() as db:
                 self._check_new(db, parent, name)
-                cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                                 (parent, name, DIR, mode & 0o7777, time.time_ns()))
-                row = self._row(cur.lastrowid)
-                self._tx_listed.append(row[0])  # new: no base children to list
-            attr = Attr(*row[:5])
+                cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns, ctime_ns, atime_ns) "
+                                 "VALUES (?,?,?,?,?,?,?)", (parent, name, DIR, mode & 0o7777, now, now, now))
+                self._touch(db, parent, now)
+                ino = cur.lastrowid
+                self._tx_listed.append(ino)  # new: no base children to list
+            attr = Attr(ino, DIR, mode & 0o7777, 0, now, now, now, 2)
             if self.ns is not None:
                 self.ns.added(parent, name, attr, attr.ino, new_dir=True)
+                self.ns.touched(parent, now, subdirs=1)
             return attr
 
     def create(self, parent: int, name: str, mode: int) -> Attr:
@@ -117,24 +125,51 @@ class Draft(StagedDraft):
             with self._lock:
                 with self._tx(sync=False) as db:
                     self._check_new(db, parent, name)
+                    now = time.time_ns()
                     ino = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                                     (parent, name, FILE, file_mode(mode), time.time_ns())).lastrowid
-                    fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                                     (parent, name, FILE, file_mode(mode), now)).lastrowid
+                    self._touch(db, parent, now)
+                    try:
+                        fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                    except OSError as e:
+                        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                            raise self.no_space() from None
+                        raise
                     st = os.fstat(fd)
                 self.writes.start(ino)
-                attr = Attr(ino, FILE, file_mode(mode), 0, st.st_mtime_ns)
+                attr = Attr(ino, FILE, file_mode(mode), 0, st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns)
                 if self.ns is not None:
                     self.ns.added(parent, name, attr, ino)
+                    self.ns.touched(parent, now)
         except BaseException:
             if fd is not None:
                 os.close(fd)
             raise
         return attr, fd
 
+    def _freeing(self, change: Callable[[], T]) -> T:
+        """Runs a change that frees space, or moves things, and so must work on a full disk:
+        if the disk is full, once more after giving up the reserve (files.Reserve), which
+        is taken again as soon as there is room."""
+        try:
+            result = change()
+        except ArtfsError as e:
+            if e.errno != errno.ENOSPC or self.reserve is None or not self.reserve.release():
+                raise
+            logging.getLogger(__name__).warning("draft %s: %s; the reserve was given up so that "
+                                                "removing files still works", self.info, e)
+            result = change()
+        if self.reserve is not None:
+            self.reserve.refill()
+        return result
+
     def unlink(self, parent: int, name: str) -> None:
+        self._freeing(lambda: self._unlink_or_shrink(parent, name))
+
+    def _unlink_or_shrink(self, parent: int, name: str) -> None:
         try:
             self._unlink(parent, name)
-        except FsError as e:
+        except ArtfsError as e:
             if e.errno != errno.ENOSPC:
                 raise
             # The disk is full and recording the removal needs a little space: the file is
@@ -158,11 +193,17 @@ class Draft(StagedDraft):
                     raise FsError(errno.EISDIR)
                 db.execute("DELETE FROM node WHERE ino=?", (row[0],))
                 self._forget_files(db, [row[0]])
+                now = time.time_ns()
+                self._touch(db, parent, now)
             if self.ns is not None:
                 self.ns.removed(parent, name, row[0])
+                self.ns.touched(parent, now)
         remove_file(self.data_path(row[0]))  # open descriptors keep reading it, as POSIX says
 
     def rmdir(self, parent: int, name: str) -> None:
+        self._freeing(lambda: self._rmdir(parent, name))
+
+    def _rmdir(self, parent: int, name: str) -> None:
         with self._lock:
             with self._tx() as db:
                 row = self._child(db, parent, name)
@@ -174,11 +215,17 @@ class Draft(StagedDraft):
                 if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (row[0],)).fetchone():
                     raise FsError(errno.ENOTEMPTY)
                 db.execute("DELETE FROM node WHERE ino=?", (row[0],))
+                now = time.time_ns()
+                self._touch(db, parent, now)
             if self.ns is not None:
                 self.ns.removed(parent, name, row[0])
+                self.ns.touched(parent, now, subdirs=-1)
 
     def rename(self, parent: int, name: str, new_parent: int, new_name: str, noreplace: bool = False) -> int | None:
         """Moves an entry; returns the inode it replaced, if any."""
+        return self._freeing(lambda: self._rename(parent, name, new_parent, new_name, noreplace))
+
+    def _rename(self, parent: int, name: str, new_parent: int, new_name: str, noreplace: bool) -> int | None:
         check_entry_name(new_name)
         replaced = None
         with self._lock:
@@ -206,9 +253,21 @@ class Draft(StagedDraft):
                     db.execute("DELETE FROM node WHERE ino=?", (dst[0],))
                     self._forget_files(db, [dst[0]])
                     replaced = dst[0]
-                db.execute("UPDATE node SET parent=?, name=? WHERE ino=?", (new_parent, new_name, src[0]))
+                now = time.time_ns()
+                db.execute("UPDATE node SET parent=?, name=?, ctime_ns=? WHERE ino=?",
+                           (new_parent, new_name, now, src[0]))
+                self._touch(db, parent, now)
+                self._touch(db, new_parent, now)
             if self.ns is not None:
                 self.ns.moved(parent, name, new_parent, new_name, src[0], replaced)
+                self.ns.drop(src[0])  # its ctime
+                moved_dir = src[1] == DIR
+                lost_dir = replaced is not None and dst is not None and dst[1] == DIR
+                if new_parent == parent:
+                    self.ns.touched(parent, now, subdirs=-1 if lost_dir else 0)
+                else:
+                    self.ns.touched(parent, now, subdirs=-1 if moved_dir else 0)
+                    self.ns.touched(new_parent, now, subdirs=(1 if moved_dir else 0) - (1 if lost_dir else 0))
         if replaced is not None:
             remove_file(self.data_path(replaced))
         return replaced
@@ -220,19 +279,29 @@ class Draft(StagedDraft):
             ino = db.execute("SELECT parent FROM node WHERE ino=?", (ino,)).fetchone()[0]
         return ino == ancestor
 
-    def setattr(self, ino: int, mode: int | None = None, mtime_ns: int | None = None) -> Attr:
+    def setattr(self, ino: int, mode: int | None = None, mtime_ns: int | None = None,
+                atime_ns: int | None = None) -> Attr:
+        """chmod and utime; the ctime moves to now, as on ext4 (a local file's data file
+        keeps its size and times; its row the mode and the ctime of a chmod)."""
         with self._lock:
             with self._tx() as db:
                 row = self._row(ino)
+                db.execute("UPDATE node SET ctime_ns=? WHERE ino=?", (time.time_ns(), ino))
                 if mode is not None:
                     db.execute("UPDATE node SET mode=? WHERE ino=?",
                                (mode & 0o7777 if row[1] == DIR else file_mode(mode), ino))
-                if mtime_ns is not None:
+                if mtime_ns is not None or atime_ns is not None:
                     if row[1] == FILE and row[5] is None:
-                        os.utime(self.data_path(ino), ns=(mtime_ns, mtime_ns))
-                        db.execute("UPDATE journal SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
+                        path = self.data_path(ino)
+                        st = os.stat(path)
+                        mtime = st.st_mtime_ns if mtime_ns is None else mtime_ns
+                        os.utime(path, ns=(st.st_atime_ns if atime_ns is None else atime_ns, mtime))
+                        db.execute("UPDATE journal SET mtime_ns=? WHERE ino=?", (mtime, ino))
                     else:
-                        db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
+                        if mtime_ns is not None:
+                            db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
+                        if atime_ns is not None:
+                            db.execute("UPDATE node SET atime_ns=? WHERE ino=?", (atime_ns, ino))
                 row = self._row(ino)
             return self._attr(row)  # after the commit: into the cache too
 

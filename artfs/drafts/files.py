@@ -29,6 +29,7 @@ import threading
 from artfs.digest import Hasher, Hashes
 
 JOURNAL_LIMIT = 256 << 10  # files up to this size are journaled at close instead of fsynced
+RESERVE = 4 << 20  # disk space held back so that removing things works on a full disk
 
 _boot: str | None = None
 
@@ -134,4 +135,40 @@ def fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Reserve:
+    """RESERVE bytes of disk kept in a file beside the drafts. A change that frees space
+    (unlink, rmdir, rename) but first needs a little (SQLite's log) finds the disk full
+    when something else filled it (the content cache, other files): it gives the reserve
+    up and tries again, and the reserve is taken again once there is room."""
+
+    def __init__(self, folder: str):
+        self.path = os.path.join(folder, ".reserve")
+        self._lock = threading.Lock()
+        self.refill()
+
+    def refill(self) -> None:
+        if os.path.exists(self.path):
+            return
+        with self._lock:
+            tmp = f"{self.path}.{os.getpid()}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, RESERVE)
+                finally:
+                    os.close(fd)
+                os.rename(tmp, self.path)
+            except OSError:  # no room yet: taken again after the next change that frees some
+                remove_file(tmp)
+
+    def release(self) -> bool:
+        """Gives the reserve up; False if there was none."""
+        with self._lock:
+            try:
+                os.unlink(self.path)
+                return True
+            except FileNotFoundError:
+                return False
 

@@ -18,11 +18,19 @@ CREATE TABLE IF NOT EXISTS node (
     size INTEGER NOT NULL DEFAULT 0,
     mtime_ns INTEGER NOT NULL,
     origin TEXT,
+    ctime_ns INTEGER NOT NULL DEFAULT 0,
+    atime_ns INTEGER NOT NULL DEFAULT 0,
     UNIQUE (parent, name)
 );
+CREATE INDEX IF NOT EXISTS node_kind ON node(parent, kind);
 CREATE TABLE IF NOT EXISTS journal (ino INTEGER PRIMARY KEY, mtime_ns INTEGER NOT NULL, data BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added since drafts were first made (ctime_ns/atime_ns 0: the mtime), added to an older
+# draft's table when it is opened.
+ADDED_COLUMNS = {"ctime_ns": "INTEGER NOT NULL DEFAULT 0", "atime_ns": "INTEGER NOT NULL DEFAULT 0"}
+# Counting a folder's subfolders (its link count) must not read all its files.
+ADDED_INDEX = "CREATE INDEX IF NOT EXISTS node_kind ON node(parent, kind)"
 
 
 @dataclass

@@ -35,10 +35,25 @@ class Attr:
     mode: int  # permission bits only
     size: int
     mtime_ns: int
+    ctime_ns: int = 0  # 0: the mtime
+    atime_ns: int = 0  # 0: the mtime
+    nlink: int = 0  # 0: 2 for a folder (no subfolder known), 1 for a file
 
     @property
     def is_dir(self) -> bool:
         return self.kind == DIR
+
+    @property
+    def st_ctime_ns(self) -> int:
+        return self.ctime_ns or self.mtime_ns
+
+    @property
+    def st_atime_ns(self) -> int:
+        return self.atime_ns or self.mtime_ns
+
+    @property
+    def st_nlink(self) -> int:
+        return self.nlink or (2 if self.is_dir else 1)
 
     @property
     def st_mode(self) -> int:
@@ -104,19 +119,31 @@ class NamespaceCache:
         self._gen.close()
 
     # -- changes, made by the thread that committed them ------------------------------
-    def load_dir(self, parent: int, rows) -> None:
-        """`rows` (name, ino, kind, mode, size, mtime_ns, origin): all children of `parent`."""
+    def load_dir(self, parent: int, names: dict[str, int], attrs: list[Attr]) -> None:
+        """`names`: all children of `parent`; `attrs`: those of some of them (folders, base files)."""
         with self.lock:
-            if len(rows) > NS_DIR_LIMIT:
+            if len(names) > NS_DIR_LIMIT:
                 self.big.add(parent)
                 return
-            if self.names + len(rows) > NS_CACHE_LIMIT:
+            if self.names + len(names) > NS_CACHE_LIMIT:
                 self._clear()
-            self.dirs[parent] = {r[0]: r[1] for r in rows}
-            self.names += len(rows)
-            for _name, ino, kind, mode, size, mtime_ns, origin in rows:
-                if kind == DIR or origin is not None:
-                    self.attrs[ino] = Attr(ino, kind, mode, size, mtime_ns)
+            self.dirs[parent] = names
+            self.names += len(names)
+            for a in attrs:
+                self.attrs[a.ino] = a
+
+    def too_big(self, parent: int) -> None:
+        with self.lock:
+            self.big.add(parent)
+
+    def touched(self, ino: int, now_ns: int, subdirs: int = 0) -> None:
+        """A folder whose entries changed: its mtime and ctime are `now_ns`, and it has
+        `subdirs` more subfolders (so links) than before."""
+        with self.lock:
+            a = self.attrs.get(ino)
+            if a is not None:
+                self.attrs[ino] = Attr(a.ino, a.kind, a.mode, a.size, now_ns, now_ns, a.atime_ns,
+                                       a.st_nlink + subdirs)
 
     def added(self, parent: int, name: str, attr: Attr, ino: int, new_dir: bool = False) -> None:
         with self.lock:

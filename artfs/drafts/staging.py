@@ -104,10 +104,12 @@ class StagedDraft(DraftTable):
                        "WHERE EXISTS (SELECT 1 FROM node WHERE ino=? AND origin IS NULL)",
                        (ino, st.st_mtime_ns, data, ino))
             if self.ns is not None:
-                row = db.execute("SELECT mode FROM node WHERE ino=? AND origin IS NULL", (ino,)).fetchone()
-                if row is not None:  # its size and time as closed, for the trio thread
-                    self.ns.put_local(Attr(ino, FILE, row[0], st.st_size, st.st_mtime_ns), gen,
-                                      self.writes.generation)
+                row = db.execute("SELECT mode, ctime_ns FROM node WHERE ino=? AND origin IS NULL", (ino,)).fetchone()
+                if row is not None:  # its size and times as closed, for the trio thread
+                    st = os.fstat(fd)  # (after the read above, which may have moved its atime)
+                    attr = Attr(ino, FILE, row[0], st.st_size, st.st_mtime_ns, max(st.st_ctime_ns, row[1]),
+                                st.st_atime_ns)
+                    self.ns.put_local(attr, gen, self.writes.generation)
         if data is None:
             self._journaled.discard(ino)
         else:
@@ -124,6 +126,10 @@ class StagedDraft(DraftTable):
                 self._journaled.discard(ino)
         try:
             return self.writes.write(ino, fd, data, off)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise self.no_space() from None
+            raise
         finally:
             self._ns_written(ino)  # after the write's generation: see NamespaceCache.put_local
 

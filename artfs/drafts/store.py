@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from artfs.drafts.draft import Draft
-from artfs.drafts.files import boot_id
+from artfs.drafts.files import Reserve, boot_id, remove_file
 from artfs.drafts.info import DRAFTS_FOLDER, SCHEMA, DraftInfo
 from artfs.drafts.namespace import DIR, ROOT
 from artfs.errors import FsError, InvalidInput, NotFound
@@ -34,9 +34,12 @@ class DraftStore:
         self.durable = durable
         self.root = os.path.join(cache_dir, DRAFTS_FOLDER)
         os.makedirs(self.root, exist_ok=True)
+        self.reserve = Reserve(self.root)
         for n in _listdir(self.root):
             if n.startswith(".discarded-"):  # a removal that a crash cut short
                 shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
+            elif n.startswith(".reserve."):  # the reserve's temp file, left by a crash
+                remove_file(os.path.join(self.root, n))
 
     def _dir(self, a: ArtifactName, name: str | None = None) -> str:
         parts = [self.root, a.project, a.name] + ([name] if name else [])
@@ -108,7 +111,9 @@ class DraftStore:
                 base_digest = json.load(f).get("base_manifest")
             except ValueError:
                 raise InvalidInput(f"draft {path} is damaged (draft.json)") from None
-        return Draft(path, load_manifest(base_digest) if base_digest else None, self.durable, cache_namespace)
+        d = Draft(path, load_manifest(base_digest) if base_digest else None, self.durable, cache_namespace)
+        d.reserve = self.reserve
+        return d
 
     def info(self, a: ArtifactName, name: str) -> DraftInfo | None:
         try:

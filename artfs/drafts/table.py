@@ -24,8 +24,8 @@ from contextlib import contextmanager
 
 import msgpack
 
-from artfs.drafts.files import WriteTracker
-from artfs.drafts.info import DraftInfo
+from artfs.drafts.files import Reserve, WriteTracker
+from artfs.drafts.info import ADDED_COLUMNS, ADDED_INDEX, DraftInfo
 from artfs.drafts.namespace import (
     DIR,
     FILE,
@@ -34,10 +34,11 @@ from artfs.drafts.namespace import (
     Attr,
     NamespaceCache,
 )
-from artfs.errors import FsError
+from artfs.errors import FsError, NoSpace
 from artfs.store.manifest import Entry, Manifest
 
 REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft
+ROW = "ino, kind, mode, size, mtime_ns, origin, ctime_ns, atime_ns"  # what _attr takes
 
 
 class DraftTable:
@@ -63,6 +64,28 @@ class DraftTable:
         self._listed: set[int] = set()  # folders whose base children are in the table already
         self._tx_listed: list[int] = []  # ... once the transaction listing them commits
         self.ns = NamespaceCache(os.path.join(path, GEN_FILE)) if cache_namespace else None
+        self.reserve: Reserve | None = None  # given by the DraftStore (see files.Reserve)
+        self._add_columns()
+
+    def no_space(self) -> NoSpace:
+        """What a change that cannot be stored raises: the one line the log shows names the
+        cache folder whose disk is full (CACHE/drafts/<project>/<artifact>/<draft>)."""
+        cache = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(self.path))))
+        return NoSpace(f"the disk holding the cache {cache} is full: drafts there cannot store more "
+                       "(delete files in drafts, or free space on that disk)")
+
+    def _add_columns(self) -> None:
+        """A draft made by an older artfs gets the columns added since (see info.ADDED_COLUMNS)."""
+        try:
+            with self._lock:
+                have = {r[1] for r in self.db.execute("PRAGMA table_info(node)")}
+                for name, decl in ADDED_COLUMNS.items():
+                    if have and name not in have:
+                        self.db.execute(f"ALTER TABLE node ADD COLUMN {name} {decl}")
+                if have and self.db.execute("SELECT 1 FROM sqlite_master WHERE name='node_kind'").fetchone() is None:
+                    self.db.execute(ADDED_INDEX)
+        except sqlite3.OperationalError as e:  # locked by its owner: it adds them
+            logging.getLogger(__name__).warning("draft %s: columns not added: %s", self.info, e)
 
 
     def close(self) -> None:
@@ -93,7 +116,7 @@ class DraftTable:
             except sqlite3.OperationalError as e:
                 self.db.execute("ROLLBACK") if self.db.in_transaction else None
                 if "full" in str(e):
-                    raise FsError(errno.ENOSPC, f"draft {self.info}: disk full") from None
+                    raise self.no_space() from None
                 raise
             except BaseException:
                 if self.db.in_transaction:
@@ -127,15 +150,16 @@ class DraftTable:
     def cached_attr(self, ino: int) -> Attr | None:
         return None if self.ns is None else self.ns.attr(ino)
 
-    def _ns_local(self, ino: int, mode: int, mtime_ns: int) -> Attr | None:
-        """A local file's attributes, from its data file; kept in the cache if no write
-        raced with reading them. None if the data file is gone."""
+    def _ns_local(self, ino: int, mode: int, ctime_ns: int = 0) -> Attr | None:
+        """A local file's attributes, from its data file (its size and times: writes and
+        utime change them there; a chmod only the row's ctime); kept in the cache if no
+        write raced with reading them. None if the data file is gone."""
         gen = self.writes.generation(ino)
         try:
             st = os.stat(self.data_path(ino))
         except FileNotFoundError:
             return None
-        attr = Attr(ino, FILE, mode, st.st_size, st.st_mtime_ns)
+        attr = Attr(ino, FILE, mode, st.st_size, st.st_mtime_ns, max(st.st_ctime_ns, ctime_ns), st.st_atime_ns)
         if self.ns is not None:
             self.ns.put_local(attr, gen, self.writes.generation)
         return attr
@@ -145,9 +169,20 @@ class DraftTable:
         ns = self.ns
         if ns is None or parent in ns.dirs or parent in ns.big or parent not in self._listed:
             return
-        rows = self.db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? "
-                               "LIMIT ?", (parent, NS_DIR_LIMIT + 1)).fetchall()
-        ns.load_dir(parent, rows)
+        rows = self.db.execute(f"SELECT name, {ROW} FROM node WHERE parent=? LIMIT ?",
+                               (parent, NS_DIR_LIMIT + 1)).fetchall()
+        self._ns_load(parent, rows)
+
+    def _ns_load(self, parent: int, rows) -> None:
+        """Under the lock: a listed folder's children (rows: name + ROW) into the cache, with
+        the attributes of its folders and base files."""
+        if self.ns is None:
+            return
+        if len(rows) > NS_DIR_LIMIT:
+            self.ns.too_big(parent)
+            return
+        attrs = [self._make_attr(r[1:]) for r in rows if r[2] == DIR or r[6] is not None]
+        self.ns.load_dir(parent, {r[0]: r[1] for r in rows}, [a for a in attrs if a is not None])
 
     def _ns_written(self, ino: int) -> None:
         """After a local file changed: its cached size and time are no longer right."""
@@ -156,7 +191,7 @@ class DraftTable:
 
 
     def _row(self, ino: int):
-        row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE ino=?", (ino,)).fetchone()
+        row = self.db.execute(f"SELECT {ROW} FROM node WHERE ino=?", (ino,)).fetchone()
         if row is None:
             raise FsError(errno.ENOENT)
         return row
@@ -165,14 +200,26 @@ class DraftTable:
         return os.path.join(self.data_dir, str(ino))
 
     def _attr(self, row) -> Attr:
-        """Under the lock (it may fill the cache): a row's attributes."""
-        ino, kind, mode, size, mtime_ns, origin = row
-        if kind == FILE and origin is None:
-            return self._ns_local(ino, mode, mtime_ns) or Attr(ino, kind, mode, 0, mtime_ns)
-        attr = Attr(ino, kind, mode, size, mtime_ns)
-        if self.ns is not None:
+        """Under the lock (it may fill the cache): a row's (ROW) attributes."""
+        attr = self._make_attr(row)
+        if attr is None:  # a local file whose data file is gone
+            return Attr(row[0], row[1], row[2], 0, row[4], row[6], row[7])
+        if self.ns is not None and not (row[1] == FILE and row[5] is None):
             self.ns.put(attr)
         return attr
+
+    def _make_attr(self, row) -> Attr | None:
+        ino, kind, mode, size, mtime_ns, origin, ctime_ns, atime_ns = row
+        if kind == FILE and origin is None:
+            return self._ns_local(ino, mode, ctime_ns)
+        nlink = 2 + self._subdirs(ino, origin) if kind == DIR else 1
+        return Attr(ino, kind, mode, size, mtime_ns, ctime_ns, atime_ns, nlink)
+
+    def _subdirs(self, ino: int, origin: str | None) -> int:
+        """How many folders a folder holds (its link count is 2 more, as on ext4)."""
+        if origin is None or origin.startswith(REF_ORIGIN):
+            return self.db.execute("SELECT count(*) FROM node WHERE parent=? AND kind=?", (ino, DIR)).fetchone()[0]
+        return self._base().subfolder_count(origin)
 
     # -- lazily listing base folders ----------------------------------------------------
     def _materialize(self, db, ino: int) -> None:
@@ -198,7 +245,7 @@ class DraftTable:
             if i is None:
                 f = m.folder(child)
                 mode, mtime_ns = (f.mode, f.mtime_ns or created) if f is not None else (0o755, created)
-                rows.append((ino, name, DIR, mode, 0, mtime_ns, child))
+                rows.append((ino, name, DIR, mode & 0o7777, 0, mtime_ns, child))
             else:
                 mtime_ns = (times[i] if times else 0) or created
                 rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
@@ -211,16 +258,19 @@ class DraftTable:
 
     def _child(self, db, parent: int, name: str):
         self._materialize(db, parent)
-        return db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
-                          (parent, name)).fetchone()
+        return db.execute(f"SELECT {ROW} FROM node WHERE parent=? AND name=?", (parent, name)).fetchone()
+
+    @staticmethod
+    def _touch(db, ino: int, now_ns: int) -> None:
+        """A folder whose entries changed: mtime and ctime now, as ext4 sets them."""
+        db.execute("UPDATE node SET mtime_ns=?, ctime_ns=? WHERE ino=?", (now_ns, now_ns, ino))
 
     # -- reading the namespace ----------------------------------------------------------
     def lookup(self, parent: int, name: str) -> Attr:
         with self._lock:
             self._ns_check()
             if parent in self._listed:  # a plain read: no write transaction
-                row = self.db.execute("SELECT ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? AND name=?",
-                                      (parent, name)).fetchone()
+                row = self.db.execute(f"SELECT {ROW} FROM node WHERE parent=? AND name=?", (parent, name)).fetchone()
             else:
                 with self._tx(sync=False) as db:  # listing base children is not a change
                     row = self._child(db, parent, name)
@@ -238,16 +288,16 @@ class DraftTable:
         with self._lock:
             with self._tx(sync=False) as db:
                 self._materialize(db, ino)
-                rows = db.execute("SELECT name, ino, kind, mode, size, mtime_ns, origin FROM node WHERE parent=? "
-                                  "ORDER BY name", (ino,)).fetchall()
+                rows = db.execute(f"SELECT name, {ROW} FROM node WHERE parent=? ORDER BY name", (ino,)).fetchall()
             if self.ns is not None and ino not in self.ns.dirs:
-                self.ns.load_dir(ino, rows)
+                self._ns_load(ino, rows)
             return [(r[0], self._attr(r[1:])) for r in rows]
 
     def base_entry(self, ino: int) -> Entry | None:
         """The base version's entry whose bytes this file still has, or None if written locally."""
         with self._lock:
-            _, kind, _, _, _, origin = self._row(ino)
+            row = self._row(ino)
+        kind, origin = row[1], row[5]
         if kind != FILE or origin is None:
             return None
         return self._origin_entry(origin)

@@ -79,8 +79,7 @@ class DraftChanges:
         """The node and reply for an entry just made, from the attributes that made it
         (no second trip to a worker thread to read them back)."""
         child = self.tree.draft_node(parent, attr.ino)
-        reply = self.reply(child, Attr(child.ino, attr.st_mode, attr.size, attr.mtime_ns / 1e9,
-                                       2 if attr.is_dir else 1))
+        reply = self.reply(child, self.tree.draft_attr(child, attr))
         self.tree.remember(child)
         return child, reply
 
@@ -229,7 +228,8 @@ class DraftChanges:
             raise FsError(errno.EINVAL)
         await self._blocking(self._draft(old).rename, old.dino, name_old, new.dino, name_new, no_replace)
 
-    async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None) -> Reply:
+    async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None,
+                      atime_ns: int | None = None) -> Reply:
         node = self.tree.node(ino)
         self._in_draft(node)
         draft = self._draft(node)
@@ -241,8 +241,8 @@ class DraftChanges:
                 elif base is not None:
                     await self._copy_up(node, base)
                 await self._blocking(draft.truncate, node.dino, size)
-            if mode is not None or mtime_ns is not None:
-                await self._blocking(draft.setattr, node.dino, mode, mtime_ns)
+            if mode is not None or mtime_ns is not None or atime_ns is not None:
+                await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)
         except ArtfsError as e:
             held = self.handles.held(node.ino, (DraftFile,)) if e.errno == errno.ENOENT else None
             if held is None:
@@ -281,8 +281,9 @@ class DraftChanges:
             assert artifact is not None  # a draft belongs to an artifact
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed))
-        except ArtfsError as e:
-            self._results[token] = json.dumps({"error": str(e)}).encode()
+        except Exception as e:  # whatever refused it, the committing terminal hears why
+            reason = str(e) if isinstance(e, ArtfsError) else f"{type(e).__name__}: {e}"
+            self._results[token] = json.dumps({"error": reason}).encode()
             raise
         self._results[token] = json.dumps({"version": str(result.version), "created": result.created}).encode()
         self.tree.drop(node)

@@ -131,7 +131,8 @@ class FileSystem(DraftChanges):
             children = await self._blocking(self._resolve_children, node)
         else:
             children = self.tree.children(node)  # version trees: children made as listed
-        return self.handles.add((node, children))
+        own = await self.reply_of(node)  # for '.' and '..'
+        return self.handles.add((node, children, own))
 
     def _resolve_children(self, node: Node) -> list:
         out = []
@@ -143,11 +144,16 @@ class FileSystem(DraftChanges):
                 continue  # vanished between listing and looking
         return out
 
-    def listing(self, fh: int, start: int) -> Iterator[tuple[int, bytes, Reply, Node]]:
-        """(next offset, name, reply, node) from `start` on; the caller calls `listed(node)`
-        for each entry the kernel took."""
-        node, children = self.handles.get(fh)
-        for i in range(start, len(children)):
+    def listing(self, fh: int, start: int) -> Iterator[tuple[int, bytes, Reply, Node | None]]:
+        """(next offset, name, reply, node) from `start` on, '.' and '..' first (as ext4 lists
+        them; node None: the kernel takes no reference to them, so they are not `listed`;
+        '..' shows the folder's own attributes); the caller calls `listed(node)` for each
+        other entry the kernel took."""
+        node, children, own = self.handles.get(fh)
+        for i, dot in enumerate((b".", b"..")):
+            if start <= i:
+                yield i + 1, dot, own, None
+        for i in range(max(start - 2, 0), len(children)):
             item = children[i]
             if len(item) == 3:
                 name, child, attr = item
@@ -156,7 +162,7 @@ class FileSystem(DraftChanges):
                 name, how = item
                 child = self.tree.child_node(node, name, how)
                 reply = self.reply(child)
-            yield i + 1, os.fsencode(name), reply, child
+            yield i + 3, os.fsencode(name), reply, child
 
     def listed(self, node: Node) -> None:
         self.tree.remember(node)

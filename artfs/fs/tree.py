@@ -267,8 +267,13 @@ class Tree:
         return None if a is None else self._draft_attr(node, a)
 
     @staticmethod
-    def _draft_attr(node: Node, a) -> Attr:
-        return _attr_ns(node.ino, a.st_mode, a.size, a.mtime_ns, 2 if a.is_dir else 1)
+    def draft_attr(node: Node, a) -> Attr:
+        """A draft node's attributes from the drafts layer's (namespace.Attr): exact times,
+        a folder's link count 2 + its subfolders, as on ext4."""
+        return Attr(node.ino, a.st_mode, a.size, a.mtime_ns / 1e9, a.st_nlink, a.mtime_ns, a.st_ctime_ns,
+                    a.st_atime_ns)
+
+    _draft_attr = draft_attr
 
     def _lookup_in_artifact(self, a: ArtifactName, name: str) -> Node:
         if name == DRAFTS:
@@ -327,29 +332,33 @@ class Tree:
     def attr(self, node: Node) -> Attr:
         kind = node.kind
         if kind in IN_DRAFT:
+            assert node.draft is not None
             return self._draft_attr(node, node.draft.getattr(node.dino))
-        if kind == FILE:
-            m = node.manifest
-            size = m.sizes[node.index]
-            # The mode bits as put, write bits off (a version never changes); the file's own
-            # mtime where the manifest keeps it (older ones do not: the version's time).
-            mode = stat.S_IFREG | (m.modes[node.index] & 0o7555)
-            mtime_ns = m.mtimes[node.index] if m.mtimes else 0
-            if mtime_ns:
-                return _attr_ns(node.ino, mode, max(size, 0), mtime_ns)
-            return Attr(node.ino, mode, max(size, 0), node.version.created)
-        if kind in (VERSION, DIR):
-            # A version's own folder shows its creation (stat-ing it needs no manifest); the
-            # folders inside show their mode and mtime as put, where the manifest keeps them.
-            folder = node.manifest.folder(node.path) if kind == DIR and node.manifest is not None else None
-            if folder is not None and folder.mtime_ns:
-                return _attr_ns(node.ino, stat.S_IFDIR | (folder.mode & 0o7555), 0, folder.mtime_ns, 2)
-            return Attr(node.ino, stat.S_IFDIR | 0o555, 0, node.version.created, 2)
+        if kind in (FILE, VERSION, DIR):
+            return self._version_attr(node)
         if kind == ALIAS:
             return Attr(node.ino, stat.S_IFLNK | 0o777, len(node.target), self.started)
         if kind == DRAFTS_DIR:
             return Attr(node.ino, stat.S_IFDIR | 0o755, 0, self.started, 2)
         return Attr(node.ino, stat.S_IFDIR | 0o555, 0, self.started, 2)
+
+    @staticmethod
+    def _version_attr(node: Node) -> Attr:
+        """A node of a version tree: modes as put with the write bits off (a version never
+        changes), and the mtimes the manifest keeps (older ones keep none: the version's
+        creation). A version's own folder shows its creation: stat-ing it needs no manifest."""
+        rec, m = node.version, node.manifest
+        assert rec is not None
+        if node.kind == FILE:
+            assert m is not None
+            size = max(m.sizes[node.index], 0)
+            mode = stat.S_IFREG | (m.modes[node.index] & 0o7555)
+            mtime_ns = m.mtimes[node.index] if m.mtimes else 0
+            return _attr_ns(node.ino, mode, size, mtime_ns) if mtime_ns else Attr(node.ino, mode, size, rec.created)
+        folder = m.folder(node.path) if node.kind == DIR and m is not None else None
+        if folder is not None and folder.mtime_ns:
+            return _attr_ns(node.ino, stat.S_IFDIR | (folder.mode & 0o7555), 0, folder.mtime_ns, 2)
+        return Attr(node.ino, stat.S_IFDIR | 0o555, 0, rec.created, 2)
 
     # -- extended attributes ---------------------------------------------------------
     def xattrs(self, node: Node) -> dict[str, bytes]:

@@ -285,6 +285,12 @@ class Manifest:
                 # Skip the whole sub-folder: '0' sorts right after '/'.
                 i = bisect.bisect_left(self.paths, prefix + sub + "0", i)
 
+    def subfolder_count(self, path: str) -> int:
+        """How many folders are directly in `path`."""
+        if self.folders:  # recorded: counted without walking the files
+            return sum(1 for _ in self._folder_children(path))
+        return sum(1 for _, i in self._file_children(path) if i is None)
+
     def under(self, path: str) -> range:
         """Indices of entries at or below `path` ('' = everything)."""
         if not path:

@@ -23,6 +23,7 @@ written. A damaged shard only costs dedupe, never correctness.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -263,9 +264,13 @@ class PackIndex:
         except NotFound:
             return msgpack.packb([])
         if local:
-            os.makedirs(os.path.dirname(local), exist_ok=True)
             tmp = f"{local}.{os.getpid()}-{threading.get_ident()}.tmp"  # concurrent commits in one daemon
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, local)
+            try:
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, local)
+            except OSError:  # a full cache disk: the index is only not cached (a commit must work)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         return data

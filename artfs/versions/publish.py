@@ -534,3 +534,13 @@ def walk_sources(local: str, prefix: str | None) -> SourceList:
             rel = os.path.relpath(full, local).replace(os.sep, "/")
             out.append(FileSource(join_path(prefix, rel), full))
     return out
+
+
+def walk_each(paths: list[str]) -> SourceList:
+    """Several local paths, each under its own basename (files and folders of all of them)."""
+    out = SourceList()
+    for p in paths:
+        got = walk_sources(p, os.path.basename(os.path.abspath(p)))
+        out.extend(got)
+        out.folders.extend(got.folders)
+    return out

@@ -101,3 +101,23 @@ def test_a_git_clone_put_and_got_passes_git_fsck(cli, tmp_path):
     status = subprocess.run(["git", "-C", str(tmp_path / "back"), "status", "--porcelain"], capture_output=True,
                             text=True, check=True)
     assert status.stdout == ""
+
+
+def test_the_python_download_gives_back_the_tree_as_put(cli, tmp_path, monkeypatch):
+    import artfs
+
+    _tree(tmp_path / "src")
+    cli("put", "src", "--name", "p/tree", "--type", "dataset").ok()
+    monkeypatch.setenv("ARTFS_STORE", cli.store)
+    monkeypatch.setenv("ARTFS_CACHE", cli.cache)
+    root = artfs.use_artifact("p/tree:v0").download(str(tmp_path / "py"))
+    assert _snapshot(tmp_path / "py") == _snapshot(tmp_path / "src") and os.path.samefile(root, tmp_path / "py")
+
+
+def test_several_paths_put_keep_their_empty_folders(cli, tmp_path):
+    _tree(tmp_path / "src")
+    cli("put", "src/.git", "src/empty", "src/big.bin", "--name", "p/several", "--type", "dataset").ok()
+    cli("get", "p/several:v0", "--root", "out").ok()
+    for folder in (".git/refs/tags", ".git/objects/info", "empty/deeper"):
+        assert os.path.isdir(tmp_path / "out" / folder), folder
+    assert os.stat(tmp_path / "out" / "empty").st_mode & 0o7777 == 0o1777

@@ -128,7 +128,7 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
         assert registry_versions(store) == known + [len(known)], f"exactly one new version; {story}"
         assert version_files(store, new, tmp_path) == want, story
     # A kill while the committed draft was being removed leaves nothing behind for long.
-    assert [n for n in os.listdir(os.path.join(cache, "drafts")) if n not in (".lock", "crash")] == []
+    assert [n for n in os.listdir(os.path.join(cache, "drafts")) if n not in (".lock", ".reserve", "crash")] == []
     # Only the notes of what each draft became (for a rerun after its draft is gone) stay.
     assert [n for n in os.listdir(os.path.join(cache, "drafts", "crash", "a")) if not n.startswith(".committed-")] == []
     listing = run_artfs(["ls", ARTIFACT], store=store, cache=cache).ok().stdout.splitlines()

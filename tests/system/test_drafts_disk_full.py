@@ -136,3 +136,101 @@ def test_statfs_of_the_mount_reports_the_drafts_disk(full):
     st = os.statvfs(full.mp)
     assert st.f_blocks * st.f_frsize <= 21 * MiB
     assert read(os.path.join(full.draft, "keep/0.bin")) == KEEP["keep/0.bin"]
+
+
+# -- freeing space always works ---------------------------------------------------------------------
+def _fill_with_small_files(draft: str, size: int = 8192) -> int:
+    """Creates small files until the disk is full; returns how many were made."""
+    os.makedirs(os.path.join(draft, "many"), exist_ok=True)
+    data = os.urandom(size)
+    for i in range(100_000):
+        try:
+            write(os.path.join(draft, "many", f"{i:06d}.bin"), data)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+            return i
+    raise AssertionError("the small disk never filled")
+
+
+@pytest.fixture
+def full_of_small_files(mounter, small_disk, tmp_path):
+    m = mounter(str(tmp_path / "store"), cache=small_disk, debug=False)
+    m.draft = m.path(ARTIFACT, "drafts", "d")
+    os.makedirs(m.draft)
+    m.made = _fill_with_small_files(m.draft)
+    return m
+
+
+def test_rm_rf_of_a_draft_full_of_small_files_discards_it(full_of_small_files):
+    m = full_of_small_files
+    assert m.made > 100
+    p = subprocess.run(["rm", "-rf", m.draft], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(m.path(ARTIFACT, "drafts")) == []
+
+
+def test_unlink_and_rmdir_work_on_a_full_disk(full_of_small_files):
+    m = full_of_small_files
+    many = os.path.join(m.draft, "many")
+    for name in sorted(os.listdir(many))[:50]:
+        os.unlink(os.path.join(many, name))
+    for name in sorted(os.listdir(many)):
+        os.unlink(os.path.join(many, name))
+    os.rmdir(many)
+    assert os.listdir(m.draft) == []
+
+
+def test_a_draft_full_of_small_files_commits(full_of_small_files):
+    m = full_of_small_files
+    assert commit(m, m.draft, "--type", "dataset").ok().out == f"{ARTIFACT}:v0"
+    assert len(os.listdir(m.path(ARTIFACT, "v0", "many"))) >= m.made
+
+
+def test_a_write_that_cannot_be_stored_logs_one_line_naming_the_cache(full_of_small_files):
+    m = full_of_small_files
+    for i in range(5):
+        with pytest.raises(OSError) as e:
+            write(os.path.join(m.draft, f"more{i}.bin"), os.urandom(MiB))
+        assert e.value.errno == errno.ENOSPC
+    lines = [line for line in m.log().splitlines() if "full" in line.lower() and m.cache in line]
+    assert 1 <= len(lines) <= 2, lines
+
+
+def test_rm_rf_of_a_draft_of_many_base_files_works_when_something_else_filled_the_disk(mounter, small_disk,
+                                                                                       tmp_path):
+    """The content cache (or anything else) filled the disk: removing base files, which frees
+    nothing by itself, must still work (the daemon keeps a small reserve for it)."""
+    from conftest import run_artfs, write_tree
+
+    store = str(tmp_path / "store")
+    src = write_tree(tmp_path / "src", {f"d{i % 10}/f{i:04d}.txt": b"x" * 100 for i in range(400)})
+    run_artfs(["put", src, "--name", ARTIFACT, "--type", "dataset"], store=store, cache=str(tmp_path / "c")).ok()
+    m = mounter(store, cache=small_disk, debug=False)
+    draft = m.path(ARTIFACT, "drafts", "d")
+    os.mkdir(draft)
+    assert len(read_tree(draft)) == 400
+    fill(os.path.join(small_disk, "filler"))
+    for i in range(3):  # and whatever is left
+        fill(os.path.join(small_disk, f"filler{i}"))
+    os.unlink(os.path.join(draft, "d0", "f0000.txt"))
+    os.rename(os.path.join(draft, "d1"), os.path.join(draft, "d1-moved"))
+    p = subprocess.run(["rm", "-rf", draft], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert os.listdir(m.path(ARTIFACT, "drafts")) == []
+
+
+def test_a_commit_on_a_full_disk_works_when_the_store_has_packs_to_index(mounter, small_disk, tmp_path):
+    """Committing reads the store's pack indexes, which are cached on the cache disk: when
+    it is full they are only not cached."""
+    from conftest import run_artfs, write_tree
+
+    store = str(tmp_path / "store")
+    src = write_tree(tmp_path / "src", {f"f{i:03d}.txt": os.urandom(200) for i in range(50)})
+    run_artfs(["put", src, "--name", "other/a", "--type", "dataset"], store=store, cache=str(tmp_path / "c")).ok()
+    m = mounter(store, cache=small_disk, debug=False)
+    draft = m.path(ARTIFACT, "drafts", "d")
+    os.makedirs(draft)
+    write(os.path.join(draft, "new.txt"), b"a small new file\n")
+    fill(os.path.join(small_disk, "filler"))
+    assert commit(m, draft, "--type", "dataset").ok().out == f"{ARTIFACT}:v0"
+    assert read_tree(m.path(ARTIFACT, "v0")) == {"new.txt": b"a small new file\n"}

@@ -89,7 +89,8 @@ class Operations(pyfuse3.Operations):
         for next_id, name, reply, node in self.fs.listing(fh, start_id):
             if not pyfuse3.readdir_reply(token, name, self._entry(reply), next_id):
                 return
-            self.fs.listed(node)
+            if node is not None:  # ('.' and '..': the kernel takes no reference)
+                self.fs.listed(node)
 
     async def releasedir(self, fh):
         self.fs.releasedir(fh)
@@ -142,7 +143,8 @@ class Operations(pyfuse3.Operations):
             inode,
             size=attr.st_size if fields.update_size else None,
             mode=attr.st_mode if fields.update_mode else None,
-            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None)
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None)
         return self._entry(reply)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
