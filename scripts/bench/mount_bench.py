@@ -469,6 +469,7 @@ class Artfs(System):
             "--foreground",
             "--log-file",
             self.log_path(),
+            *b.args.artfs_args.split(),
         ]
         self._spawn(argv, b.artfs_env())
 
@@ -1095,7 +1096,7 @@ class Bench:
             "loadavg_start": self.loadavg_start,
             "loadavg_end": read_loadavg(),
             "profiles": summarize_profiles(a.py_spy) if a.py_spy else {},
-            "artfs": self.artfs_version,
+            "artfs": self.artfs_version + (f", mounted with `{a.artfs_args}`" if a.artfs_args else ""),
             "machine": machine_notes(),
             "notes": self.notes,
             "busy_before_each": [round(x, 3) for x in self.loads],
@@ -1665,6 +1666,7 @@ def main(argv=None) -> int:
         default="HEAD",
         help="git revision of artfs to measure (exported to the scratch folder), or 'worktree'",
     )
+    p.add_argument("--artfs-args", default="", help="more `artfs mount` options, e.g. --no-sync-on-close")
     p.add_argument(
         "--py-spy",
         default=None,
