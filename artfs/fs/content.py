@@ -190,9 +190,17 @@ class ContentSource:
         if self._nursery is None:
             return
         todo = [p for p in pieces if p.size and p.digest not in self._memory and p.digest not in self._inflight]
-        if todo:
-            self._claim(todo)
-            self._nursery.start_soon(self._background, todo, self.deadline())
+        if not todo:
+            return
+        self._claim(todo)
+        deadline = self.deadline()
+        if len(todo) > 1 and self._on_disk(todo):
+            # From the disk cache, chunk by chunk in parallel: O_DIRECT reads have no readahead,
+            # so one thread reading a run in turn would keep the disk one request deep.
+            for p in todo:
+                self._nursery.start_soon(self._background, [p], deadline)
+        else:
+            self._nursery.start_soon(self._background, todo, deadline)
 
     def cached(self, piece: Piece) -> bool:
         return piece.size == 0 or piece.digest in self._memory
