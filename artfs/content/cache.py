@@ -165,6 +165,10 @@ class ContentCache:
     def contains(self, digest: bytes) -> bool:
         return digest in self._queued or os.path.exists(self._path(digest.hex()))
 
+    def has_part(self, key: str, offset: int) -> bool:
+        with self._lock:
+            return offset in self._parts.get(_pack_hex(key), ())
+
     def put_later(self, digest: bytes, data: bytes) -> None:
         """Queues verified bytes for a writer thread; skipped when the queue is full."""
         self._enqueue(digest, data)

@@ -61,6 +61,9 @@ class ContentSource:
         # Store fetches have threads of their own: a fetch abandoned at --timeout keeps its
         # thread until the S3 client gives up, and must not starve lookups and draft writes.
         self._fetch_limiter = trio.CapacityLimiter(threads)
+        # Loads the disk cache holds whole never queue behind store fetches: a file already
+        # cached reads at disk speed while another is read cold (no head-of-line blocking).
+        self._disk_limiter = trio.CapacityLimiter(threads)
         self._memory: LRUCache = LRUCache(maxsize=memory_bytes, getsizeof=len)
         self._inflight: dict[bytes, trio.Event] = {}
         self._failed: dict[bytes, tuple[float, str]] = {}  # digest -> (when, why) of a failed load
@@ -154,6 +157,19 @@ class ContentSource:
         d = piece.digest
         return d in self._memory or d in self._inflight or self.cache.contains(d)
 
+    def _on_disk(self, pieces: list[Piece]) -> bool:
+        """Whether the disk cache holds every one of these pieces (no store GET needed)."""
+        for p in pieces:
+            if is_pack(p.key):
+                if not self.cache.covers(p.key, p.offset, p.size):
+                    return False
+            elif p.part:
+                if not self.cache.has_part(p.key, p.offset):
+                    return False
+            elif not self.cache.contains(p.digest):
+                return False
+        return True
+
     def close(self) -> None:
         """At unmount: what was fetched but not yet written to the disk cache is written."""
         self.cache.drain()
@@ -174,9 +190,17 @@ class ContentSource:
         if self._nursery is None:
             return
         todo = [p for p in pieces if p.size and p.digest not in self._memory and p.digest not in self._inflight]
-        if todo:
-            self._claim(todo)
-            self._nursery.start_soon(self._background, todo, self.deadline())
+        if not todo:
+            return
+        self._claim(todo)
+        deadline = self.deadline()
+        if len(todo) > 1 and self._on_disk(todo):
+            # From the disk cache, chunk by chunk in parallel: O_DIRECT reads have no readahead,
+            # so one thread reading a run in turn would keep the disk one request deep.
+            for p in todo:
+                self._nursery.start_soon(self._background, [p], deadline)
+        else:
+            self._nursery.start_soon(self._background, todo, deadline)
 
     def cached(self, piece: Piece) -> bool:
         return piece.size == 0 or piece.digest in self._memory
@@ -226,7 +250,7 @@ class ContentSource:
                     self._arrived_in_thread,
                     on_loaded,
                     bad,
-                    limiter=self._fetch_limiter,
+                    limiter=self._disk_limiter if self._on_disk(pieces) else self._fetch_limiter,
                     abandon_on_cancel=True,
                 )
         except trio.TooSlowError:

@@ -46,7 +46,7 @@ class FileSystem(DraftChanges):
         self.stored = StoredReader(tree, content, self.kernel)
         self._read_versions: set = set()
         self._results: dict[str, bytes] = {}  # commit token -> JSON outcome
-        self._refs = RefReader(self._blocking)  # reference entries: read from their source (fs/refs.py)
+        self._refs = RefReader(self._blocking, content.timeout)  # reference entries: read from their source (fs/refs.py)
         self.initialized = trio.Event()  # set once the kernel's INIT is answered
 
     def init(self) -> None:

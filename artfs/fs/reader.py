@@ -31,6 +31,15 @@ SMALL_READ = CHUNK_SIZE // 4  # random READs up to this size fetch pieces, not w
 SEQUENTIAL_SLACK = CHUNK_SIZE  # wide enough for out-of-order READs, narrow enough for seeks
 
 
+def describe(node: Node) -> str:
+    """How an EIO's log line names a stored file: its artifact, version (or draft) and path."""
+    if node.version is not None:
+        return f"{node.artifact}:{node.version.name}/{node.path}"
+    if node.draft_name:
+        return f"{node.artifact}/drafts/{node.draft_name}/{node.path}"
+    return node.path
+
+
 class OpenFile:
     """One open() of a stored file: its pieces and its read-ahead state."""
 
@@ -62,9 +71,11 @@ class StoredReader:
             if f.data is None:
                 if node.kind == FILE and node.immutable:
                     neighbours, inodes = self._pack_neighbours(node)
-                    f.data = await self.content.get(f.pieces[0], neighbours, self._kernel_store(inodes))
+                    f.data = await self.content.get(
+                        f.pieces[0], neighbours, self._kernel_store(inodes), where=describe(node)
+                    )
                 else:
-                    f.data = await self.content.get(f.pieces[0])
+                    f.data = await self.content.get(f.pieces[0], where=describe(node))
         return f
 
     def _pack_neighbours(self, node: Node) -> tuple[list[Piece], dict[bytes, int]]:
@@ -113,6 +124,7 @@ class StoredReader:
             return b""
         end = min(off + size, total)
         first, last = off // CHUNK_SIZE, (end - 1) // CHUNK_SIZE
+        deadline = self.content.deadline()  # one for all this READ waits on
         # Read-ahead doubles while reads are sequential and stops after a seek. It starts only
         # at exactly where the last read ended (a random read that merely lands nearby must
         # not start megabytes of read-ahead); once going, the kernel's own readahead sends
@@ -128,7 +140,9 @@ class StoredReader:
             # only the 64 KiB pieces it needs, verified by the piece index.
             if f.index is not None and end - off <= SMALL_READ and not all(
                     self.content.at_hand(p) for p in ps[first:last + 1]):
-                data = await self.content.read_pieces(f.index, ps[first:last + 1], off, end)
+                data = await self.content.read_pieces(
+                    f.index, ps[first:last + 1], off, end, where=describe(f.node), deadline=deadline
+                )
                 if data is not None:
                     return data
                 f.index = None  # no usable piece index: whole chunks from now on
@@ -143,7 +157,7 @@ class StoredReader:
                 self.content.prefetch(ps[k:k + run])
         parts = []
         for p in ps[first:last + 1]:
-            parts.append(await self.content.get(p))
+            parts.append(await self.content.get(p, where=describe(f.node), deadline=deadline))
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         start = off - first * CHUNK_SIZE
         return blob[start:start + (end - off)]

@@ -150,6 +150,7 @@ class Run:
             timeout=args.timeout,
             systems=["artfs", "local"],
             keep=args.keep,
+            artfs_args=args.artfs_args,
         )
         self.bench = mb.Bench(ns)
         self.samples: dict[str, list[float]] = {}
@@ -248,7 +249,7 @@ class Run:
             "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "duration_s": round(time.time() - started),
             "command": a.command,
-            "artfs": b.artfs_version,
+            "artfs": b.artfs_version + (f", mounted with `{a.artfs_args}`" if a.artfs_args else ""),
             "config": {
                 "count": a.count,
                 "size": a.size,
@@ -343,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=None)
     p.add_argument("--artfs-rev", default="HEAD", help="git revision of artfs to measure, or 'worktree'")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--artfs-args", default="", help="more `artfs mount` options, e.g. --no-sync-on-close")
     p.add_argument("--out", default=None)
     p.add_argument("--doc", default=None, help="update the generated section of this markdown file")
     p.add_argument("--render", default=None, metavar="JSON", help="only render a previous run's JSON")

@@ -271,6 +271,23 @@ class Procs:
             self.stop(p, grace=5)
 
 
+def set_max_background(mp: str, n: int) -> None:
+    """The kernel's limit on a FUSE connection's READs in flight (readahead is sent in the
+    background; 12 by default): an experiment knob, through the fusectl file system."""
+    ctl = "/sys/fs/fuse/connections"
+    if not os.listdir(ctl):
+        subprocess.run(["mount", "-t", "fusectl", "none", ctl], check=False, capture_output=True)
+    with open("/proc/self/mountinfo") as f:
+        dev = next((line.split()[2] for line in f if line.split()[4] == os.path.abspath(mp)), None)
+    if dev is None:
+        return
+    minor = dev.split(":")[1]
+    with open(f"{ctl}/{minor}/max_background", "w") as f:
+        f.write(str(n))
+    with open(f"{ctl}/{minor}/congestion_threshold", "w") as f:
+        f.write(str(n * 3 // 4))
+
+
 def mounted(path: str) -> bool:
     """From /proc/self/mountinfo: never stat()s the mount (it may be hung)."""
     path = os.path.abspath(path)
@@ -355,6 +372,8 @@ class System:
             if time.monotonic() > deadline:
                 raise BenchError(f"{self.name} did not mount within 60 s; see {self.log_path()}")
             time.sleep(0.05)
+        if self.bench.args.fuse_max_background:
+            set_max_background(self.mp, self.bench.args.fuse_max_background)
         if self.bench.args.py_spy and self.name in ("artfs", CEILING):
             self.bench.profile_seq += 1
             out = os.path.join(
@@ -469,6 +488,7 @@ class Artfs(System):
             "--foreground",
             "--log-file",
             self.log_path(),
+            *b.args.artfs_args.split(),
         ]
         self._spawn(argv, b.artfs_env())
 
@@ -1091,11 +1111,12 @@ class Bench:
                 "reps": a.reps,
                 "random_reads": a.random_reads,
                 "hot_mib": a.hot_mib,
+                "fuse_max_background": a.fuse_max_background,
             },
             "loadavg_start": self.loadavg_start,
             "loadavg_end": read_loadavg(),
             "profiles": summarize_profiles(a.py_spy) if a.py_spy else {},
-            "artfs": self.artfs_version,
+            "artfs": self.artfs_version + (f", mounted with `{a.artfs_args}`" if a.artfs_args else ""),
             "machine": machine_notes(),
             "notes": self.notes,
             "busy_before_each": [round(x, 3) for x in self.loads],
@@ -1664,6 +1685,13 @@ def main(argv=None) -> int:
         "--artfs-rev",
         default="HEAD",
         help="git revision of artfs to measure (exported to the scratch folder), or 'worktree'",
+    )
+    p.add_argument("--artfs-args", default="", help="more `artfs mount` options, e.g. --no-sync-on-close")
+    p.add_argument(
+        "--fuse-max-background",
+        type=int,
+        default=0,
+        help="set every FUSE mount's max_background (READs in flight; kernel default 12): an experiment",
     )
     p.add_argument(
         "--py-spy",
