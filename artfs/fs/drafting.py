@@ -147,6 +147,7 @@ class DraftChanges:
                 await self._blocking(draft.make_local, node.dino, None)
             else:
                 await self._copy_up(node, base)
+            await self._redirect_readers(node)
         elif writing:
             self.tree.drafts.check_writable()
         mode = os.O_RDWR if writing else os.O_RDONLY
@@ -154,6 +155,15 @@ class DraftChanges:
         f = DraftFile(node, fd)
         f.dirty = writing
         return Opened(self.handles.add(f))
+
+    async def _redirect_readers(self, node: Node) -> None:
+        """A base file just became the draft's own: descriptors opened on it before read the
+        base's bytes through a stored handle; from now on they read the draft's file, since every
+        descriptor of a file sees the same bytes (as on ext4)."""
+        for fh, handle in self.handles.items():
+            if isinstance(handle, (OpenFile, RefHandle)) and handle.node.ino == node.ino:
+                fd = await self._blocking(self._draft(node).open_local, node.dino, os.O_RDONLY)
+                self.handles.replace(fh, DraftFile(node, fd))
 
     async def _copy_up(self, node: Node, entry) -> None:
         """Before a base file's first change, its verified bytes become the draft's own,
@@ -240,6 +250,8 @@ class DraftChanges:
                     await self._blocking(draft.make_local, node.dino, None)
                 elif base is not None:
                     await self._copy_up(node, base)
+                if base is not None:
+                    await self._redirect_readers(node)
                 await self._blocking(draft.truncate, node.dino, size)
             if mode is not None or mtime_ns is not None or atime_ns is not None:
                 await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)

@@ -38,5 +38,12 @@ class Handles:
         """An open handle of inode `ino` of one of `kinds`, or None (an unlinked file lives on through it)."""
         return next((h for h in self._open.values() if isinstance(h, kinds) and h.node.ino == ino), None)  # type: ignore[attr-defined]  # every handle kind has .node
 
+    def items(self) -> list[tuple[int, Any]]:
+        return list(self._open.items())
+
+    def replace(self, fh: int, handle: Any) -> None:
+        """`fh` now means `handle` (the kernel's number for an open file stays)."""
+        self._open[fh] = handle
+
     def values(self) -> list[Any]:
         return list(self._open.values())

@@ -441,13 +441,6 @@ def test_draft_operations_match_a_model(seed, steps):
         run_core(root, store_url, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a descriptor opened for reading on an unchanged base file reads the base version's bytes "
-    "(fs/filesystem.py opens it as a stored file); when the file is first changed through another "
-    "descriptor (copy-up into the draft), the earlier descriptor goes on reading the old bytes, "
-    "where ext4 shows every descriptor of a file the same bytes",
-)
 def test_a_reader_opened_before_a_base_file_changes_reads_the_new_bytes():
     with tempfile.TemporaryDirectory(dir=SCRATCH) as root:
         store_url = os.path.join(root, "store")
