@@ -25,7 +25,7 @@ from artfs.errors import FsError, NotFound
 from artfs.fs.catalog import Catalog
 from artfs.fs.draftset import DraftSet
 from artfs.names import ArtifactName, parse_version, version_name
-from artfs.store.manifest import Manifest
+from artfs.store.manifest import Entry, Manifest
 from artfs.store.registry import VersionRecord
 
 ROOT_INO = 1
@@ -55,9 +55,31 @@ class Node:
     dino: int = 0  # inode inside the draft
     draft_name: str = ""
 
+    # Checked accessors: each kind of node has the fields its kind needs (a version node its
+    # record, a node in a draft its draft…); these say so to the type checker, and fail loudly.
+    @property
+    def record(self) -> VersionRecord:
+        assert self.version is not None, self
+        return self.version
+
+    @property
+    def the_manifest(self) -> Manifest:
+        assert self.manifest is not None, self
+        return self.manifest
+
+    @property
+    def the_draft(self) -> Draft:
+        assert self.draft is not None, self
+        return self.draft
+
+    @property
+    def artifact_name(self) -> ArtifactName:
+        assert self.artifact is not None, self
+        return self.artifact
+
     @property
     def immutable(self) -> bool:
-        return self.kind in IMMUTABLE and self.version.number >= 0  # pending distributed trees still grow
+        return self.kind in IMMUTABLE and self.record.number >= 0  # pending distributed trees still grow
 
 
 @dataclass
@@ -168,8 +190,8 @@ class Tree:
                                                dino=DRAFT_ROOT, draft_name=name))
 
     def draft_node(self, parent: Node, dino: int) -> Node:
-        key = ("x", parent.draft.path, dino)
-        return self._get(key, lambda ino: Node(ino, DNODE, key, project=parent.project, artifact=parent.artifact,
+        key = ("x", parent.the_draft.path, dino)
+        return self._get(key, lambda ino: Node(ino, DNODE, key, project=parent.project, artifact=parent.artifact_name,
                                                draft=parent.draft, dino=dino, draft_name=parent.draft_name))
 
     def known(self, key: tuple) -> Node | None:
@@ -183,14 +205,15 @@ class Tree:
 
     def _inside(self, parent: Node, name: str, index: int | None) -> Node:
         path = f"{parent.path}/{name}" if parent.path else name
-        rec = parent.version
+        rec = parent.record
+        key: tuple
         if index is None:
             key = ("f", rec.artifact, rec.number, rec.manifest, path)
             kind = DIR
         else:
             key = ("e", rec.artifact, rec.number, rec.manifest, index)
             kind = FILE
-        return self._get(key, lambda ino: Node(ino, kind, key, project=parent.project, artifact=parent.artifact,
+        return self._get(key, lambda ino: Node(ino, kind, key, project=parent.project, artifact=parent.artifact_name,
                                                version=rec, path=path, index=-1 if index is None else index,
                                                manifest=parent.manifest))
 
@@ -207,7 +230,7 @@ class Tree:
 
     def ensure_manifest_blocking(self, node: Node) -> Manifest:
         if node.manifest is None:
-            node.manifest = self.load_manifest(node.version)
+            node.manifest = self.load_manifest(node.record)
         return node.manifest
 
     def lookup(self, parent: Node, name: str) -> Node:
@@ -220,17 +243,17 @@ class Tree:
             if name in self.artifacts(parent.project):
                 return self._artifact(ArtifactName(parent.project, name))
         elif kind == ARTIFACT:
-            return self._lookup_in_artifact(parent.artifact, name)
+            return self._lookup_in_artifact(parent.artifact_name, name)
         elif kind == DRAFTS_DIR:
-            if self.drafts.drafts.exists(parent.artifact, name):
-                return self._draft_root(parent.artifact, name)
-            pending = self.drafts.pending(parent.artifact).get(name)
+            if self.drafts.drafts.exists(parent.artifact_name, name):
+                return self._draft_root(parent.artifact_name, name)
+            pending = self.drafts.pending(parent.artifact_name).get(name)
             if pending is not None:
                 return self._version(*pending)
         elif kind in IN_DRAFT:
-            return self.draft_node(parent, parent.draft.lookup(parent.dino, name).ino)
+            return self.draft_node(parent, parent.the_draft.lookup(parent.dino, name).ino)
         elif kind in (VERSION, DIR):
-            m = self.ensure_manifest_blocking(parent) if kind == VERSION else parent.manifest
+            m = self.ensure_manifest_blocking(parent) if kind == VERSION else parent.the_manifest
             path = f"{parent.path}/{name}" if parent.path else name
             i = m.index(path)
             if i is not None:
@@ -243,7 +266,7 @@ class Tree:
         """`lookup`, with the child's attributes when they come with it (drafts): one trip
         to a worker thread instead of two."""
         if parent.kind in IN_DRAFT:
-            a = parent.draft.lookup(parent.dino, name)
+            a = parent.the_draft.lookup(parent.dino, name)
             node = self.draft_node(parent, a.ino)
             return node, self._draft_attr(node, a)
         return self.lookup(parent, name), None
@@ -253,7 +276,7 @@ class Tree:
         memory does not know; FsError(ENOENT) if it knows the name does not exist."""
         if parent.kind not in IN_DRAFT:
             return None
-        a = parent.draft.cached_lookup(parent.dino, name)
+        a = parent.the_draft.cached_lookup(parent.dino, name)
         if a is None:
             return None
         node = self.draft_node(parent, a.ino)
@@ -263,7 +286,7 @@ class Tree:
         """A draft node's attributes from memory (any thread), or None."""
         if node.kind not in IN_DRAFT:
             return None
-        a = node.draft.cached_attr(node.dino)
+        a = node.the_draft.cached_attr(node.dino)
         return None if a is None else self._draft_attr(node, a)
 
     @staticmethod
@@ -286,7 +309,7 @@ class Tree:
             return self._alias(a, name, version_name(state.aliases[name]))
         raise NotFound(name)
 
-    def children(self, node: Node) -> list[tuple[str, object]]:
+    def children(self, node: Node) -> list[tuple[str, tuple]]:
         """(name, how to make the node) for every child, in a stable order."""
         kind = node.kind
         if kind == ROOT:
@@ -294,19 +317,19 @@ class Tree:
         if kind == PROJECT:
             return [(a, ("a", a)) for a in self.artifacts(node.project)]
         if kind == DRAFTS_DIR:
-            local = self.drafts.names(node.artifact)
-            pending = [(p, ("q",)) for p in self.drafts.pending(node.artifact) if p not in local]
+            local = self.drafts.names(node.artifact_name)
+            pending = [(p, ("q",)) for p in self.drafts.pending(node.artifact_name) if p not in local]
             return [(d, ("r",)) for d in local] + pending
         if kind in IN_DRAFT:
-            return [(name, ("x", a.ino)) for name, a in node.draft.listdir(node.dino)]
+            return [(name, ("x", a.ino)) for name, a in node.the_draft.listdir(node.dino)]
         if kind == ARTIFACT:
-            state = self.catalog.artifact(node.artifact)
-            out = [(version_name(n), ("v", n)) for n in sorted(state.versions)]
+            state = self.catalog.artifact(node.artifact_name)
+            out: list[tuple[str, tuple]] = [(version_name(n), ("v", n)) for n in sorted(state.versions)]
             out += [(alias, ("l", alias)) for alias in sorted(state.aliases)]
             out.append((DRAFTS, ("d",)))
             return out
         if kind in (VERSION, DIR):
-            m = self.ensure_manifest_blocking(node) if kind == VERSION else node.manifest
+            m = self.ensure_manifest_blocking(node) if kind == VERSION else node.the_manifest
             return [(name, ("i", i)) for name, i in m.children(node.path)]
         return []
 
@@ -319,21 +342,21 @@ class Tree:
         if tag == "i":
             return self._inside(parent, name, how[1])
         if tag == "d":
-            return self._drafts(parent.artifact)
+            return self._drafts(parent.artifact_name)
         if tag == "r":
-            return self._draft_root(parent.artifact, name)
+            return self._draft_root(parent.artifact_name, name)
         if tag == "q":
-            return self._version(*self.drafts.pending(parent.artifact)[name])
+            return self._version(*self.drafts.pending(parent.artifact_name)[name])
         if tag == "x":
             return self.draft_node(parent, how[1])
-        return self._lookup_in_artifact(parent.artifact, name)
+        return self._lookup_in_artifact(parent.artifact_name, name)
 
     # -- attributes ---------------------------------------------------------------
     def attr(self, node: Node) -> Attr:
         kind = node.kind
         if kind in IN_DRAFT:
             assert node.draft is not None
-            return self._draft_attr(node, node.draft.getattr(node.dino))
+            return self._draft_attr(node, node.the_draft.getattr(node.dino))
         if kind in (FILE, VERSION, DIR):
             return self._version_attr(node)
         if kind == ALIAS:
@@ -363,13 +386,13 @@ class Tree:
     # -- extended attributes ---------------------------------------------------------
     def xattrs(self, node: Node) -> dict[str, bytes]:
         if node.kind == FILE:
-            e = node.manifest.entry(node.index)
+            e = node.the_manifest.entry(node.index)
             out = {"user.artfs.digest": e.hexdigest.encode()}
             if e.ref:
                 out["user.artfs.ref"] = e.ref["uri"].encode()
             return out
         if node.kind == VERSION:
-            rec = node.version
+            rec = node.record
             return {
                 "user.artfs.type": rec.type.encode(),
                 "user.artfs.description": rec.description.encode(),
@@ -378,17 +401,19 @@ class Tree:
                 "user.artfs.digest": rec.manifest.encode(),
             }
         if node.kind == ARTIFACT:
-            state = self.catalog.artifact(node.artifact)
+            state = self.catalog.artifact(node.artifact_name)
             return {"user.artfs.type": (state.type or "").encode()}
         if node.kind == DNODE:
             # A file still holding the bytes of a base entry or of an added reference says
             # which; a file written in the draft has no digest until it is committed.
+            base: Entry | None
             try:
-                e = node.draft.base_entry(node.dino)
+                base = node.the_draft.base_entry(node.dino)
             except FsError:  # unlinked while open
-                e = None
-            if e is None:
+                base = None
+            if base is None:
                 return {}
+            e = base
             out = {}
             if any(e.digest):  # zeros: a reference added without a checksum
                 out["user.artfs.digest"] = e.hexdigest.encode()
@@ -396,9 +421,9 @@ class Tree:
                 out["user.artfs.ref"] = e.ref["uri"].encode()
             return out
         if node.kind == DRAFT:
-            info = node.draft.info
+            info = node.the_draft.info
             out = {"user.artfs.draft": str(info).encode()}
             if info.base is not None:
-                out["user.artfs.base"] = f"{node.artifact}:{version_name(info.base)}".encode()
+                out["user.artfs.base"] = f"{node.artifact_name}:{version_name(info.base)}".encode()
             return out
         return {}
