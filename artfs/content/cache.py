@@ -165,6 +165,12 @@ class ContentCache:
     def contains(self, digest: bytes) -> bool:
         return digest in self._queued or os.path.exists(self._path(digest.hex()))
 
+    def known(self, digest: bytes) -> bool:
+        """`contains` from memory alone (no disk access: safe on the trio thread). What another
+        process sharing the cache wrote or evicted since is not seen; a wrong answer costs a
+        fetch, never wrong bytes (every cache read is verified)."""
+        return digest in self._queued or digest.hex() in self._lru
+
     def has_part(self, key: str, offset: int) -> bool:
         with self._lock:
             return offset in self._parts.get(_pack_hex(key), ())

@@ -153,9 +153,10 @@ class ContentSource:
         return blob[skip : skip + (end - start)]
 
     def at_hand(self, piece: Piece) -> bool:
-        """In memory, being loaded, or in the disk cache: no store GET of its own needed."""
+        """In memory, being loaded, or in the disk cache: no store GET of its own needed.
+        Asked on the trio thread for each random READ, so the disk cache is asked from memory."""
         d = piece.digest
-        return d in self._memory or d in self._inflight or self.cache.contains(d)
+        return d in self._memory or d in self._inflight or self.cache.known(d)
 
     def _on_disk(self, pieces: list[Piece]) -> bool:
         """Whether the disk cache holds every one of these pieces (no store GET needed)."""

@@ -164,3 +164,18 @@ def test_a_damaged_part_is_dropped_never_served(cache):
         f.write(b"\xff" if data[100] != 0xFF else b"\0")
     assert cache.get_part(KEY, PART, digest_bytes(data), PART) is None
     assert not os.path.exists(path)
+
+
+def test_known_answers_from_memory_what_contains_answers_from_disk(tmp_path):
+    """The read path asks `known` on the trio thread: no disk access, and it follows puts,
+    evictions and what an earlier process left (found when the cache is opened)."""
+    cache = ContentCache(str(tmp_path), 3 << 20)
+    blobs = [os.urandom(1 << 20) for _ in range(4)]
+    digests = [digest_bytes(b) for b in blobs]
+    for d, b in zip(digests[:3], blobs[:3]):
+        cache.put(d, b)
+    assert [cache.known(d) for d in digests] == [cache.contains(d) for d in digests] == [True, True, True, False]
+    cache.put(digests[3], blobs[3])  # over the bound: the oldest goes
+    assert [cache.known(d) for d in digests] == [cache.contains(d) for d in digests] == [False, True, True, True]
+    reopened = ContentCache(str(tmp_path), 3 << 20)
+    assert [reopened.known(d) for d in digests] == [False, True, True, True]
