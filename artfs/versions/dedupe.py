@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from artfs.digest import DIGEST_SIZE
 from artfs.errors import CorruptRecord, NotFound, PreconditionFailed

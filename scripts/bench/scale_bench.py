@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
-from servers import SeaweedFS
+from servers import SeaweedFS  # noqa: E402 - after the path is set
 
 ARTFS = os.path.join(os.path.dirname(sys.executable), "artfs")
 S3_ENV = {
@@ -114,7 +114,7 @@ def make_versions(b: Bucket, url: str, count: int) -> None:
 def time_cli(b: Bucket, url: str, args: list[str], repeat: int = 3) -> float:
     """Best of `repeat` fresh `artfs` processes (fresh cache folder each), in seconds."""
     best = float("inf")
-    for i in range(repeat):
+    for _ in range(repeat):
         cache = os.path.join(b.tmp, f"cache-{time.monotonic_ns()}")
         t = time.monotonic()
         b.artfs(args, url, cache)
