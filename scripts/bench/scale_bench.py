@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
-from servers import SeaweedFS  # noqa: E402  (after the sys.path line above)
+from servers import SeaweedFS  # noqa: E402 - after the path is set
 
 ARTFS = os.path.join(os.path.dirname(sys.executable), "artfs")
 S3_ENV = {
