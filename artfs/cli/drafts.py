@@ -103,7 +103,7 @@ def _commit_through_mount(path: str, options: dict) -> str:
             outcome = {"error": f"the mount serving {path} stopped during the commit: mount it again and run "
                                 "the same commit (it finishes the version, or makes it if none was made)"}
         else:
-            outcome = {"error": os.strerror(failure.errno) if failure else "the mount gave no answer"}
+            outcome = {"error": os.strerror(failure.errno) if failure and failure.errno else "the mount gave no answer"}
     if "error" in outcome:
         raise ArtfsError(outcome["error"])
     return outcome["version"]
