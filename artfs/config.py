@@ -15,8 +15,9 @@ def store_url(explicit: str | None = None) -> str:
 
 def cache_dir(explicit: str | None = None) -> str:
     # Absolute: the mount daemon leaves the folder it was started from (so that folder can be unmounted).
-    return os.path.abspath(os.path.expanduser(explicit or os.environ.get("ARTFS_CACHE")
-                                              or platformdirs.user_cache_dir("artfs")))
+    return os.path.abspath(
+        os.path.expanduser(explicit or os.environ.get("ARTFS_CACHE") or platformdirs.user_cache_dir("artfs"))
+    )
 
 
 def parse_size(text: str) -> int:

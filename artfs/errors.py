@@ -97,9 +97,24 @@ ERRNOS: dict[type[ArtfsError], int] = {
 }
 
 # What a busy filesystem answers all day: logged at DEBUG, not WARNING.
-EXPECTED_ERRNOS = frozenset({_errno.ENOENT, _errno.EROFS, _errno.EEXIST, _errno.ENOTEMPTY, _errno.EISDIR,
-                             _errno.ENOTDIR, _errno.ENOTSUP, _errno.ENODATA, _errno.EPERM, _errno.EXDEV,
-                             _errno.ENAMETOOLONG, _errno.EINVAL, _errno.EBADF, _errno.EACCES})
+EXPECTED_ERRNOS = frozenset(
+    {
+        _errno.ENOENT,
+        _errno.EROFS,
+        _errno.EEXIST,
+        _errno.ENOTEMPTY,
+        _errno.EISDIR,
+        _errno.ENOTDIR,
+        _errno.ENOTSUP,
+        _errno.ENODATA,
+        _errno.EPERM,
+        _errno.EXDEV,
+        _errno.ENAMETOOLONG,
+        _errno.EINVAL,
+        _errno.EBADF,
+        _errno.EACCES,
+    }
+)
 
 
 def errno_of_type(kind: type) -> int:

@@ -43,6 +43,7 @@ ARTFS_BIN = os.path.join(os.path.dirname(sys.executable), "artfs")
 
 # -- the artfs command line ---------------------------------------------------------
 
+
 @dataclass
 class CLIResult:
     args: list[str]
@@ -51,8 +52,10 @@ class CLIResult:
     stderr: str
 
     def __str__(self) -> str:
-        return (f"artfs {' '.join(self.args)} -> exit {self.returncode}\n"
-                f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}")
+        return (
+            f"artfs {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
+        )
 
     @property
     def out(self) -> str:
@@ -76,8 +79,15 @@ class CLIResult:
         return lines[0]
 
 
-def run_artfs(args, *, store: str | None = None, cache: str | None = None, cwd: str | None = None,
-              env: dict | None = None, timeout: float = 120) -> CLIResult:
+def run_artfs(
+    args,
+    *,
+    store: str | None = None,
+    cache: str | None = None,
+    cwd: str | None = None,
+    env: dict | None = None,
+    timeout: float = 120,
+) -> CLIResult:
     """Runs the installed `artfs` as a user would, with ARTFS_STORE / ARTFS_CACHE set."""
     args = [str(a) for a in args]
     full_env = dict(os.environ)
@@ -88,8 +98,15 @@ def run_artfs(args, *, store: str | None = None, cache: str | None = None, cwd: 
     if cache is not None:
         full_env["ARTFS_CACHE"] = str(cache)
     full_env.update(env or {})
-    p = subprocess.run([ARTFS_BIN, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        [ARTFS_BIN, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return CLIResult(args, p.returncode, p.stdout, p.stderr)
 
 
@@ -151,10 +168,14 @@ def s3_client(endpoint: str):
     import boto3
     import botocore.config
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id=_S3_ENV["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=_S3_ENV["AWS_SECRET_ACCESS_KEY"],
-                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=_S3_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=_S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=botocore.config.Config(s3={"addressing_style": "path"}),
+    )
 
 
 _bucket_numbers = itertools.count()
@@ -174,6 +195,7 @@ def new_bucket(s3_endpoint):
 
 
 # -- stores on both backends ------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def s3_test_bucket(s3_endpoint):
@@ -220,6 +242,7 @@ def artfs(store_url, cache_dir, tmp_path):
 
 
 # -- instrumentation ----------------------------------------------------------------
+
 
 class CountingStore:
     """Wraps a real ObjectStore (local or S3) and records every request it forwards:
@@ -318,6 +341,7 @@ def counted(store_url, cache_dir):
 
 
 # -- files on disk ------------------------------------------------------------------
+
 
 def wait_all(procs, timeout: float = 120) -> list[tuple[str, str]]:
     """(stdout, stderr) of processes started together; any still running at the end is killed."""

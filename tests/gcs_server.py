@@ -43,9 +43,25 @@ class FakeGCS:
     def start(self, timeout: float = 15.0) -> FakeGCS:
         # memory backend: the filesystem one has no bucket versioning
         self.proc = subprocess.Popen(
-            [_binary(), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1", "-port", str(self.port),
-             "-external-url", self.url, "-log-level", "error"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                _binary(),
+                "-scheme",
+                "http",
+                "-backend",
+                "memory",
+                "-host",
+                "127.0.0.1",
+                "-port",
+                str(self.port),
+                "-external-url",
+                self.url,
+                "-log-level",
+                "error",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -74,15 +90,23 @@ class FakeGCS:
     # -- test data ---------------------------------------------------------------------------
     def bucket(self, versioned: bool = False) -> str:
         name = f"gcs-{os.getpid()}-{next(_buckets)}"
-        r = requests.post(f"{self.url}/storage/v1/b", params={"project": "test"},
-                          json={"name": name, "versioning": {"enabled": versioned}}, timeout=10)
+        r = requests.post(
+            f"{self.url}/storage/v1/b",
+            params={"project": "test"},
+            json={"name": name, "versioning": {"enabled": versioned}},
+            timeout=10,
+        )
         r.raise_for_status()
         return name
 
     def put(self, bucket: str, key: str, data: bytes) -> str:
         """Uploads an object; returns its generation."""
-        r = requests.post(f"{self.url}/upload/storage/v1/b/{bucket}/o", params={"uploadType": "media", "name": key},
-                          data=data, timeout=10)
+        r = requests.post(
+            f"{self.url}/upload/storage/v1/b/{bucket}/o",
+            params={"uploadType": "media", "name": key},
+            data=data,
+            timeout=10,
+        )
         r.raise_for_status()
         return str(r.json()["generation"])
 

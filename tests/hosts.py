@@ -49,17 +49,22 @@ class HostsReport:
     @property
     def dense(self) -> bool:
         made = sorted(v for _, v, _ in self.commits)
-        return self.versions == list(range(len(self.versions))) and len(set(made)) == len(made) \
+        return (
+            self.versions == list(range(len(self.versions)))
+            and len(set(made)) == len(made)
             and set(made) <= set(self.versions)
+        )
 
     def summary(self) -> str:
         f = sorted(self.freshness) or [float("nan")]
         g = sorted(self.since_record) or [float("nan")]
-        return (f"{self.hosts} hosts: {len(self.commits)} commits, versions v0..v{max(self.versions, default=-1)} "
-                f"dense={self.dense}, {self.reads} reads, {len(self.errors)} errors, "
-                f"freshness p50 {f[len(f) // 2]:.2f} s max {f[-1]:.2f} s (from the record: max {g[-1]:.2f} s), "
-                f"{self.unseen} unseen, "
-                f"daemons {sum(self.rss_kib) / 1024:.0f} MiB total")
+        return (
+            f"{self.hosts} hosts: {len(self.commits)} commits, versions v0..v{max(self.versions, default=-1)} "
+            f"dense={self.dense}, {self.reads} reads, {len(self.errors)} errors, "
+            f"freshness p50 {f[len(f) // 2]:.2f} s max {f[-1]:.2f} s (from the record: max {g[-1]:.2f} s), "
+            f"{self.unseen} unseen, "
+            f"daemons {sum(self.rss_kib) / 1024:.0f} MiB total"
+        )
 
 
 def _rss_kib(pid: int) -> int:
@@ -77,9 +82,18 @@ def _content(host: int, k: int) -> bytes:
     return f"host {host} commit {k}\n".encode() * 20
 
 
-def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: float = 1.0,
-              env: dict | None = None, deadline: float = 300.0, read_sample: int = 0,
-              mount_jobs: int = 4, poll_seconds: float = 0.0) -> HostsReport:
+def run_hosts(
+    store: str,
+    root: str,
+    hosts: int = 8,
+    commits: int = 2,
+    refresh: float = 1.0,
+    env: dict | None = None,
+    deadline: float = 300.0,
+    read_sample: int = 0,
+    mount_jobs: int = 4,
+    poll_seconds: float = 0.0,
+) -> HostsReport:
     """See the module doc. `read_sample`: versions each host reads (0: all of them).
     `poll_seconds`: at the end, every host looks at the artifact (lists it, reads
     latest's README) every 0.5 s for this long: a job using it, for counting requests."""
@@ -91,12 +105,22 @@ def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: 
     for path in caches + mps:
         os.makedirs(path, exist_ok=True)
     seed = write_tree(os.path.join(root, "seed"), {"README": "shared\n"})
-    run_artfs(["put", seed, "--name", ARTIFACT, "--type", "dataset"], store=store,
-              cache=os.path.join(root, "cli-cache"), env=env).ok()
+    run_artfs(
+        ["put", seed, "--name", ARTIFACT, "--type", "dataset"],
+        store=store,
+        cache=os.path.join(root, "cli-cache"),
+        env=env,
+    ).ok()
     try:
+
         def mount(i: int) -> None:
-            r = run_artfs(["mount", mps[i], "--refresh", str(refresh), "--log-file", os.path.join(root, f"mnt{i}.log")],
-                          store=store, cache=caches[i], env=env, timeout=max(30.0, end - time.monotonic()))
+            r = run_artfs(
+                ["mount", mps[i], "--refresh", str(refresh), "--log-file", os.path.join(root, f"mnt{i}.log")],
+                store=store,
+                cache=caches[i],
+                env=env,
+                timeout=max(30.0, end - time.monotonic()),
+            )
             if r.returncode != 0:
                 report.errors.append(f"mount {i}: {r.stderr.strip()[-300:]}")
 
@@ -143,8 +167,9 @@ def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: 
                 except OSError as e:
                     report.errors.append(f"host {i}: draft {draft}: {e}")
                     continue
-                r = run_artfs(["commit", draft], store=store, cache=caches[i], env=env,
-                              timeout=max(10.0, end - time.monotonic()))
+                r = run_artfs(
+                    ["commit", draft], store=store, cache=caches[i], env=env, timeout=max(10.0, end - time.monotonic())
+                )
                 m = re.fullmatch(rf"{ARTIFACT}:v(\d+)", r.stdout.strip())
                 if r.returncode != 0 or not m:
                     report.errors.append(f"host {i}: commit {k}: {r.stderr.strip()[-300:]}")
@@ -209,6 +234,7 @@ def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: 
                 list(pool.map(read, range(hosts)))
 
         if poll_seconds:
+
             def poll(i: int, stop: float) -> None:
                 folder = os.path.join(mps[i], *ARTIFACT.split("/"))
                 while time.monotonic() < stop:
@@ -249,6 +275,7 @@ def run_hosts(store: str, root: str, hosts: int = 8, commits: int = 2, refresh: 
 
 
 # -- what the bucket is asked ---------------------------------------------------------------
+
 
 class RequestCounter:
     """A loopback HTTP proxy in front of an S3 server that counts requests by kind
@@ -353,9 +380,11 @@ def _area(key: list[str]) -> str:
     """artifacts/p/a/versions → 'versions', …/aliases.json → 'aliases', packs/… → 'packs'."""
     key = [k for k in key if k]
     if "artifacts" in key:
-        rest = key[key.index("artifacts") + 1:]
+        rest = key[key.index("artifacts") + 1 :]
         if len(rest) >= 3:
-            return {"versions": "versions", "version-index": "version-index"}.get(rest[2], rest[2].removesuffix(".json"))
+            return {"versions": "versions", "version-index": "version-index"}.get(
+                rest[2], rest[2].removesuffix(".json")
+            )
         return "artifacts (listing)"
     for k in key:
         if k in ("packs", "index", "dedupe", "manifests", "objects", "pieces", "locks", "lineage", "holds", "parts"):

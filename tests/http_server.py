@@ -95,9 +95,13 @@ class Nginx:
             with open(conf, "w") as f:
                 f.write(_CONF.format(dir=self.dir, port=self.port, root=self.root))
             with open(os.path.join(self.dir, "stderr.log"), "ab") as err:
-                self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", conf, "-e", os.path.join(self.dir, "error.log")],
-                                             stdout=err, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True)
+                self.proc = subprocess.Popen(
+                    [NGINX, "-p", self.dir, "-c", conf, "-e", os.path.join(self.dir, "error.log")],
+                    stdout=err,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             try:
                 self._wait_ready(timeout)
                 return self

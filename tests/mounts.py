@@ -45,6 +45,7 @@ FETCH_LINE = re.compile(r"fetch (\S+) bytes (\d+)-(\d+) \((\d+) pieces\)")
 
 # -- what is mounted and who serves it ----------------------------------------------------
 
+
 def _unescape_mountinfo(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
@@ -146,6 +147,7 @@ def cleanup(root: str) -> list[str]:
 
 # -- one mount --------------------------------------------------------------------------------
 
+
 class Mount:
     def __init__(self, mp: str, store: str, cache: str, log_path: str):
         self.mp, self.store, self.cache, self.log_path = mp, store, cache, log_path
@@ -218,8 +220,15 @@ class Mounter:
                 return path
         raise RuntimeError("too many folders")
 
-    def __call__(self, store: str, *flags: str, cache: str | None = None, env: dict | None = None,
-                 debug: bool = True, mp: str | None = None) -> Mount:
+    def __call__(
+        self,
+        store: str,
+        *flags: str,
+        cache: str | None = None,
+        env: dict | None = None,
+        debug: bool = True,
+        mp: str | None = None,
+    ) -> Mount:
         mp = mp or self.new_dir("mnt")
         cache = cache or self.new_dir("cache")
         log_path = os.path.join(self.tmp_path, f"{os.path.basename(mp)}.log")
@@ -296,8 +305,21 @@ def mounter(tmp_path):
 MiB = 1 << 20
 
 
-__all__ = ["mounter", "mounting", "Mount", "Mounter", "RestartableSeaweedFS", "cleanup", "mounts_under", "is_mounted", "fs_type", "daemon_pids",
-           "wait_for", "errno_of", "MiB"]
+__all__ = [
+    "mounter",
+    "mounting",
+    "Mount",
+    "Mounter",
+    "RestartableSeaweedFS",
+    "cleanup",
+    "mounts_under",
+    "is_mounted",
+    "fs_type",
+    "daemon_pids",
+    "wait_for",
+    "errno_of",
+    "MiB",
+]
 
 
 # -- a SeaweedFS this test can stop and start again ---------------------------------------
@@ -322,8 +344,15 @@ class RestartableSeaweedFS(SeaweedFS):
         assert self.proc is None, "kill() it first"
         env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, cwd=self.dir, env=env)
+            self.proc = subprocess.Popen(
+                self._cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.dir,
+                env=env,
+            )
         try:
             self._wait_ready(timeout)
         except Exception:

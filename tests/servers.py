@@ -92,13 +92,22 @@ class SeaweedFS:
             data = os.path.join(self.dir, f"data-{_attempt}")
             os.makedirs(data)
             cmd = [
-                weed_binary(), "server",
-                f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-                "-s3", f"-s3.port={s3}", f"-master.volumeSizeLimitMB={self.volume_size_mb}",
+                weed_binary(),
+                "server",
+                f"-dir={data}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+                "-s3",
+                f"-s3.port={s3}",
+                f"-master.volumeSizeLimitMB={self.volume_size_mb}",
                 # Off: extra listeners on fixed default ports (clash with any other weed on
                 # the host) and the telemetry report (no network beyond loopback).
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
                 # Every bucket is a collection with volumes of its own: allow many (they are
                 # sparse files, not preallocated) so tests can use a fresh bucket each.
                 f"-volume.max={self.max_volumes}",
@@ -108,9 +117,16 @@ class SeaweedFS:
                 # A new collection grows 1 volume at a time instead of 7 (master.toml's
                 # volume_growth.copy_1, set through the environment).
                 env = {**os.environ, "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
-                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True, cwd=self.dir, env=env,
-                                             preexec_fn=_die_with_parent)
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=self.dir,
+                    env=env,
+                    preexec_fn=_die_with_parent,
+                )
             finally:
                 log.close()
             self.endpoint = f"http://127.0.0.1:{s3}"
@@ -152,10 +168,14 @@ class SeaweedFS:
         import botocore.config
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name="us-east-1",
-            aws_access_key_id="artfs-test", aws_secret_access_key="artfs-test",
-            config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30,
-                                          s3={"addressing_style": "path"}),
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="artfs-test",
+            aws_secret_access_key="artfs-test",
+            config=botocore.config.Config(
+                retries={"max_attempts": 1}, connect_timeout=2, read_timeout=30, s3={"addressing_style": "path"}
+            ),
         )
 
     def log_tail(self, n: int = 40) -> str:

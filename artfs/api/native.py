@@ -228,7 +228,9 @@ class Artifact:
         """Adds local file `local` as entry `path`; replaces a carried entry of the base."""
         old = self._files.get(path)
         if old is not None and not overwrite and os.path.abspath(old.local) != os.path.abspath(local):
-            raise Conflict(f"{self.qualified_name} already has {path!r} added; remove() it first or pass overwrite=True")
+            raise Conflict(
+                f"{self.qualified_name} already has {path!r} added; remove() it first or pass overwrite=True"
+            )
         if path in self._refs:
             if not overwrite:
                 raise Conflict(f"{self.qualified_name} already has {path!r} added as a reference; remove() it first")
@@ -264,8 +266,12 @@ class Artifact:
         sources = walk_sources(local, prefix)
         for src in sources:  # check everything before changing anything
             old = self._files.get(src.path)
-            if (old is not None and not overwrite and old.local != src.local) or (src.path in self._refs and not overwrite):
-                raise Conflict(f"{self.qualified_name} already has {src.path!r} added; remove() it first or pass overwrite=True")
+            if (old is not None and not overwrite and old.local != src.local) or (
+                src.path in self._refs and not overwrite
+            ):
+                raise Conflict(
+                    f"{self.qualified_name} already has {src.path!r} added; remove() it first or pass overwrite=True"
+                )
         for src in sources:
             self._put(src.path, src.local, True)
         return self
@@ -279,7 +285,9 @@ class Artifact:
         if path in self._open_files:
             raise Conflict(f"{path!r} is already open in new_file()")
         if (path in self._files or path in self._refs) and not overwrite:
-            raise Conflict(f"{self.qualified_name} already has {path!r} added; remove() it first or pass overwrite=True")
+            raise Conflict(
+                f"{self.qualified_name} already has {path!r} added; remove() it first or pass overwrite=True"
+            )
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="artfs-new-file-")
             self._cleanup = weakref.finalize(self, shutil.rmtree, self._tmpdir, True)
@@ -302,8 +310,9 @@ class Artifact:
 
         return _NewFile(f, on_close, on_discard)
 
-    def add_reference(self, uri: str, name: str | None = None, checksum: bool = True,
-                      max_objects: int | None = 10_000) -> "Artifact":
+    def add_reference(
+        self, uri: str, name: str | None = None, checksum: bool = True, max_objects: int | None = 10_000
+    ) -> "Artifact":
         """Adds the object, file or URL `uri` (s3://, gs://, http(s)://, file://) as a reference:
         its bytes stay at the source, pinned now (ETag, version, size, blake3…), never uploaded.
 
@@ -470,8 +479,12 @@ class Artifact:
 
 
 # -- the verbs -------------------------------------------------------------------------
-def log_artifact(artifact: Artifact, project: str | None = None, aliases: Iterable[str] | str | None = None,
-                 store: "Store | None" = None) -> Artifact:
+def log_artifact(
+    artifact: Artifact,
+    project: str | None = None,
+    aliases: Iterable[str] | str | None = None,
+    store: "Store | None" = None,
+) -> Artifact:
     """Logs a draft as the artifact's next version and returns it (the same object, now logged).
 
     Content equal to the latest version (or, for a `new_draft()`, to its base)
@@ -485,7 +498,9 @@ def log_artifact(artifact: Artifact, project: str | None = None, aliases: Iterab
     if project is not None:
         check_name(project, "project")
         if artifact._project is not None and artifact._project != project:
-            raise InvalidInput(f"artifact {artifact.qualified_name} is in project {artifact._project!r}, not {project!r}")
+            raise InvalidInput(
+                f"artifact {artifact.qualified_name} is in project {artifact._project!r}, not {project!r}"
+            )
     project = artifact._project or project
     if project is None:
         raise InvalidInput(f"which project is {artifact.name!r} in? Name it 'project/{artifact.name}' or pass project=")
@@ -503,16 +518,23 @@ def log_artifact(artifact: Artifact, project: str | None = None, aliases: Iterab
         if store is None:
             store = origin
         elif store.objects.url != origin.objects.url:
-            raise InvalidInput(f"a draft of {artifact._base} must be logged to the store it came from "
-                               f"({origin.url}), not {store.url}")
+            raise InvalidInput(
+                f"a draft of {artifact._base} must be logged to the store it came from ({origin.url}), not {store.url}"
+            )
         base = same_as = artifact._base
     else:
         store = store or default_store()
         base = same_as = store.registry.latest(name)  # None: the first version
     artifact._check_layout()
     published = store.publish(
-        name, artifact.type, list(artifact._files.values()), artifact._carried(),
-        base=base, same_as=same_as, description=artifact.description, metadata=metadata,
+        name,
+        artifact.type,
+        list(artifact._files.values()),
+        artifact._carried(),
+        base=base,
+        same_as=same_as,
+        description=artifact.description,
+        metadata=metadata,
         aliases=[a for a in alias_list if a != LATEST],
     )
     artifact._become(store, published.version)
@@ -558,8 +580,9 @@ def _distributed_target(artifact: Artifact, project: str | None, distributed_id:
     return ArtifactName(project, artifact.name), Distributed(store), store
 
 
-def upsert_artifact(artifact: Artifact, project: str | None = None, distributed_id: str | None = None,
-                    store: "Store | None" = None) -> Artifact:
+def upsert_artifact(
+    artifact: Artifact, project: str | None = None, distributed_id: str | None = None, store: "Store | None" = None
+) -> Artifact:
     """Adds this writer's files to the version that all writers with `distributed_id` build together."""
     name, dist, _ = _distributed_target(artifact, project, distributed_id, store)
     artifact._check_layout()
@@ -567,15 +590,27 @@ def upsert_artifact(artifact: Artifact, project: str | None = None, distributed_
     return artifact
 
 
-def finish_artifact(artifact: Artifact, project: str | None = None, distributed_id: str | None = None,
-                    aliases: Iterable[str] | str | None = None, store: "Store | None" = None,
-                    overwrite: bool = False) -> Artifact:
+def finish_artifact(
+    artifact: Artifact,
+    project: str | None = None,
+    distributed_id: str | None = None,
+    aliases: Iterable[str] | str | None = None,
+    store: "Store | None" = None,
+    overwrite: bool = False,
+) -> Artifact:
     """Commits the union of every writer's upserts (and this artifact's own files) as one new version."""
     name, dist, store = _distributed_target(artifact, project, distributed_id, store)
     if artifact._files or next(artifact._carried(), None) is not None:  # (a generator is always truthy)
         upsert_artifact(artifact, project, distributed_id, store)
-    result = dist.finish(name, distributed_id, type_=artifact.type, aliases=_aliases_arg(aliases),
-                         description=artifact.description, metadata=artifact.metadata, overwrite=overwrite)
+    result = dist.finish(
+        name,
+        distributed_id,
+        type_=artifact.type,
+        aliases=_aliases_arg(aliases),
+        description=artifact.description,
+        metadata=artifact.metadata,
+        overwrite=overwrite,
+    )
     artifact._become(store, result.version)
     return artifact
 
@@ -583,8 +618,9 @@ def finish_artifact(artifact: Artifact, project: str | None = None, distributed_
 class Store(store_facade.Store):
     """The store facade with `log_artifact` / `use_artifact` as methods, for code that uses more than one store."""
 
-    def log_artifact(self, artifact: Artifact, project: str | None = None,
-                     aliases: Iterable[str] | str | None = None) -> Artifact:
+    def log_artifact(
+        self, artifact: Artifact, project: str | None = None, aliases: Iterable[str] | str | None = None
+    ) -> Artifact:
         return log_artifact(artifact, project, aliases, store=self)
 
     def use_artifact(self, artifact: "str | Artifact", project: str | None = None) -> Artifact:

@@ -70,8 +70,16 @@ def new_run_id() -> str:
     return "".join(secrets.choice(_ID_CHARS) for _ in range(8))
 
 
-def start_run(store: Store, project: str, run_id: str | None = None, *, job_type: str | None = None,
-              group: str | None = None, name: str | None = None, config: dict | None = None) -> RunRecord:
+def start_run(
+    store: Store,
+    project: str,
+    run_id: str | None = None,
+    *,
+    job_type: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    config: dict | None = None,
+) -> RunRecord:
     """Records a run as started and makes it this process's run (ARTFS_RUN_ID) until `finish_run`.
 
     Starting an id that exists resumes it: its record keeps its first start and gets the new fields.
@@ -83,9 +91,18 @@ def start_run(store: Store, project: str, run_id: str | None = None, *, job_type
     except (TypeError, ValueError) as e:
         raise InvalidInput(f"run config is not JSON-serializable: {e}") from None
     info = creator_info()
-    rec = RunRecord(id=run_id, project=project, job_type=job_type, group=group, name=name or run_id,
-                    config=dict(config or {}), started=time.time(), host=info["host"], user=info["user"],
-                    command=info["command"])
+    rec = RunRecord(
+        id=run_id,
+        project=project,
+        job_type=job_type,
+        group=group,
+        name=name or run_id,
+        config=dict(config or {}),
+        started=time.time(),
+        host=info["host"],
+        user=info["user"],
+        command=info["command"],
+    )
     try:
         old = get_run(store, run_id)
         rec.started = old.started
@@ -137,7 +154,7 @@ def runs(store: Store, project: str | None = None) -> list[RunRecord]:
 def _versions_under(store: Store, prefix: str) -> list[VersionRecord]:
     out = []
     for info in store.objects.list(prefix):
-        parts = info.key[len(prefix):].split("/")
+        parts = info.key[len(prefix) :].split("/")
         if len(parts) == 3 and (n := parse_version(parts[2])) is not None:
             try:
                 out.append(store.registry.version(ArtifactName(parts[0], parts[1]), n))
@@ -159,7 +176,7 @@ def used_versions(store: Store, run_id: str) -> list[VersionRecord]:
 def users_of(store: Store, rec: VersionRecord) -> list[str]:
     """Ids of the runs that used version `rec`."""
     prefix = f"lineage/uses/{rec.artifact.project}/{rec.artifact.name}/{version_name(rec.number)}/"
-    return sorted(info.key[len(prefix):] for info in store.objects.list(prefix))
+    return sorted(info.key[len(prefix) :] for info in store.objects.list(prefix))
 
 
 def creator_of(rec: VersionRecord) -> str | None:

@@ -37,8 +37,9 @@ class Published:
 
 
 class Store:
-    def __init__(self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None,
-                 create: bool = True):
+    def __init__(
+        self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None, create: bool = True
+    ):
         self.url = config.store_url(url)
         self.cache_dir = config.cache_dir(cache)
         self.objects = objects or open_store(self.url, create=create)
@@ -54,8 +55,9 @@ class Store:
     def manifest(self, rec: VersionRecord) -> Manifest:
         return self.registry.manifest(rec)
 
-    def download(self, rec: VersionRecord, root: str, path: str | None = None,
-                 progress: Callable[[int], None] | None = None) -> DownloadStats:
+    def download(
+        self, rec: VersionRecord, root: str, path: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> DownloadStats:
         m = self.manifest(rec)
         lineage.record_use(self.registry, rec, "get")
         under = normalize_path(path) if path else None
@@ -79,8 +81,13 @@ class Store:
         known.lookup, known.on_stored = index.find, index.record
         return known
 
-    def store_content(self, files: Iterable[FileSource], carried: Iterable[Entry], base: Manifest | None,
-                      progress: Callable[[int], None] | None = None) -> tuple[Manifest, bytes, Stats]:
+    def store_content(
+        self,
+        files: Iterable[FileSource],
+        carried: Iterable[Entry],
+        base: Manifest | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[Manifest, bytes, Stats]:
         """Uploads what is new in `files` (call under commit_guard) and returns their manifest,
         encoded; the caller stores it (Registry.commit or a distributed part)."""
         publisher = Publisher(self.objects, self.known_content(base), progress=progress)
@@ -116,7 +123,9 @@ class Store:
             if base is not None and live is None:
                 carried = expand(carried)
                 check_carried(self.objects, base, carried)
-            manifest, encoded, stats = self.store_content(files, carried, self.manifest(live) if live else None, progress)
+            manifest, encoded, stats = self.store_content(
+                files, carried, self.manifest(live) if live else None, progress
+            )
             if not len(manifest) and not manifest.empty_folders():
                 raise InvalidInput(f"nothing to commit to {name}: no files")
             hexdigest = digest_bytes(encoded).hex()
@@ -131,15 +140,23 @@ class Store:
                     self.registry.set_alias(name, alias, match.number)
                 return Published(match, False, stats)
             rec, created = self.registry.commit(
-                name, type_, manifest, encoded,
-                base=base.number if base else None, description=description or "",
-                metadata=metadata, aliases=aliases, creator=creator,
+                name,
+                type_,
+                manifest,
+                encoded,
+                base=base.number if base else None,
+                description=description or "",
+                metadata=metadata,
+                aliases=aliases,
+                creator=creator,
             )
         if created:
             lineage.record_logged(self.registry, rec)
         return Published(rec, created, stats)
 
-    def set_info(self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool) -> VersionRecord:
+    def set_info(
+        self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool
+    ) -> VersionRecord:
         from artfs.store.registry import check_metadata
 
         metadata = check_metadata(metadata) if metadata is not None else None
@@ -153,8 +170,9 @@ class Store:
 
         return self.registry.update_version(rec, change)
 
-    def create_draft(self, drafts: "DraftStore", a: ArtifactName, name: str, base: VersionRecord | None,
-                     type_: str | None) -> "DraftInfo":
+    def create_draft(
+        self, drafts: "DraftStore", a: ArtifactName, name: str, base: VersionRecord | None, type_: str | None
+    ) -> "DraftInfo":
         """A new draft on this host; the store holds its base content until it is committed or discarded."""
         hold = None
         if base is not None:
@@ -171,12 +189,21 @@ class Store:
         info = drafts.info(a, name)
         # The hold goes as soon as the draft is gone, not after its files are deleted: a
         # crash in that (slow) deletion would leave the hold, and its content, forever.
-        drafts.discard(a, name, then=(lambda: release_hold(self.objects, info.hold)) if info else None,
-                       background=background)
+        drafts.discard(
+            a, name, then=(lambda: release_hold(self.objects, info.hold)) if info else None, background=background
+        )
 
-    def commit_draft(self, draft: "Draft", *, type_: str | None = None, aliases: Iterable[str] = (),
-                     description: str | None = None, metadata: dict | None = None,
-                     progress: Callable[[int], None] | None = None, creator: dict | None = None) -> Published:
+    def commit_draft(
+        self,
+        draft: "Draft",
+        *,
+        type_: str | None = None,
+        aliases: Iterable[str] = (),
+        description: str | None = None,
+        metadata: dict | None = None,
+        progress: Callable[[int], None] | None = None,
+        creator: dict | None = None,
+    ) -> Published:
         """Commits a draft as the next version. Safe to run again after a crash: a version
         made from this draft's base since the draft was created, with the same content,
         is recognised as this commit's own and returned instead of a duplicate.
@@ -197,8 +224,18 @@ class Store:
                 base = self.registry._read_record(a, info.base)  # the tombstone keeps the manifest digest
         earlier = [r for r in self.registry.versions(a) if r.base == info.base and r.created >= info.created]
         files, carried = draft.snapshot()
-        result = self.publish(a, type_, files, carried, base=base, same_as=([same] if same else []) + earlier,
-                              description=description, metadata=metadata, aliases=aliases, progress=progress,
-                              creator=creator)
+        result = self.publish(
+            a,
+            type_,
+            files,
+            carried,
+            base=base,
+            same_as=([same] if same else []) + earlier,
+            description=description,
+            metadata=metadata,
+            aliases=aliases,
+            progress=progress,
+            creator=creator,
+        )
         draft.note_committed(str(result.version))
         return result

@@ -36,7 +36,9 @@ def draft(ctx, spec, draft_name, type_):
     if type_ and existing_type and type_ != existing_type:
         raise InvalidInput(f"{parsed.artifact} already exists with type {existing_type!r}, not {type_!r}")
     if existing_type is None and parsed.selector:
-        raise InvalidInput(f"artifact {parsed.artifact} does not exist (make a draft of a new one with just {parsed.artifact})")
+        raise InvalidInput(
+            f"artifact {parsed.artifact} does not exist (make a draft of a new one with just {parsed.artifact})"
+        )
     base = reg.resolve(parsed) if existing_type and reg.versions(parsed.artifact) else None
     ctx.store.create_draft(DraftStore(ctx.store.cache_dir), parsed.artifact, draft_name, base, type_ or existing_type)
     click.echo(f"{parsed.artifact}/drafts/{draft_name}")
@@ -78,8 +80,9 @@ def _mounted_draft(path: str) -> bool:
         return True
     except OSError as e:
         if e.errno in (errno.ECONNABORTED, errno.ENOTCONN):
-            raise ArtfsError(f"the mount serving {path} is not running (its daemon stopped): mount it again, "
-                             "then commit") from None
+            raise ArtfsError(
+                f"the mount serving {path} is not running (its daemon stopped): mount it again, then commit"
+            ) from None
         return False
 
 
@@ -100,8 +103,10 @@ def _commit_through_mount(path: str, options: dict) -> str:
         outcome = json.loads(os.getxattr(parent, RESULT_XATTR + token))
     except OSError:
         if failure is not None and failure.errno in (errno.ECONNABORTED, errno.ENOTCONN):
-            outcome = {"error": f"the mount serving {path} stopped during the commit: mount it again and run "
-                                "the same commit (it finishes the version, or makes it if none was made)"}
+            outcome = {
+                "error": f"the mount serving {path} stopped during the commit: mount it again and run "
+                "the same commit (it finishes the version, or makes it if none was made)"
+            }
         else:
             outcome = {"error": os.strerror(failure.errno) if failure and failure.errno else "the mount gave no answer"}
     if "error" in outcome:
@@ -117,9 +122,16 @@ def _commit_folder(ctx, path: str, artifact, options: dict) -> str:
     files = walk_sources(path, None)
     if not files:
         raise InvalidInput(f"nothing to commit: {path} has no files")
-    result = ctx.store.publish(artifact, options["type_"] or reg.artifact_type(artifact), files, base=latest,
-                               same_as=latest, description=options["description"], metadata=options["metadata"],
-                               aliases=options["aliases"])
+    result = ctx.store.publish(
+        artifact,
+        options["type_"] or reg.artifact_type(artifact),
+        files,
+        base=latest,
+        same_as=latest,
+        description=options["description"],
+        metadata=options["metadata"],
+        aliases=options["aliases"],
+    )
     return str(result.version)
 
 
@@ -144,8 +156,11 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, path: str, options: dic
             # (Which mount serves this cache is not known for sure: a mount of another cache
             # may show a draft of the same name. A candidate is named, never committed.)
             served = _served_at(artifact, draft_name)
-            where = f"commit it there, e.g. {served}" if served else \
-                f"commit it there, as MOUNTPOINT/{artifact}/drafts/{draft_name}"
+            where = (
+                f"commit it there, e.g. {served}"
+                if served
+                else f"commit it there, as MOUNTPOINT/{artifact}/drafts/{draft_name}"
+            )
             raise InvalidInput(f"a mount of this cache serves {path}: {where}") from None
         if not drafts.exists(artifact, draft_name) and (done := drafts.committed_as(artifact, draft_name)):
             note(f"artfs: {artifact}/drafts/{draft_name} was already committed")
@@ -179,5 +194,3 @@ def _served_at(artifact, draft_name: str) -> str | None:
 def register(group: click.Group) -> None:
     group.add_command(draft)
     group.add_command(commit)
-
-

@@ -34,12 +34,39 @@ import sys
 USAGE = "usage: mount.fuse.artfs SOURCE MOUNTPOINT [-o OPTION[,OPTION…]]"
 
 # option -> (artfs mount flag, takes a value)
-VALUE_OPTIONS = {"cache_size": "--cache-size", "refresh": "--refresh", "timeout": "--timeout",
-                 "log_file": "--log-file"}
+VALUE_OPTIONS = {"cache_size": "--cache-size", "refresh": "--refresh", "timeout": "--timeout", "log_file": "--log-file"}
 FLAG_OPTIONS = {"pin_aliases": "--pin-aliases", "allow_other": "--allow-other"}
-IGNORED = {"rw", "ro", "defaults", "_netdev", "nofail", "noauto", "auto", "user", "users", "nouser", "owner",
-           "group", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime",
-           "norelatime", "strictatime", "diratime", "nodiratime", "async", "sync", "loud", "silent"}
+IGNORED = {
+    "rw",
+    "ro",
+    "defaults",
+    "_netdev",
+    "nofail",
+    "noauto",
+    "auto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "diratime",
+    "nodiratime",
+    "async",
+    "sync",
+    "loud",
+    "silent",
+}
 IGNORED_PREFIXES = ("x-", "comment=")
 
 

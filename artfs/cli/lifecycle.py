@@ -65,14 +65,18 @@ def gc(ctx, dry_run, grace):
     if report.aborted:
         raise InvalidInput(report.aborted)
     verb = "would free" if dry_run else "freed"
-    click.echo(f"{verb} {human_size(report.bytes_freed)} in {len(report.deleted)} objects "
-               f"({report.live_manifests} live manifests; {report.kept_young} unreferenced objects younger than {grace} kept)")
+    click.echo(
+        f"{verb} {human_size(report.bytes_freed)} in {len(report.deleted)} objects "
+        f"({report.live_manifests} live manifests; {report.kept_young} unreferenced objects younger than {grace} kept)"
+    )
 
 
 @click.command()
 @click.argument("spec")
 @click.option("--depth", default=2, show_default=True, help="How many steps up and down the graph.")
-@click.option("--dot", "dot_file", default=None, help="Also write the graph as Graphviz dot to this file ('-': stdout).")
+@click.option(
+    "--dot", "dot_file", default=None, help="Also write the graph as Graphviz dot to this file ('-': stdout)."
+)
 @click.pass_obj
 def lineage(ctx, spec, depth, dot_file):
     """Who logged a version and what that run used; which runs used it and what they logged."""
@@ -109,7 +113,9 @@ def verify(ctx, spec, jobs):
         report = verify_manifest(ctx.store.objects, ctx.store.manifest(rec), jobs, bar)
     for d in report.damaged:
         click.echo(f"damaged: {d.path} (object {d.key}): {d.why}")
-    refs = f", {report.references} references not checked (their bytes are at their source)" if report.references else ""
+    refs = (
+        f", {report.references} references not checked (their bytes are at their source)" if report.references else ""
+    )
     if report.damaged:
         files = len({d.path for d in report.damaged})
         raise CorruptRecord(f"{rec}: {files} of {report.files} stored files damaged{refs}")

@@ -66,8 +66,13 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option("--store", "store_url", envvar="ARTFS_STORE", help="Store: a path, file://PATH or s3://BUCKET/PREFIX.")
 @click.option("--cache", envvar="ARTFS_CACHE", help="Local cache folder.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.option("--quiet", "-q", is_flag=True, envvar="ARTFS_QUIET",
-              help="No progress bars and no notes on stderr (results and errors are still printed).")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    envvar="ARTFS_QUIET",
+    help="No progress bars and no notes on stderr (results and errors are still printed).",
+)
 @click.version_option(package_name="artfs")
 @click.pass_context
 def cli(click_ctx, store_url, cache, debug, quiet):
@@ -94,10 +99,18 @@ def _metadata(text: str | None) -> dict | None:
 @click.option("--description", "-d")
 @click.option("--metadata", "-m", help="JSON object.")
 @click.option("--no-checksum", is_flag=True, help="For URIs: record only the URI (no pin; size learned when read).")
-@click.option("--max-objects", type=int, default=10_000, show_default=True,
-              help="For URIs: refuse a prefix or folder holding more objects than this.")
-@click.option("--distributed-id", default=None,
-              help="Add these files to a version many writers build together (committed by `artfs finish`).")
+@click.option(
+    "--max-objects",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="For URIs: refuse a prefix or folder holding more objects than this.",
+)
+@click.option(
+    "--distributed-id",
+    default=None,
+    help="Add these files to a version many writers build together (committed by `artfs finish`).",
+)
 @pass_ctx
 def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, max_objects, distributed_id):
     """Publish files or folders as the next version of an artifact.
@@ -114,8 +127,12 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
         files = walk_sources(paths[0], None)
     else:
         files = walk_each(local)  # (with their folders: a version keeps empty ones)
-    refs = [e for p in paths if is_uri(p)
-            for e in resolve(p, None if len(paths) == 1 else default_name(p), not no_checksum, max_objects)]
+    refs = [
+        e
+        for p in paths
+        if is_uri(p)
+        for e in resolve(p, None if len(paths) == 1 else default_name(p), not no_checksum, max_objects)
+    ]
     if not files and not refs:
         raise InvalidInput(f"nothing to put: no files in {' '.join(paths)}")
     store = ctx.store
@@ -131,8 +148,18 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
         return
     latest = store.registry.latest(artifact)
     with progress_bar(total, "hashing and uploading") as bar:
-        result = store.publish(artifact, type_, files, refs, base=latest, same_as=latest, description=description,
-                               metadata=meta, aliases=aliases, progress=bar)
+        result = store.publish(
+            artifact,
+            type_,
+            files,
+            refs,
+            base=latest,
+            same_as=latest,
+            description=description,
+            metadata=meta,
+            aliases=aliases,
+            progress=bar,
+        )
     click.echo(str(result.version))
 
 
@@ -155,11 +182,17 @@ def finish(ctx, name, paths, distributed_id, type_, aliases, description, metada
     meta = _metadata(metadata)
     dist = Distributed(ctx.store)
     if paths:
-        files = walk_sources(paths[0], None) if len(paths) == 1 and os.path.isdir(paths[0]) else \
-            walk_each(list(paths))
+        files = walk_sources(paths[0], None) if len(paths) == 1 and os.path.isdir(paths[0]) else walk_each(list(paths))
         dist.upsert(artifact, type_, distributed_id, files)
-    result = dist.finish(artifact, distributed_id, type_=type_, aliases=aliases, description=description,
-                         metadata=meta, overwrite=overwrite)
+    result = dist.finish(
+        artifact,
+        distributed_id,
+        type_=type_,
+        aliases=aliases,
+        description=description,
+        metadata=meta,
+        overwrite=overwrite,
+    )
     click.echo(str(result.version))
 
 

@@ -19,23 +19,50 @@ def _size(ctx, param, value):
 @click.command()
 @click.argument("mountpoint", type=click.Path())  # checked by prepare_mountpoint: one clear line
 @click.option("--foreground", "-f", is_flag=True, help="Stay in the foreground (for systemd).")
-@click.option("--cache-size", default=str(DEFAULT_CACHE_SIZE >> 30) + "G", callback=_size, show_default=True,
-              help="Bound on the local content cache (e.g. 20G).")
+@click.option(
+    "--cache-size",
+    default=str(DEFAULT_CACHE_SIZE >> 30) + "G",
+    callback=_size,
+    show_default=True,
+    help="Bound on the local content cache (e.g. 20G).",
+)
 @click.option("--refresh", default=5.0, show_default=True, help="Seconds between listings of versions and aliases.")
 @click.option("--pin-aliases", is_flag=True, help="Freeze aliases (latest, best…) as they are at mount time.")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds before a read the store cannot serve fails with EIO.")
-@click.option("--sync-on-close/--no-sync-on-close", default=False, show_default=True,
-              help="Drafts: a closed file is on disk when close() returns, as on a filesystem mounted "
-                   "`sync` (default: as ext4, it survives the daemon dying at once, and a host crash "
-                   "from the next fsync or commit on).")
+@click.option(
+    "--timeout", default=30.0, show_default=True, help="Seconds before a read the store cannot serve fails with EIO."
+)
+@click.option(
+    "--sync-on-close/--no-sync-on-close",
+    default=False,
+    show_default=True,
+    help="Drafts: a closed file is on disk when close() returns, as on a filesystem mounted "
+    "`sync` (default: as ext4, it survives the daemon dying at once, and a host crash "
+    "from the next fsync or commit on).",
+)
 @click.option("--log-file", default=None, help="Daemon log (default: CACHE/mount.log; stderr in --foreground).")
-@click.option("--metrics", default=None, metavar="HOST:PORT",
-              help="Serve Prometheus metrics of the daemon at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).")
+@click.option(
+    "--metrics",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics of the daemon at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464).",
+)
 @click.option("--ready-fd", type=int, default=None, hidden=True)
 @click.pass_obj
-def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_other, timeout, sync_on_close,
-          log_file, metrics, ready_fd):
+def mount(
+    ctx,
+    mountpoint,
+    foreground,
+    cache_size,
+    refresh,
+    pin_aliases,
+    allow_other,
+    timeout,
+    sync_on_close,
+    log_file,
+    metrics,
+    ready_fd,
+):
     """Mount the store at MOUNTPOINT: projects/artifacts/versions as folders."""
     from artfs.config import cache_dir, store_url
     from artfs.fs.daemon import MountOptions, prepare_mountpoint, setup_logging, start_daemon
@@ -44,9 +71,18 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     if refresh <= 0 or timeout <= 0:
         raise click.BadParameter("--refresh and --timeout must be positive")
     opts = MountOptions(
-        mountpoint=os.path.abspath(mountpoint), store_url=store_url(ctx.store_url), cache_dir=cache_dir(ctx.cache),
-        cache_size=cache_size, refresh=refresh, pin_aliases=pin_aliases, allow_other=allow_other,
-        timeout=timeout, sync_on_close=sync_on_close, log_file=log_file, debug=ctx.debug, metrics=metrics,
+        mountpoint=os.path.abspath(mountpoint),
+        store_url=store_url(ctx.store_url),
+        cache_dir=cache_dir(ctx.cache),
+        cache_size=cache_size,
+        refresh=refresh,
+        pin_aliases=pin_aliases,
+        allow_other=allow_other,
+        timeout=timeout,
+        sync_on_close=sync_on_close,
+        log_file=log_file,
+        debug=ctx.debug,
+        metrics=metrics,
     )
     if metrics:
         from artfs.fs.metrics import parse_address
@@ -61,8 +97,19 @@ def mount(ctx, mountpoint, foreground, cache_size, refresh, pin_aliases, allow_o
     # -P: a folder named artfs in the current directory must not shadow the installed package
     argv = [sys.executable, "-P", "-m", "artfs", "--store", opts.store_url, "--cache", opts.cache_dir]
     argv += ["--debug"] if ctx.debug else []
-    argv += ["mount", opts.mountpoint, "--foreground", "--cache-size", str(cache_size), "--refresh", str(refresh),
-             "--timeout", str(timeout), "--log-file", opts.log_file]
+    argv += [
+        "mount",
+        opts.mountpoint,
+        "--foreground",
+        "--cache-size",
+        str(cache_size),
+        "--refresh",
+        str(refresh),
+        "--timeout",
+        str(timeout),
+        "--log-file",
+        opts.log_file,
+    ]
     argv += ["--sync-on-close"] if sync_on_close else []
     argv += ["--pin-aliases"] if pin_aliases else []
     argv += ["--allow-other"] if allow_other else []
@@ -102,8 +149,9 @@ def prefetch(ctx, spec, path, cache_size, jobs):
         raise NotFound(f"{rec} has no file or folder {path!r}")
     cache = ContentCache(store.cache_dir, cache_size)
     todo = {p for i in indices if m.packs[i] != -2 for p in pieces(m.entry(i)) if p.size}
-    missing = [p for p in todo
-               if not (cache.covers(p.key, p.offset, p.size) if is_pack(p.key) else cache.contains(p.digest))]
+    missing = [
+        p for p in todo if not (cache.covers(p.key, p.offset, p.size) if is_pack(p.key) else cache.contains(p.digest))
+    ]
 
     def fetch(run):
         got = dict(zip((p.digest for p in run), fetch_run(store.objects, run)))

@@ -23,11 +23,20 @@ def ref():
 @ref.command("add")
 @click.argument("draft")
 @click.argument("uri")
-@click.option("--name", "-n", default=None,
-              help="Path in the draft: the file's full path, or the folder for a prefix (default: its basename / the draft's root).")
+@click.option(
+    "--name",
+    "-n",
+    default=None,
+    help="Path in the draft: the file's full path, or the folder for a prefix (default: its basename / the draft's root).",
+)
 @click.option("--no-checksum", is_flag=True, help="Record only the URI (no pin; size learned when read).")
-@click.option("--max-objects", type=int, default=10_000, show_default=True,
-              help="Refuse a prefix or folder holding more objects than this.")
+@click.option(
+    "--max-objects",
+    type=int,
+    default=10_000,
+    show_default=True,
+    help="Refuse a prefix or folder holding more objects than this.",
+)
 @click.pass_obj
 def ref_add(ctx, draft, uri, name, no_checksum, max_objects):
     """Add URI (s3://, gs://, http(s)://, file://) to a draft as a reference.
@@ -41,8 +50,10 @@ def ref_add(ctx, draft, uri, name, no_checksum, max_objects):
     drafts = DraftStore(ctx.store.cache_dir)
     if not drafts.exists(artifact, draft_name):
         if mount:
-            raise NotFound(f"{draft} is draft {artifact}/drafts/{draft_name} of a mount whose cache is not "
-                           f"{ctx.store.cache_dir}: run artfs with the mount's --cache")
+            raise NotFound(
+                f"{draft} is draft {artifact}/drafts/{draft_name} of a mount whose cache is not "
+                f"{ctx.store.cache_dir}: run artfs with the mount's --cache"
+            )
         raise NotFound(f"no draft {artifact}/drafts/{draft_name} in {ctx.store.cache_dir} (make one with artfs draft)")
     entries = resolve(uri, name, not no_checksum, max_objects)  # before touching the draft: all or nothing
     d = drafts.open(artifact, draft_name, ctx.store.registry.manifest_by_digest)

@@ -66,15 +66,20 @@ class Draft(StagedDraft):
         parts = normalize_path(path).split("/")
         for name in parts:
             check_entry_name(name)
-        encoded = base64.b64encode(msgpack.packb(
-            {"path": entry.path, "size": entry.size, "digest": entry.digest, "mode": entry.mode, "ref": entry.ref},
-            use_bin_type=True)).decode()
+        encoded = base64.b64encode(
+            msgpack.packb(
+                {"path": entry.path, "size": entry.size, "digest": entry.digest, "mode": entry.mode, "ref": entry.ref},
+                use_bin_type=True,
+            )
+        ).decode()
         parent = ROOT
         for name in parts[:-1]:
             row = self._child(db, parent, name)
             if row is None:
-                parent = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                                    (parent, name, DIR, 0o755, now)).lastrowid
+                parent = db.execute(
+                    "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                    (parent, name, DIR, 0o755, now),
+                ).lastrowid
             elif row[1] != DIR:
                 raise FsError(errno.ENOTDIR, f"cannot add {path} to draft {self.info}: {name} is a file")
             else:
@@ -84,9 +89,10 @@ class Draft(StagedDraft):
             if row[1] == DIR:
                 raise FsError(errno.EISDIR, f"cannot add {path} to draft {self.info}: it is a folder")
             db.execute("DELETE FROM node WHERE ino=?", (row[0],))
-        ino = db.execute("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
-                         (parent, parts[-1], FILE, file_mode(entry.mode), max(entry.size, 0), now,
-                          REF_ORIGIN + encoded)).lastrowid
+        ino = db.execute(
+            "INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
+            (parent, parts[-1], FILE, file_mode(entry.mode), max(entry.size, 0), now, REF_ORIGIN + encoded),
+        ).lastrowid
         return ino, None if row is None else row[0]
 
     # -- changing the namespace ----------------------------------------------------------
@@ -100,8 +106,10 @@ class Draft(StagedDraft):
         with self._lock:
             with self._tx() as db:
                 self._check_new(db, parent, name)
-                cur = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns, ctime_ns, atime_ns) "
-                                 "VALUES (?,?,?,?,?,?,?)", (parent, name, DIR, mode & 0o7777, now, now, now))
+                cur = db.execute(
+                    "INSERT INTO node(parent, name, kind, mode, mtime_ns, ctime_ns, atime_ns) VALUES (?,?,?,?,?,?,?)",
+                    (parent, name, DIR, mode & 0o7777, now, now, now),
+                )
                 self._touch(db, parent, now)
                 ino = cur.lastrowid
                 self._tx_listed.append(ino)  # new: no base children to list
@@ -126,8 +134,10 @@ class Draft(StagedDraft):
                 with self._tx(sync=False) as db:
                     self._check_new(db, parent, name)
                     now = time.time_ns()
-                    ino = db.execute("INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                                     (parent, name, FILE, file_mode(mode), now)).lastrowid
+                    ino = db.execute(
+                        "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                        (parent, name, FILE, file_mode(mode), now),
+                    ).lastrowid
                     self._touch(db, parent, now)
                     try:
                         fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -156,8 +166,9 @@ class Draft(StagedDraft):
         except ArtfsError as e:
             if e.errno != errno.ENOSPC or self.reserve is None or not self.reserve.release():
                 raise
-            logging.getLogger(__name__).warning("draft %s: %s; the reserve was given up so that "
-                                                "removing files still works", self.info, e)
+            logging.getLogger(__name__).warning(
+                "draft %s: %s; the reserve was given up so that removing files still works", self.info, e
+            )
             result = change()
         if self.reserve is not None:
             self.reserve.refill()
@@ -176,8 +187,9 @@ class Draft(StagedDraft):
             # going away, so its own bytes make that room (else nothing in a full draft
             # could be deleted to free space). Open descriptors then read it as empty.
             with self._lock:
-                row = self.db.execute("SELECT ino, kind, origin FROM node WHERE parent=? AND name=?",
-                                      (parent, name)).fetchone()
+                row = self.db.execute(
+                    "SELECT ino, kind, origin FROM node WHERE parent=? AND name=?", (parent, name)
+                ).fetchone()
             if row is None or row[1] != FILE or row[2] is not None:
                 raise
             os.truncate(self.data_path(row[0]), 0)
@@ -254,8 +266,9 @@ class Draft(StagedDraft):
                     self._forget_files(db, [dst[0]])
                     replaced = dst[0]
                 now = time.time_ns()
-                db.execute("UPDATE node SET parent=?, name=?, ctime_ns=? WHERE ino=?",
-                           (new_parent, new_name, now, src[0]))
+                db.execute(
+                    "UPDATE node SET parent=?, name=?, ctime_ns=? WHERE ino=?", (new_parent, new_name, now, src[0])
+                )
                 self._touch(db, parent, now)
                 self._touch(db, new_parent, now)
             if self.ns is not None:
@@ -279,8 +292,9 @@ class Draft(StagedDraft):
             ino = db.execute("SELECT parent FROM node WHERE ino=?", (ino,)).fetchone()[0]
         return ino == ancestor
 
-    def setattr(self, ino: int, mode: int | None = None, mtime_ns: int | None = None,
-                atime_ns: int | None = None) -> Attr:
+    def setattr(
+        self, ino: int, mode: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None
+    ) -> Attr:
         """chmod and utime; the ctime moves to now, as on ext4 (a local file's data file
         keeps its size and times; its row the mode and the ctime of a chmod)."""
         with self._lock:
@@ -288,8 +302,9 @@ class Draft(StagedDraft):
                 row = self._row(ino)
                 db.execute("UPDATE node SET ctime_ns=? WHERE ino=?", (time.time_ns(), ino))
                 if mode is not None:
-                    db.execute("UPDATE node SET mode=? WHERE ino=?",
-                               (mode & 0o7777 if row[1] == DIR else file_mode(mode), ino))
+                    db.execute(
+                        "UPDATE node SET mode=? WHERE ino=?", (mode & 0o7777 if row[1] == DIR else file_mode(mode), ino)
+                    )
                 if mtime_ns is not None or atime_ns is not None:
                     if row[1] == FILE and row[5] is None:
                         path = self.data_path(ino)
@@ -304,7 +319,6 @@ class Draft(StagedDraft):
                             db.execute("UPDATE node SET atime_ns=? WHERE ino=?", (atime_ns, ino))
                 row = self._row(ino)
             return self._attr(row)  # after the commit: into the cache too
-
 
     # -- committing -------------------------------------------------------------------------
     def note_committed(self, version: str) -> None:
@@ -376,6 +390,6 @@ def _folders_below(base: Manifest, old: str, new: str) -> list[Folder]:
     out = []
     for f in base.folder_entries():  # (a bisected range would do; folders are few)
         if f.path and f.path.startswith(prefix):
-            rest = f.path[len(prefix):]
+            rest = f.path[len(prefix) :]
             out.append(Folder(f"{new}/{rest}" if new else rest, f.mode, f.mtime_ns))
     return out

@@ -171,4 +171,3 @@ class Reserve:
                 return True
             except FileNotFoundError:
                 return False
-

@@ -142,8 +142,7 @@ class NamespaceCache:
         with self.lock:
             a = self.attrs.get(ino)
             if a is not None:
-                self.attrs[ino] = Attr(a.ino, a.kind, a.mode, a.size, now_ns, now_ns, a.atime_ns,
-                                       a.st_nlink + subdirs)
+                self.attrs[ino] = Attr(a.ino, a.kind, a.mode, a.size, now_ns, now_ns, a.atime_ns, a.st_nlink + subdirs)
 
     def added(self, parent: int, name: str, attr: Attr, ino: int, new_dir: bool = False) -> None:
         with self.lock:
@@ -217,7 +216,6 @@ class NamespaceCache:
             return None
         with self.lock:
             return self.attrs.get(ino)
-
 
 
 def check_entry_name(name: str) -> None:

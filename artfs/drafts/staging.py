@@ -76,8 +76,9 @@ class StagedDraft(DraftTable):
             if not os.path.exists(self.data_path(ino)):
                 create_empty(self.data_path(ino))
         if rows:
-            logging.getLogger(__name__).warning("draft %s: restored %d closed files after a reboot", self.info,
-                                                len(rows))
+            logging.getLogger(__name__).warning(
+                "draft %s: restored %d closed files after a reboot", self.info, len(rows)
+            )
         syncfs(self.data_dir)  # the restored files are on disk before their copies go
         with self._tx(sync=True) as db:
             db.execute("DELETE FROM journal")
@@ -100,15 +101,18 @@ class StagedDraft(DraftTable):
                     raise FsError(errno.EIO, f"draft {self.info}: file {ino} changed while being closed")
             # Always a row (data NULL: fsynced, nothing to restore), so the commit writes and
             # flushes the WAL: that also makes the file's namespace row durable.
-            db.execute("INSERT OR REPLACE INTO journal(ino, mtime_ns, data) SELECT ?, ?, ? "
-                       "WHERE EXISTS (SELECT 1 FROM node WHERE ino=? AND origin IS NULL)",
-                       (ino, st.st_mtime_ns, data, ino))
+            db.execute(
+                "INSERT OR REPLACE INTO journal(ino, mtime_ns, data) SELECT ?, ?, ? "
+                "WHERE EXISTS (SELECT 1 FROM node WHERE ino=? AND origin IS NULL)",
+                (ino, st.st_mtime_ns, data, ino),
+            )
             if self.ns is not None:
                 row = db.execute("SELECT mode, ctime_ns FROM node WHERE ino=? AND origin IS NULL", (ino,)).fetchone()
                 if row is not None:  # its size and times as closed, for the trio thread
                     st = os.fstat(fd)  # (after the read above, which may have moved its atime)
-                    attr = Attr(ino, FILE, row[0], st.st_size, st.st_mtime_ns, max(st.st_ctime_ns, row[1]),
-                                st.st_atime_ns)
+                    attr = Attr(
+                        ino, FILE, row[0], st.st_size, st.st_mtime_ns, max(st.st_ctime_ns, row[1]), st.st_atime_ns
+                    )
                     self.ns.put_local(attr, gen, self.writes.generation)
         if data is None:
             self._journaled.discard(ino)
@@ -160,7 +164,6 @@ class StagedDraft(DraftTable):
             db.execute("DELETE FROM journal WHERE ino=?", (ino,))
             self._journaled.discard(ino)
             self.writes.forget(ino)
-
 
     def make_local(self, ino: int, fill: Callable[[str], None] | None) -> None:
         """Turns a base file into a locally written one: `fill(tmp_path)` writes its current

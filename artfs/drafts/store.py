@@ -72,8 +72,15 @@ class DraftStore:
     def exists(self, a: ArtifactName, name: str) -> bool:
         return os.path.exists(os.path.join(self._dir(a, name), "draft.json"))
 
-    def create(self, a: ArtifactName, name: str, base: int | None, base_manifest: str | None,
-               type_: str | None, hold: str | None = None) -> DraftInfo:
+    def create(
+        self,
+        a: ArtifactName,
+        name: str,
+        base: int | None,
+        base_manifest: str | None,
+        type_: str | None,
+        hold: str | None = None,
+    ) -> DraftInfo:
         """Atomically makes an empty draft folder (a temp folder renamed into place)."""
         check_name(name, "draft name")
         final = self._dir(a, name)
@@ -90,8 +97,10 @@ class DraftStore:
         db = sqlite3.connect(os.path.join(tmp, "tree.sqlite"), isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
-        db.execute("INSERT INTO node(ino, parent, name, kind, mode, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
-                   (ROOT, 0, "", DIR, 0o755, time.time_ns(), "" if base_manifest else None))
+        db.execute(
+            "INSERT INTO node(ino, parent, name, kind, mode, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)",
+            (ROOT, 0, "", DIR, 0o755, time.time_ns(), "" if base_manifest else None),
+        )
         db.execute("INSERT INTO meta(key, value) VALUES ('boot', ?)", (boot_id(),))
         db.close()
         try:
@@ -101,8 +110,9 @@ class DraftStore:
             raise FsError(errno.EEXIST, f"draft {a}/drafts/{name} exists already") from None
         return info
 
-    def open(self, a: ArtifactName, name: str, load_manifest: Callable[[str], Manifest],
-             cache_namespace: bool = False) -> Draft:
+    def open(
+        self, a: ArtifactName, name: str, load_manifest: Callable[[str], Manifest], cache_namespace: bool = False
+    ) -> Draft:
         path = self._dir(a, name)
         if not self.exists(a, name):
             raise NotFound(f"no draft {a}/drafts/{name}")
@@ -130,8 +140,9 @@ class DraftStore:
         except OSError:
             return None
 
-    def discard(self, a: ArtifactName, name: str, then: Callable[[], None] | None = None,
-                background: bool = False) -> None:
+    def discard(
+        self, a: ArtifactName, name: str, then: Callable[[], None] | None = None, background: bool = False
+    ) -> None:
         """Removes a draft: renamed away first, so a crash never leaves half a draft.
         `then` runs as soon as the draft is gone, before its files are deleted (slow; in a
         thread of its own if `background`: a crash leaves the renamed folder, removed at

@@ -71,8 +71,10 @@ class DraftTable:
         """What a change that cannot be stored raises: the one line the log shows names the
         cache folder whose disk is full (CACHE/drafts/<project>/<artifact>/<draft>)."""
         cache = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(self.path))))
-        return NoSpace(f"the disk holding the cache {cache} is full: drafts there cannot store more "
-                       "(delete files in drafts, or free space on that disk)")
+        return NoSpace(
+            f"the disk holding the cache {cache} is full: drafts there cannot store more "
+            "(delete files in drafts, or free space on that disk)"
+        )
 
     def _add_columns(self) -> None:
         """A draft made by an older artfs gets the columns added since (see info.ADDED_COLUMNS)."""
@@ -86,7 +88,6 @@ class DraftTable:
                     self.db.execute(ADDED_INDEX)
         except sqlite3.OperationalError as e:  # locked by its owner: it adds them
             logging.getLogger(__name__).warning("draft %s: columns not added: %s", self.info, e)
-
 
     def close(self) -> None:
         with self._lock:
@@ -169,8 +170,9 @@ class DraftTable:
         ns = self.ns
         if ns is None or parent in ns.dirs or parent in ns.big or parent not in self._listed:
             return
-        rows = self.db.execute(f"SELECT name, {ROW} FROM node WHERE parent=? LIMIT ?",
-                               (parent, NS_DIR_LIMIT + 1)).fetchall()
+        rows = self.db.execute(
+            f"SELECT name, {ROW} FROM node WHERE parent=? LIMIT ?", (parent, NS_DIR_LIMIT + 1)
+        ).fetchall()
         self._ns_load(parent, rows)
 
     def _ns_load(self, parent: int, rows) -> None:
@@ -188,7 +190,6 @@ class DraftTable:
         """After a local file changed: its cached size and time are no longer right."""
         if self.ns is not None:
             self.ns.drop(ino)
-
 
     def _row(self, ino: int):
         row = self.db.execute(f"SELECT {ROW} FROM node WHERE ino=?", (ino,)).fetchone()
@@ -249,7 +250,9 @@ class DraftTable:
             else:
                 mtime_ns = (times[i] if times else 0) or created
                 rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
-        db.executemany("INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows)
+        db.executemany(
+            "INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows
+        )
         db.execute("UPDATE node SET origin=NULL WHERE ino=?", (ino,))
         root = m.folder("") if origin == "" else None
         if root is not None and root.mtime_ns:
@@ -304,7 +307,7 @@ class DraftTable:
 
     def _origin_entry(self, origin: str) -> Entry | None:
         if origin.startswith(REF_ORIGIN):
-            d = msgpack.unpackb(base64.b64decode(origin[len(REF_ORIGIN):]), raw=False)
+            d = msgpack.unpackb(base64.b64decode(origin[len(REF_ORIGIN) :]), raw=False)
             return Entry(d["path"], d["size"], d["digest"], d["mode"], ref=d["ref"])
         return self._base().get(origin)
 

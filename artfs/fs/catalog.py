@@ -40,14 +40,17 @@ def _run(future: Future, load) -> None:
 def bounded(fn, timeout: float | None, url: str):
     """`fn` made to give up after `timeout` seconds with StoreUnavailable (it runs in a daemon
     thread that is left to finish on its own): for loads a hung store could stall for long."""
+
     def call(*args):
         future: Future = Future()
-        threading.Thread(target=_run, args=(future, functools.partial(fn, *args)), name="artfs-load",
-                         daemon=True).start()
+        threading.Thread(
+            target=_run, args=(future, functools.partial(fn, *args)), name="artfs-load", daemon=True
+        ).start()
         try:
             return future.result(timeout=timeout)
         except FutureTimeout:
             raise StoreUnavailable(f"{url} did not answer within {timeout:g}s") from None
+
     return call
 
 
@@ -63,8 +66,9 @@ class ArtifactState:
 
 
 class Catalog:
-    def __init__(self, registry: Registry, refresh: float = 5.0, pin_aliases: bool = False,
-                 timeout: float | None = None):
+    def __init__(
+        self, registry: Registry, refresh: float = 5.0, pin_aliases: bool = False, timeout: float | None = None
+    ):
         self.registry = registry
         self.refresh = refresh
         self.pin_aliases = pin_aliases

@@ -166,8 +166,12 @@ def start_daemon(opts: MountOptions, argv: list[str], wait: float = 60.0) -> Non
     with open(log_path, "ab") as log_out, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
             argv + ["--ready-fd", str(write_end)],
-            stdin=devnull, stdout=log_out, stderr=log_out,
-            pass_fds=(write_end,), start_new_session=True, close_fds=True,
+            stdin=devnull,
+            stdout=log_out,
+            stderr=log_out,
+            pass_fds=(write_end,),
+            start_new_session=True,
+            close_fds=True,
         )
     os.close(write_end)
     deadline = time.monotonic() + wait

@@ -60,6 +60,7 @@ class DraftChanges:
     _refs: RefReader
 
     if TYPE_CHECKING:
+
         async def _blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
         def reply(self, node: Node, a: Attr | None = None) -> Reply: ...
         async def reply_of(self, node: Node) -> Reply: ...
@@ -179,8 +180,9 @@ class DraftChanges:
                     await self._blocking(_pwrite_all, fd, await self._refs.read_all(node, entry), 0)
                 else:  # from the disk cache or the store, bypassing the memory cache
                     cache = self.content.cache
-                    await self._blocking(copy_entry, self.content.store, entry, fd,
-                                         lambda p: cache.get(p.digest, p.size))
+                    await self._blocking(
+                        copy_entry, self.content.store, entry, fd, lambda p: cache.get(p.digest, p.size)
+                    )
             finally:
                 os.close(fd)
             await self._blocking(draft.copy_up_end, node.dino, tmp)
@@ -226,8 +228,9 @@ class DraftChanges:
         self._in_draft(parent)
         await self._blocking(self._draft(parent).unlink, parent.dino, name)
 
-    async def rename(self, old_parent: int, raw_old: bytes, new_parent: int, raw_new: bytes,
-                     exchange: bool, no_replace: bool) -> None:
+    async def rename(
+        self, old_parent: int, raw_old: bytes, new_parent: int, raw_new: bytes, exchange: bool, no_replace: bool
+    ) -> None:
         old, new = self.tree.node(old_parent), self.tree.node(new_parent)
         name_old, name_new = file_name(raw_old), file_name(raw_new)
         self._in_draft(old)
@@ -238,8 +241,9 @@ class DraftChanges:
             raise FsError(errno.EINVAL)
         await self._blocking(self._draft(old).rename, old.dino, name_old, new.dino, name_new, no_replace)
 
-    async def setattr(self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None,
-                      atime_ns: int | None = None) -> Reply:
+    async def setattr(
+        self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None, atime_ns: int | None = None
+    ) -> Reply:
         node = self.tree.node(ino)
         self._in_draft(node)
         draft = self._draft(node)
@@ -287,12 +291,14 @@ class DraftChanges:
                 options["metadata"] = check_metadata(options["metadata"])
             if options.get("creator") is not None:  # the committing process's run, not the daemon's
                 options["creator"] = check_creator(options["creator"])
-            allowed = {k: options.get(k) for k in ("type_", "aliases", "description", "metadata", "creator")
-                       if k in options}
+            allowed = {
+                k: options.get(k) for k in ("type_", "aliases", "description", "metadata", "creator") if k in options
+            }
             artifact = node.artifact
             assert artifact is not None  # a draft belongs to an artifact
             result = await trio.to_thread.run_sync(
-                lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed))
+                lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed)
+            )
         except Exception as e:  # whatever refused it, the committing terminal hears why
             reason = str(e) if isinstance(e, ArtfsError) else f"{type(e).__name__}: {e}"
             self._results[token] = json.dumps({"error": reason}).encode()

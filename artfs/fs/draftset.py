@@ -65,9 +65,16 @@ class DraftSet:
         for pid in dist.pending_ids(a):
             merged = dist.merged(a, pid)
             identity = digest_bytes("\n".join(merged.parts).encode()).hex()
-            rec = VersionRecord(artifact=a, number=PENDING, manifest=identity, type="", created=time.time(),
-                                size=merged.manifest.total_size, files=len(merged.manifest),
-                                description=f"distributed version {pid!r}, not finished")
+            rec = VersionRecord(
+                artifact=a,
+                number=PENDING,
+                manifest=identity,
+                type="",
+                created=time.time(),
+                size=merged.manifest.total_size,
+                files=len(merged.manifest),
+                description=f"distributed version {pid!r}, not finished",
+            )
             out[pid] = (rec, merged.manifest)
         with self._lock:
             self._pending[a] = (now, out)

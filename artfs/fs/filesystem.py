@@ -35,8 +35,14 @@ RESULT_XATTR = "user.artfs.result."
 
 
 class FileSystem(DraftChanges):
-    def __init__(self, tree: Tree, content: ContentSource, refresh: float,
-                 on_first_read: Callable[[Any], None] | None = None, kernel: Kernel | None = None):
+    def __init__(
+        self,
+        tree: Tree,
+        content: ContentSource,
+        refresh: float,
+        on_first_read: Callable[[Any], None] | None = None,
+        kernel: Kernel | None = None,
+    ):
         self.tree = tree
         self.content = content
         self.refresh = refresh
@@ -46,7 +52,9 @@ class FileSystem(DraftChanges):
         self.stored = StoredReader(tree, content, self.kernel)
         self._read_versions: set = set()
         self._results: dict[str, bytes] = {}  # commit token -> JSON outcome
-        self._refs = RefReader(self._blocking, content.timeout)  # reference entries: read from their source (fs/refs.py)
+        self._refs = RefReader(
+            self._blocking, content.timeout
+        )  # reference entries: read from their source (fs/refs.py)
         self.initialized = trio.Event()  # set once the kernel's INIT is answered
 
     def init(self) -> None:
@@ -223,7 +231,7 @@ class FileSystem(DraftChanges):
             raise FsError(errno.ENODATA)
         node = self.tree.node(ino)
         if text.startswith(RESULT_XATTR) and node.kind == DRAFTS_DIR:
-            result = self._results.pop(text[len(RESULT_XATTR):], None)
+            result = self._results.pop(text[len(RESULT_XATTR) :], None)
             if result is None:
                 raise FsError(errno.ENODATA)
             return result

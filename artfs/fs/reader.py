@@ -88,12 +88,12 @@ class StoredReader:
         key = pack_key(m.pack_ids[pack])
         digests, sizes, offsets, packs = m.digests, m.sizes, m.offsets, m.packs
         out, total = [], 0
-        inodes = {digests[i * 32:(i + 1) * 32]: node.ino}
+        inodes = {digests[i * 32 : (i + 1) * 32]: node.ino}
         end = min(len(m), i + 1 + SMALL_RUN_FILES)
         for j in range(i + 1, end):
             if packs[j] != pack or total >= SMALL_RUN_BYTES:
                 break
-            digest = digests[j * 32:(j + 1) * 32]
+            digest = digests[j * 32 : (j + 1) * 32]
             if not self.content.cached_digest(digest):
                 out.append(Piece(digest, sizes[j], key, offsets[j]))
                 known = self.tree.known(node.key[:4] + (j,))
@@ -113,11 +113,12 @@ class StoredReader:
             ino = inodes.get(piece.digest)
             if ino is not None and data:
                 kernel.store(ino, data)
+
         return store
 
     async def read(self, f: OpenFile, off: int, size: int) -> bytes:
         if f.data is not None:
-            return f.data[off:off + size]
+            return f.data[off : off + size]
         ps = f.pieces
         total = f.size
         if off >= total or size == 0:
@@ -138,10 +139,13 @@ class StoredReader:
             f.next_offset = end
             # A small random read of chunks not at hand (memory, on their way, disk cache):
             # only the 64 KiB pieces it needs, verified by the piece index.
-            if f.index is not None and end - off <= SMALL_READ and not all(
-                    self.content.at_hand(p) for p in ps[first:last + 1]):
+            if (
+                f.index is not None
+                and end - off <= SMALL_READ
+                and not all(self.content.at_hand(p) for p in ps[first : last + 1])
+            ):
                 data = await self.content.read_pieces(
-                    f.index, ps[first:last + 1], off, end, where=describe(f.node), deadline=deadline
+                    f.index, ps[first : last + 1], off, end, where=describe(f.node), deadline=deadline
                 )
                 if data is not None:
                     return data
@@ -154,10 +158,10 @@ class StoredReader:
             start = (last + 1) - (last + 1) % run
             stop = min(len(ps), -(-(last + 1 + f.window) // run) * run)
             for k in range(start, stop, run):
-                self.content.prefetch(ps[k:k + run])
+                self.content.prefetch(ps[k : k + run])
         parts = []
-        for p in ps[first:last + 1]:
+        for p in ps[first : last + 1]:
             parts.append(await self.content.get(p, where=describe(f.node), deadline=deadline))
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         start = off - first * CHUNK_SIZE
-        return blob[start:start + (end - off)]
+        return blob[start : start + (end - off)]

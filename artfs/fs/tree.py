@@ -33,7 +33,17 @@ DRAFTS = "drafts"
 
 # kinds
 ROOT, PROJECT, ARTIFACT, VERSION, DIR, FILE, ALIAS, DRAFTS_DIR, DRAFT, DNODE = (
-    "root", "project", "artifact", "version", "dir", "file", "alias", "drafts", "draft", "dnode")
+    "root",
+    "project",
+    "artifact",
+    "version",
+    "dir",
+    "file",
+    "alias",
+    "drafts",
+    "draft",
+    "dnode",
+)
 IMMUTABLE = {VERSION, DIR, FILE}
 IN_DRAFT = {DRAFT, DNODE}  # a draft's root folder, and anything below it
 
@@ -172,8 +182,12 @@ class Tree:
 
     def _version(self, rec: VersionRecord, manifest: Manifest | None = None) -> Node:
         key = ("v", rec.artifact, rec.number, rec.manifest)
-        return self._get(key, lambda ino: Node(ino, VERSION, key, project=rec.artifact.project,
-                                               artifact=rec.artifact, version=rec, manifest=manifest))
+        return self._get(
+            key,
+            lambda ino: Node(
+                ino, VERSION, key, project=rec.artifact.project, artifact=rec.artifact, version=rec, manifest=manifest
+            ),
+        )
 
     def _alias(self, a: ArtifactName, alias: str, target: str) -> Node:
         key = ("l", a, alias, target)  # a moved alias is a new node: no stale readlink
@@ -186,13 +200,28 @@ class Tree:
     def _draft_root(self, a: ArtifactName, name: str) -> Node:
         draft = self.drafts.get(a, name)
         key = ("x", draft.path, DRAFT_ROOT)
-        return self._get(key, lambda ino: Node(ino, DRAFT, key, project=a.project, artifact=a, draft=draft,
-                                               dino=DRAFT_ROOT, draft_name=name))
+        return self._get(
+            key,
+            lambda ino: Node(
+                ino, DRAFT, key, project=a.project, artifact=a, draft=draft, dino=DRAFT_ROOT, draft_name=name
+            ),
+        )
 
     def draft_node(self, parent: Node, dino: int) -> Node:
         key = ("x", parent.the_draft.path, dino)
-        return self._get(key, lambda ino: Node(ino, DNODE, key, project=parent.project, artifact=parent.artifact_name,
-                                               draft=parent.draft, dino=dino, draft_name=parent.draft_name))
+        return self._get(
+            key,
+            lambda ino: Node(
+                ino,
+                DNODE,
+                key,
+                project=parent.project,
+                artifact=parent.artifact_name,
+                draft=parent.draft,
+                dino=dino,
+                draft_name=parent.draft_name,
+            ),
+        )
 
     def known(self, key: tuple) -> Node | None:
         return self._by_key.get(key)
@@ -213,9 +242,20 @@ class Tree:
         else:
             key = ("e", rec.artifact, rec.number, rec.manifest, index)
             kind = FILE
-        return self._get(key, lambda ino: Node(ino, kind, key, project=parent.project, artifact=parent.artifact_name,
-                                               version=rec, path=path, index=-1 if index is None else index,
-                                               manifest=parent.manifest))
+        return self._get(
+            key,
+            lambda ino: Node(
+                ino,
+                kind,
+                key,
+                project=parent.project,
+                artifact=parent.artifact_name,
+                version=rec,
+                path=path,
+                index=-1 if index is None else index,
+                manifest=parent.manifest,
+            ),
+        )
 
     # -- directory contents -------------------------------------------------------
     def needs_thread(self, node: Node) -> bool:
@@ -293,8 +333,7 @@ class Tree:
     def draft_attr(node: Node, a) -> Attr:
         """A draft node's attributes from the drafts layer's (namespace.Attr): exact times,
         a folder's link count 2 + its subfolders, as on ext4."""
-        return Attr(node.ino, a.st_mode, a.size, a.mtime_ns / 1e9, a.st_nlink, a.mtime_ns, a.st_ctime_ns,
-                    a.st_atime_ns)
+        return Attr(node.ino, a.st_mode, a.size, a.mtime_ns / 1e9, a.st_nlink, a.mtime_ns, a.st_ctime_ns, a.st_atime_ns)
 
     _draft_attr = draft_attr
 

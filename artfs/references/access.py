@@ -87,8 +87,12 @@ from artfs.store.manifest import Entry
 def is_uri(text: str) -> bool:
     """Whether a command-line argument is a URI (scheme://…) rather than a local path."""
     scheme, sep, _ = text.partition("://")
-    return bool(sep) and scheme.isascii() and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum() \
+    return (
+        bool(sep)
+        and scheme.isascii()
+        and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
         and scheme[:1].isalpha()
+    )
 
 
 def _scheme(uri: str) -> str:
@@ -109,8 +113,9 @@ def fetcher(uri: str) -> Fetcher:
         return f
 
 
-def resolve(uri: str, name: str | None = None, checksum: bool = True,
-            max_objects: int | None = DEFAULT_MAX_OBJECTS) -> list[Entry]:
+def resolve(
+    uri: str, name: str | None = None, checksum: bool = True, max_objects: int | None = DEFAULT_MAX_OBJECTS
+) -> list[Entry]:
     """The entries `uri` stands for (see the module doc). Contacts the source."""
     if max_objects is None:
         max_objects = DEFAULT_MAX_OBJECTS
@@ -165,8 +170,6 @@ def fetch_to_file(entry: Entry, dest: str) -> int:
     os.chmod(part, entry.mode)
     os.replace(part, dest)
     return written
-
-
 
 
 _FETCHERS = {"s3": S3Fetcher, "gs": GCSAnyFetcher, "http": HTTPFetcher, "https": HTTPFetcher, "file": FileFetcher}

@@ -14,6 +14,7 @@ SCHEMES = ("s3", "gs", "http", "https", "file")
 GCS_ENDPOINT = "https://storage.googleapis.com"
 READ_BLOCK = 8 << 20  # fetch_to_file reads this much per request
 
+
 def pin_of(entry: Entry) -> dict:
     """The `ref` dict of a reference entry (its URI and what pins it)."""
     assert entry.ref is not None, f"{entry.path} is not a reference"
@@ -25,8 +26,10 @@ def changed(entry: Entry, why: str) -> ReferenceChanged:
 
 
 def too_many(uri: str, max_objects: int) -> InvalidInput:
-    return InvalidInput(f"{uri} holds more than {max_objects} objects: refused; raise the limit with "
-                        f"max_objects= (Python) or --max-objects (command line)")
+    return InvalidInput(
+        f"{uri} holds more than {max_objects} objects: refused; raise the limit with "
+        f"max_objects= (Python) or --max-objects (command line)"
+    )
 
 
 def is_pinned(entry: Entry) -> bool:
@@ -55,6 +58,7 @@ class Fetcher:
 
 
 # -- configuration -------------------------------------------------------------------------
+
 
 def config_path() -> str:
     explicit = os.environ.get("ARTFS_REF_CONFIG")

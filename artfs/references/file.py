@@ -22,8 +22,9 @@ class FileFetcher(Fetcher):
     def local_path(self, uri: str) -> str:
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):
-            raise InvalidInput(f"invalid reference {uri!r}: a file URI names an absolute path on this host, "
-                               f"file:///PATH")
+            raise InvalidInput(
+                f"invalid reference {uri!r}: a file URI names an absolute path on this host, file:///PATH"
+            )
         path = unquote(parts.path)
         if not path.startswith("/"):
             raise InvalidInput(f"invalid reference {uri!r}: expected file:///ABSOLUTE/PATH")
@@ -103,8 +104,12 @@ class FileFetcher(Fetcher):
                 return f.read(-1 if end is None else end - start)
             st = os.fstat(f.fileno())
             if st.st_size != entry.size or st.st_mtime_ns != entry.ref["mtime_ns"]:
-                raise changed(entry, f"its size is {st.st_size}, pinned {entry.size}" if st.st_size != entry.size
-                               else "it was modified (its mtime differs from the pinned one)")
+                raise changed(
+                    entry,
+                    f"its size is {st.st_size}, pinned {entry.size}"
+                    if st.st_size != entry.size
+                    else "it was modified (its mtime differs from the pinned one)",
+                )
             chunks = entry.ref.get("chunks")
             if not chunks:  # small: the whole file against the entry's digest
                 data = f.read(entry.size + 1)
@@ -117,8 +122,8 @@ class FileFetcher(Fetcher):
             for k in range(first, last + 1):
                 want = min(CHUNK_SIZE, entry.size - k * CHUNK_SIZE)
                 data = f.read(want)
-                if len(data) != want or blake3.blake3(data).digest() != chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE]:
+                if len(data) != want or blake3.blake3(data).digest() != chunks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE]:
                     raise changed(entry, f"chunk {k} no longer matches its pinned blake3")
                 out += data
             lo = start - first * CHUNK_SIZE
-            return bytes(out[lo:lo + (end - start)])
+            return bytes(out[lo : lo + (end - start)])

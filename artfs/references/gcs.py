@@ -23,8 +23,10 @@ class GCSFetcher(S3Fetcher):
         s.setdefault("endpoint", GCS_ENDPOINT)
         s.setdefault("region", "auto")
         if not s.get("profile") and not (s.get("access_key_id") and s.get("secret_access_key")):
-            raise StoreUnavailable(f"gs://{bucket}: no HMAC credentials for GCS: set ARTFS_REF_GS_ACCESS_KEY_ID and "
-                                   f"ARTFS_REF_GS_SECRET_ACCESS_KEY, or ARTFS_REF_GS_PROFILE, or [gs] in {config_path()}")
+            raise StoreUnavailable(
+                f"gs://{bucket}: no HMAC credentials for GCS: set ARTFS_REF_GS_ACCESS_KEY_ID and "
+                f"ARTFS_REF_GS_SECRET_ACCESS_KEY, or ARTFS_REF_GS_PROFILE, or [gs] in {config_path()}"
+            )
         return s
 
     def _make_client(self, bucket, s):
@@ -35,8 +37,10 @@ class GCSFetcher(S3Fetcher):
         return client
 
     def _credentials_hint(self) -> str:
-        return ("gs:// references use HMAC keys: ARTFS_REF_GS_ACCESS_KEY_ID / ARTFS_REF_GS_SECRET_ACCESS_KEY, "
-                "ARTFS_REF_GS_PROFILE, or " + config_path())
+        return (
+            "gs:// references use HMAC keys: ARTFS_REF_GS_ACCESS_KEY_ID / ARTFS_REF_GS_SECRET_ACCESS_KEY, "
+            "ARTFS_REF_GS_PROFILE, or " + config_path()
+        )
 
     def _is_versioned(self, uri, bucket):
         return False  # generations come from HEAD headers, not from S3 version listings

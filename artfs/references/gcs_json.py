@@ -38,9 +38,11 @@ from artfs.store.manifest import UNKNOWN_SIZE, Entry
 log = logging.getLogger(__name__)
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 READ_ONLY_SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"
-_CREDENTIALS_HINT = ("gs:// references use Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or "
-                     "`gcloud auth application-default login`), or HMAC keys (ARTFS_REF_GS_ACCESS_KEY_ID / "
-                     "ARTFS_REF_GS_SECRET_ACCESS_KEY)")
+_CREDENTIALS_HINT = (
+    "gs:// references use Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS or "
+    "`gcloud auth application-default login`), or HMAC keys (ARTFS_REF_GS_ACCESS_KEY_ID / "
+    "ARTFS_REF_GS_SECRET_ACCESS_KEY)"
+)
 
 
 def endpoint() -> str:
@@ -77,9 +79,16 @@ class GCSJsonFetcher(Fetcher):
             else:
                 s = self._authorized_session()
             n = request_attempts() - 1
-            retry = Retry(total=n, connect=n, read=0, status=n, backoff_factor=0.2,
-                          status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET"}),
-                          raise_on_status=False)
+            retry = Retry(
+                total=n,
+                connect=n,
+                read=0,
+                status=n,
+                backoff_factor=0.2,
+                status_forcelist=(429, 500, 502, 503, 504),
+                allowed_methods=frozenset({"GET"}),
+                raise_on_status=False,
+            )
             s.mount("http://", HTTPAdapter(max_retries=retry))
             s.mount("https://", HTTPAdapter(max_retries=retry))
             s.headers["Accept-Encoding"] = "identity"  # the stored bytes, whatever Content-Encoding they have
@@ -159,7 +168,7 @@ class GCSJsonFetcher(Fetcher):
             for obj in page.get("items", []):
                 if obj["name"].endswith("/"):
                     continue  # a folder placeholder, not a file
-                entries.append(self._entry(join_path(name, obj["name"][len(prefix):]), bucket, obj, checksum))
+                entries.append(self._entry(join_path(name, obj["name"][len(prefix) :]), bucket, obj, checksum))
                 if len(entries) > max_objects:
                     raise too_many(uri, max_objects)
             token = page.get("nextPageToken")

@@ -44,8 +44,9 @@ class HTTPFetcher(Fetcher):
         import requests
 
         try:
-            r = self.session().request(method, uri, timeout=(min(request_timeout(), 5.0), request_timeout()),
-                                       allow_redirects=True, **kwargs)
+            r = self.session().request(
+                method, uri, timeout=(min(request_timeout(), 5.0), request_timeout()), allow_redirects=True, **kwargs
+            )
         except requests.exceptions.InvalidURL as e:
             raise InvalidInput(f"invalid reference {uri!r}: {e}") from None
         except requests.RequestException as e:

@@ -25,8 +25,17 @@ from artfs.references.base import (
 from artfs.store.manifest import UNKNOWN_SIZE, Entry
 
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401", "Forbidden",
-           "InvalidSecurity", "ExpiredToken", "InvalidToken"}
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "403",
+    "401",
+    "Forbidden",
+    "InvalidSecurity",
+    "ExpiredToken",
+    "InvalidToken",
+}
 
 
 class Gone(Exception):
@@ -70,22 +79,29 @@ class S3Fetcher(Fetcher):
 
         config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": 1},  # retries are the RetryPolicy's (store/retry.py)
-            connect_timeout=min(request_timeout(), 5.0), read_timeout=request_timeout(),
+            connect_timeout=min(request_timeout(), 5.0),
+            read_timeout=request_timeout(),
             max_pool_connections=32,
             s3={"addressing_style": os.environ.get("ARTFS_S3_ADDRESSING", "path")},
-            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         try:
             session = boto3.session.Session(profile_name=s["profile"]) if s.get("profile") else boto3.session.Session()
             kwargs = {}
             if s.get("access_key_id") or s.get("secret_access_key"):
-                kwargs = {"aws_access_key_id": s.get("access_key_id"),
-                          "aws_secret_access_key": s.get("secret_access_key")}
-            return session.client("s3", endpoint_url=s.get("endpoint"), region_name=s.get("region"),
-                                  config=config, **kwargs)
+                kwargs = {
+                    "aws_access_key_id": s.get("access_key_id"),
+                    "aws_secret_access_key": s.get("secret_access_key"),
+                }
+            return session.client(
+                "s3", endpoint_url=s.get("endpoint"), region_name=s.get("region"), config=config, **kwargs
+            )
         except botocore.exceptions.ProfileNotFound:
-            raise InvalidInput(f"{self.scheme}://{bucket}: profile {s['profile']!r} not found "
-                               f"(set by ARTFS_REF_{self.scheme.upper()}_PROFILE or {config_path()})") from None
+            raise InvalidInput(
+                f"{self.scheme}://{bucket}: profile {s['profile']!r} not found "
+                f"(set by ARTFS_REF_{self.scheme.upper()}_PROFILE or {config_path()})"
+            ) from None
         except (botocore.exceptions.BotoCoreError, ValueError) as e:
             raise InvalidInput(f"cannot configure {self.scheme}://{bucket}: {e}") from None
 
@@ -109,7 +125,9 @@ class S3Fetcher(Fetcher):
             if code == "NoSuchBucket":
                 raise NotFound(f"{where}: bucket {bucket!r} does not exist") from None
             if code in _DENIED or status in (401, 403):
-                raise StoreUnavailable(f"{where}: access denied ({code or status}); {self._credentials_hint()}") from None
+                raise StoreUnavailable(
+                    f"{where}: access denied ({code or status}); {self._credentials_hint()}"
+                ) from None
             if (status or 0) >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"):
                 raise Transient(f"{where}: {code or status}") from None
             raise StoreUnavailable(f"{where}: {code or e}") from None
@@ -121,8 +139,10 @@ class S3Fetcher(Fetcher):
             raise Transient(f"{where}: cannot reach the server: {e}") from None
 
     def _credentials_hint(self) -> str:
-        return ("reference buckets use boto3's credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, …), "
-                "or ARTFS_REF_S3_PROFILE / ARTFS_REF_S3_ENDPOINT, or per bucket " + config_path())
+        return (
+            "reference buckets use boto3's credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, …), "
+            "or ARTFS_REF_S3_PROFILE / ARTFS_REF_S3_ENDPOINT, or per bucket " + config_path()
+        )
 
     # -- naming and pins ------------------------------------------------------------------
     def split(self, uri: str) -> tuple[str, str]:
@@ -161,7 +181,7 @@ class S3Fetcher(Fetcher):
         prefix = key.rstrip("/") + "/" if key else ""
         entries = []
         for obj_key, size, pin in self._list(uri, bucket, prefix, max_objects, checksum):
-            rel = obj_key[len(prefix):]
+            rel = obj_key[len(prefix) :]
             entries.append(self._entry(join_path(name, rel), bucket, obj_key, size, pin if checksum else {}))
         if not entries:
             raise NotFound(f"{uri}: no such object, and no objects below it")
@@ -185,20 +205,30 @@ class S3Fetcher(Fetcher):
             self._versioned[(self.scheme, bucket)] = versioned
         return versioned
 
-    def _list(self, uri: str, bucket: str, prefix: str, max_objects: int, checksum: bool) -> Iterator[tuple[str, int, dict]]:
+    def _list(
+        self, uri: str, bucket: str, prefix: str, max_objects: int, checksum: bool
+    ) -> Iterator[tuple[str, int, dict]]:
         client = self.client(bucket)
         found: list[tuple[str, int, dict]] = []
         if checksum and self._is_versioned(uri, bucket):
-            for page in self._pages(uri, bucket, client.list_object_versions, "KeyMarker", "NextKeyMarker",
-                                    Prefix=prefix, extra=("VersionIdMarker", "NextVersionIdMarker")):
+            for page in self._pages(
+                uri,
+                bucket,
+                client.list_object_versions,
+                "KeyMarker",
+                "NextKeyMarker",
+                Prefix=prefix,
+                extra=("VersionIdMarker", "NextVersionIdMarker"),
+            ):
                 for v in page.get("Versions", []):
                     if v.get("IsLatest") and not v["Key"].endswith("/"):
                         found.append((v["Key"], v["Size"], {"etag": v["ETag"], "version_id": v["VersionId"]}))
                         if len(found) > max_objects:
                             raise too_many(uri, max_objects)
         else:
-            for page in self._pages(uri, bucket, client.list_objects_v2, "ContinuationToken",
-                                    "NextContinuationToken", Prefix=prefix):
+            for page in self._pages(
+                uri, bucket, client.list_objects_v2, "ContinuationToken", "NextContinuationToken", Prefix=prefix
+            ):
                 for o in page.get("Contents", []):
                     if not o["Key"].endswith("/"):
                         found.append((o["Key"], o["Size"], {"etag": o["ETag"]}))

@@ -80,18 +80,22 @@ class Entry:
         if not self.blocks:
             return self.digest, offset
         k = offset // BLOCK_SIZE
-        return self.blocks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], offset - k * BLOCK_SIZE
+        return self.blocks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], offset - k * BLOCK_SIZE
 
     def object_digests(self) -> list[bytes]:
         """The digests of the objects a stored (not packed) file's bytes are in."""
         if not self.blocks:
             return [self.digest]
-        return [self.blocks[k:k + DIGEST_SIZE] for k in range(0, len(self.blocks), DIGEST_SIZE)]
+        return [self.blocks[k : k + DIGEST_SIZE] for k in range(0, len(self.blocks), DIGEST_SIZE)]
 
     def same_content(self, other: Entry) -> bool:
         """Same bytes and executable bit (times and other mode bits are not content)."""
-        return (self.digest, self.size, bool(self.mode & 0o111), self.ref) == \
-            (other.digest, other.size, bool(other.mode & 0o111), other.ref)
+        return (self.digest, self.size, bool(self.mode & 0o111), self.ref) == (
+            other.digest,
+            other.size,
+            bool(other.mode & 0o111),
+            other.ref,
+        )
 
 
 @dataclass
@@ -264,7 +268,7 @@ class Manifest:
         if not prefix and i < len(folders) and folders[i] == "":
             i += 1  # the root itself
         while i < len(folders) and folders[i].startswith(prefix):
-            rest = folders[i][len(prefix):]
+            rest = folders[i][len(prefix) :]
             sub = rest.split("/", 1)[0]
             yield sub
             i = bisect.bisect_left(folders, prefix + sub + "0", i)
@@ -274,7 +278,7 @@ class Manifest:
         i = bisect.bisect_left(self.paths, prefix)
         n = len(self.paths)
         while i < n and self.paths[i].startswith(prefix):
-            rest = self.paths[i][len(prefix):]
+            rest = self.paths[i][len(prefix) :]
             slash = rest.find("/")
             if slash < 0:
                 yield rest, i
@@ -331,8 +335,11 @@ class Manifest:
         if self.mtimes:  # the tree's times and folders: optional, older readers ignore them
             doc["mtimes"] = self.mtimes.tobytes()
         if self.folders:
-            doc["folders"] = {"paths": self.folders, "modes": self.folder_modes.tobytes(),
-                              "mtimes": self.folder_mtimes.tobytes()}
+            doc["folders"] = {
+                "paths": self.folders,
+                "modes": self.folder_modes.tobytes(),
+                "mtimes": self.folder_mtimes.tobytes(),
+            }
         raw = msgpack.packb(doc, use_bin_type=True)
         return zstandard.ZstdCompressor(level=3).compress(raw)
 
@@ -343,9 +350,15 @@ class Manifest:
             doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
-            m = cls(paths=doc["paths"], digests=doc["digests"], pack_ids=doc["pack_ids"],
-                    chunks=doc["chunks"], refs=doc["refs"], piece_indexes=doc.get("piece_indexes", {}),
-                    blocks=doc.get("blocks", {}))
+            m = cls(
+                paths=doc["paths"],
+                digests=doc["digests"],
+                pack_ids=doc["pack_ids"],
+                chunks=doc["chunks"],
+                refs=doc["refs"],
+                piece_indexes=doc.get("piece_indexes", {}),
+                blocks=doc.get("blocks", {}),
+            )
             m.sizes.frombytes(doc["sizes"])
             m.modes.frombytes(doc["modes"])
             m.packs.frombytes(doc["packs"])
@@ -363,8 +376,10 @@ class Manifest:
 
     def _validate(self, name: str) -> None:
         n = len(self.paths)
-        if not (len(self.sizes) == len(self.modes) == len(self.packs) == len(self.offsets) == n
-                and len(self.digests) == n * DIGEST_SIZE):
+        if not (
+            len(self.sizes) == len(self.modes) == len(self.packs) == len(self.offsets) == n
+            and len(self.digests) == n * DIGEST_SIZE
+        ):
             raise CorruptRecord(f"corrupt {name}: column lengths differ")
         if len(self.mtimes) not in (0, n):
             raise CorruptRecord(f"corrupt {name}: column lengths differ")
@@ -419,5 +434,18 @@ def block_count(size: int) -> int:
     return -(-size // BLOCK_SIZE)
 
 
-_BAD_FRAGMENTS = ("\x00", "\n/", "//", "/\n", "\n\n", "\n../", "/../", "/..\n", "\n..\n",
-                  "\n./", "/./", "/.\n", "\n.\n")
+_BAD_FRAGMENTS = (
+    "\x00",
+    "\n/",
+    "//",
+    "/\n",
+    "\n\n",
+    "\n../",
+    "/../",
+    "/..\n",
+    "\n..\n",
+    "\n./",
+    "/./",
+    "/.\n",
+    "\n.\n",
+)

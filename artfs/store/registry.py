@@ -310,6 +310,7 @@ class Registry:
         for r in records:
             by_block.setdefault(version_index.block_of(r.number), []).append(r)
         for block, recs in sorted(by_block.items()):
+
             def merge(copies: version_index.Copies, recs=recs) -> bool:
                 changed = False
                 for r in recs:
@@ -396,9 +397,17 @@ class Registry:
             return newest, False
         n = records[-1].number + 1 if records else 0
         rec = VersionRecord(
-            artifact=a, number=n, manifest=hexdigest, type=type_, created=time.time(),
-            size=manifest.total_size, files=len(manifest), description=description or "",
-            metadata=check_metadata(metadata or {}), creator=creator or creator_info(), base=base,
+            artifact=a,
+            number=n,
+            manifest=hexdigest,
+            type=type_,
+            created=time.time(),
+            size=manifest.total_size,
+            files=len(manifest),
+            description=description or "",
+            metadata=check_metadata(metadata or {}),
+            creator=creator or creator_info(),
+            base=base,
         )
         while True:
             rec.number = n
@@ -524,4 +533,3 @@ class Registry:
             del d[alias]
 
         self._change_aliases(a, drop)
-

@@ -45,7 +45,8 @@ class RetryPolicy:
             retry=tenacity.retry_if_exception_type(Transient),
             stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.deadline),
             wait=tenacity.wait_random_exponential(multiplier=self.first_wait, max=self.max_wait),
-            reraise=True)
+            reraise=True,
+        )
         return retrying(fn, *args, **kwargs)
 
     def tracker(self) -> "Attempts":
@@ -64,5 +65,5 @@ class Attempts:
         self.failures += 1
         if self.failures >= self.policy.attempts or time.monotonic() - self.started >= self.policy.deadline:
             raise error
-        bound = min(self.policy.max_wait, self.policy.first_wait * 2 ** self.failures)
+        bound = min(self.policy.max_wait, self.policy.first_wait * 2**self.failures)
         time.sleep(random.uniform(0, bound))

@@ -64,7 +64,7 @@ def shard_key(prefix: str) -> str:
 
 
 def all_prefixes(prefix_hex: int = PREFIX_HEX) -> list[str]:
-    return [f"{i:0{prefix_hex}x}" for i in range(16 ** prefix_hex)]
+    return [f"{i:0{prefix_hex}x}" for i in range(16**prefix_hex)]
 
 
 def decode_shard(data: bytes, key: str) -> dict[bytes, Where]:
@@ -78,7 +78,7 @@ def decode_shard(data: bytes, key: str) -> dict[bytes, Where]:
         offsets.frombytes(doc["offsets"])
         if not (len(digests) == DIGEST_SIZE * len(where) == DIGEST_SIZE * len(offsets)):
             raise ValueError("columns of different lengths")
-        return {digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]: (packs[w], offsets[i]) for i, w in enumerate(where)}
+        return {digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]: (packs[w], offsets[i]) for i, w in enumerate(where)}
     except (ValueError, KeyError, TypeError, IndexError, msgpack.UnpackException) as e:
         log.warning("damaged dedupe shard %s (%s): its files may be stored again", key, e)
         return {}
@@ -92,8 +92,15 @@ def encode_shard(entries: dict[bytes, Where]) -> bytes:
         digests += digest
         where.append(packs.setdefault(pack, len(packs)))
         offsets.append(offset)
-    return msgpack.packb({"format": FORMAT, "packs": list(packs), "digests": bytes(digests),
-                          "where": where.tobytes(), "offsets": offsets.tobytes()})
+    return msgpack.packb(
+        {
+            "format": FORMAT,
+            "packs": list(packs),
+            "digests": bytes(digests),
+            "where": where.tobytes(),
+            "offsets": offsets.tobytes(),
+        }
+    )
 
 
 class PackIndex:

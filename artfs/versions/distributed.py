@@ -69,8 +69,9 @@ class Distributed:
             raise CorruptRecord(f"corrupt record {key}") from None
 
     def _part_keys(self, a: ArtifactName, distributed_id: str) -> list[str]:
-        return [i.key for i in self.objects.list(_prefix(a, distributed_id))
-                if i.key.rsplit("/", 1)[-1].startswith("part-")]
+        return [
+            i.key for i in self.objects.list(_prefix(a, distributed_id)) if i.key.rsplit("/", 1)[-1].startswith("part-")
+        ]
 
     def _parts(self, a: ArtifactName, distributed_id: str) -> list[tuple[str, dict]]:
         out = []
@@ -96,8 +97,15 @@ class Distributed:
         return Merged(Manifest.from_entries(list(by_path.values())), conflicts, [k for k, _ in parts])
 
     # -- writing ---------------------------------------------------------------------
-    def upsert(self, a: ArtifactName, type_: str | None, distributed_id: str, files: list[FileSource],
-               carried: Iterable[Entry] = (), progress=None) -> str:
+    def upsert(
+        self,
+        a: ArtifactName,
+        type_: str | None,
+        distributed_id: str,
+        files: list[FileSource],
+        carried: Iterable[Entry] = (),
+        progress=None,
+    ) -> str:
         prefix = _prefix(a, distributed_id)
         files, carried = list(files), list(carried)
         if not files and not carried:
@@ -119,8 +127,10 @@ class Distributed:
                 claim = self._claim(a, distributed_id)
             if claim is not None and key not in (claim[0].get("parts") or []):
                 self.objects.delete(key)
-                raise Conflict(f"{a} distributed version {distributed_id!r} was finished while this upsert ran; "
-                               "its files are not in it")
+                raise Conflict(
+                    f"{a} distributed version {distributed_id!r} was finished while this upsert ran; "
+                    "its files are not in it"
+                )
         return key
 
     def _refuse_if_claimed(self, a: ArtifactName, distributed_id: str) -> None:
@@ -128,13 +138,26 @@ class Distributed:
         if claim is not None:
             doc = claim[0]
             if doc.get("state") != "finished":
-                raise Conflict(f"{a} distributed version {distributed_id!r} is being finished; "
-                               "its files can no longer change (use a new --distributed-id)")
-            raise Conflict(f"{a} distributed version {distributed_id!r} is already finished as v{doc['version']}; "
-                           "use a new --distributed-id")
+                raise Conflict(
+                    f"{a} distributed version {distributed_id!r} is being finished; "
+                    "its files can no longer change (use a new --distributed-id)"
+                )
+            raise Conflict(
+                f"{a} distributed version {distributed_id!r} is already finished as v{doc['version']}; "
+                "use a new --distributed-id"
+            )
 
-    def finish(self, a: ArtifactName, distributed_id: str, *, type_: str | None = None, aliases=(),
-               description: str | None = None, metadata: dict | None = None, overwrite: bool = False):
+    def finish(
+        self,
+        a: ArtifactName,
+        distributed_id: str,
+        *,
+        type_: str | None = None,
+        aliases=(),
+        description: str | None = None,
+        metadata: dict | None = None,
+        overwrite: bool = False,
+    ):
         prefix = _prefix(a, distributed_id)
         key = prefix + "finish.json"
         claim = self._claim(a, distributed_id)
@@ -153,8 +176,10 @@ class Distributed:
             doc, etag = claim  # a finish that crashed, or one still running elsewhere
             info = self.objects.head(key)
             if info is not None and time.time() - info.mtime < FINISH_STALE:
-                raise Conflict(f"{busy}; if that finish died, run it again in "
-                               f"{int(FINISH_STALE - (time.time() - info.mtime)) + 1} s")
+                raise Conflict(
+                    f"{busy}; if that finish died, run it again in "
+                    f"{int(FINISH_STALE - (time.time() - info.mtime)) + 1} s"
+                )
         if doc.get("parts") is None:
             # Listed only now that the claim exists: an upsert that saw no claim wrote its part before it.
             doc = {**doc, "state": "finishing", "parts": self._part_keys(a, distributed_id)}
@@ -170,13 +195,24 @@ class Distributed:
         if merged.conflicts and not overwrite:
             self.objects.delete(key)  # release the claim so the user can retry with --overwrite
             paths = ", ".join(sorted(merged.conflicts)[:10]) + (" …" if len(merged.conflicts) > 10 else "")
-            raise Conflict(f"writers disagree on {len(merged.conflicts)} path(s): {paths} "
-                           "(finish with --overwrite to keep the last writer's)")
+            raise Conflict(
+                f"writers disagree on {len(merged.conflicts)} path(s): {paths} "
+                "(finish with --overwrite to keep the last writer's)"
+            )
         reg = self.store.registry
         latest = reg.latest(a)
         earlier = [r for r in reg.versions(a) if r.created >= doc["time"]]
-        result = self.store.publish(a, type_ or reg.artifact_type(a), [], list(merged.manifest), base=latest,
-                                    same_as=earlier, description=description, metadata=metadata, aliases=aliases)
+        result = self.store.publish(
+            a,
+            type_ or reg.artifact_type(a),
+            [],
+            list(merged.manifest),
+            base=latest,
+            same_as=earlier,
+            description=description,
+            metadata=metadata,
+            aliases=aliases,
+        )
         done = {**doc, "state": "finished", "version": result.version.number}
         self.objects.put(key, json.dumps(done).encode(), if_match=etag)
         for part in doc["parts"]:

@@ -60,8 +60,13 @@ def _matches(path: str, entry: Entry) -> bool:
         return False
 
 
-def copy_entry(store: ObjectStore, entry: Entry, fd: int, cached: Callable[[Piece], bytes | None] | None = None,
-               run_bytes: int = 16 << 20) -> None:
+def copy_entry(
+    store: ObjectStore,
+    entry: Entry,
+    fd: int,
+    cached: Callable[[Piece], bytes | None] | None = None,
+    run_bytes: int = 16 << 20,
+) -> None:
     """Writes a stored entry's verified bytes into `fd` at their offsets, at most one run of
     `run_bytes` in memory whatever the file's size (a draft's copy-up of a huge base file).
     `cached(piece)`: the piece's bytes from a local cache, or None to fetch it."""
@@ -92,8 +97,15 @@ def stored_pieces(entry: Entry) -> list[Piece]:
     for i in range(0, entry.size, CHUNK_SIZE):
         k = i // CHUNK_SIZE
         digest, at = entry.locate(i)
-        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i),
-                         object_key(digest), at, i))
+        out.append(
+            Piece(
+                entry.chunks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE],
+                min(CHUNK_SIZE, entry.size - i),
+                object_key(digest),
+                at,
+                i,
+            )
+        )
     return out
 
 
@@ -110,8 +122,13 @@ def target_path(root: str, entry_path: str) -> str:
 
 
 class Downloader:
-    def __init__(self, store: ObjectStore, fetch_reference: Callable | None = None, workers: int = 8,
-                 progress: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        fetch_reference: Callable | None = None,
+        workers: int = 8,
+        progress: Callable[[int], None] | None = None,
+    ):
         self.store = store
         self.fetch_reference = fetch_reference
         self.workers = workers
@@ -119,8 +136,9 @@ class Downloader:
         self.stats = DownloadStats()
         self._lock = threading.Lock()
 
-    def download(self, manifest: Manifest, indices: range | list[int], root: str,
-                 under: str | None = None) -> DownloadStats:
+    def download(
+        self, manifest: Manifest, indices: range | list[int], root: str, under: str | None = None
+    ) -> DownloadStats:
         """Entries `indices` into `root`, with the recorded folders at or below `under`
         (None: all of them; give it whenever `indices` is not the whole manifest)."""
         todo: list[tuple[Entry, str]] = []
@@ -148,8 +166,11 @@ class Downloader:
         return self.stats
 
     def _folders(self, manifest: Manifest, root: str, under: str | None) -> None:
-        chosen: list[Folder] = [f for f in manifest.folder_entries() if under is None or under == ""
-                                or f.path == under or f.path.startswith(under + "/")]
+        chosen: list[Folder] = [
+            f
+            for f in manifest.folder_entries()
+            if under is None or under == "" or f.path == under or f.path.startswith(under + "/")
+        ]
         if not chosen:
             return
         for f in chosen:

@@ -136,8 +136,9 @@ def check_carried(objects: ObjectStore, base: VersionRecord | None, carried) -> 
             keys.update(object_key(d) for d in e.object_digests())  # the blocks of a file stored so
     for key in sorted(keys):
         if not objects.exists(key):
-            raise NotFound(f"{base} was deleted and its files were collected ({key} is gone): "
-                           "add those files again to commit them")
+            raise NotFound(
+                f"{base} was deleted and its files were collected ({key} is gone): add those files again to commit them"
+            )
 
 
 # -- holds: drafts keep their base content alive --------------------------------------
@@ -287,11 +288,11 @@ def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lam
         digests = man.digests
         for i, where in enumerate(man.packs):
             if where == OBJECT:
-                digest = digests[i * 32:(i + 1) * 32]
+                digest = digests[i * 32 : (i + 1) * 32]
                 live.add(object_key(digest))
                 live.add(pieces_key(digest))
         for b in man.blocks.values():  # files stored as blocks: each block is an object
-            live.update(object_key(b[k:k + 32]) for k in range(0, len(b), 32))
+            live.update(object_key(b[k : k + 32]) for k in range(0, len(b), 32))
     now = time.time()
     # Index objects go before their packs, so an index never names a missing pack.
     for prefix in ("manifests/", "index/", "packs/", "pieces/", "objects/"):
@@ -308,4 +309,3 @@ def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lam
             if delete:
                 objects.delete(info.key)
     return report
-

@@ -62,7 +62,7 @@ def _put(reg: Registry, key: str, doc: dict) -> None:
 def _versions_under(reg: Registry, prefix: str) -> list[tuple[ArtifactName, int]]:
     out = []
     for info in reg.store.list(prefix):
-        parts = info.key[len(prefix):].split("/")
+        parts = info.key[len(prefix) :].split("/")
         if len(parts) == 3 and (n := parse_version(parts[2])) is not None:
             out.append((ArtifactName(parts[0], parts[1]), n))
     return out
@@ -107,7 +107,7 @@ def walk(reg: Registry, start: VersionRecord, depth: int) -> Graph:
         for a, n in down:
             prefix = f"lineage/uses/{_vpath(a, n)}/"
             for info in reg.store.list(prefix):
-                run = info.key[len(prefix):]
+                run = info.key[len(prefix) :]
                 g.runs.add(run)
                 g.used.add((version(a, n), run))
                 for la, ln in _versions_under(reg, f"lineage/runs/{run}/logged/"):

@@ -135,12 +135,12 @@ class KnownContent:
         small, large, blocked = self.small, self.large, m.blocks
         for i, p in enumerate(m.packs):
             if p >= 0:
-                small.setdefault(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE], (pack_ids[p], offsets[i]))
+                small.setdefault(digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE], (pack_ids[p], offsets[i]))
             elif p == OBJECT and i not in blocked:
-                large.add(digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE])
+                large.add(digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE])
         for i, b in blocked.items():
-            self.blocked[digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]] = b
-            self.blocks.update(b[k:k + DIGEST_SIZE] for k in range(0, len(b), DIGEST_SIZE))
+            self.blocked[digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]] = b
+            self.blocks.update(b[k : k + DIGEST_SIZE] for k in range(0, len(b), DIGEST_SIZE))
 
 
 class _VerifyingReader:
@@ -160,8 +160,9 @@ class _VerifyingReader:
 
 
 class Publisher:
-    def __init__(self, store: ObjectStore, known: KnownContent, workers: int = 8,
-                 progress: Callable[[int], None] | None = None):
+    def __init__(
+        self, store: ObjectStore, known: KnownContent, workers: int = 8, progress: Callable[[int], None] | None = None
+    ):
         self.store = store
         self.known = known
         self.stats = Stats()
@@ -178,8 +179,9 @@ class Publisher:
         self._blocks = stores_blocks()
         self._block_pool = ThreadPoolExecutor(max_workers=BLOCK_WINDOW, thread_name_prefix="artfs-block")
 
-    def build(self, files: Iterable[FileSource], carried: Iterable = (),
-              folders: Iterable[Folder] | None = None) -> Manifest:
+    def build(
+        self, files: Iterable[FileSource], carried: Iterable = (), folders: Iterable[Folder] | None = None
+    ) -> Manifest:
         """Stores new content of `files` and returns the manifest of files + carried entries
         (Entry objects, and CarriedRanges: see carry.py). Its folders: `folders` (default:
         those `files` carries, if a SourceList), plus those below every carried range."""
@@ -274,8 +276,13 @@ class Publisher:
         self._count_uploaded(len(data))
 
     def _add_large(self, entry: Entry, local: str, src: FileSource | None = None) -> None:
-        if (src is not None and src.hashed is not None and src.unchanged is not None and src.unchanged()
-                and src.hashed[1] > SMALL_LIMIT):
+        if (
+            src is not None
+            and src.hashed is not None
+            and src.unchanged is not None
+            and src.unchanged()
+            and src.hashed[1] > SMALL_LIMIT
+        ):
             self._add_hashed(entry, src)
             return
         digest, size, chunks, piece_digests = hash_file(local, chunked=needs_chunks(entry.size))
@@ -316,8 +323,7 @@ class Publisher:
         self._repaired(object_key(digest))
         self._count_uploaded(size)
 
-    def _add_blocks(self, entry: Entry, local: str, piece_digests: bytes,
-                    unchanged: Callable[[], bool] | None) -> None:
+    def _add_blocks(self, entry: Entry, local: str, piece_digests: bytes, unchanged: Callable[[], bool] | None) -> None:
         """A large file (entry.digest, size, chunks known) stored as BLOCK_SIZE blocks, each
         uploaded unless the store has it: a small change to a large file stores one block.
         Read again, block by block (BLOCK_WINDOW blocks in memory at most), and checked
@@ -420,7 +426,7 @@ class Publisher:
                 blob = self._patching[pack_id] = bytearray(self.store.get(key))
             if offset + len(data) > len(blob):
                 blob.extend(bytes(offset + len(data) - len(blob)))  # a truncated pack
-            blob[offset:offset + len(data)] = data
+            blob[offset : offset + len(data)] = data
             if digest_bytes(bytes(blob)) != pack_id:
                 return False
             del self._patching[pack_id]
@@ -458,13 +464,13 @@ def assemble_kept(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
             continue
         first = base.paths[r.start]
         if r.old != r.new:
-            rest = first[len(r.old) + 1:] if r.old else first
+            rest = first[len(r.old) + 1 :] if r.old else first
             first = f"{r.new}/{rest}" if r.new else rest
         j = m.index(first)
         if j is None:
             continue
         if times is not None and base.mtimes:
-            times[j:j + r.stop - r.start] = base.mtimes[r.start:r.stop]
+            times[j : j + r.stop - r.start] = base.mtimes[r.start : r.stop]
         for i, b in base.blocks.items():
             if r.start <= i < r.stop:
                 m.blocks[j + i - r.start] = b
@@ -495,7 +501,7 @@ def _carried_folders(ranges: list[CarriedRange]) -> list[Folder]:
                 break
             if not p:
                 continue  # the root: the caller records it
-            rest = p[len(prefix):]
+            rest = p[len(prefix) :]
             out.append(Folder(f"{r.new}/{rest}" if r.new else rest, base.folder_modes[i], base.folder_mtimes[i]))
     return out
 

@@ -34,8 +34,9 @@ class Report:
     damaged: list[Damage]
 
 
-def verify_manifest(objects: ObjectStore, manifest: Manifest, jobs: int = 8,
-                    progress: Callable[[int], None] | None = None) -> Report:
+def verify_manifest(
+    objects: ObjectStore, manifest: Manifest, jobs: int = 8, progress: Callable[[int], None] | None = None
+) -> Report:
     owners: dict[Piece, list[str]] = {}
     references = files = 0
     for entry in manifest:
@@ -56,7 +57,7 @@ def verify_manifest(objects: ObjectStore, manifest: Manifest, jobs: int = 8,
         except NotFound:
             return [Damage(path, run[0].key, "the object is missing") for p in run for path in owners[p]]
         for p in run:
-            data = blob[p.offset - start:p.end - start]
+            data = blob[p.offset - start : p.end - start]
             if len(data) != p.size:
                 why = f"the object ends early ({len(blob)} of {end - start} bytes)"
             elif digest_bytes(data) != p.digest:

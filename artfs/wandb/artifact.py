@@ -37,9 +37,17 @@ _MODES = ("mutable", "immutable")
 class Artifact:
     """A W&B artifact: a draft to fill and log, or one logged version."""
 
-    def __init__(self, name: str, type: str, description: str | None = None, metadata: dict | None = None,
-                 incremental: bool = False, use_as: str | None = None, storage_region: str | None = None,
-                 digest_algorithm: str = "MD5"):
+    def __init__(
+        self,
+        name: str,
+        type: str,
+        description: str | None = None,
+        metadata: dict | None = None,
+        incremental: bool = False,
+        use_as: str | None = None,
+        storage_region: str | None = None,
+        digest_algorithm: str = "MD5",
+    ):
         if use_as is not None:
             ignored("Artifact()", "use_as")
         if storage_region is not None:
@@ -142,8 +150,7 @@ class Artifact:
         return f"<Artifact {self.qualified_name if self.project else self.name} ({self.type})>"
 
     # -- what it says about itself ---------------------------------------------------------
-    description = property(lambda self: self._art.description,
-                           lambda self, v: setattr(self._art, "description", v))
+    description = property(lambda self: self._art.description, lambda self, v: setattr(self._art, "description", v))
     metadata = property(lambda self: self._art.metadata, lambda self, v: setattr(self._art, "metadata", v))
 
     @property
@@ -215,9 +222,15 @@ class Artifact:
             raise InvalidInput(f"policy must be 'mutable' or 'immutable', not {policy!r}")
         return policy
 
-    def add_file(self, local_path: str, name: str | None = None, is_tmp: bool | None = False,
-                 skip_cache: bool | None = False, policy: str | None = "mutable",
-                 overwrite: bool = False) -> ManifestEntry:
+    def add_file(
+        self,
+        local_path: str,
+        name: str | None = None,
+        is_tmp: bool | None = False,
+        skip_cache: bool | None = False,
+        policy: str | None = "mutable",
+        overwrite: bool = False,
+    ) -> ManifestEntry:
         """Adds a local file as `name` (default: its basename). With policy='mutable' (the
         default) the file is copied now, so later changes to it do not reach the artifact."""
         if is_tmp:
@@ -233,8 +246,14 @@ class Artifact:
         self._art.add_file(source, path, overwrite=overwrite)
         return ManifestEntry(self, path, os.path.getsize(source), None, None)
 
-    def add_dir(self, local_path: str, name: str | None = None, skip_cache: bool | None = False,
-                policy: str | None = "mutable", merge: bool = False) -> None:
+    def add_dir(
+        self,
+        local_path: str,
+        name: str | None = None,
+        skip_cache: bool | None = False,
+        policy: str | None = "mutable",
+        merge: bool = False,
+    ) -> None:
         """Adds every file below a folder, under prefix `name`; with merge=True a file added
         before under the same path is replaced, else that is refused."""
         if skip_cache:
@@ -243,8 +262,9 @@ class Artifact:
         source = self._stage(local) if self._policy(policy) == "mutable" and os.path.isdir(local) else local
         self._art.add_dir(source, name, overwrite=merge)
 
-    def add_reference(self, uri: Any, name: str | None = None, checksum: bool = True,
-                      max_objects: int | None = None) -> list[ManifestEntry]:
+    def add_reference(
+        self, uri: Any, name: str | None = None, checksum: bool = True, max_objects: int | None = None
+    ) -> list[ManifestEntry]:
         """Adds s3://, gs://, http(s):// or file:// `uri` (an object, or every object below a prefix)."""
         if isinstance(uri, ManifestEntry):
             uri = uri.ref_target()
@@ -313,9 +333,14 @@ class Artifact:
         wanted = names if names is not None else list(entries)
         return [File(entries[n]) for n in wanted if n in entries]
 
-    def download(self, root: str | None = None, allow_missing_references: bool = False,
-                 skip_cache: bool | None = None, path_prefix: str | None = None,
-                 multipart: bool | None = None) -> str:
+    def download(
+        self,
+        root: str | None = None,
+        allow_missing_references: bool = False,
+        skip_cache: bool | None = None,
+        path_prefix: str | None = None,
+        multipart: bool | None = None,
+    ) -> str:
         """Fetches the version's files (verified; files already right are skipped) into
         `root` (default ./artifacts/NAME:vN) and returns the folder."""
         if skip_cache:
@@ -336,8 +361,11 @@ class Artifact:
         root = root or self._default_root()
         problems = query.verify(self._art, root)
         if problems:
-            raise ValueError(f"{root} does not match {self.name}: " + "; ".join(problems[:20])
-                             + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""))
+            raise ValueError(
+                f"{root} does not match {self.name}: "
+                + "; ".join(problems[:20])
+                + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else "")
+            )
 
     def file(self, root: str | None = None) -> str:
         """The one file of a single-file artifact, downloaded."""
@@ -399,8 +427,10 @@ class Artifact:
     def delete(self, delete_aliases: bool = False) -> None:
         """Deletes this version; refused while aliases name it, unless delete_aliases=True."""
         if self.aliases and not delete_aliases:
-            raise Conflict(f"{self.name} has aliases {', '.join(self.aliases)}: "
-                           "delete(delete_aliases=True) removes them with the version")
+            raise Conflict(
+                f"{self.name} has aliases {', '.join(self.aliases)}: "
+                "delete(delete_aliases=True) removes them with the version"
+            )
         query.delete(self._art, force=True)
 
     def link(self, target_path: str, aliases: list[str] | None = None) -> Artifact:
@@ -420,8 +450,12 @@ class Artifact:
                 latest = None
             if latest is not None:
                 self._art.base_on(latest)
-        native.log_artifact(self._art, project if self._art.project is None else None, aliases or None,
-                            store=None if self._art._base is not None else _native_store())
+        native.log_artifact(
+            self._art,
+            project if self._art.project is None else None,
+            aliases or None,
+            store=None if self._art._base is not None else _native_store(),
+        )
         self._save_tags()
         return self
 
@@ -466,12 +500,16 @@ class PublicRun:
         return "finished" if self._rec.finished else "running"
 
     def logged_artifacts(self) -> list[Artifact]:
-        return [Artifact._wrap(native.Artifact._from_record(self._store, r))
-                for r in native_runs.logged_versions(self._store, self.id)]
+        return [
+            Artifact._wrap(native.Artifact._from_record(self._store, r))
+            for r in native_runs.logged_versions(self._store, self.id)
+        ]
 
     def used_artifacts(self) -> list[Artifact]:
-        return [Artifact._wrap(native.Artifact._from_record(self._store, r))
-                for r in native_runs.used_versions(self._store, self.id)]
+        return [
+            Artifact._wrap(native.Artifact._from_record(self._store, r))
+            for r in native_runs.used_versions(self._store, self.id)
+        ]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicRun) and other.id == self.id

@@ -30,8 +30,9 @@ def ignored(where: str, *names: str) -> None:
         if key in _warned:
             return
         _warned.add(key)
-    warnings.warn(f"artfs.wandb: {where} ignores {', '.join(names)} (nothing is lost by it)",
-                  ArtfsWandbWarning, stacklevel=3)
+    warnings.warn(
+        f"artfs.wandb: {where} ignores {', '.join(names)} (nothing is lost by it)", ArtfsWandbWarning, stacklevel=3
+    )
 
 
 _active: list[Any] = []  # the process's active run (set by wandb.init), for Artifact.save()

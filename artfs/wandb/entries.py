@@ -32,8 +32,15 @@ class _Ref(str):
 class ManifestEntry:
     """One entry of an artifact (W&B's ArtifactManifestEntry)."""
 
-    def __init__(self, artifact: Artifact, path: str, size: int | None, digest: str | None, uri: str | None,
-                 extra: dict | None = None):
+    def __init__(
+        self,
+        artifact: Artifact,
+        path: str,
+        size: int | None,
+        digest: str | None,
+        uri: str | None,
+        extra: dict | None = None,
+    ):
         self._artifact = artifact
         self.path = path
         self.size = size
@@ -75,8 +82,13 @@ class Manifest:
             return {p: ManifestEntry(art, p, None, None, None) for p in art._art.files}
         out = {}
         for e in art._art.manifest:
-            out[e.path] = ManifestEntry(art, e.path, e.size if e.size >= 0 else None,
-                                        e.hexdigest if not e.is_reference else None, e.ref["uri"] if e.ref else None)
+            out[e.path] = ManifestEntry(
+                art,
+                e.path,
+                e.size if e.size >= 0 else None,
+                e.hexdigest if not e.is_reference else None,
+                e.ref["uri"] if e.ref else None,
+            )
         return out
 
     def to_manifest_json(self) -> dict[str, Any]:
@@ -120,10 +132,10 @@ def download_skipping_missing(art: native.Artifact, root: str, path_prefix: str 
     source is gone or changed is left out (W&B's behaviour) instead of failing the download."""
     m = art.manifest
     prefix = normalize_path(path_prefix) if path_prefix else ""
-    stored = [e.path for e in m if not e.is_reference and (not prefix or e.path == prefix
-                                                          or e.path.startswith(prefix + "/"))]
-    refs = [e.path for e in m if e.is_reference and (not prefix or e.path == prefix
-                                                    or e.path.startswith(prefix + "/"))]
+    stored = [
+        e.path for e in m if not e.is_reference and (not prefix or e.path == prefix or e.path.startswith(prefix + "/"))
+    ]
+    refs = [e.path for e in m if e.is_reference and (not prefix or e.path == prefix or e.path.startswith(prefix + "/"))]
     for path in _top_paths(stored, refs):
         art.download(root, path)
     for path in refs:

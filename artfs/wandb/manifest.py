@@ -75,8 +75,12 @@ def wandb_digest(doc: dict[str, Any]) -> str:
 
 
 def _document(contents: dict[str, dict]) -> dict[str, Any]:
-    return {"version": 1, "storagePolicy": POLICY, "storagePolicyConfig": {"storageLayout": "V2"},
-            "contents": dict(sorted(contents.items()))}
+    return {
+        "version": 1,
+        "storagePolicy": POLICY,
+        "storagePolicyConfig": {"storageLayout": "V2"},
+        "contents": dict(sorted(contents.items())),
+    }
 
 
 # -- export -----------------------------------------------------------------------------
@@ -153,8 +157,9 @@ def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
                 os.unlink(local)
     contents = {}
     for e in m:
-        contents[e.path] = _ref_entry(e, md5s.get(e.path)) if e.is_reference else \
-            {"digest": md5s[e.path], "size": e.size}
+        contents[e.path] = (
+            _ref_entry(e, md5s.get(e.path)) if e.is_reference else {"digest": md5s[e.path], "size": e.size}
+        )
     doc = _document(contents)
     store.objects.put(key, json.dumps(doc, sort_keys=True).encode())
     return doc
@@ -217,9 +222,16 @@ def _reference(path: str, ent: dict, problems: list[str]) -> Entry | None:
     return None
 
 
-def import_manifest(store: Store, doc: Any, files_dir: str, name: ArtifactName, type_: str,
-                    aliases: list[str] | tuple[str, ...] = (), description: str | None = None,
-                    metadata: dict | None = None) -> VersionRecord:
+def import_manifest(
+    store: Store,
+    doc: Any,
+    files_dir: str,
+    name: ArtifactName,
+    type_: str,
+    aliases: list[str] | tuple[str, ...] = (),
+    description: str | None = None,
+    metadata: dict | None = None,
+) -> VersionRecord:
     """Makes the next version of `name` from a W&B manifest and the files under `files_dir`
     (laid out as `artifact.download()` lays them). Every stored file's size and MD5 is
     checked first; any mismatch refuses the import, naming every such file, and stores nothing."""
@@ -257,15 +269,26 @@ def import_manifest(store: Store, doc: Any, files_dir: str, name: ArtifactName, 
         files.append(FileSource(path, os.path.abspath(local)))
         expected[path] = digest
     if problems:
-        listed = "; ".join(problems[:MAX_LISTED]) + (f"; and {len(problems) - MAX_LISTED} more"
-                                                      if len(problems) > MAX_LISTED else "")
-        raise InvalidInput(f"import refused, nothing stored: {len(problems)} file(s) do not match the manifest: "
-                           f"{listed}")
+        listed = "; ".join(problems[:MAX_LISTED]) + (
+            f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        )
+        raise InvalidInput(
+            f"import refused, nothing stored: {len(problems)} file(s) do not match the manifest: {listed}"
+        )
     if not files and not refs:
         raise InvalidInput("the W&B manifest lists no files")
     latest = store.registry.latest(name)
-    result = store.publish(name, type_, files, refs, base=latest, same_as=latest, description=description,
-                           metadata=metadata, aliases=aliases)
+    result = store.publish(
+        name,
+        type_,
+        files,
+        refs,
+        base=latest,
+        same_as=latest,
+        description=description,
+        metadata=metadata,
+        aliases=aliases,
+    )
     m = store.manifest(result.version)
     changed = sorted(p for p, d in expected.items() if (e := m.get(p)) is None or e.digest != d)
     if changed:  # a file changed between its MD5 check and its upload

@@ -63,8 +63,7 @@ class Api:
     """Queries over the store ARTFS_STORE names; names default to `overrides['project']`,
     else WANDB_PROJECT, else 'uncategorized'."""
 
-    def __init__(self, overrides: dict | None = None, timeout: int | None = None, api_key: str | None = None,
-                 **_: Any):
+    def __init__(self, overrides: dict | None = None, timeout: int | None = None, api_key: str | None = None, **_: Any):
         if api_key is not None:
             ignored("wandb.Api()", "api_key")
         self._store = store()
@@ -88,8 +87,15 @@ class Api:
         except (NotFound, InvalidInput):
             return False
 
-    def artifacts(self, type_name: str, name: str, per_page: int = 50, tags: list[str] | None = None,
-                  order: str | None = None, start: str | None = None) -> list[Artifact]:
+    def artifacts(
+        self,
+        type_name: str,
+        name: str,
+        per_page: int = 50,
+        tags: list[str] | None = None,
+        order: str | None = None,
+        start: str | None = None,
+    ) -> list[Artifact]:
         """Every version of artifact `name` ('[entity/]project/name'), newest first."""
         n = self._name(name)
         if n.selector:
@@ -105,11 +111,14 @@ class Api:
     def artifact_versions(self, type_name: str, name: str, per_page: int = 50) -> list[Artifact]:
         return self.artifacts(type_name, name, per_page)
 
-    def artifact_collections(self, project_name: str, type_name: str, per_page: int = 50,
-                             order: str | None = None, start: str | None = None) -> list[ArtifactCollection]:
+    def artifact_collections(
+        self, project_name: str, type_name: str, per_page: int = 50, order: str | None = None, start: str | None = None
+    ) -> list[ArtifactCollection]:
         project = self._project_arg(project_name)
-        return [ArtifactCollection(self, project, name, t)
-                for name, t in query.artifacts(project, type_name, store=self._store)]
+        return [
+            ArtifactCollection(self, project, name, t)
+            for name, t in query.artifacts(project, type_name, store=self._store)
+        ]
 
     def artifact_collection(self, type_name: str, name: str) -> ArtifactCollection:
         n = self._name(name)

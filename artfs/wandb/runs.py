@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from artfs.api.native import Store
 
 
-
 class Config(dict):
     """`run.config` / `wandb.config`: a dict that also reads and writes as attributes."""
 
@@ -102,16 +101,27 @@ class Run:
             return art
         raise InvalidInput(f"log an artfs.wandb.Artifact or a path, not {artifact_or_path.__class__.__name__}")
 
-    def log_artifact(self, artifact_or_path: Any, name: str | None = None, type: str | None = None,
-                     aliases: list[str] | None = None, tags: list[str] | None = None) -> Artifact:
+    def log_artifact(
+        self,
+        artifact_or_path: Any,
+        name: str | None = None,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        tags: list[str] | None = None,
+    ) -> Artifact:
         """Logs the artifact as the next version of its name in this run's project (no new
         version when its content equals the latest) and returns it, now logged."""
         self._check_open("log_artifact")
         art = self._artifact_arg(artifact_or_path, name, type)
         return art._log(self.project, list(aliases or []), tags)
 
-    def use_artifact(self, artifact_or_name: Any, type: str | None = None, aliases: list[str] | None = None,
-                     use_as: str | None = None) -> Artifact:
+    def use_artifact(
+        self,
+        artifact_or_name: Any,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        use_as: str | None = None,
+    ) -> Artifact:
         """Marks a version as this run's input and returns it ('[[entity/]project/]name[:alias]',
         latest by default). A draft Artifact is logged first (once: same content, same version)."""
         from artfs.api import native
@@ -126,7 +136,9 @@ class Run:
             native.use_artifact(art._art)  # records the use
         else:
             if not isinstance(artifact_or_name, str):
-                raise InvalidInput(f"use_artifact needs a name or an Artifact, not {artifact_or_name.__class__.__name__}")
+                raise InvalidInput(
+                    f"use_artifact needs a name or an Artifact, not {artifact_or_name.__class__.__name__}"
+                )
             n = parse_name(artifact_or_name, self.project)
             art = Artifact._wrap(native.use_artifact(n.spec, store=self._store))
             if aliases:
@@ -136,16 +148,23 @@ class Run:
             raise InvalidInput(f"{art.name} has type {art.type!r}, not {type!r}")
         return art
 
-    def _distributed(self, what: str, artifact_or_path: Any, name: str | None, type: str | None,
-                     distributed_id: str | None) -> tuple[Artifact, str]:
+    def _distributed(
+        self, what: str, artifact_or_path: Any, name: str | None, type: str | None, distributed_id: str | None
+    ) -> tuple[Artifact, str]:
         self._check_open(what)
         distributed_id = distributed_id or self.group
         if not distributed_id:
             raise InvalidInput(f"{what} needs distributed_id=, or a run started with wandb.init(group=...)")
         return self._artifact_arg(artifact_or_path, name, type), check_name(distributed_id, "distributed id")
 
-    def upsert_artifact(self, artifact_or_path: Any, name: str | None = None, type: str | None = None,
-                        aliases: list[str] | None = None, distributed_id: str | None = None) -> Artifact:
+    def upsert_artifact(
+        self,
+        artifact_or_path: Any,
+        name: str | None = None,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        distributed_id: str | None = None,
+    ) -> Artifact:
         """Adds this writer's files to the version that every run with the same distributed_id
         (default: the run's group) builds together; `finish_artifact` commits it."""
         from artfs.api import native
@@ -156,14 +175,21 @@ class Run:
         native.upsert_artifact(art._art, self.project if art._art.project is None else None, did, store=self._store)
         return art
 
-    def finish_artifact(self, artifact_or_path: Any, name: str | None = None, type: str | None = None,
-                        aliases: list[str] | None = None, distributed_id: str | None = None) -> Artifact:
+    def finish_artifact(
+        self,
+        artifact_or_path: Any,
+        name: str | None = None,
+        type: str | None = None,
+        aliases: list[str] | None = None,
+        distributed_id: str | None = None,
+    ) -> Artifact:
         """Commits what every writer upserted (and this artifact's own files) as one new version."""
         from artfs.api import native
 
         art, did = self._distributed("finish_artifact", artifact_or_path, name, type, distributed_id)
-        native.finish_artifact(art._art, self.project if art._art.project is None else None, did,
-                               aliases=aliases, store=self._store)
+        native.finish_artifact(
+            art._art, self.project if art._art.project is None else None, did, aliases=aliases, store=self._store
+        )
         art._save_tags()
         return art
 
@@ -187,9 +213,18 @@ class Run:
             common.set_active_run(None)
 
 
-def init(project: str | None = None, entity: str | None = None, job_type: str | None = None,
-         group: str | None = None, name: str | None = None, config: Any = None, id: str | None = None,
-         reinit: Any = None, resume: Any = None, **kwargs: Any) -> Run:
+def init(
+    project: str | None = None,
+    entity: str | None = None,
+    job_type: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    config: Any = None,
+    id: str | None = None,
+    reinit: Any = None,
+    resume: Any = None,
+    **kwargs: Any,
+) -> Run:
     """Starts a run (finishing this process's previous one): recorded in the store named by
     ARTFS_STORE, in `project` (default WANDB_PROJECT, else 'uncategorized')."""
     unknown = sorted(k for k, v in kwargs.items() if v is not None)
@@ -203,8 +238,15 @@ def init(project: str | None = None, entity: str | None = None, job_type: str | 
     if previous is not None:
         previous.finish()
     s = store()
-    rec = native_runs.start_run(s, project or default_project(), id or os.environ.get("WANDB_RUN_ID"),
-                                job_type=job_type, group=group, name=name, config=config)
+    rec = native_runs.start_run(
+        s,
+        project or default_project(),
+        id or os.environ.get("WANDB_RUN_ID"),
+        job_type=job_type,
+        group=group,
+        name=name,
+        config=config,
+    )
     run = Run(s, rec)
     common.set_active_run(run)
     return run
@@ -223,11 +265,17 @@ def _need_run(what: str) -> Run:
     return run
 
 
-def log_artifact(artifact_or_path: Any, name: str | None = None, type: str | None = None,
-                 aliases: list[str] | None = None, tags: list[str] | None = None) -> Artifact:
+def log_artifact(
+    artifact_or_path: Any,
+    name: str | None = None,
+    type: str | None = None,
+    aliases: list[str] | None = None,
+    tags: list[str] | None = None,
+) -> Artifact:
     return _need_run("log_artifact").log_artifact(artifact_or_path, name, type, aliases, tags)
 
 
-def use_artifact(artifact_or_name: Any, type: str | None = None, aliases: list[str] | None = None,
-                 use_as: str | None = None) -> Artifact:
+def use_artifact(
+    artifact_or_name: Any, type: str | None = None, aliases: list[str] | None = None, use_as: str | None = None
+) -> Artifact:
     return _need_run("use_artifact").use_artifact(artifact_or_name, type, aliases, use_as)

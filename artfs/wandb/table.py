@@ -33,8 +33,9 @@ def _wb_type(value: Any) -> str:
         return "list"
     if isinstance(value, dict):
         return "typedDict"
-    raise InvalidInput(f"artfs.wandb.Table holds numbers, text, booleans, None, lists and dicts, "
-                       f"not {type(value).__name__}")
+    raise InvalidInput(
+        f"artfs.wandb.Table holds numbers, text, booleans, None, lists and dicts, not {type(value).__name__}"
+    )
 
 
 class Table:
@@ -42,8 +43,14 @@ class Table:
 
     _log_type = "table"
 
-    def __init__(self, columns: list[str] | None = None, data: list[list[Any]] | None = None,
-                 rows: list[list[Any]] | None = None, dataframe: Any = None, **_ignored: Any):
+    def __init__(
+        self,
+        columns: list[str] | None = None,
+        data: list[list[Any]] | None = None,
+        rows: list[list[Any]] | None = None,
+        dataframe: Any = None,
+        **_ignored: Any,
+    ):
         if dataframe is not None:  # pandas, without importing it
             columns = [str(c) for c in dataframe.columns]
             data = dataframe.values.tolist()
@@ -160,10 +167,14 @@ class PartitionedTable:
 
 def stored_name(obj: Any, name: str) -> str:
     """The path W&B gives `artifact.add(obj, name)`: NAME + '.table.json' (unless already there)."""
-    suffix = TABLE_SUFFIX if isinstance(obj, Table) else PARTITIONED_SUFFIX if isinstance(obj, PartitionedTable) else None
+    suffix = (
+        TABLE_SUFFIX if isinstance(obj, Table) else PARTITIONED_SUFFIX if isinstance(obj, PartitionedTable) else None
+    )
     if suffix is None:
-        raise InvalidInput(f"artfs.wandb artifacts add Tables and PartitionedTables, not {type(obj).__name__} "
-                           "(use add_file for other files)")
+        raise InvalidInput(
+            f"artfs.wandb artifacts add Tables and PartitionedTables, not {type(obj).__name__} "
+            "(use add_file for other files)"
+        )
     return name if name.endswith(suffix) else name + suffix
 
 

@@ -64,9 +64,13 @@ class Bucket:
     def __init__(self):
         self.server = SeaweedFS().start()
         self.tmp = tempfile.mkdtemp(prefix="artfs-scale-")
-        self.env = {**os.environ, **S3_ENV, "AWS_ENDPOINT_URL": self.server.endpoint,
-                    "AWS_CONFIG_FILE": os.path.join(self.tmp, "aws-config"),
-                    "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "aws-creds")}
+        self.env = {
+            **os.environ,
+            **S3_ENV,
+            "AWS_ENDPOINT_URL": self.server.endpoint,
+            "AWS_CONFIG_FILE": os.path.join(self.tmp, "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.tmp, "aws-creds"),
+        }
         os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})
         self.client = self.server.client()
         self.name = "scale"
@@ -79,8 +83,16 @@ class Bucket:
 
     def artfs(self, args, store: str, cache: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
         env = {**self.env, "ARTFS_STORE": store, "ARTFS_CACHE": cache}
-        p = subprocess.run([ARTFS, *map(str, args)], check=False, env=env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL, **kw)
+        p = subprocess.run(
+            [ARTFS, *map(str, args)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            **kw,
+        )
         if p.returncode != 0:
             raise RuntimeError(f"artfs {' '.join(map(str, args))}: {p.stderr.strip()}")
         return p
@@ -91,6 +103,7 @@ class Bucket:
 
 
 # -- 1. version listings ---------------------------------------------------------------
+
 
 def make_versions(b: Bucket, url: str, count: int) -> None:
     """v0 by `artfs put`, then v1..v(count-1) as copies of its record written straight to
@@ -124,9 +137,11 @@ def time_cli(b: Bucket, url: str, args: list[str], repeat: int = 3) -> float:
 
 def time_versions_call(url: str) -> float:
     """Registry.versions() in a fresh Registry (nothing cached in memory), seconds."""
-    code = ("import time,sys;from artfs.store.location import open_store;from artfs.store.registry import Registry;"
-            "from artfs.names import ArtifactName;r=Registry(open_store(sys.argv[1]));t=time.monotonic();"
-            "v=r.versions(ArtifactName('p','a'));print(time.monotonic()-t, len(v))")
+    code = (
+        "import time,sys;from artfs.store.location import open_store;from artfs.store.registry import Registry;"
+        "from artfs.names import ArtifactName;r=Registry(open_store(sys.argv[1]));t=time.monotonic();"
+        "v=r.versions(ArtifactName('p','a'));print(time.monotonic()-t, len(v))"
+    )
     p = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True, timeout=600)
     return float(p.stdout.split()[0])
 
@@ -143,10 +158,14 @@ def bench_listing(b: Bucket, counts: list[int]) -> str:
         call = min(time_versions_call(url) for _ in range(3))
         rows.append(f"| {n:,} | {first_cli:.2f} | {cli:.2f} | {ls:.2f} | {call * 1000:.0f} |")
         print(rows[-1], flush=True)
-    head = ("| versions | first `artfs info p/a` (s) | `artfs info p/a` (s, best of 3) | `artfs ls p/a` (s) "
-            "| `Registry.versions()` in a fresh process (ms) |\n|---|---|---|---|---|")
-    return (f"{head}\n" + "\n".join(rows) + f"\n\n`artfs --version` alone (interpreter and imports): {baseline:.2f} s. "
-            f"loadavg {loadavg()}.\n")
+    head = (
+        "| versions | first `artfs info p/a` (s) | `artfs info p/a` (s, best of 3) | `artfs ls p/a` (s) "
+        "| `Registry.versions()` in a fresh process (ms) |\n|---|---|---|---|---|"
+    )
+    return (
+        f"{head}\n" + "\n".join(rows) + f"\n\n`artfs --version` alone (interpreter and imports): {baseline:.2f} s. "
+        f"loadavg {loadavg()}.\n"
+    )
 
 
 # -- 2. publish, listing and one-file commits at 100k / 1M entries ------------------------
@@ -191,8 +210,9 @@ def make_tree(root: str, n: int) -> None:
 def timed(cmd: list[str], env: dict, timeout: float) -> tuple[float, int, str]:
     """Wall seconds, peak RSS (MiB) and stdout of a command, via /usr/bin/time."""
     t = time.monotonic()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], env=env, capture_output=True, text=True,
-                       timeout=timeout, check=False)
+    p = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *cmd], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.strip()[-2000:]}")
     return time.monotonic() - t, int(p.stderr.strip().splitlines()[-1]) // 1024, p.stdout
@@ -202,8 +222,14 @@ def one_file_commit(b: Bucket, url: str, code_root: str, cache: str) -> dict:
     new = os.path.join(b.tmp, f"new-{time.monotonic_ns()}.bin")
     with open(new, "wb") as f:
         f.write(os.urandom(100))
-    p = subprocess.run([sys.executable, "-c", ONE_FILE_COMMIT, url, cache, new, code_root, os.path.join(ROOT, "tests")],
-                       env={**b.env, "PYTHONPATH": code_root}, capture_output=True, text=True, timeout=3600, check=False)
+    p = subprocess.run(
+        [sys.executable, "-c", ONE_FILE_COMMIT, url, cache, new, code_root, os.path.join(ROOT, "tests")],
+        env={**b.env, "PYTHONPATH": code_root},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-3000:])
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -232,20 +258,26 @@ def bench_entries(b: Bucket, counts: list[int], before: str | None) -> str:
             tries.insert(0, ("before (main 3f3c43b: every pack index)", before))
         for label, code in tries:
             fresh = one_file_commit(b, url, code, os.path.join(b.tmp, f"cache-c-{time.monotonic_ns()}"))
-            commits.append(f"| {n:,} | {label} | {fresh['seconds']:.2f} | {fresh['gets']} | "
-                           f"{fresh['get_bytes'] / 1e6:.1f} | {fresh['index_gets']} | {fresh['dedupe_gets']} | "
-                           f"{fresh['peak_rss_mib']} |")
+            commits.append(
+                f"| {n:,} | {label} | {fresh['seconds']:.2f} | {fresh['gets']} | "
+                f"{fresh['get_bytes'] / 1e6:.1f} | {fresh['index_gets']} | {fresh['dedupe_gets']} | "
+                f"{fresh['peak_rss_mib']} |"
+            )
             print(commits[-1], flush=True)
-    return ("| entries | `artfs put` (s) | put peak RSS (MiB) | `artfs ls p/a:v0` (s) | ls peak RSS (MiB) "
-            "| `artfs info p/a` (s) |\n|---|---|---|---|---|---|\n" + "\n".join(rows) +
-            "\n\nOne-file commit (a new 100-byte file, every other entry carried from the latest version as "
-            "one range, as a draft's commit does; "
-            "a fresh process and a fresh cache):\n\n"
-            "| entries in the store | code | seconds | GETs | MB read | `index/` GETs | `dedupe/` GETs | peak RSS (MiB) |"
-            "\n|---|---|---|---|---|---|---|---|\n" + "\n".join(commits) + f"\n\nloadavg {loadavg()}.\n")
+    return (
+        "| entries | `artfs put` (s) | put peak RSS (MiB) | `artfs ls p/a:v0` (s) | ls peak RSS (MiB) "
+        "| `artfs info p/a` (s) |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\nOne-file commit (a new 100-byte file, every other entry carried from the latest version as "
+        "one range, as a draft's commit does; "
+        "a fresh process and a fresh cache):\n\n"
+        "| entries in the store | code | seconds | GETs | MB read | `index/` GETs | `dedupe/` GETs | peak RSS (MiB) |"
+        "\n|---|---|---|---|---|---|---|---|\n" + "\n".join(commits) + f"\n\nloadavg {loadavg()}.\n"
+    )
 
 
 # -- 3. many hosts on one bucket ---------------------------------------------------------
+
 
 def bench_hosts(b: Bucket, counts: list[int], refresh: float, poll: float) -> tuple[str, str]:
     from hosts import RequestCounter, run_hosts
@@ -258,16 +290,27 @@ def bench_hosts(b: Bucket, counts: list[int], refresh: float, poll: float) -> tu
         for h in counts:
             root = tempfile.mkdtemp(prefix=f"artfs-hosts{h}-")
             t = time.monotonic()
-            r = run_hosts(b.url(f"hosts{h}"), root, hosts=h, commits=1, refresh=refresh, env=env,
-                          deadline=900, read_sample=8, poll_seconds=poll)
+            r = run_hosts(
+                b.url(f"hosts{h}"),
+                root,
+                hosts=h,
+                commits=1,
+                refresh=refresh,
+                env=env,
+                deadline=900,
+                read_sample=8,
+                poll_seconds=poll,
+            )
             shutil.rmtree(root, ignore_errors=True)
             print(r.summary(), f"({time.monotonic() - t:.0f} s)", r.errors[:5], flush=True)
             f = sorted(r.freshness) or [float("nan")]
             g = sorted(r.since_record) or [float("nan")]
-            rows.append(f"| {h} | {len(r.commits)} | {'yes' if r.dense else 'NO'} | {r.reads} | {len(r.errors)} "
-                        f"| {f[len(f) // 2]:.2f} | {f[int(len(f) * 0.99)]:.2f} | {f[-1]:.2f} | {g[-1]:.2f} | {r.unseen} "
-                        f"| {sum(r.rss_kib) / 1024:,.0f} | {sum(r.rss_kib) / 1024 / max(1, len(r.rss_kib)):.0f} "
-                        f"| {r.mount_seconds:.0f} | {loadavg()} |")
+            rows.append(
+                f"| {h} | {len(r.commits)} | {'yes' if r.dense else 'NO'} | {r.reads} | {len(r.errors)} "
+                f"| {f[len(f) // 2]:.2f} | {f[int(len(f) * 0.99)]:.2f} | {f[-1]:.2f} | {g[-1]:.2f} | {r.unseen} "
+                f"| {sum(r.rss_kib) / 1024:,.0f} | {sum(r.rss_kib) / 1024 / max(1, len(r.rss_kib)):.0f} "
+                f"| {r.mount_seconds:.0f} | {loadavg()} |"
+            )
             c0, c1 = r.commit_window
             commit_reqs = proxy.between(c0, c1)
             p0, p1 = r.poll_window
@@ -278,18 +321,24 @@ def bench_hosts(b: Bucket, counts: list[int], refresh: float, poll: float) -> tu
             per_commit = sum(commit_reqs.values()) / max(1, len(r.commits))
             top = ", ".join(f"{k} {a} {n / span:.1f}" for (k, a), n in poll_reqs.most_common(4))
             ctop = ", ".join(f"{k} {a} {n / max(1, len(r.commits)):.1f}" for (k, a), n in commit_reqs.most_common(8))
-            rates.append(f"| {h} | {refresh:g} | {span:.0f} | {reads / span:.1f} | {writes / span:.1f} "
-                         f"| {reads / span / h * refresh:.2f} | {top} | {per_commit:.0f} | {ctop} |")
+            rates.append(
+                f"| {h} | {refresh:g} | {span:.0f} | {reads / span:.1f} | {writes / span:.1f} "
+                f"| {reads / span / h * refresh:.2f} | {top} | {per_commit:.0f} | {ctop} |"
+            )
             print(rates[-1], flush=True)
     finally:
         proxy.close()
-    table = ("| hosts | commits | versions dense | reads checked | errors | freshness p50 (s) | p99 (s) | max (s) "
-             "| max from the record's creation (s) | (host, version) never seen | daemons' RSS total (MiB) "
-             "| per daemon (MiB) | mounting all (s) | loadavg after |\n"
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    rate = ("| hosts | refresh (s) | polling window (s) | reads/s to the bucket | writes/s | reads per host per refresh "
-            "| top (kind area: per s) | requests per commit | per commit (kind area: count) |\n"
-            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rates))
+    table = (
+        "| hosts | commits | versions dense | reads checked | errors | freshness p50 (s) | p99 (s) | max (s) "
+        "| max from the record's creation (s) | (host, version) never seen | daemons' RSS total (MiB) "
+        "| per daemon (MiB) | mounting all (s) | loadavg after |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+    rate = (
+        "| hosts | refresh (s) | polling window (s) | reads/s to the bucket | writes/s | reads per host per refresh "
+        "| top (kind area: per s) | requests per commit | per commit (kind area: count) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rates)
+    )
     return table, rate
 
 
@@ -310,8 +359,10 @@ def main() -> None:
         if args.what in ("listing", "all"):
             out.append("### Version listings (SeaweedFS, loopback)\n\n" + bench_listing(b, args.versions))
         if args.what in ("dedupe", "all"):
-            out.append("### Publish, listing and one-file commits by entries (SeaweedFS, loopback)\n\n"
-                       + bench_entries(b, args.entries, args.before))
+            out.append(
+                "### Publish, listing and one-file commits by entries (SeaweedFS, loopback)\n\n"
+                + bench_entries(b, args.entries, args.before)
+            )
         if args.what in ("hosts", "all"):
             table, rate = bench_hosts(b, args.hosts, args.refresh, args.poll)
             out.append("### Many hosts on one bucket (SeaweedFS, loopback)\n\n" + table + "\n")

@@ -104,10 +104,15 @@ def counting(store_url, tmp_path):
 
 # -- round trips --------------------------------------------------------------------------
 def test_log_and_use_round_trip_with_nested_names(env):
-    src = write_tree(env / "src", {
-        "model.h5": b"weights" * 100,
-        "images/cat.png": b"cat", "images/dog.png": b"dog", "images/deep/er/owl.png": b"owl",
-    })
+    src = write_tree(
+        env / "src",
+        {
+            "model.h5": b"weights" * 100,
+            "images/cat.png": b"cat",
+            "images/dog.png": b"dog",
+            "images/deep/er/owl.png": b"owl",
+        },
+    )
     art = artfs.Artifact("bikes", type="dataset", description="bikes", metadata={"classes": 3})
     assert art.is_draft and art.version is None and art.state == "PENDING"
     art.add_file(os.path.join(src, "model.h5"), name="models/best/model.h5")
@@ -118,9 +123,13 @@ def test_log_and_use_round_trip_with_nested_names(env):
     with art.new_file("raw.bin", mode="wb") as f:
         f.write(bytes(range(256)))
     expected = {
-        "model.h5": b"weights" * 100, "models/best/model.h5": b"weights" * 100,
-        "images/cat.png": b"cat", "images/dog.png": b"dog", "images/deep/er/owl.png": b"owl",
-        "notes/README.txt": b"hello\n", "raw.bin": bytes(range(256)),
+        "model.h5": b"weights" * 100,
+        "models/best/model.h5": b"weights" * 100,
+        "images/cat.png": b"cat",
+        "images/dog.png": b"dog",
+        "images/deep/er/owl.png": b"owl",
+        "notes/README.txt": b"hello\n",
+        "raw.bin": bytes(range(256)),
     }
     assert art.files == sorted(expected)
 
@@ -156,13 +165,18 @@ def test_add_dir_without_name_lands_at_the_root_and_name_is_a_prefix(env):
     assert art.files == ["a.txt", "pre/fix/a.txt", "pre/fix/sub/b.txt", "sub/b.txt"]
     logged = artfs.log_artifact(art)
     assert logged.qualified_name == "demo/dirs:v0"
-    assert read_tree(logged.download()) == {"a.txt": b"a", "sub/b.txt": b"b", "pre/fix/a.txt": b"a",
-                                             "pre/fix/sub/b.txt": b"b"}
+    assert read_tree(logged.download()) == {
+        "a.txt": b"a",
+        "sub/b.txt": b"b",
+        "pre/fix/a.txt": b"a",
+        "pre/fix/sub/b.txt": b"b",
+    }
 
 
 def test_remove_a_file_and_a_folder_prefix(env):
-    src = write_tree(env / "d", {"keep.txt": "k", "drop.txt": "d", "dir/x": "x", "dir/sub/y": "y",
-                                 "dirty/z": "z", "other/w": "w"})
+    src = write_tree(
+        env / "d", {"keep.txt": "k", "drop.txt": "d", "dir/x": "x", "dir/sub/y": "y", "dirty/z": "z", "other/w": "w"}
+    )
     art = artfs.Artifact("demo/rm", "dataset")
     art.add_dir(src)
     art.remove("drop.txt")
@@ -227,8 +241,9 @@ def test_new_draft_moves_only_what_changed(env, counting):
     # files' dedupe shards): no object for the untouched big file, no old image re-sent.
     puts = Counter(objects.puts)
     assert 1 <= puts.pop("dedupe") <= 2  # (one shard if both digests share a prefix)
-    assert puts == Counter({"packs": 1, "index": 1, "manifests": 1, "versions": 1, "aliases.json": 1,
-                            "version-index": 1})
+    assert puts == Counter(
+        {"packs": 1, "index": 1, "manifests": 1, "versions": 1, "aliases.json": 1, "version-index": 1}
+    )
     assert objects.bytes_put < 64 << 10
 
     expected = dict(files)
@@ -268,8 +283,10 @@ def test_new_draft_of_an_older_version_and_folder_edits(env):
 
 def test_save_changes_description_metadata_and_aliases(env):
     src = write_tree(env / "d", {"a.txt": "a"})
-    artfs.log_artifact(artfs.Artifact("demo/meta", "model", description="d0", metadata={"old": 1, "keep": 2})
-                       .add_dir(src), aliases=["candidate"])
+    artfs.log_artifact(
+        artfs.Artifact("demo/meta", "model", description="d0", metadata={"old": 1, "keep": 2}).add_dir(src),
+        aliases=["candidate"],
+    )
     write_tree(src, {"a.txt": "a2"})
     artfs.log_artifact(artfs.Artifact("demo/meta", "model").add_dir(src))
 

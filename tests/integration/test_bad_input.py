@@ -23,8 +23,17 @@ def one_line(result) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("command", [["ls"], ["ls", "p"], ["info", "p/a:v0"], ["get", "p/a", "--root", "out"],
-                                     ["lineage", "p/a:v0"], ["gc", "--dry-run"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ls"],
+        ["ls", "p"],
+        ["info", "p/a:v0"],
+        ["get", "p/a", "--root", "out"],
+        ["lineage", "p/a:v0"],
+        ["gc", "--dry-run"],
+    ],
+)
 def test_commands_that_only_read_refuse_a_location_with_no_store_and_create_nothing(tmp_path, command):
     mistyped = str(tmp_path / "mistyped" / "store")
     r = run_artfs(command, store=mistyped, cache=str(tmp_path / "cache"), cwd=str(tmp_path))
@@ -48,11 +57,16 @@ def test_ls_of_a_missing_project_exits_1(artfs, src):
     assert r.returncode == 1 and "project nosuchproject does not exist" in one_line(r)
 
 
-@pytest.mark.parametrize("metadata, why", [
-    ('{"a": NaN}', "NaN is not JSON"), ('{"a": Infinity}', "Infinity is not JSON"),
-    ('{"a": -Infinity}', "-Infinity is not JSON"), ('{"a": ' + "[" * 40 + "]" * 40 + "}", "deeper than 32"),
-    ('[1, 2]', "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "metadata, why",
+    [
+        ('{"a": NaN}', "NaN is not JSON"),
+        ('{"a": Infinity}', "Infinity is not JSON"),
+        ('{"a": -Infinity}', "-Infinity is not JSON"),
+        ('{"a": ' + "[" * 40 + "]" * 40 + "}", "deeper than 32"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
 def test_metadata_is_strict_json_with_a_depth_bound(artfs, src, metadata, why):
     r = artfs("put", src, "--name", "p/a", "--type", "dataset", "--metadata", metadata)
     assert r.returncode == 1 and why in one_line(r)
@@ -102,8 +116,9 @@ def test_verify_names_each_damaged_file_and_a_publish_of_the_same_bytes_repairs_
 
 def test_quiet_says_nothing_but_results(tmp_path, src):
     store = str(tmp_path / "quiet-store")
-    r = run_artfs(["--quiet", "put", src, "--name", "p/a", "--type", "dataset"], store=store,
-                  cache=str(tmp_path / "c")).ok()
+    r = run_artfs(
+        ["--quiet", "put", src, "--name", "p/a", "--type", "dataset"], store=store, cache=str(tmp_path / "c")
+    ).ok()
     assert r.stdout.strip() == "p/a:v0" and r.stderr == ""
 
 

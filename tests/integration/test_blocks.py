@@ -28,8 +28,9 @@ def _stored_bytes(store) -> int:
 
 
 def _put(store, src):
-    return store.publish(A, "model", walk_sources(str(src), None), base=store.registry.latest(A),
-                         same_as=store.registry.latest(A))
+    return store.publish(
+        A, "model", walk_sources(str(src), None), base=store.registry.latest(A), same_as=store.registry.latest(A)
+    )
 
 
 def test_a_one_byte_change_stores_one_block(store, blocks, tmp_path):

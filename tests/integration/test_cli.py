@@ -53,8 +53,9 @@ def test_single_directory_is_the_root_several_arguments_keep_their_names(local_c
     artfs("put", "data", "--name", "p/root", "--type", "dataset").ok()
     assert _files(artfs, "p/root:v0") == sorted(FILES)
     artfs("put", "data/images", "data/labels.csv", "--name", "p/several", "--type", "dataset").ok()
-    assert _files(artfs, "p/several:v0") == sorted(["images/cat.png", "images/dog.png", "images/sub/bird.png",
-                                                    "labels.csv"])
+    assert _files(artfs, "p/several:v0") == sorted(
+        ["images/cat.png", "images/dog.png", "images/sub/bird.png", "labels.csv"]
+    )
     artfs("put", "data/labels.csv", "--name", "p/one-file", "--type", "dataset").ok()
     assert _files(artfs, "p/one-file:v0") == ["labels.csv"]
     artfs("put", "data/images/sub", "data/images", "--name", "p/nested", "--type", "dataset").ok()
@@ -66,8 +67,22 @@ def _files(artfs, spec):
 
 
 def test_aliases_description_and_metadata_at_put(artfs, data):
-    artfs("put", "data", "--name", "demo/bikes", "--type", "dataset", "--alias", "best", "-a", "prod",
-          "--description", "bikes", "--metadata", '{"classes": 3}').ok()
+    artfs(
+        "put",
+        "data",
+        "--name",
+        "demo/bikes",
+        "--type",
+        "dataset",
+        "--alias",
+        "best",
+        "-a",
+        "prod",
+        "--description",
+        "bikes",
+        "--metadata",
+        '{"classes": 3}',
+    ).ok()
     info = json.loads(artfs("info", "demo/bikes:v0").ok().stdout)
     assert info["aliases"] == ["latest", "best", "prod"]
     assert info["description"] == "bikes" and info["metadata"] == {"classes": 3}
@@ -84,8 +99,12 @@ def test_type_clash_is_refused(artfs, data):
 def test_get_writes_exact_bytes_and_skips_what_is_there(artfs, data, tmp_path):
     artfs("put", "data", "--name", "demo/bikes", "--type", "dataset", "--alias", "best").ok()
     expected = as_bytes(FILES)
-    for spec, out in [("demo/bikes:latest", "o1"), ("demo/bikes:v0", "o2"), ("demo/bikes:best", "o3"),
-                      ("demo/bikes", "o4")]:
+    for spec, out in [
+        ("demo/bikes:latest", "o1"),
+        ("demo/bikes:v0", "o2"),
+        ("demo/bikes:best", "o3"),
+        ("demo/bikes", "o4"),
+    ]:
         r = artfs("get", spec, "--root", out).ok()
         assert r.out == str(tmp_path / out)
         assert "4 written" in r.stderr, r
@@ -109,8 +128,12 @@ def test_get_default_root(local_cli, data, tmp_path):
 
 
 def test_get_large_files_and_modes(artfs, tmp_path):
-    files = {"model.bin": os.urandom(3 * CHUNK_SIZE + 11), "run.sh": "#!/bin/sh\necho hi\n", "empty": b"",
-             "naïve name with spaces/日本.txt": "unicode"}
+    files = {
+        "model.bin": os.urandom(3 * CHUNK_SIZE + 11),
+        "run.sh": "#!/bin/sh\necho hi\n",
+        "empty": b"",
+        "naïve name with spaces/日本.txt": "unicode",
+    }
     src = write_tree(tmp_path / "m", files)
     os.chmod(os.path.join(src, "run.sh"), 0o755)
     artfs("put", "m", "--name", "p/model", "--type", "model").ok()
@@ -143,14 +166,37 @@ def test_ls_four_forms(artfs, data, tmp_path):
 
 
 def test_info_json(artfs, data):
-    artfs("put", "data", "--name", "demo/bikes", "--type", "dataset", "--alias", "best",
-          "--description", "bikes", "--metadata", '{"classes": 3, "nested": {"a": [1, 2]}}').ok()
+    artfs(
+        "put",
+        "data",
+        "--name",
+        "demo/bikes",
+        "--type",
+        "dataset",
+        "--alias",
+        "best",
+        "--description",
+        "bikes",
+        "--metadata",
+        '{"classes": 3, "nested": {"a": [1, 2]}}',
+    ).ok()
     write_tree(os.path.join(artfs.cwd, "data"), {"extra.txt": "more"})
     artfs("put", "data", "--name", "demo/bikes", "--type", "dataset").ok()
     v0 = json.loads(artfs("info", "demo/bikes:v0").ok().stdout)
     v1 = json.loads(artfs("info", "demo/bikes:latest").ok().stdout)
-    for key in ("type", "version", "aliases", "digest", "size", "files", "description", "metadata", "creator",
-                "created", "base"):
+    for key in (
+        "type",
+        "version",
+        "aliases",
+        "digest",
+        "size",
+        "files",
+        "description",
+        "metadata",
+        "creator",
+        "created",
+        "base",
+    ):
         assert key in v0, key
     assert v0["name"] == "demo/bikes" and v0["type"] == "dataset" and v0["version"] == "v0"
     assert v0["aliases"] == ["best"] and v1["aliases"] == ["latest"]
@@ -267,8 +313,11 @@ def test_symbolic_links_are_followed_and_loops_refused(local_cli, tmp_path):
     os.symlink(tmp_path / "elsewhere" / "file.txt", tmp_path / "d" / "linked-file.txt")
     local_cli("put", "d", "--name", "p/links", "--type", "dataset").ok()
     local_cli("get", "p/links", "--root", "out").ok()
-    assert read_tree(tmp_path / "out") == {"plain.txt": b"plain", "linked-dir/deep.txt": b"deep",
-                                           "linked-file.txt": b"target"}
+    assert read_tree(tmp_path / "out") == {
+        "plain.txt": b"plain",
+        "linked-dir/deep.txt": b"deep",
+        "linked-file.txt": b"target",
+    }
     os.symlink("..", tmp_path / "d" / "loop")
     local_cli("put", "d", "--name", "p/loop", "--type", "dataset").fails("loop")
     os.unlink(tmp_path / "d" / "loop")
@@ -303,8 +352,16 @@ def test_debug_shows_the_traceback(local_cli):
 
 # -- damaged store: a clear error naming the record, never wrong bytes ------------------------
 
-DAMAGES = ["version record", "alias record", "manifest", "pack byte", "truncated pack", "object byte",
-           "truncated object", "missing pack"]
+DAMAGES = [
+    "version record",
+    "alias record",
+    "manifest",
+    "pack byte",
+    "truncated pack",
+    "object byte",
+    "truncated object",
+    "missing pack",
+]
 
 
 def test_damaged_store_is_reported_and_never_served(artfs, tmp_path):
@@ -316,8 +373,11 @@ def test_damaged_store_is_reported_and_never_served(artfs, tmp_path):
     pack, obj = next(iter(raw.list("packs/"))).key, next(iter(raw.list("objects/"))).key
     problems = []
     for damage in DAMAGES:
-        key = {"version record": "artifacts/p/a/versions/v0.json", "alias record": "artifacts/p/a/aliases.json",
-               "manifest": f"manifests/{digest}"}.get(damage, pack if "pack" in damage else obj)
+        key = {
+            "version record": "artifacts/p/a/versions/v0.json",
+            "alias record": "artifacts/p/a/aliases.json",
+            "manifest": f"manifests/{digest}",
+        }.get(damage, pack if "pack" in damage else obj)
         good = raw.get(key)
         mid = len(good) // 2
         if damage.startswith("truncated"):
@@ -325,7 +385,7 @@ def test_damaged_store_is_reported_and_never_served(artfs, tmp_path):
         elif damage.startswith("missing"):
             raw.delete(key)
         elif damage.endswith("byte"):
-            raw.put(key, good[:mid] + bytes([good[mid] ^ 0x01]) + good[mid + 1:])
+            raw.put(key, good[:mid] + bytes([good[mid] ^ 0x01]) + good[mid + 1 :])
         else:
             raw.put(key, good[:mid])
         out = tmp_path / f"out-{damage.replace(' ', '-')}"
@@ -347,10 +407,24 @@ def test_damaged_store_is_reported_and_never_served(artfs, tmp_path):
 
 # -- store selection ---------------------------------------------------------------------------
 
+
 def test_store_flag_and_file_url(tmp_path, data):
     store = tmp_path / "flagged"
-    r = run_artfs(["--store", f"file://{store}", "--cache", str(tmp_path / "c"), "put", "data", "--name", "p/a",
-                   "--type", "dataset"], cwd=str(tmp_path))
+    r = run_artfs(
+        [
+            "--store",
+            f"file://{store}",
+            "--cache",
+            str(tmp_path / "c"),
+            "put",
+            "data",
+            "--name",
+            "p/a",
+            "--type",
+            "dataset",
+        ],
+        cwd=str(tmp_path),
+    )
     assert r.ok().out == "p/a:v0"
     assert (store / "artifacts" / "p" / "a" / "versions" / "v0.json").exists()
     r = run_artfs(["ls", "p/a"], store=str(store), cache=str(tmp_path / "c"))
@@ -358,8 +432,11 @@ def test_store_flag_and_file_url(tmp_path, data):
 
 
 def test_default_store_is_under_the_data_dir(tmp_path, data):
-    env = {"XDG_DATA_HOME": str(tmp_path / "xdg-data"), "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
-           "HOME": str(tmp_path / "home")}
+    env = {
+        "XDG_DATA_HOME": str(tmp_path / "xdg-data"),
+        "XDG_CACHE_HOME": str(tmp_path / "xdg-cache"),
+        "HOME": str(tmp_path / "home"),
+    }
     run_artfs(["put", "data", "--name", "p/a", "--type", "dataset"], cwd=str(tmp_path), env=env).ok()
     assert (tmp_path / "xdg-data" / "artfs" / "store" / "artifacts" / "p" / "a").is_dir()
 

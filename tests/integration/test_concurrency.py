@@ -57,9 +57,17 @@ def _check_versions(artfs, tmp_path, trees, artifact):
 def test_racing_cli_puts(artfs, tmp_path):
     trees = _inputs(tmp_path)
     env = {**os.environ, "ARTFS_STORE": artfs.store, "ARTFS_CACHE": artfs.cache}
-    procs = [subprocess.Popen([ARTFS_BIN, "put", f"in{i}", "--name", "p/race", "--type", "dataset"], cwd=tmp_path,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(WRITERS)]
+    procs = [
+        subprocess.Popen(
+            [ARTFS_BIN, "put", f"in{i}", "--name", "p/race", "--type", "dataset"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(WRITERS)
+    ]
     results = wait_all(procs)
     for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err
@@ -72,6 +80,7 @@ def test_racing_cli_puts(artfs, tmp_path):
 
 
 # -- writers that collide on the same version number -------------------------------------
+
 
 def _commit_at_barrier(url, cache, src, barrier, queue):
     """Child process: publish `src`, but wait for every writer right before the commit."""
@@ -115,8 +124,9 @@ def _run_children(target, args_list, timeout=120):
 def test_committers_colliding_on_one_version_number(artfs, tmp_path):
     trees = _inputs(tmp_path)
     barrier = SPAWN.Barrier(WRITERS)
-    results = _run_children(_commit_at_barrier, [(artfs.store, artfs.cache, str(tmp_path / f"in{i}"), barrier)
-                                                 for i in range(WRITERS)])
+    results = _run_children(
+        _commit_at_barrier, [(artfs.store, artfs.cache, str(tmp_path / f"in{i}"), barrier) for i in range(WRITERS)]
+    )
     errors = [r for _, r in results if r.startswith("ERROR")]
     assert not errors, errors
     assert sorted(v for _, v in results) == sorted(f"p/collide:v{i}" for i in range(WRITERS))
@@ -177,8 +187,16 @@ def test_racing_alias_and_metadata_changes_lose_nothing(artfs, tmp_path):
 def test_racing_moves_of_one_alias_end_on_one_version(artfs, tmp_path):
     _two_versions(artfs, tmp_path)
     env = {**os.environ, "ARTFS_STORE": artfs.store, "ARTFS_CACHE": artfs.cache}
-    procs = [subprocess.Popen([ARTFS_BIN, "alias", "add", f"p/a:v{v}", "best", "prod"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in (0, 1, 0, 1)]
+    procs = [
+        subprocess.Popen(
+            [ARTFS_BIN, "alias", "add", f"p/a:v{v}", "best", "prod"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in (0, 1, 0, 1)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
@@ -192,8 +210,9 @@ def test_identical_publishes_racing_make_one_version(artfs, tmp_path):
     every one of them prints the version the first made."""
     _inputs(tmp_path, 1)
     barrier = SPAWN.Barrier(4)
-    results = _run_children(_commit_at_barrier, [(artfs.store, artfs.cache, str(tmp_path / "in0"), barrier)
-                                                 for _ in range(4)])
+    results = _run_children(
+        _commit_at_barrier, [(artfs.store, artfs.cache, str(tmp_path / "in0"), barrier) for _ in range(4)]
+    )
     assert not [r for _, r in results if r.startswith("ERROR")], results
     assert {v for _, v in results} == {"p/collide:v0"}
     lines = artfs("ls", "p/collide").ok().out.splitlines()

@@ -36,10 +36,13 @@ MiB = 1 << 20
 
 # -- the workers (run as `python test_gc_concurrency.py ROLE WORKDIR STORE N`) ---------------------
 
+
 def pool() -> tuple[list[bytes], list[bytes]]:
     """Content every worker draws from, so commits dedupe against each other's (and deleted) bytes."""
     rnd = random.Random(20240601)
-    return [rnd.randbytes(rnd.randrange(500, 20000)) for _ in range(6)], [rnd.randbytes(MiB + 4096 * k) for k in range(3)]
+    return [rnd.randbytes(rnd.randrange(500, 20000)) for _ in range(6)], [
+        rnd.randbytes(MiB + 4096 * k) for k in range(3)
+    ]
 
 
 def sha(data: bytes) -> str:
@@ -103,8 +106,9 @@ def worker(role: str, workdir: str, n: int) -> None:
             if role == "commit":
                 code, out, err = artfs_main("put", src, "--name", "p/data", "--type", "dataset")
             else:
-                code, out, err = artfs_main("put", src, "--name", "p/dist", "--type", "dataset",
-                                            "--distributed-id", "job-1")
+                code, out, err = artfs_main(
+                    "put", src, "--name", "p/dist", "--type", "dataset", "--distributed-id", "job-1"
+                )
             log(op=role, code=code, out=out, err=err, files={k: sha(v) for k, v in files.items()})
             shutil.rmtree(src)
         elif role == "delete":
@@ -140,6 +144,7 @@ if __name__ == "__main__":
 
 # -- the test ----------------------------------------------------------------------------------------
 
+
 def read_journal(workdir, name) -> list[dict]:
     path = os.path.join(workdir, f"{name}.jsonl")
     with open(path) as f:
@@ -160,10 +165,21 @@ def test_gc_in_a_loop_while_others_commit_upsert_delete_and_read(s3_test_bucket,
         write_files(str(tmp_path / "first"), {"pooled.bin": pool()[0][0], "big.bin": pool()[1][0]})
         cli("put", "first", "--name", "p/data", "--type", "dataset").ok()
         for role, n in roles:
-            env = {**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": str(tmp_path / f"cache-{role}{n}"),
-                   "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
-            procs.append(subprocess.Popen([sys.executable, os.path.abspath(__file__), role, workdir, str(n)],
-                                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            env = {
+                **os.environ,
+                "ARTFS_STORE": store,
+                "ARTFS_CACHE": str(tmp_path / f"cache-{role}{n}"),
+                "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            }
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), role, workdir, str(n)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
         time.sleep(RUN_SECONDS)
     finally:
         open(os.path.join(workdir, "stop"), "w").close()
@@ -217,9 +233,16 @@ def test_gc_in_a_loop_while_others_commit_upsert_delete_and_read(s3_test_bucket,
     assert freed or not final.startswith("freed 0 B"), "gc never freed anything: collection was not exercised"
     remaining = [line.split("\t")[0] for line in cli("ls", "p/data").ok().out.splitlines()]
     assert {f"p/data:{v}" for v in remaining} == set(put) - deleted
-    checks = [subprocess.Popen([ARTFS_BIN, "get", f"p/data:{v}", "--root", str(tmp_path / "verify" / v)],
-                               env={**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": str(tmp_path / f"vc-{v}")},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in remaining]
+    checks = [
+        subprocess.Popen(
+            [ARTFS_BIN, "get", f"p/data:{v}", "--root", str(tmp_path / "verify" / v)],
+            env={**os.environ, "ARTFS_STORE": store, "ARTFS_CACHE": str(tmp_path / f"vc-{v}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in remaining
+    ]
     for v, p in zip(remaining, checks):
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, f"artfs get p/data:{v} failed after gc: {err}"

@@ -22,8 +22,12 @@ def test_an_object_is_pinned_by_generation_and_md5(gcs_env):  # noqa: F811
     (e,) = access.resolve(f"gs://{bucket}/models/w.bin")
     meta = gcs_env.metadata(bucket, "models/w.bin")
     assert e.path == "w.bin" and e.size == len(data)
-    assert e.ref == {"uri": f"gs://{bucket}/models/w.bin", "generation": generation, "md5": meta["md5Hash"],
-                     "gcs_etag": meta["etag"]}
+    assert e.ref == {
+        "uri": f"gs://{bucket}/models/w.bin",
+        "generation": generation,
+        "md5": meta["md5Hash"],
+        "gcs_etag": meta["etag"],
+    }
     assert access.read(e) == data
     assert access.read(e, 1000, 1010) == data[1000:1010]  # one ranged GET, verified by its headers
     assert access.read(e, len(data) - 3) == data[-3:]
@@ -83,19 +87,40 @@ def test_wandb_gs_entries_in_and_out(gcs_env, artfs, tmp_path):  # noqa: F811
     bucket = gcs_env.bucket(versioned=True)
     generation = gcs_env.put(bucket, "w/model.pt", b"weights")
     meta = gcs_env.metadata(bucket, "w/model.pt")
-    doc = {"version": 1, "storagePolicy": "wandb-storage-policy-v1", "storagePolicyConfig": {"storageLayout": "V2"},
-           "contents": {"model.pt": {"digest": meta["etag"], "ref": f"gs://{bucket}/w/model.pt", "size": 7,
-                                     "extra": {"versionID": int(generation)}}}}
+    doc = {
+        "version": 1,
+        "storagePolicy": "wandb-storage-policy-v1",
+        "storagePolicyConfig": {"storageLayout": "V2"},
+        "contents": {
+            "model.pt": {
+                "digest": meta["etag"],
+                "ref": f"gs://{bucket}/w/model.pt",
+                "size": 7,
+                "extra": {"versionID": int(generation)},
+            }
+        },
+    }
     (tmp_path / "m.json").write_text(json.dumps(doc))
     (tmp_path / "files").mkdir()
-    artfs("wandb", "import", str(tmp_path / "m.json"), "--files", str(tmp_path / "files"), "--name", "demo/m",
-          "--type", "model").ok()
+    artfs(
+        "wandb",
+        "import",
+        str(tmp_path / "m.json"),
+        "--files",
+        str(tmp_path / "files"),
+        "--name",
+        "demo/m",
+        "--type",
+        "model",
+    ).ok()
     gcs_env.put(bucket, "w/model.pt", b"newer weights")
     artfs("get", "demo/m:v0", "--root", str(tmp_path / "got")).ok()
     assert (tmp_path / "got" / "model.pt").read_bytes() == b"weights"
     out = artfs("wandb", "export", "demo/m:v0").ok().stdout
-    assert ArtifactManifest.from_manifest_json(json.loads(out)).digest() == \
-        ArtifactManifest.from_manifest_json(doc).digest()
+    assert (
+        ArtifactManifest.from_manifest_json(json.loads(out)).digest()
+        == ArtifactManifest.from_manifest_json(doc).digest()
+    )
     # a version made by artfs from the same object exports W&B's digest too (the etag is pinned)
     artfs("put", f"gs://{bucket}/w/model.pt", "--name", "demo/m2", "--type", "model").ok()
     again = json.loads(artfs("wandb", "export", "demo/m2:v0").ok().stdout)["contents"]["model.pt"]

@@ -41,6 +41,7 @@ def tree(tmp_path):
 
 # -- versions -------------------------------------------------------------------------
 
+
 def test_versions_are_dense_and_latest_moves(store, tree):
     r0 = put(store, tree({"a.txt": "one"}))
     assert r0.created and str(r0.version) == "p/a:v0"
@@ -56,8 +57,7 @@ def test_versions_are_dense_and_latest_moves(store, tree):
 
 
 def test_version_record_fields(store, tree):
-    rec = put(store, tree({"x/a.bin": b"12345", "b.txt": "hi"}), description="desc",
-              metadata={"k": [1, 2]}).version
+    rec = put(store, tree({"x/a.bin": b"12345", "b.txt": "hi"}), description="desc", metadata={"k": [1, 2]}).version
     back = store.resolve("p/a:v0")
     assert back.type == "dataset" and back.size == 7 and back.files == 2
     assert back.description == "desc" and back.metadata == {"k": [1, 2]}
@@ -105,6 +105,7 @@ def test_empty_put_is_refused(store, tmp_path):
 
 
 # -- aliases --------------------------------------------------------------------------
+
 
 def test_aliases(store, tree):
     put(store, tree({"a": "1"}), aliases=["best", "prod"])
@@ -165,12 +166,22 @@ def test_update_with_a_stale_record_keeps_both_changes(store, tree):
 
 # -- damaged records --------------------------------------------------------------------
 
+
 def _damage(store, key, data):
     open_store(store.url).put(key, data)
 
 
-@pytest.mark.parametrize("bad", [b"", b"{not json", b"[]", b'{"format": 2}', b'{"format": 1}',
-                                 b'{"format": 1, "manifest": "xyz", "type": "dataset", "created": 1}'])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"{not json",
+        b"[]",
+        b'{"format": 2}',
+        b'{"format": 1}',
+        b'{"format": 1, "manifest": "xyz", "type": "dataset", "created": 1}',
+    ],
+)
 def test_corrupt_version_record_is_named(store, tree, bad):
     put(store, tree({"a": "1"}))
     key = "artifacts/p/a/versions/v0.json"
@@ -201,7 +212,7 @@ def test_corrupt_manifest_is_named(store, tree, how):
     rec = put(store, tree({"a": "1", "b": "2"})).version
     key = f"manifests/{rec.manifest}"
     raw = open_store(store.url).get(key)
-    bad = {"truncated": raw[:len(raw) // 2], "flipped": raw[:5] + bytes([raw[5] ^ 1]) + raw[6:], "empty": b""}[how]
+    bad = {"truncated": raw[: len(raw) // 2], "flipped": raw[:5] + bytes([raw[5] ^ 1]) + raw[6:], "empty": b""}[how]
     _damage(store, key, bad)
     fresh = Store(store.url, store.cache_dir)
     with pytest.raises(CorruptRecord, match=key):
@@ -209,6 +220,7 @@ def test_corrupt_manifest_is_named(store, tree, how):
 
 
 # -- only changed bytes move -------------------------------------------------------------
+
 
 def _dataset(seed: int = 0):
     big = {f"weights/part{i}.bin": os.urandom(5 * CHUNK_SIZE + 123 * i) for i in range(8)}  # ~40 MiB
@@ -242,8 +254,13 @@ def test_only_changed_bytes_move(counted, tree, tmp_path):
     r = put(store, tree(files))
     assert r.created and r.version.number == 1
     kinds = sorted(k.split("/")[0] if not k.startswith("artifacts/") else k for k, _ in _stored(counter))
-    assert kinds == ["artifacts/p/a/version-index/b0.json", "artifacts/p/a/versions/v1.json",
-                     "manifests", "objects", "pieces"], counter.writes
+    assert kinds == [
+        "artifacts/p/a/version-index/b0.json",
+        "artifacts/p/a/versions/v1.json",
+        "manifests",
+        "objects",
+        "pieces",
+    ], counter.writes
     assert counter.written("objects/")[0][1] == len(files["weights/part3.bin"])
     assert counter.written("pieces/")[0][1] == -(-len(files["weights/part3.bin"]) // PIECE_SIZE) * 32
     manifest_bytes = counter.written("manifests/")[0][1]
@@ -256,8 +273,14 @@ def test_only_changed_bytes_move(counted, tree, tmp_path):
     r = put(store, tree(files))
     assert r.version.number == 2
     kinds = sorted(k.split("/")[0] if not k.startswith("artifacts/") else k for k, _ in _stored(counter))
-    assert kinds == ["artifacts/p/a/version-index/b0.json", "artifacts/p/a/versions/v2.json",
-                     "dedupe", "index", "manifests", "packs"], counter.writes
+    assert kinds == [
+        "artifacts/p/a/version-index/b0.json",
+        "artifacts/p/a/versions/v2.json",
+        "dedupe",
+        "index",
+        "manifests",
+        "packs",
+    ], counter.writes
     assert counter.written("packs/")[0][1] == 4000
     assert counter.written("index/")[0][1] < 200
 
@@ -297,6 +320,7 @@ def test_small_files_are_packed(counted, tree, tmp_path):
 
 
 # -- download ---------------------------------------------------------------------------
+
 
 def test_download_is_exact_and_resumes_nothing_twice(counted, tree, tmp_path):
     store, counter = counted
@@ -343,7 +367,7 @@ def test_damaged_content_is_never_written(store, tree, tmp_path, where):
         raw.delete(key)
     else:
         i = len(data) - 5
-        raw.put(key, data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1:])
+        raw.put(key, data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1 :])
     out = tmp_path / "out"
     with pytest.raises((CorruptRecord, NotFound), match=key):
         store.download(rec, str(out))
@@ -361,7 +385,7 @@ def test_interrupted_download_resumes_from_verified_chunks(counted, tree, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     # What an interrupted get leaves: two good chunks, then garbage.
-    (out / "big.bin.artfs-part").write_bytes(big[:2 * CHUNK_SIZE] + b"\0" * 1000)
+    (out / "big.bin.artfs-part").write_bytes(big[: 2 * CHUNK_SIZE] + b"\0" * 1000)
     counter.reset()
     stats = store.download(rec, str(out))
     assert (out / "big.bin").read_bytes() == big

@@ -32,6 +32,7 @@ def behind_proxy(s3_endpoint, monkeypatch):
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         monkeypatch.setenv("ARTFS_RETRY_WAIT", "0.01")
         return S3Store(bucket, "p"), proxy
+
     yield make
     for p in proxies:
         p.close()
@@ -70,6 +71,7 @@ def test_the_policy_waits_with_jitter_and_stops_at_the_deadline():
     def flaky():
         calls.append(time.monotonic())
         raise Transient("dropped")
+
     policy = RetryPolicy(attempts=100, first_wait=0.01, max_wait=0.05, deadline=0.3)
     start = time.monotonic()
     with pytest.raises(Transient):

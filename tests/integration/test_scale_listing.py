@@ -96,8 +96,20 @@ def test_a_damaged_index_costs_speed_never_correctness(store_url, cache_dir, tmp
     assert [r.number for r in reg.versions(A)] == [0, 1]
     assert sorted(record_reads(counter)) == ["artifacts/p/a/versions/v0.json", "artifacts/p/a/versions/v1.json"]
     # A copy that lies about a record's ETag is not used either.
-    objects.put("artifacts/p/a/version-index/b0.json", json.dumps({"format": 1, "records": {
-        "0": {"etag": "nope", "record": {"format": 1, "manifest": "0" * 64, "type": "dataset", "created": 0}}}}).encode())
+    objects.put(
+        "artifacts/p/a/version-index/b0.json",
+        json.dumps(
+            {
+                "format": 1,
+                "records": {
+                    "0": {
+                        "etag": "nope",
+                        "record": {"format": 1, "manifest": "0" * 64, "type": "dataset", "created": 0},
+                    }
+                },
+            }
+        ).encode(),
+    )
     reg, counter = fresh(store_url)
     assert [r.manifest for r in reg.versions(A)] == [r.manifest for r in store.registry.versions(A)]
     assert "0" * 64 not in [r.manifest for r in reg.versions(A)]
@@ -112,13 +124,17 @@ def test_an_old_store_lists_and_gets_its_index(store_url, cache_dir, tmp_path):
     reg, counter = fresh(store_url)
     assert [r.number for r in reg.versions(A)] == list(range(300))
     assert len(record_reads(counter)) == 300
-    assert sorted(k for k, _ in counter.writes) == ["artifacts/p/a/version-index/b0.json",
-                                                    "artifacts/p/a/version-index/b1.json"]
+    assert sorted(k for k, _ in counter.writes) == [
+        "artifacts/p/a/version-index/b0.json",
+        "artifacts/p/a/version-index/b1.json",
+    ]
     reg, counter = fresh(store_url)
     assert [r.number for r in reg.versions(A)] == list(range(300))
     assert record_reads(counter) == []
-    assert sorted(k for k, _ in counter.reads) == ["artifacts/p/a/version-index/b0.json",
-                                                   "artifacts/p/a/version-index/b1.json"]
+    assert sorted(k for k, _ in counter.reads) == [
+        "artifacts/p/a/version-index/b0.json",
+        "artifacts/p/a/version-index/b1.json",
+    ]
 
 
 def test_the_cli_on_many_versions(artfs, store_url, tmp_path):
@@ -148,10 +164,14 @@ def test_a_commit_does_not_fetch_a_manifest_whose_record_shows_other_content(sto
     fresh_store = Store(store_url, cache_dir, objects=counter)
     (tmp_path / "g").write_text("two files now")
     (tmp_path / "h").write_text("and more bytes")
-    r = fresh_store.publish(A, "dataset", [FileSource("f.txt", str(tmp_path / "g")), FileSource("g.txt", str(tmp_path / "h"))])
+    r = fresh_store.publish(
+        A, "dataset", [FileSource("f.txt", str(tmp_path / "g")), FileSource("g.txt", str(tmp_path / "h"))]
+    )
     assert r.created and r.version.number == 1
     assert counter.read_from("manifests/") == []
     # Same count and size but other bytes: the manifest is fetched, and it is a new version.
     (tmp_path / "i").write_text("TWO FILES NOW")
-    r = fresh_store.publish(A, "dataset", [FileSource("f.txt", str(tmp_path / "i")), FileSource("g.txt", str(tmp_path / "h"))])
+    r = fresh_store.publish(
+        A, "dataset", [FileSource("f.txt", str(tmp_path / "i")), FileSource("g.txt", str(tmp_path / "h"))]
+    )
     assert r.created and r.version.number == 2

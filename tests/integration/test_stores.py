@@ -188,7 +188,7 @@ def test_put_stream(objects):
     objects.put_stream("big", io.BytesIO(data))
     assert objects.head("big").size == len(data)
     assert objects.get("big") == data
-    assert objects.get("big", 8 << 20, (8 << 20) + 100) == data[8 << 20:(8 << 20) + 100]
+    assert objects.get("big", 8 << 20, (8 << 20) + 100) == data[8 << 20 : (8 << 20) + 100]
 
 
 class _FailingAtEnd(io.RawIOBase):

@@ -18,16 +18,31 @@ def _tree(root):
     os.makedirs(root / ".git" / "refs" / "tags")
     os.makedirs(root / ".git" / "objects" / "info")
     os.makedirs(root / "empty" / "deeper")
-    files = {"src/pkg/run.sh": (b"#!/bin/sh\necho hi\n", 0o750), "src/readme": (b"text\n", 0o600),
-             ".git/HEAD": (b"ref: refs/heads/main\n", 0o644), "big.bin": (os.urandom(3 << 20), 0o644),
-             "tool": (b"suid\n", 0o4755), "shared": (b"sgid\n", 0o2750)}
+    files = {
+        "src/pkg/run.sh": (b"#!/bin/sh\necho hi\n", 0o750),
+        "src/readme": (b"text\n", 0o600),
+        ".git/HEAD": (b"ref: refs/heads/main\n", 0o644),
+        "big.bin": (os.urandom(3 << 20), 0o644),
+        "tool": (b"suid\n", 0o4755),
+        "shared": (b"sgid\n", 0o2750),
+    }
     for i, (path, (data, mode)) in enumerate(sorted(files.items())):
         (root / path).write_bytes(data)
         os.chmod(root / path, mode)
         os.utime(root / path, ns=(T0 + i, T0 + i))
     os.chmod(root / "empty", 0o1777)  # sticky, as /tmp
-    folders = ["src/pkg", "src", ".git/refs/tags", ".git/refs", ".git/objects/info", ".git/objects", ".git",
-               "empty/deeper", "empty", "."]
+    folders = [
+        "src/pkg",
+        "src",
+        ".git/refs/tags",
+        ".git/refs",
+        ".git/objects/info",
+        ".git/objects",
+        ".git",
+        "empty/deeper",
+        "empty",
+        ".",
+    ]
     for i, d in enumerate(folders):  # deepest first: setting a folder's time after its children's
         os.utime(root / d, ns=(T0 + 1000 + i, T0 + 1000 + i))
     return files, folders
@@ -95,11 +110,13 @@ def test_a_git_clone_put_and_got_passes_git_fsck(cli, tmp_path):
     subprocess.run(git + ["clone", "-q", str(repo), str(tmp_path / "clone")], check=True)
     cli("put", "clone", "--name", "p/git", "--type", "code").ok()
     cli("get", "p/git:v0", "--root", "back").ok()
-    fsck = subprocess.run(["git", "-C", str(tmp_path / "back"), "fsck", "--strict"], check=False,
-                          capture_output=True, text=True)
+    fsck = subprocess.run(
+        ["git", "-C", str(tmp_path / "back"), "fsck", "--strict"], check=False, capture_output=True, text=True
+    )
     assert fsck.returncode == 0, fsck.stderr
-    status = subprocess.run(["git", "-C", str(tmp_path / "back"), "status", "--porcelain"], capture_output=True,
-                            text=True, check=True)
+    status = subprocess.run(
+        ["git", "-C", str(tmp_path / "back"), "status", "--porcelain"], capture_output=True, text=True, check=True
+    )
     assert status.stdout == ""
 
 

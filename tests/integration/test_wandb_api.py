@@ -156,8 +156,9 @@ def test_download_with_missing_references_and_a_prefix(local_wb, tmp_path):
         art.download(root="strict")
     root = art.download(root="lenient", allow_missing_references=True)
     assert listing(root) == {os.path.join("keep", "a.txt"): b"a", "b.txt": b"b"}
-    assert listing(art.download(root="part", path_prefix="keep", allow_missing_references=True)) == \
-        {os.path.join("keep", "a.txt"): b"a"}
+    assert listing(art.download(root="part", path_prefix="keep", allow_missing_references=True)) == {
+        os.path.join("keep", "a.txt"): b"a"
+    }
 
 
 def test_logging_a_path_and_module_level_verbs(local_wb):

@@ -67,8 +67,14 @@ def exported_digest(text: str) -> str:
     return ArtifactManifest.from_manifest_json(json.loads(text)).digest()
 
 
-def test_import_then_export_gives_the_sdk_digest(artfs, tmp_path, nginx_server,  # noqa: F811
-                                                s3_endpoint, new_bucket, monkeypatch):
+def test_import_then_export_gives_the_sdk_digest(
+    artfs,
+    tmp_path,
+    nginx_server,  # noqa: F811
+    s3_endpoint,
+    new_bucket,
+    monkeypatch,
+):
     src = source_tree(tmp_path / "src")
     nginx_server.put("wandb-interop/data.bin", b"served bytes")
     url = nginx_server.url("wandb-interop/data.bin")
@@ -78,17 +84,39 @@ def test_import_then_export_gives_the_sdk_digest(artfs, tmp_path, nginx_server, 
     client.put_object(Bucket=bucket, Key="raw/two.bin", Body=b"two two")
     monkeypatch.setenv("AWS_S3_ENDPOINT_URL", s3_endpoint)  # W&B's own variable for it
     local_ref = write(tmp_path / "outside" / "ref.txt", b"a local file, referenced")
-    art = sdk_artifact(src, [(url, "web/data.bin", True), (f"s3://{bucket}/raw", "raw", True),
-                             ("file://" + local_ref, "ref.txt", True),
-                             ("http://127.0.0.1:9/unpinned.bin", "unpinned.bin", False)])
+    art = sdk_artifact(
+        src,
+        [
+            (url, "web/data.bin", True),
+            (f"s3://{bucket}/raw", "raw", True),
+            ("file://" + local_ref, "ref.txt", True),
+            ("http://127.0.0.1:9/unpinned.bin", "unpinned.bin", False),
+        ],
+    )
     doc = art.manifest.to_manifest_json()
     assert doc["contents"]["raw/one.bin"]["ref"] == f"s3://{bucket}/raw/one.bin"  # the SDK did pin it
     manifest_file = tmp_path / "manifest.json"
     manifest_file.write_text(json.dumps(doc))
     files = download_layout(src, str(tmp_path / "downloaded"))
 
-    assert artfs("wandb", "import", str(manifest_file), "--files", files, "--name", "demo/bikes",
-                 "--type", "dataset", "--alias", "from-wandb").ok().out == "demo/bikes:v0"
+    assert (
+        artfs(
+            "wandb",
+            "import",
+            str(manifest_file),
+            "--files",
+            files,
+            "--name",
+            "demo/bikes",
+            "--type",
+            "dataset",
+            "--alias",
+            "from-wandb",
+        )
+        .ok()
+        .out
+        == "demo/bikes:v0"
+    )
 
     info = json.loads(artfs("info", "demo/bikes:from-wandb").ok().out)
     assert info["files"] == 10 and info["references"] == 5
@@ -116,18 +144,37 @@ def test_export_of_a_version_made_by_artfs_gives_the_sdk_digest(artfs, tmp_path,
     nginx_server.put("wandb-interop/page.html", b"<html>served</html>")
     url = nginx_server.url("wandb-interop/page.html")
     local_ref = write(tmp_path / "outside" / "ref.txt", b"referenced")
-    artfs("put", os.path.join(src, "labels.csv"), os.path.join(src, "big.bin"), os.path.join(src, "empty.txt"),
-          os.path.join(src, "images"), url, "file://" + local_ref, "--name", "demo/bikes", "--type", "dataset").ok()
+    artfs(
+        "put",
+        os.path.join(src, "labels.csv"),
+        os.path.join(src, "big.bin"),
+        os.path.join(src, "empty.txt"),
+        os.path.join(src, "images"),
+        url,
+        "file://" + local_ref,
+        "--name",
+        "demo/bikes",
+        "--type",
+        "dataset",
+    ).ok()
     sdk = sdk_artifact(src, [(url, "page.html", True), ("file://" + local_ref, "ref.txt", True)])
 
     text = artfs("wandb", "export", "demo/bikes:v0").ok().stdout
     assert exported_digest(text) == sdk.manifest.digest()
-    assert json.loads(text)["contents"]["images/cat.png"] == sdk.manifest.to_manifest_json()["contents"]["images/cat.png"]
+    assert (
+        json.loads(text)["contents"]["images/cat.png"] == sdk.manifest.to_manifest_json()["contents"]["images/cat.png"]
+    )
     # and an import of the SDK's manifest with the same files finds that very version
     (tmp_path / "m.json").write_text(json.dumps(sdk.manifest.to_manifest_json()))
     files = download_layout(src, str(tmp_path / "downloaded"))
-    assert artfs("wandb", "import", str(tmp_path / "m.json"), "--files", files, "--name", "demo/bikes",
-                 "--type", "dataset").ok().out == "demo/bikes:v0"
+    assert (
+        artfs(
+            "wandb", "import", str(tmp_path / "m.json"), "--files", files, "--name", "demo/bikes", "--type", "dataset"
+        )
+        .ok()
+        .out
+        == "demo/bikes:v0"
+    )
 
 
 def test_refused_import_names_every_mismatching_file_and_stores_nothing(artfs, tmp_path):
@@ -139,8 +186,9 @@ def test_refused_import_names_every_mismatching_file_and_stores_nothing(artfs, t
     os.unlink(os.path.join(files, "labels.csv"))
     write(os.path.join(files, "empty.txt"), b"not empty")
 
-    line = artfs("wandb", "import", str(tmp_path / "m.json"), "--files", files, "--name", "demo/bikes",
-                 "--type", "dataset").fails("images/cat.png", "labels.csv", "empty.txt", "nothing stored")
+    line = artfs(
+        "wandb", "import", str(tmp_path / "m.json"), "--files", files, "--name", "demo/bikes", "--type", "dataset"
+    ).fails("images/cat.png", "labels.csv", "empty.txt", "nothing stored")
     assert "big.bin" not in line and "dog.png" not in line
     artfs("ls", "demo/bikes").fails("no artfs store at")  # nothing at all was stored
     artfs("ls").fails("no artfs store at")
@@ -151,24 +199,53 @@ def test_an_xxh128_manifest_is_refused(artfs, tmp_path):
     art = wandb.Artifact("fast", type="dataset", digest_algorithm="XXH128")
     art.add_file(os.path.join(src, "labels.csv"))
     (tmp_path / "m.json").write_text(json.dumps(art.manifest.to_manifest_json()))
-    artfs("wandb", "import", str(tmp_path / "m.json"), "--files", src, "--name", "demo/fast",
-          "--type", "dataset").fails("labels.csv", "XXH128", "MD5")
+    artfs(
+        "wandb", "import", str(tmp_path / "m.json"), "--files", src, "--name", "demo/fast", "--type", "dataset"
+    ).fails("labels.csv", "XXH128", "MD5")
     artfs("ls", "demo/fast").fails("no artfs store at")  # nothing at all was stored
 
 
 def test_bad_import_input_is_one_line(artfs, tmp_path):
     (tmp_path / "notjson.json").write_text("{nope")
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
-    artfs("wandb", "import", str(tmp_path / "notjson.json"), "--files", str(tmp_path), "--name", "p/a",
-          "--type", "dataset").fails("not JSON")
-    artfs("wandb", "import", str(tmp_path / "other.json"), "--files", str(tmp_path), "--name", "p/a",
-          "--type", "dataset").fails("not a W&B artifact manifest")
-    artfs("wandb", "import", str(tmp_path / "missing.json"), "--files", str(tmp_path), "--name", "p/a",
-          "--type", "dataset").fails("no such file")
+    artfs(
+        "wandb",
+        "import",
+        str(tmp_path / "notjson.json"),
+        "--files",
+        str(tmp_path),
+        "--name",
+        "p/a",
+        "--type",
+        "dataset",
+    ).fails("not JSON")
+    artfs(
+        "wandb", "import", str(tmp_path / "other.json"), "--files", str(tmp_path), "--name", "p/a", "--type", "dataset"
+    ).fails("not a W&B artifact manifest")
+    artfs(
+        "wandb",
+        "import",
+        str(tmp_path / "missing.json"),
+        "--files",
+        str(tmp_path),
+        "--name",
+        "p/a",
+        "--type",
+        "dataset",
+    ).fails("no such file")
     artfs("wandb", "export", "p/nothing:v0").fails("no artfs store at")
     (tmp_path / "m.json").write_text(json.dumps({"version": 1, "contents": {"a": {"digest": "x", "size": 1}}}))
-    artfs("wandb", "import", str(tmp_path / "m.json"), "--files", str(tmp_path / "nowhere"), "--name", "p/a",
-          "--type", "dataset").fails("nowhere", "no such folder")
+    artfs(
+        "wandb",
+        "import",
+        str(tmp_path / "m.json"),
+        "--files",
+        str(tmp_path / "nowhere"),
+        "--name",
+        "p/a",
+        "--type",
+        "dataset",
+    ).fails("nowhere", "no such folder")
     assert "import" in artfs("wandb", "--help").ok().stdout and "wandb" in artfs("--help").ok().stdout
 
 

@@ -263,17 +263,13 @@ def test_incremental_new_draft(wb):
     write("file_to_add.txt", "new")
 
     with wandb.init(job_type="modify dataset") as run:
-        saved_artifact = run.use_artifact(
-            "my_artifact:latest"
-        )  # アーティファクトを取得して run に入力する
+        saved_artifact = run.use_artifact("my_artifact:latest")  # アーティファクトを取得して run に入力する
         draft_artifact = saved_artifact.new_draft()  # ドラフトバージョンを作成する
 
         # ドラフトバージョン内のファイルの一部を変更する
         draft_artifact.add_file("file_to_add.txt")
         draft_artifact.remove("dir_to_remove/")
-        run.log_artifact(
-            draft_artifact
-        )  # 変更をログして新しいバージョンを作成し、run の出力としてマークする
+        run.log_artifact(draft_artifact)  # 変更をログして新しいバージョンを作成し、run の出力としてマークする
 
     assert draft_artifact.name == "my_artifact:v1"
     assert tree(draft_artifact.download()) == {"a.txt": b"a", "file_to_add.txt": b"new"}
@@ -303,9 +299,11 @@ def test_korean_walkthrough_pipeline(wb):
     config = {"batch_size": 128, "steps": 3}
     with wandb.init(project="artifacts-example", job_type="load-data") as run:
         raw_data = wandb.Artifact(
-            "mnist-raw", type="dataset",
+            "mnist-raw",
+            type="dataset",
             description="Raw MNIST dataset, split into train/val/test",
-            metadata={"source": "torchvision.datasets.MNIST", "sizes": [50000, 10000, 10000]})
+            metadata={"source": "torchvision.datasets.MNIST", "sizes": [50000, 10000, 10000]},
+        )
         for name in ["training", "validation", "test"]:
             with raw_data.new_file(name + ".pt", mode="wb") as file:
                 file.write(name.encode() * 100)
@@ -313,9 +311,8 @@ def test_korean_walkthrough_pipeline(wb):
 
     with wandb.init(project="artifacts-example", job_type="preprocess-data") as run:
         processed_data = wandb.Artifact(
-            "mnist-preprocess", type="dataset",
-            description="Preprocessed MNIST dataset",
-            metadata=config)
+            "mnist-preprocess", type="dataset", description="Preprocessed MNIST dataset", metadata=config
+        )
         raw_data_artifact = run.use_artifact("mnist-raw:latest")
         raw_dataset = raw_data_artifact.download()
         for split in ["training", "validation", "test"]:
@@ -329,9 +326,8 @@ def test_korean_walkthrough_pipeline(wb):
         assert config.batch_size == 128
         write("initialized_model.pth", b"weights")
         model_artifact = wandb.Artifact(
-            "convnet", type="model",
-            description="Simple AlexNet style CNN",
-            metadata=dict(config))
+            "convnet", type="model", description="Simple AlexNet style CNN", metadata=dict(config)
+        )
         model_artifact.add_file("initialized_model.pth")
         run.log_artifact(model_artifact)
 
@@ -356,8 +352,10 @@ def test_korean_walkthrough_pipeline(wb):
     initializer = api.artifact("convnet:v0").logged_by()
     assert initializer.config == {"batch_size": 128, "steps": 3}
     assert [t.name for t in api.artifact_types("artifacts-example")] == ["dataset", "model"]
-    assert [c.name for c in api.artifact_collections("artifacts-example", "dataset")] == \
-        ["mnist-preprocess", "mnist-raw"]
+    assert [c.name for c in api.artifact_collections("artifacts-example", "dataset")] == [
+        "mnist-preprocess",
+        "mnist-raw",
+    ]
 
 
 # -- 004 (zh) walkthrough ---------------------------------------------------------------------
@@ -369,37 +367,37 @@ def test_chinese_walkthrough(project_directory):
         other.log_artifact(m)
 
     # 1. 初始化运行
-    run = wandb.init(job_type='train')
+    run = wandb.init(job_type="train")
     # 2. 创建工件
-    artifact = wandb.Artifact('bike-dataset', type='dataset')
-    artifact.add_file('bicycle-data.h5')
+    artifact = wandb.Artifact("bike-dataset", type="dataset")
+    artifact.add_file("bicycle-data.h5")
     run.log_artifact(artifact)
     # 3. 使用工件
-    artifact = run.use_artifact('bike-dataset:v0')
+    artifact = run.use_artifact("bike-dataset:v0")
     artifact_dir = artifact.download()
     assert tree(artifact_dir) == {"bicycle-data.h5": b"bikes"}
     assert os.path.relpath(artifact_dir) == os.path.join("artifacts", "bike-dataset:v0")
     # artifacts of another project, and of another entity
-    artifact = run.use_artifact('my-project/bike-model:v0')
+    artifact = run.use_artifact("my-project/bike-model:v0")
     assert artifact.project == "my-project"
-    artifact = run.use_artifact('my-entity/my-project/bike-model:v0')
+    artifact = run.use_artifact("my-entity/my-project/bike-model:v0")
     assert artifact.name == "bike-model:v0"
     # an artifact not logged yet: use_artifact logs it, once
-    artifact = wandb.Artifact('bike-model', type='model')
-    artifact.add_file('model.h5')
+    artifact = wandb.Artifact("bike-model", type="model")
+    artifact.add_file("model.h5")
     run.use_artifact(artifact)
-    again = wandb.Artifact('bike-model', type='model')
-    again.add_file('model.h5')
+    again = wandb.Artifact("bike-model", type="model")
+    again.add_file("model.h5")
     run.use_artifact(again)
     assert artifact.name == again.name == "bike-model:v0"
     assert artifact.project == "uncategorized"
     assert [r.id for r in artifact.used_by()] == [run.id]
     # versions and aliases
-    artifact = run.use_artifact('bike-dataset:latest')
+    artifact = run.use_artifact("bike-dataset:latest")
     assert artifact.name == "bike-dataset:v0"
-    artifact = wandb.Artifact('run-3nq3ctyy-bike-model', type='model')
-    artifact.add_file('model.h5')
-    run.log_artifact(artifact, aliases=['latest', 'best-ap50'])
+    artifact = wandb.Artifact("run-3nq3ctyy-bike-model", type="model")
+    artifact.add_file("model.h5")
+    run.log_artifact(artifact, aliases=["latest", "best-ap50"])
     assert artifact.aliases == ["latest", "best-ap50"]
     run.finish()
 
@@ -408,25 +406,29 @@ def test_chinese_walkthrough_constructing_and_entries(project_directory):
     path = "model.h5"
     uri = "file://" + os.path.abspath("checkpoints/model.h5")
     name = "notes.txt"
-    artifact = wandb.Artifact('bike-dataset', type='dataset')
+    artifact = wandb.Artifact("bike-dataset", type="dataset")
     # Add a single file
-    artifact.add_file(path, name='optional-name')
+    artifact.add_file(path, name="optional-name")
     # Recursively add a directory
-    artifact.add_dir("images", name='optional-prefix')
+    artifact.add_dir("images", name="optional-prefix")
     # Return a writeable file-like object, stored as <name> in the artifact
     with artifact.new_file(name) as f:
         f.write("notes")
     # Add a URI reference
-    artifact.add_reference(uri, name='ref-name')
+    artifact.add_reference(uri, name="ref-name")
     with wandb.init() as run:
         run.log_artifact(artifact)
 
     with wandb.init() as run:
-        artifact = run.use_artifact('bike-dataset:latest')
+        artifact = run.use_artifact("bike-dataset:latest")
         datadir = artifact.download(root=None)
-        assert tree(datadir) == {"optional-name": b"model", "optional-prefix/cat.png": b"cat",
-                                 "optional-prefix/dog.png": b"dog", "notes.txt": b"notes",
-                                 "ref-name": b"checkpoint"}
+        assert tree(datadir) == {
+            "optional-name": b"model",
+            "optional-prefix/cat.png": b"cat",
+            "optional-prefix/dog.png": b"dog",
+            "notes.txt": b"notes",
+            "ref-name": b"checkpoint",
+        }
         path = artifact.get_path("ref-name")
         assert path.ref() == uri and path.ref == uri
         assert read(path.download(root="one")) == b"checkpoint"
@@ -441,9 +443,9 @@ def test_artifact_without_a_type_is_refused_as_by_wandb(wb):
     import wandb as real_wandb
 
     with pytest.raises(TypeError):
-        real_wandb.Artifact('reference model')
+        real_wandb.Artifact("reference model")
     with pytest.raises(TypeError):
-        wandb.Artifact('reference model')
+        wandb.Artifact("reference model")
 
 
 def test_download_outside_a_run_and_update(project_directory):
@@ -453,10 +455,10 @@ def test_download_outside_a_run_and_update(project_directory):
         run.log_artifact(a, aliases=["alias"])
 
     api = wandb.Api()
-    artifact = api.artifact('entity/project/artifact:alias')
+    artifact = api.artifact("entity/project/artifact:alias")
     assert tree(artifact.download()) == {"model.h5": b"model"}
 
-    artifact = api.artifact('project/artifact:latest')
+    artifact = api.artifact("project/artifact:latest")
     # Update the description
     artifact.description = "My new description"
     # Selectively update metadata keys
@@ -464,15 +466,15 @@ def test_download_outside_a_run_and_update(project_directory):
     # Replace the metadata entirely
     artifact.metadata = {"newKey": "new value"}
     # Add an alias
-    artifact.aliases.append('best')
+    artifact.aliases.append("best")
     # Remove an alias
-    artifact.aliases.remove('latest')
+    artifact.aliases.remove("latest")
     # Completely replace the aliases
-    artifact.aliases = ['replaced']
+    artifact.aliases = ["replaced"]
     # Persist all artifact modifications
     artifact.save()
 
-    again = api.artifact('project/artifact:replaced')
+    again = api.artifact("project/artifact:replaced")
     assert again.description == "My new description"
     assert again.metadata == {"newKey": "new value"}
     # 'latest' always names the newest version in artfs: the edit kept it
@@ -489,7 +491,7 @@ def test_traversing_the_graph(project_directory):
         user.use_artifact("data:v0")
 
     api = wandb.Api()
-    artifact = api.artifact('data:v0')
+    artifact = api.artifact("data:v0")
     # Walk up and down the graph from an artifact:
     producer_run = artifact.logged_by()
     consumer_runs = artifact.used_by()
@@ -537,8 +539,9 @@ def test_table_written_by_artfs_is_read_by_wandb(wb):
     assert theirs.columns == ["a", "b", "c"]
     assert theirs.data == [[1, "x", True], [2, None, False]]
     mine = real_wandb.Table(columns=["a", "b"], data=[[1, 2]])
-    assert wandb.Table.from_json(json.loads(json.dumps(mine.to_json(real_wandb.Artifact("t", "x"))))) == \
-        wandb.Table(columns=["a", "b"], data=[[1, 2]])
+    assert wandb.Table.from_json(json.loads(json.dumps(mine.to_json(real_wandb.Artifact("t", "x"))))) == wandb.Table(
+        columns=["a", "b"], data=[[1, 2]]
+    )
 
 
 def test_add_reference_table(wb, s3_endpoint, new_bucket):
@@ -546,16 +549,20 @@ def test_add_reference_table(wb, s3_endpoint, new_bucket):
 
     bucket = new_bucket()
     client = s3_client(s3_endpoint)
-    for key, body in {"model.h5": b"model", "checkpoints/model.h5": b"checkpoint",
-                      "images/cat.png": b"cat", "images/dog.png": b"dog"}.items():
+    for key, body in {
+        "model.h5": b"model",
+        "checkpoints/model.h5": b"checkpoint",
+        "images/cat.png": b"cat",
+        "images/dog.png": b"dog",
+    }.items():
         client.put_object(Bucket=bucket, Key=key, Body=body)
     b = f"s3://{bucket}"
     cases = [
-        (lambda a: a.add_reference(f'{b}/model.h5'), {"model.h5": b"model"}),
-        (lambda a: a.add_reference(f'{b}/checkpoints/model.h5'), {"model.h5": b"checkpoint"}),
-        (lambda a: a.add_reference(f'{b}/model.h5', name='models/mymodel.h5'), {"models/mymodel.h5": b"model"}),
-        (lambda a: a.add_reference(f'{b}/images'), {"cat.png": b"cat", "dog.png": b"dog"}),
-        (lambda a: a.add_reference(f'{b}/images', name='images'), {"images/cat.png": b"cat", "images/dog.png": b"dog"}),
+        (lambda a: a.add_reference(f"{b}/model.h5"), {"model.h5": b"model"}),
+        (lambda a: a.add_reference(f"{b}/checkpoints/model.h5"), {"model.h5": b"checkpoint"}),
+        (lambda a: a.add_reference(f"{b}/model.h5", name="models/mymodel.h5"), {"models/mymodel.h5": b"model"}),
+        (lambda a: a.add_reference(f"{b}/images"), {"cat.png": b"cat", "dog.png": b"dog"}),
+        (lambda a: a.add_reference(f"{b}/images", name="images"), {"images/cat.png": b"cat", "images/dog.png": b"dog"}),
     ]
     with wandb.init(project="refs") as run:
         for i, (call, expected) in enumerate(cases):

@@ -1,14 +1,14 @@
 """Shared pieces of the drafts tests (tests/test_drafts_*.py); no tests of its own.
 
-  shared_mounter   module-scoped `mounts.Mounter`: one mount serves many tests of a module
-                   (mounting costs ~2 s); every mount is still torn down, pass or fail
-  sh(*cmd)         runs a tool, asserts success, returns the CompletedProcess
-  read(path)       bytes of a file
-  put(store, name, files, tmp)             publishes {path: bytes} with the CLI, returns "p/a:vN"
-  store_keys(url)  every key of a store (a local folder or s3://bucket/prefix)
-  data_files(m, artifact, draft)           names in CACHE/drafts/p/a/d/data/ (locally written files)
-  commit(m, path, *flags)                  `artfs commit` against the mount's store and cache
-  versions(store, artifact)                [(name, aliases)] from `artfs ls p/a`
+shared_mounter   module-scoped `mounts.Mounter`: one mount serves many tests of a module
+                 (mounting costs ~2 s); every mount is still torn down, pass or fail
+sh(*cmd)         runs a tool, asserts success, returns the CompletedProcess
+read(path)       bytes of a file
+put(store, name, files, tmp)             publishes {path: bytes} with the CLI, returns "p/a:vN"
+store_keys(url)  every key of a store (a local folder or s3://bucket/prefix)
+data_files(m, artifact, draft)           names in CACHE/drafts/p/a/d/data/ (locally written files)
+commit(m, path, *flags)                  `artfs commit` against the mount's store and cache
+versions(store, artifact)                [(name, aliases)] from `artfs ls p/a`
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ def unique(stem: str = "a") -> str:
 
 
 def sh(*cmd, cwd=None, check=True, timeout=60, env=None) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL, env=env)
+    p = subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     if check:
         assert p.returncode == 0, f"{' '.join(map(str, cmd))} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p
@@ -88,12 +95,12 @@ def store_keys(url: str) -> set[str]:
     if url.startswith("s3://"):
         from conftest import s3_client
 
-        bucket, _, prefix = url[len("s3://"):].partition("/")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
         client = s3_client(os.environ["AWS_ENDPOINT_URL"])
         keys = set()
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
             for o in page.get("Contents", []):
-                keys.add(o["Key"][len(prefix.rstrip("/")) + 1:])
+                keys.add(o["Key"][len(prefix.rstrip("/")) + 1 :])
         return keys
     root = url.removeprefix("file://")
     out = set()

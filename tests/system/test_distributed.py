@@ -61,6 +61,7 @@ def local(local_store_url, cache_dir):
 
 # -- many writers ----------------------------------------------------------------------------
 
+
 @pytest.mark.s3
 def test_five_parallel_writers_then_finish_make_one_version(s3_url, cache_dir, tmp_path):
     """W&B's parallel-writers example: 5 processes upsert at once, one finish commits the union."""
@@ -71,11 +72,17 @@ def test_five_parallel_writers_then_finish_make_one_version(s3_url, cache_dir, t
         write_tree(tmp_path / f"w{i}", files)
         expected.update(files)
     env = {**os.environ, "ARTFS_STORE": s3_url}
-    procs = [subprocess.Popen([ARTFS_BIN, "put", f"w{i}", "--name", "p/table", "--type", "dataset",
-                               "--distributed-id", "run-1"], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True,
-                              env={**env, "ARTFS_CACHE": str(tmp_path / f"cache{i}")})
-             for i in range(WRITERS)]
+    procs = [
+        subprocess.Popen(
+            [ARTFS_BIN, "put", f"w{i}", "--name", "p/table", "--type", "dataset", "--distributed-id", "run-1"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "ARTFS_CACHE": str(tmp_path / f"cache{i}")},
+        )
+        for i in range(WRITERS)
+    ]
     results = wait_all(procs)
     for p, (out, err) in zip(procs, results):
         assert p.returncode == 0, err
@@ -92,8 +99,21 @@ def test_finish_adds_its_own_paths_and_records_description(cli, tmp_path):
     write_tree(tmp_path / "a", {"a.txt": "a"})
     write_tree(tmp_path / "last", {"summary.json": "{}"})
     put_dist(cli, "a").ok()
-    out = cli("finish", "p/table", "last", "--distributed-id", "run-1", "--description", "joined",
-                "--metadata", '{"shards": 1}').ok().out
+    out = (
+        cli(
+            "finish",
+            "p/table",
+            "last",
+            "--distributed-id",
+            "run-1",
+            "--description",
+            "joined",
+            "--metadata",
+            '{"shards": 1}',
+        )
+        .ok()
+        .out
+    )
     assert out == "p/table:v0"
     assert get_tree(cli, "p/table:v0", tmp_path) == {"a.txt": b"a", "summary.json": b"{}"}
     import json
@@ -112,6 +132,7 @@ def test_finish_makes_the_next_version_of_an_existing_artifact(cli, tmp_path):
 
 
 # -- the pending version in a mount --------------------------------------------------------------
+
 
 @pytest.mark.mount
 def test_pending_version_is_read_only_in_mount_until_finish(cli, local_store_url, tmp_path, mounter):
@@ -150,6 +171,7 @@ def test_pending_version_is_read_only_in_mount_until_finish(cli, local_store_url
 
 # -- misuse: one clear line, nothing harmed ---------------------------------------------------------
 
+
 def test_upsert_after_finish_fails_clearly(cli, tmp_path):
     write_tree(tmp_path / "a", {"a.txt": "a"})
     write_tree(tmp_path / "late", {"late.txt": "late"})
@@ -183,7 +205,11 @@ def test_conflicting_writers_are_reported_by_path_and_refused(cli, tmp_path):
     # The refusal left everything in place: --overwrite keeps the last writer's content.
     assert cli("finish", "p/table", "--distributed-id", "run-1", "--overwrite").ok().out == "p/table:v0"
     assert get_tree(cli, "p/table:v0", tmp_path) == {
-        "same.txt": b"same", "labels/x.csv": b"from b", "only-a": b"a", "only-b": b"b"}
+        "same.txt": b"same",
+        "labels/x.csv": b"from b",
+        "only-a": b"a",
+        "only-b": b"b",
+    }
 
 
 def test_unknown_distributed_ids_fail_clearly(cli, tmp_path):
@@ -205,6 +231,7 @@ def test_distributed_put_refuses_version_options(cli, tmp_path):
 
 
 # -- Python ----------------------------------------------------------------------------------------
+
 
 def test_python_upsert_and_finish(local, tmp_path):
     for i in range(3):
@@ -239,14 +266,16 @@ def test_python_finish_reports_conflicts_and_overwrite_accepts(local, tmp_path):
         artfs_api.upsert_artifact(art, distributed_id="job-8", store=local)
     with pytest.raises(Conflict, match="weights.txt"):
         artfs_api.finish_artifact(artfs_api.Artifact("p/model", type="model"), distributed_id="job-8", store=local)
-    done = artfs_api.finish_artifact(artfs_api.Artifact("p/model", type="model"), distributed_id="job-8",
-                                     store=local, overwrite=True)
+    done = artfs_api.finish_artifact(
+        artfs_api.Artifact("p/model", type="model"), distributed_id="job-8", store=local, overwrite=True
+    )
     assert done.version == "v0"
     with open(done.get_path("weights.txt").download(str(tmp_path / "dl")), "rb") as f:
         assert f.read() == b"second"
 
 
 # -- a part written while finish runs is either in the version or reported -----------------------
+
 
 def test_upsert_racing_finish_is_never_silently_lost(store, tmp_path, monkeypatch):
     """An upsert that completes between finish listing the parts and claiming the id must

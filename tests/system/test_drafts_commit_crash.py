@@ -92,8 +92,13 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
         new = f"{ARTIFACT}:v{len(known)}"
         done = None
         for attempt in range(8):
-            p = subprocess.Popen([ARTFS_BIN, "commit", f"{ARTIFACT}/drafts/d{r}"], env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+            p = subprocess.Popen(
+                [ARTFS_BIN, "commit", f"{ARTIFACT}/drafts/d{r}"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             procs.append(p)
             # The first attempt is killed early enough that it never finishes (a commit can be
             # faster than the timed one: then no round would be killed at all); later ones
@@ -110,7 +115,7 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
                 kills += 1
             now = registry_versions(store)
             story.append(f"round {r}: killed after {delay:.2f}s, versions {now}")
-            assert now[:len(known)] == known and len(now) <= len(known) + 1, story
+            assert now[: len(known)] == known and len(now) <= len(known) + 1, story
             if len(now) == len(known) + 1:  # a new version after a kill: it must be complete
                 assert version_files(store, f"{ARTIFACT}:v{now[-1]}", tmp_path) == want, story
         if done is None or done[0] != 0:
@@ -138,7 +143,6 @@ def test_commit_killed_at_random_points_then_rerun_makes_exactly_one_version(mou
         # Nothing holds the base for drafts that are gone (on S3 a kill can still land in
         # the one request between the draft's removal and the hold's: not asserted there).
         assert [k for k in store_keys(store) if k.startswith("holds/")] == [], story
-
 
 
 def test_daemon_killed_during_a_mounted_commit_then_commit_again(mounter, tmp_path, procs):

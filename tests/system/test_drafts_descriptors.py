@@ -17,8 +17,9 @@ pytestmark = pytest.mark.mount
 def test_a_reader_opened_before_the_first_change_sees_the_new_bytes(local_store_url, tmp_path, mounter, change):
     base = b"base bytes\n" * 1000
     src = write_tree(tmp_path / "src", {"data.txt": base})
-    run_artfs(["put", src, "--name", "p/a", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/a", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     m = mounter(local_store_url)
     os.mkdir(m.path("p/a/drafts/d"))
     path = m.path("p/a/drafts/d/data.txt")

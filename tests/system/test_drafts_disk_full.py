@@ -80,8 +80,9 @@ def test_dd_past_the_end_of_the_disk_fails_with_no_space(mounter, small_disk, tm
     m = mounter(str(tmp_path / "store"), cache=small_disk, debug=False)
     draft = m.path(ARTIFACT, "drafts", "d")
     os.makedirs(draft)
-    p = subprocess.run(["dd", "if=/dev/zero", f"of={draft}/dd.bin", "bs=1M", "count=40"], capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        ["dd", "if=/dev/zero", f"of={draft}/dd.bin", "bs=1M", "count=40"], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode != 0 and "No space left on device" in p.stderr, p.stderr
 
 
@@ -196,8 +197,7 @@ def test_a_write_that_cannot_be_stored_logs_one_line_naming_the_cache(full_of_sm
     assert 1 <= len(lines) <= 2, lines
 
 
-def test_rm_rf_of_a_draft_of_many_base_files_works_when_something_else_filled_the_disk(mounter, small_disk,
-                                                                                       tmp_path):
+def test_rm_rf_of_a_draft_of_many_base_files_works_when_something_else_filled_the_disk(mounter, small_disk, tmp_path):
     """The content cache (or anything else) filled the disk: removing base files, which frees
     nothing by itself, must still work (the daemon keeps a small reserve for it)."""
     from conftest import run_artfs, write_tree

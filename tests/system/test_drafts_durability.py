@@ -107,8 +107,9 @@ def test_closed_files_survive_kill_9_of_the_daemon_mid_copy(mounter, tmp_path, p
             last = closed_files(logs[-1:])
             assert {k: read(os.path.join(draft, k)) for k in last} == last, f"round {r}"
         logs.append(str(tmp_path / f"closed-{r}.log"))
-        copier = subprocess.Popen([sys.executable, "-c", COPIER, draft, logs[-1], str(r * 1000)],
-                                  stderr=subprocess.PIPE, text=True)
+        copier = subprocess.Popen(
+            [sys.executable, "-c", COPIER, draft, logs[-1], str(r * 1000)], stderr=subprocess.PIPE, text=True
+        )
         procs.append(copier)
         wait_for(lambda: os.path.exists(logs[-1]) and os.path.getsize(logs[-1]) > 0, 20, "the copier to close a file")
         time.sleep(rnd.uniform(0.0, 0.4))

@@ -80,6 +80,7 @@ def draft_name(path: str) -> str:
 
 # -- base files -------------------------------------------------------------------------------
 
+
 def test_base_files_are_visible_with_exact_bytes(draft):
     assert read_tree(draft) == BASE_FILES
 
@@ -100,6 +101,7 @@ def test_draft_folders_are_writable_directories(draft):
 
 
 # -- writing files ----------------------------------------------------------------------------
+
 
 def test_create_and_write_a_new_file(draft):
     write(os.path.join(draft, "new.txt"), b"fresh content\n")
@@ -131,7 +133,7 @@ def test_overwrite_in_place_keeps_the_rest(draft):
         f.seek(1 << 20)
         f.write(b"PATCH")
     want = bytearray(BASE_FILES["big.bin"])
-    want[1 << 20:(1 << 20) + 5] = b"PATCH"
+    want[1 << 20 : (1 << 20) + 5] = b"PATCH"
     assert read(path) == bytes(want)
 
 
@@ -188,6 +190,7 @@ def test_ftruncate_on_an_open_file(draft):
 
 # -- namespace ------------------------------------------------------------------------------
 
+
 def test_rename_a_base_file(draft):
     os.rename(os.path.join(draft, "README.md"), os.path.join(draft, "READ.txt"))
     assert not os.path.exists(os.path.join(draft, "README.md"))
@@ -238,8 +241,9 @@ def test_rename_over_a_non_empty_folder_is_enotempty(draft):
 
 def test_rename_noreplace_is_eexist(draft):
     # mv -n / renameat2(RENAME_NOREPLACE)
-    p = sh("mv", "--no-clobber", "--verbose", os.path.join(draft, "README.md"), os.path.join(draft, "big.bin"),
-           check=False)
+    p = sh(
+        "mv", "--no-clobber", "--verbose", os.path.join(draft, "README.md"), os.path.join(draft, "big.bin"), check=False
+    )
     assert read(os.path.join(draft, "big.bin")) == BASE_FILES["big.bin"]
     assert os.path.exists(os.path.join(draft, "README.md")), p.stderr
 
@@ -304,6 +308,7 @@ def test_rm_rf_of_a_base_folder(draft):
 
 # -- attributes -------------------------------------------------------------------------------
 
+
 def test_chmod_x_is_kept_in_the_version(posix, fresh):
     path, _ = fresh
     write(os.path.join(path, "tool.sh"), b"#!/bin/sh\n")
@@ -357,6 +362,7 @@ def test_statfs_reports_free_space(draft):
 
 
 # -- tools ----------------------------------------------------------------------------------
+
 
 def _sample_tree(root: str) -> dict[str, bytes]:
     r = random.Random(3)
@@ -434,8 +440,14 @@ def test_editor_save_lands_in_the_version(posix, fresh):
 
 def test_git_clone_into_a_draft_and_git_status_is_clean(draft, tmp_path):
     repo = str(tmp_path / "repo")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path)}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "HOME": str(tmp_path),
+    }
     sh("git", "init", "-q", "-b", "main", repo, env=env)
     write_tree(repo, {"a.txt": "a\n", "src/b.py": "print('b')\n", "run.sh": "#!/bin/sh\n"})
     os.chmod(os.path.join(repo, "run.sh"), 0o755)
@@ -479,6 +491,7 @@ def test_sqlite_database_in_a_draft_with_wal(draft):
 
 
 # -- open files -----------------------------------------------------------------------------
+
 
 def test_unlink_while_open_keeps_a_new_file_readable(draft):
     path = os.path.join(draft, "open.bin")
@@ -578,6 +591,7 @@ def test_two_descriptors_see_each_others_writes(draft):
 
 # -- refused operations -------------------------------------------------------------------------
 
+
 def test_hard_link_is_eperm(draft):
     assert errno_of(os.link, os.path.join(draft, "README.md"), os.path.join(draft, "hl")) == errno.EPERM
 
@@ -593,7 +607,9 @@ def test_mkfifo_is_refused(draft):
 
 def test_mknod_of_a_device_is_refused(draft):
     assert errno_of(os.mknod, os.path.join(draft, "null"), stat.S_IFCHR | 0o600, os.makedev(1, 3)) in (
-        errno.ENOTSUP, errno.EPERM)
+        errno.ENOTSUP,
+        errno.EPERM,
+    )
 
 
 def test_user_xattrs_in_a_draft_are_enotsup(draft):
@@ -756,7 +772,7 @@ def test_bytes_written_in_any_pattern_land_in_the_file(posix, fresh, pattern):
             os.pwrite(fd, data[5000:], 5000)
         else:
             for k in range(0, len(data), 7000):
-                os.write(fd, data[k:k + 7000])
+                os.write(fd, data[k : k + 7000])
         if pattern == "rdwr":
             assert os.pread(fd, 100, 50) == data[50:150]
         if pattern == "fsync":

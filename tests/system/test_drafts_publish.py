@@ -17,8 +17,19 @@ import pytest
 from conftest import ARTFS_BIN, fresh_s3_url, read_tree, run_artfs, write_tree
 from mounts import wait_for
 from drafts_common import (  # noqa: F401  (shared_mounter is a fixture)
-    content_keys, data_files, draft_dir, random_files, read, sh, shared_mounter, store_keys, unique, version_files,
-    versions, write)
+    content_keys,
+    data_files,
+    draft_dir,
+    random_files,
+    read,
+    sh,
+    shared_mounter,
+    store_keys,
+    unique,
+    version_files,
+    versions,
+    write,
+)
 
 pytestmark = pytest.mark.mount
 
@@ -107,6 +118,7 @@ def two(ctx):
 
 
 # -- making drafts --------------------------------------------------------------------------
+
 
 @on_s3_too
 def test_mkdir_in_drafts_makes_a_draft_of_latest(two):
@@ -219,6 +231,7 @@ def test_artfs_draft_of_a_missing_version_fails_cleanly(two):
 
 # -- committing -----------------------------------------------------------------------------
 
+
 def test_commit_prints_the_next_version(two):
     d = two.draft()
     write(os.path.join(d, "data/z.csv"), b"z\n")
@@ -252,8 +265,12 @@ def test_committed_content_is_the_drafts_content(two, tmp_path):
     os.unlink(os.path.join(d, "data/y.csv"))  # removed
     os.rename(os.path.join(d, "img"), os.path.join(d, "images"))  # moved
     write(os.path.join(d, "new/batch.bin".replace("/", "_")), b"batch")  # added
-    want = {"README.md": b"third\n", "data/x.csv": V1["data/x.csv"], "images/0.bin": V1["img/0.bin"],
-            "new_batch.bin": b"batch"}
+    want = {
+        "README.md": b"third\n",
+        "data/x.csv": V1["data/x.csv"],
+        "images/0.bin": V1["img/0.bin"],
+        "new_batch.bin": b"batch",
+    }
     assert read_tree(d) == want
     two.commit(d).ok()
     assert version_files(two.store, f"{two.artifact}:v2", tmp_path) == want  # as another host downloads it
@@ -302,8 +319,7 @@ def test_commit_sets_aliases_description_and_metadata(two):
     d = two.draft()
     write(os.path.join(d, "n.txt"), b"n")
     meta = {"epochs": 3, "nested": {"ok": True}}
-    two.commit(d, "--alias", "best", "--alias", "prod", "--description", "with n", "--metadata",
-               json.dumps(meta)).ok()
+    two.commit(d, "--alias", "best", "--alias", "prod", "--description", "with n", "--metadata", json.dumps(meta)).ok()
     info = two.info("v2")
     assert {"best", "prod"} <= set(info["aliases"])
     assert info["description"] == "with n"
@@ -361,6 +377,7 @@ def test_commit_of_a_plain_folder_without_name_is_refused(two, tmp_path):
 
 
 # -- only what changed moves -------------------------------------------------------------------
+
 
 @pytest.fixture
 def many(ctx):
@@ -422,6 +439,7 @@ def test_a_second_mount_of_the_same_cache_shows_drafts_read_only(two, shared_mou
 
 # -- concurrency --------------------------------------------------------------------------------
 
+
 @on_s3_too
 def test_two_drafts_of_one_base_committed_at_once_give_two_versions(two):
     d1, d2 = two.draft("one"), two.draft("two")
@@ -430,8 +448,12 @@ def test_two_drafts_of_one_base_committed_at_once_give_two_versions(two):
     write(os.path.join(d2, "from-two.txt"), b"two")
     os.unlink(os.path.join(d2, "data/y.csv"))
     env = {**os.environ, "ARTFS_STORE": two.store, "ARTFS_CACHE": two.m.cache}
-    procs = {d: subprocess.Popen([ARTFS_BIN, "commit", d], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True) for d in (d1, d2)}
+    procs = {
+        d: subprocess.Popen(
+            [ARTFS_BIN, "commit", d], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for d in (d1, d2)
+    }
     outs = {}
     for d, p in procs.items():
         out, err = p.communicate(timeout=60)
@@ -458,8 +480,10 @@ for i in range(n):
 
 def test_two_processes_writing_different_files_in_one_draft_both_land(two):
     d = two.draft()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, d, tag, "30"], stderr=subprocess.PIPE, text=True)
-             for tag in ("left", "right")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, d, tag, "30"], stderr=subprocess.PIPE, text=True)
+        for tag in ("left", "right")
+    ]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err

@@ -29,7 +29,7 @@ def _write_cases(root: str) -> dict[str, bytes]:
     def put(name, data, chunk=128 * 1024):
         with open(os.path.join(root, name), "wb") as f:
             for k in range(0, len(data), chunk):
-                f.write(data[k:k + chunk])
+                f.write(data[k : k + chunk])
         out[name] = data
 
     put("in-order.bin", _blob(1, 3 * MiB + 123))
@@ -50,14 +50,14 @@ def _write_cases(root: str) -> dict[str, bytes]:
         f.write(data)
         f.seek(MiB + 10)
         f.write(b"patched")
-    data[MiB + 10:MiB + 17] = b"patched"
+    data[MiB + 10 : MiB + 17] = b"patched"
     out["patched.bin"] = bytes(data)
 
     data = _blob(7, 3 * MiB)  # in order, then truncated shorter
     with open(os.path.join(root, "truncated.bin"), "wb") as f:
         f.write(data)
         f.truncate(2 * MiB + 1)
-    out["truncated.bin"] = data[:2 * MiB + 1]
+    out["truncated.bin"] = data[: 2 * MiB + 1]
 
     data = _blob(8, 2 * MiB)  # truncated by path after close, then extended past the old end
     put("regrown.bin", data)
@@ -108,6 +108,7 @@ def test_files_hashed_while_written_commit_the_right_bytes(backend, shared_mount
 
 
 # -- the journal of closed small files, without FUSE ---------------------------------------
+
 
 @pytest.fixture
 def draft(tmp_path, monkeypatch):
@@ -203,8 +204,8 @@ def test_only_files_written_in_order_skip_hashing_at_commit(draft):
     inos = {}
     for name in ("in-order", "out-of-order", "written-meanwhile"):
         attr, fd = d.create_open(ROOT, name, 0o644)
-        parts = [(k, data[k:k + MiB]) for k in range(0, len(data), MiB)]
-        for off, part in (parts if name != "out-of-order" else parts[::-1]):
+        parts = [(k, data[k : k + MiB]) for k in range(0, len(data), MiB)]
+        for off, part in parts if name != "out-of-order" else parts[::-1]:
             d.write(attr.ino, fd, part, off)
         d.close_file(attr.ino, fd)
         os.close(fd)

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.mount
 @pytest.fixture
 def store(local_store_url, tmp_path):
     src = write_tree(tmp_path / "src", {"a.txt": b"alpha\n"})
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     return local_store_url
 
 

@@ -31,9 +31,12 @@ def test_mount_reads_a_gs_reference_by_range(gcs_env, mounter, local_store_url, 
     assert os.stat(path).st_size == len(data)
     with open(path, "rb") as f:
         f.seek(17 * MiB + 123)
-        assert f.read(4096) == data[17 * MiB + 123:17 * MiB + 123 + 4096]
-    reads = [(int(a), int(b) if b else None) for uri, a, b in GS_READ.findall(m.log())
-             if uri == f"gs://{bucket}/big/blob.bin"]
+        assert f.read(4096) == data[17 * MiB + 123 : 17 * MiB + 123 + 4096]
+    reads = [
+        (int(a), int(b) if b else None)
+        for uri, a, b in GS_READ.findall(m.log())
+        if uri == f"gs://{bucket}/big/blob.bin"
+    ]
     assert reads, m.log()
     assert all(end is not None and end - start < 8 * MiB for start, end in reads), reads  # never the whole object
     assert sum(end - start + 1 for start, end in reads) < len(data) // 2

@@ -42,8 +42,9 @@ class Versions:
     def put(self, files: dict[str, bytes], aliases=(), name: ArtifactName = A) -> str:
         src = write_tree(self.tmp / f"src{len(self.files)}", files)
         latest = self.store.registry.latest(name)
-        rec = self.store.publish(name, "dataset", walk_sources(src, None), base=latest, same_as=latest,
-                                 aliases=aliases).version
+        rec = self.store.publish(
+            name, "dataset", walk_sources(src, None), base=latest, same_as=latest, aliases=aliases
+        ).version
         self.files[str(rec)] = dict(files)
         return str(rec)
 
@@ -79,6 +80,7 @@ def vs_both(store_url, tmp_path) -> Versions:
 
 
 # -- rm -----------------------------------------------------------------------------------------
+
 
 def test_rm_refused_while_aliased_unless_force(vs):
     vs.put(sample("a"), aliases=["best"])
@@ -159,6 +161,7 @@ def test_deleted_version_leaves_the_mount_while_an_open_file_keeps_reading(vs, l
 
 # -- prune --------------------------------------------------------------------------------------
 
+
 def test_prune_dry_run_lists_and_deletes_nothing(vs):
     vs.put(sample("a"))
     vs.put(sample("b"), aliases=["best"])
@@ -185,7 +188,10 @@ def test_prune_keep_spares_the_newest(vs):
     for tag in "abcde":
         vs.put(sample(tag))
     assert vs.cli("prune", "p/data", "--keep", "2").ok().out.splitlines() == [
-        "deleted p/data:v0", "deleted p/data:v1", "deleted p/data:v2"]
+        "deleted p/data:v0",
+        "deleted p/data:v1",
+        "deleted p/data:v2",
+    ]
     assert vs.versions() == [("v3", "-"), ("v4", "latest")]
 
 
@@ -407,9 +413,17 @@ def run_streams(cli, streams: list[list[list[str]]], timeout: float = 120) -> li
     called once per command), all streams starting at the same moment; returns their results."""
     env = {**os.environ, "ARTFS_STORE": cli.store, "ARTFS_CACHE": cli.cache}
     start = time.time() + 4  # after every process has imported artfs
-    procs = [subprocess.Popen([sys.executable, "-c", STREAM, json.dumps(cmds), str(start)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-             for cmds in streams]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STREAM, json.dumps(cmds), str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        for cmds in streams
+    ]
     results = []
     try:
         for p in procs:
@@ -428,8 +442,9 @@ def test_concurrent_metadata_merges_lose_nothing(vs_both):
     """Two processes each merge 20 keys into one version's metadata at the same time."""
     vs = vs_both
     vs.put(sample("a"))
-    streams = [[["set", "p/data:v0", "--merge", "--metadata", json.dumps({f"{who}{n}": n})] for n in range(20)]
-               for who in "xy"]
+    streams = [
+        [["set", "p/data:v0", "--merge", "--metadata", json.dumps({f"{who}{n}": n})] for n in range(20)] for who in "xy"
+    ]
     for stream in run_streams(vs.cli, streams):
         for code, _, err in stream:
             assert code == 0, err
@@ -441,10 +456,14 @@ def test_concurrent_alias_changes_lose_nothing(vs_both):
     vs = vs_both
     vs.put(sample("a"), aliases=["old-x", "old-y"])
     vs.put(sample("b"))
-    streams = [[["alias", "add", f"p/data:v{n % 2}", f"{who}-{n}"] for n in range(8)]
-               + [["alias", "rm", "p/data:v0", f"old-{who}"], ["set", "p/data:v1", "--merge", "--metadata",
-                                                               json.dumps({who: True})]]
-               for who in "xy"]
+    streams = [
+        [["alias", "add", f"p/data:v{n % 2}", f"{who}-{n}"] for n in range(8)]
+        + [
+            ["alias", "rm", "p/data:v0", f"old-{who}"],
+            ["set", "p/data:v1", "--merge", "--metadata", json.dumps({who: True})],
+        ]
+        for who in "xy"
+    ]
     for stream in run_streams(vs.cli, streams):
         for code, _, err in stream:
             assert code == 0, err

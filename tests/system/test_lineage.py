@@ -40,6 +40,7 @@ def info(cli, spec, **kw) -> dict:
 
 # -- who made a version ---------------------------------------------------------------------------
 
+
 def test_version_records_user_host_run_command_and_base(cli, tmp_path):
     write_tree(tmp_path / "d", {"a.txt": "1"})
     cli("put", "d", "--name", "p/data", "--type", "dataset", env={**no_scheduler_env(), "ARTFS_RUN_ID": "exp-42"}).ok()
@@ -58,8 +59,15 @@ def test_run_id_falls_back_to_scheduler_job_then_host_and_pid(cli, tmp_path):
     cli("put", "d", "--name", "p/data", "--type", "dataset", env={**no_scheduler_env(), "SLURM_JOB_ID": "981234"}).ok()
     assert info(cli, "p/data:v0")["creator"]["run"] == "981234"
     write_tree(tmp_path / "d", {"a.txt": "2"})
-    cli("put", "d", "--name", "p/data", "--type", "dataset",
-        env={**no_scheduler_env(), "ARTFS_RUN_ID": "mine", "SLURM_JOB_ID": "981234"}).ok()
+    cli(
+        "put",
+        "d",
+        "--name",
+        "p/data",
+        "--type",
+        "dataset",
+        env={**no_scheduler_env(), "ARTFS_RUN_ID": "mine", "SLURM_JOB_ID": "981234"},
+    ).ok()
     assert info(cli, "p/data:v1")["creator"]["run"] == "mine"  # ARTFS_RUN_ID wins
     write_tree(tmp_path / "d", {"a.txt": "3"})
     cli("put", "d", "--name", "p/data", "--type", "dataset", env=no_scheduler_env()).ok()
@@ -68,6 +76,7 @@ def test_run_id_falls_back_to_scheduler_job_then_host_and_pid(cli, tmp_path):
 
 
 # -- uses -----------------------------------------------------------------------------------------
+
 
 def test_get_records_a_use_by_the_current_run(cli, tmp_path):
     write_tree(tmp_path / "d", {"a.txt": "1"})
@@ -119,6 +128,7 @@ def test_first_read_in_a_mount_records_one_use_per_version(cli, local_store_url,
 
 
 # -- the graph ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def pipeline(request, local_store_url, cache_dir, tmp_path, monkeypatch):
@@ -197,14 +207,21 @@ def test_lineage_dot_file_is_a_graphviz_graph(pipeline, tmp_path):
     text = pipeline("lineage", "p/model:v0", "--depth", "1", "--dot", dot_file).ok().out
     assert text.splitlines()[0] == "p/model:v0"  # the text still goes to stdout
     nodes, edges = parse_dot(dot_file.read_text())
-    assert nodes == {"p/model:v0": "box", "p/data:v0": "box", "p/report:v0": "box",
-                     "run train": "ellipse", "run evaluate": "ellipse"}
-    assert sorted(edges) == sorted([
-        ("run train", "p/model:v0", "logged"),
-        ("run evaluate", "p/report:v0", "logged"),
-        ("p/data:v0", "run train", "used"),
-        ("p/model:v0", "run evaluate", "used"),
-    ])
+    assert nodes == {
+        "p/model:v0": "box",
+        "p/data:v0": "box",
+        "p/report:v0": "box",
+        "run train": "ellipse",
+        "run evaluate": "ellipse",
+    }
+    assert sorted(edges) == sorted(
+        [
+            ("run train", "p/model:v0", "logged"),
+            ("run evaluate", "p/report:v0", "logged"),
+            ("p/data:v0", "run train", "used"),
+            ("p/model:v0", "run evaluate", "used"),
+        ]
+    )
     assert pipeline("lineage", "p/model:v0", "--depth", "1", "--dot", "-").ok().out == dot_file.read_text().strip()
     if shutil.which("dot"):  # Graphviz itself, when installed
         subprocess.run(["dot", "-Tsvg", str(dot_file), "-o", str(tmp_path / "g.svg")], check=True, timeout=30)

@@ -14,8 +14,7 @@ REFRESH = 1.0
 
 @pytest.mark.s3
 def test_eight_hosts_commit_and_read_on_one_bucket(s3_test_bucket, tmp_path):
-    report = run_hosts(fresh_s3_url(s3_test_bucket), str(tmp_path), hosts=8, commits=2, refresh=REFRESH,
-                       deadline=240)
+    report = run_hosts(fresh_s3_url(s3_test_bucket), str(tmp_path), hosts=8, commits=2, refresh=REFRESH, deadline=240)
     print(report.summary())
     assert report.errors == []
     assert len(report.commits) == 16

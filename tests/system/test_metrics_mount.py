@@ -24,15 +24,19 @@ def free_port() -> int:
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_counters_rise_as_a_reader_reads_through_the_mount(local_store_url, tmp_path, mounter):
     data = os.urandom(3 << 20)
     src = write_tree(tmp_path / "src", {"big.bin": data, "small.txt": b"small\n"})
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     port = free_port()
     m = mounter(local_store_url, "--metrics", f"127.0.0.1:{port}")
     before = scrape(port)
@@ -65,8 +69,9 @@ def test_flush_is_sent_once_per_mount_unless_close_has_work(local_store_url, tmp
     """As ext4 (the default), close() has nothing to do: the first FLUSH is answered ENOSYS and
     the kernel sends no more; with --sync-on-close every close of a written file is a FLUSH."""
     src = write_tree(tmp_path / "src", {f"f{i}.txt": b"x" * i for i in range(10)})
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     port = free_port()
     m = mounter(local_store_url, "--metrics", f"127.0.0.1:{port}", *(["--sync-on-close"] if sync_on_close else []))
     os.mkdir(m.path("p/data/drafts/d"))

@@ -55,6 +55,7 @@ V1_METADATA = {"epochs": 3, "source": "hand-counted", "nested": {"ok": True}}
 @dataclass
 class Dataset:
     """demo/bike-dataset with v0 (alias best) and v1 (latest), published with the CLI."""
+
     store: str
     src: str  # v1's files on disk
     files: dict[str, bytes]
@@ -112,8 +113,9 @@ def ds(store_url, tmp_path) -> Dataset:
 
 
 def sh(*cmd, cwd=None, check=True, timeout=60) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+    p = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     if check:
         assert p.returncode == 0, f"{' '.join(map(str, cmd))} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
     return p
@@ -135,6 +137,7 @@ def evict_page_cache(path: str) -> None:
 
 # -- layout --------------------------------------------------------------------------------------
 
+
 def test_artifact_folder_shows_versions_aliases_and_drafts(shared, shared_mount):
     m = shared_mount
     assert sh("ls", m.path(NAME)).stdout.split() == ["best", "drafts", "latest", "v0", "v1"]
@@ -143,8 +146,9 @@ def test_artifact_folder_shows_versions_aliases_and_drafts(shared, shared_mount)
     assert os.readlink(m.path(NAME, "latest")) == "v1"
     assert sh("readlink", m.path(NAME, "best")).stdout.strip() == "v0"
     assert stat.S_ISLNK(os.lstat(m.path(NAME, "latest")).st_mode)
-    assert sorted(os.listdir(m.path(NAME, "latest"))) == sorted(["big.bin", "exactly-1MiB.bin", "1MiB-plus-1.bin",
-                                                                 "empty", "README.md", "bin", "images"])
+    assert sorted(os.listdir(m.path(NAME, "latest"))) == sorted(
+        ["big.bin", "exactly-1MiB.bin", "1MiB-plus-1.bin", "empty", "README.md", "bin", "images"]
+    )
     assert sorted(os.listdir(m.path(NAME, "best"))) == ["README.md", "labels.csv"]
 
 
@@ -161,6 +165,7 @@ def test_listing_and_stat_fetch_no_content(shared, mounter):
 
 
 # -- ordinary tools read exactly the stored bytes ---------------------------------------------
+
 
 def _python_read_all(v1, out):
     return read_tree(v1)
@@ -202,15 +207,23 @@ def _mmap(v1, out):
         with open(os.path.join(v1, rel), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             # random slices first (page faults out of order, backwards), then the whole mapping
             rnd = random.Random(rel)
-            spans = sorted(((a := rnd.randrange(len(mm))), min(len(mm), a + rnd.randrange(1, 300_000)))
-                           for _ in range(20))[::-1]
+            spans = sorted(
+                ((a := rnd.randrange(len(mm))), min(len(mm), a + rnd.randrange(1, 300_000))) for _ in range(20)
+            )[::-1]
             got.update({f"{rel}[{a}:{b}]": mm[a:b] for a, b in spans})
             got[rel] = mm[:]
     return got
 
 
-TOOLS = {"python-read": _python_read_all, "cat": _cat, "cp -r": _cp_r, "tar": _tar, "rsync -a": _rsync_a,
-         "md5sum": _md5sum, "mmap": _mmap}
+TOOLS = {
+    "python-read": _python_read_all,
+    "cat": _cat,
+    "cp -r": _cp_r,
+    "tar": _tar,
+    "rsync -a": _rsync_a,
+    "md5sum": _md5sum,
+    "mmap": _mmap,
+}
 
 
 @pytest.mark.parametrize("tool", list(TOOLS))
@@ -287,6 +300,7 @@ def test_stat_shows_sizes_read_only_modes_and_times_as_put(shared, shared_mount)
 
 # -- extended attributes ---------------------------------------------------------------------
 
+
 def getfattr(path: str) -> dict[str, str]:
     out = sh("getfattr", "-d", "-m", "user.artfs", "--absolute-names", path).stdout
     attrs = {}
@@ -322,8 +336,11 @@ def test_no_security_labels_or_acls_so_ls_stops_asking(shared, shared_mount):
     for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
         assert errno_of(os.getxattr, path, name) == errno.EOPNOTSUPP, name
     assert errno_of(os.getxattr, path, "user.other") == errno.ENODATA
-    trace = subprocess.run(["strace", "-f", "-e", "trace=getxattr,lgetxattr", "ls", "-lR",
-                            shared_mount.path(NAME, "v1", "images")], capture_output=True, text=True)
+    trace = subprocess.run(
+        ["strace", "-f", "-e", "trace=getxattr,lgetxattr", "ls", "-lR", shared_mount.path(NAME, "v1", "images")],
+        capture_output=True,
+        text=True,
+    )
     assert trace.returncode == 0, trace.stderr[-2000:]
     asked = [line for line in trace.stderr.splitlines() if "xattr(" in line]
     listed = sum(len(files) for _d, _s, files in os.walk(shared_mount.path(NAME, "v1", "images")))
@@ -331,6 +348,7 @@ def test_no_security_labels_or_acls_so_ls_stops_asking(shared, shared_mount):
 
 
 # -- refresh and aliases ----------------------------------------------------------------------
+
 
 def _commit_v2(ds: Dataset) -> dict[str, bytes]:
     files = dict(ds.files)
@@ -428,6 +446,7 @@ def test_open_file_keeps_reading_its_version(ds, mounter):
 
 # -- errors ---------------------------------------------------------------------------------------
 
+
 def test_writes_fail_with_erofs(shared, shared_mount):
     m = shared_mount
     v1 = m.path(NAME, "v1")
@@ -453,8 +472,14 @@ def test_writes_fail_with_erofs(shared, shared_mount):
     wrong = {what: errno_of(fn) for what, fn in checks.items()}
     wrong = {what: errno.errorcode.get(e, e) for what, e in wrong.items() if e != errno.EROFS}
     assert not wrong, f"not EROFS: {wrong}"
-    commands = [["touch", os.path.join(v1, "new")], ["mkdir", os.path.join(v1, "d")], ["rm", f],
-                ["mv", f, os.path.join(v1, "x")], ["sh", "-c", f"echo hi > {f}"], ["cp", "/etc/hostname", v1]]
+    commands = [
+        ["touch", os.path.join(v1, "new")],
+        ["mkdir", os.path.join(v1, "d")],
+        ["rm", f],
+        ["mv", f, os.path.join(v1, "x")],
+        ["sh", "-c", f"echo hi > {f}"],
+        ["cp", "/etc/hostname", v1],
+    ]
     for cmd in commands:
         p = sh(*cmd, check=False)
         assert p.returncode != 0 and "Read-only file system" in p.stderr, (cmd, p.stderr)
@@ -463,8 +488,16 @@ def test_writes_fail_with_erofs(shared, shared_mount):
 
 def test_unknown_paths_are_enoent(shared, shared_mount):
     m = shared_mount
-    for rel in ("nope", "demo/nope", f"{NAME}/nope", f"{NAME}/v9", f"{NAME}/v1/nope", f"{NAME}/v1/images/nope",
-                f"{NAME}/latest/nope", f"{NAME}/drafts/nope"):
+    for rel in (
+        "nope",
+        "demo/nope",
+        f"{NAME}/nope",
+        f"{NAME}/v9",
+        f"{NAME}/v1/nope",
+        f"{NAME}/v1/images/nope",
+        f"{NAME}/latest/nope",
+        f"{NAME}/drafts/nope",
+    ):
         assert errno_of(os.stat, m.path(rel)) == errno.ENOENT, rel
     p = sh("cat", m.path(NAME, "v1", "missing.txt"), check=False)
     assert p.returncode != 0 and "No such file or directory" in p.stderr
@@ -493,8 +526,9 @@ def test_concurrent_readers_get_correct_bytes_with_one_fetch_per_piece(shared, m
     path = m.path(NAME, "v1", "big.bin")
     expected = hashlib.sha256(shared.files["big.bin"]).hexdigest()
     go = str(tmp_path / "go")
-    procs = [subprocess.Popen([sys.executable, "-c", READER, path, go], stdout=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", READER, path, go], stdout=subprocess.PIPE, text=True) for _ in range(4)
+    ]
     results, errors = [], []
     barrier = threading.Barrier(9)
 
@@ -540,8 +574,12 @@ def _cache_files(cache: str) -> dict[str, str]:
     """Cache files named by the digest of what they hold: pieces of large files, and small
     files that `artfs prefetch` of old stored one by one."""
     root = os.path.join(cache, "content")
-    return {name: os.path.join(d, name) for d, _dirs, names in os.walk(root)
-            if os.path.basename(d) != "tmp" and "runs" not in d.split(os.sep) for name in names}
+    return {
+        name: os.path.join(d, name)
+        for d, _dirs, names in os.walk(root)
+        if os.path.basename(d) != "tmp" and "runs" not in d.split(os.sep)
+        for name in names
+    }
 
 
 def _cached_runs(cache: str) -> dict[tuple[str, int, int], str]:
@@ -557,8 +595,9 @@ def _cached_runs(cache: str) -> dict[tuple[str, int, int], str]:
 
 def _resident_bytes(path: str) -> int:
     """How much of the file the kernel's page cache holds (util-linux fincore; opens, never reads)."""
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", path], capture_output=True, text=True, check=True
+    ).stdout
     return int(out.strip())
 
 
@@ -578,8 +617,9 @@ def test_small_neighbours_are_in_the_page_cache_before_they_are_read(shared, mou
     names = sorted(os.listdir(folder))  # the kernel now knows their inodes
     assert read(os.path.join(folder, names[0])) == shared.files[f"images/2/{names[0]}"]
     later = [n for n in names[1:] if shared.files[f"images/2/{n}"]]
-    assert all(_resident_bytes(os.path.join(folder, n)) > 0 for n in later), \
+    assert all(_resident_bytes(os.path.join(folder, n)) > 0 for n in later), (
         "the run fetched for the first file was stored into the page cache of the rest"
+    )
     assert {n: read(os.path.join(folder, n)) for n in later} == {n: shared.files[f"images/2/{n}"] for n in later}
     assert len(m.fetches()) == 1, m.fetches()
 
@@ -590,7 +630,7 @@ def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
     assert read(path) == shared.files["big.bin"]
     m.umount()  # the cache is written behind the reads; unmounting writes what is queued
     # one cached 1 MiB piece of big.bin: flip a byte in the middle
-    chunk = shared.files["big.bin"][2 * MiB:3 * MiB]
+    chunk = shared.files["big.bin"][2 * MiB : 3 * MiB]
     victim = _cache_files(m.cache)[blake3.blake3(chunk).hexdigest()]
     with open(victim, "r+b") as f:
         f.seek(MiB // 2)
@@ -609,13 +649,13 @@ def test_corrupt_cache_file_is_detected_and_fetched_again(shared, mounter):
 def test_corrupt_cache_file_of_a_range_not_yet_read(shared, mounter):
     m = mounter(shared.store)
     shared.cli("prefetch", f"{NAME}:v1", "--path", "big.bin", cache=m.cache).ok()  # the mount's own cache
-    victim = _cache_files(m.cache)[blake3.blake3(shared.files["big.bin"][4 * MiB:5 * MiB]).hexdigest()]
+    victim = _cache_files(m.cache)[blake3.blake3(shared.files["big.bin"][4 * MiB : 5 * MiB]).hexdigest()]
     with open(victim, "r+b") as f:
         f.write(b"\0" * 16)
     evict_page_cache(victim)
     with open(m.path(NAME, "v1", "big.bin"), "rb") as f:
         f.seek(4 * MiB)
-        assert f.read(MiB) == shared.files["big.bin"][4 * MiB:5 * MiB]
+        assert f.read(MiB) == shared.files["big.bin"][4 * MiB : 5 * MiB]
     assert "is corrupt" in m.log()
 
 
@@ -655,6 +695,7 @@ def test_two_mounts_can_share_one_cache(shared, mounter):
 
 
 # -- prefetch ---------------------------------------------------------------------------------------
+
 
 def test_prefetch_then_read_with_the_store_away(local_store_url, mounter, tmp_path):
     ds = publish_dataset(local_store_url, tmp_path)

@@ -23,8 +23,9 @@ DATA = {"weights.bin": os.urandom(3 << 20), "config.json": b'{"layers": 3}\n'}
 @pytest.fixture
 def store(local_store_url, tmp_path):
     src = write_tree(tmp_path / "src", DATA)
-    run_artfs(["put", src, "--name", "p/model", "--type", "model"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/model", "--type", "model"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     return local_store_url
 
 
@@ -129,10 +130,19 @@ def test_mount_on_a_bad_mount_point_is_one_clear_line(store, mounter, tmp_path, 
 def test_mount_of_an_unreachable_store_fails_clearly(tmp_path, mounter):
     mp = str(tmp_path / "mnt")
     os.mkdir(mp)
-    r = run_artfs(["mount", mp, "--timeout", "3"], store="s3://no-such-bucket-artfs/x", cache=str(tmp_path / "c"),
-                  env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
-                       "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1", "ARTFS_S3_ATTEMPTS": "1"},
-                  timeout=60)
+    r = run_artfs(
+        ["mount", mp, "--timeout", "3"],
+        store="s3://no-such-bucket-artfs/x",
+        cache=str(tmp_path / "c"),
+        env={
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "ARTFS_S3_ATTEMPTS": "1",
+        },
+        timeout=60,
+    )
     r.fails("127.0.0.1:9")
     assert not os.path.ismount(mp)
 
@@ -166,8 +176,9 @@ def test_daemon_leaves_the_folder_it_was_started_from(store, tmp_path):
     run_artfs(["--store", local, "--cache", "cache", "mount", "mnt"], cwd=str(work)).ok()
     mp = str(work / "mnt")
     try:
-        pid = int(subprocess.run(["pgrep", "-f", f"mount {mp}|mount mnt"], capture_output=True, text=True)
-                  .stdout.split()[0])
+        pid = int(
+            subprocess.run(["pgrep", "-f", f"mount {mp}|mount mnt"], capture_output=True, text=True).stdout.split()[0]
+        )
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
         assert read(os.path.join(mp, "p/model/v0/config.json")) == DATA["config.json"]
         assert os.path.isdir(work / "cache" / "content"), "the relative cache folder is the one under work/"

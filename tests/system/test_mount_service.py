@@ -35,8 +35,9 @@ DATA = {"train/a.csv": b"x,y\n1,2\n", "model.bin": os.urandom(1 << 20)}
 @pytest.fixture
 def published(store_url, tmp_path):
     src = write_tree(tmp_path / "src", DATA)
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     return store_url
 
 
@@ -51,6 +52,7 @@ def check_mount(mp):
 
 
 # -- systemd -----------------------------------------------------------------------------------
+
 
 def unit_file() -> configparser.ConfigParser:
     unit = configparser.ConfigParser(strict=False, interpolation=None, comment_prefixes=("#", ";"))
@@ -78,8 +80,9 @@ def systemd_escape_path(path: str) -> str:
 def expand(command: str, instance: str, env: dict) -> list[str]:
     """An Exec*= line as systemd runs it: %i/%f specifiers, then $VAR words split on whitespace
     (a leading "-", failure is ignored, is dropped: see run_exec)."""
-    path = subprocess.run(["systemd-escape", "--unescape", "--path", instance], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    path = subprocess.run(
+        ["systemd-escape", "--unescape", "--path", instance], capture_output=True, text=True, check=True
+    ).stdout.strip()
     command = command.strip().removeprefix("-")
     words = []
     for word in shlex.split(command.replace("%f", path).replace("%i", instance)):
@@ -121,8 +124,9 @@ def test_unit_command_notifies_ready_serves_and_stops(published, mounter, tmp_pa
     env = {**env_file(ENV_EXAMPLE)}
     for key in [k for k in env if k.startswith("AWS_")]:
         env.pop(key)  # the example's placeholders; this test's own AWS_* come from os.environ
-    env.update(ARTFS_STORE=published, ARTFS_CACHE=str(tmp_path / "cache"),
-               ARTFS_MOUNT_OPTIONS="--cache-size 1G --refresh 2")
+    env.update(
+        ARTFS_STORE=published, ARTFS_CACHE=str(tmp_path / "cache"), ARTFS_MOUNT_OPTIONS="--cache-size 1G --refresh 2"
+    )
     service = unit_file()["Service"]
     proc, sock, log = start_unit(service, instance, env, tmp_path)
     try:
@@ -162,16 +166,22 @@ def start_unit(service, instance: str, env: dict, tmp_path):
     sock.bind(notify)
     sock.settimeout(60)
     log = open(tmp_path / "journal.txt", "ab")
-    proc = subprocess.Popen(argv, env={**os.environ, **env, "NOTIFY_SOCKET": notify}, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **env, "NOTIFY_SOCKET": notify},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     return proc, sock, log
 
 
 def test_unit_restarted_after_a_crash_recovers_the_stale_mount(local_store_url, mounter, tmp_path):
     """Restart=on-failure after kill -9: ExecStartPre and ExecStart must cope with the stale mount."""
     src = write_tree(tmp_path / "src", DATA)
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     mp = str(tmp_path / "mnt" / "artfs")
     instance = systemd_escape_path(mp)
     env = {"ARTFS_STORE": local_store_url, "ARTFS_CACHE": str(tmp_path / "cache")}
@@ -208,9 +218,15 @@ def test_unit_command_exits_non_zero_when_the_mount_fails(tmp_path):
     mp.mkdir()
     argv = expand(unit_file()["Service"]["ExecStart"], systemd_escape_path(str(mp)), {})
     argv[0] = ARTFS_BIN
-    env = {**os.environ, "ARTFS_STORE": "s3://no-such-bucket/x", "ARTFS_CACHE": str(tmp_path / "c"),
-           "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-           "ARTFS_S3_ATTEMPTS": "1"}
+    env = {
+        **os.environ,
+        "ARTFS_STORE": "s3://no-such-bucket/x",
+        "ARTFS_CACHE": str(tmp_path / "c"),
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "ARTFS_S3_ATTEMPTS": "1",
+    }
     p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
     assert not is_mounted(str(mp))
@@ -218,9 +234,16 @@ def test_unit_command_exits_non_zero_when_the_mount_fails(tmp_path):
 
 # -- fstab: mount.fuse.artfs ---------------------------------------------------------------------
 
+
 def helper(*args, env=None, timeout=60):
-    return subprocess.run([HELPER, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [HELPER, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def mount_options(mp) -> set[str]:
@@ -247,28 +270,37 @@ def test_fstab_helper_mounts_with_the_fstab_options(published, mounter, tmp_path
 
 def test_fstab_helper_accepts_generic_mount_options_and_flags(local_store_url, mounter, tmp_path):
     src = write_tree(tmp_path / "src", DATA)
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     mp = str(tmp_path / "mnt")
     os.mkdir(mp)
-    opts = ("rw,defaults,nofail,noauto,user,users,auto,dev,nodev,suid,nosuid,exec,noexec,_netdev,"
-            f"x-systemd.automount,x-systemd.mount-timeout=30,cache={tmp_path / 'c'},pin_aliases,timeout=7")
+    opts = (
+        "rw,defaults,nofail,noauto,user,users,auto,dev,nodev,suid,nosuid,exec,noexec,_netdev,"
+        f"x-systemd.automount,x-systemd.mount-timeout=30,cache={tmp_path / 'c'},pin_aliases,timeout=7"
+    )
     p = helper(f"artfs#{local_store_url}", mp, "-n", "-v", "-o", opts, "-t", "fuse.artfs")
     assert p.returncode == 0, p
     check_mount(mp)
-    cmd = next(open(f"/proc/{pid}/cmdline").read().split("\0") for pid in os.listdir("/proc")
-               if pid.isdigit() and mp in open(f"/proc/{pid}/cmdline").read().split("\0"))
+    cmd = next(
+        open(f"/proc/{pid}/cmdline").read().split("\0")
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and mp in open(f"/proc/{pid}/cmdline").read().split("\0")
+    )
     assert "--pin-aliases" in cmd and cmd[cmd.index("--timeout") + 1] == "7.0"
     subprocess.run(["fusermount3", "-u", mp], check=True, timeout=10)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["SRC", "MP", "-o", "cache=/tmp/x,frobnicate"], "unknown option 'frobnicate'"),
-    (["SRC", "MP", "-o", "refresh"], "refresh needs a value"),
-    (["SRC"], "usage"),
-    (["SRC", "MP", "extra"], "usage"),
-    (["SRC", "MP", "--bogus"], "unknown argument"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["SRC", "MP", "-o", "cache=/tmp/x,frobnicate"], "unknown option 'frobnicate'"),
+        (["SRC", "MP", "-o", "refresh"], "refresh needs a value"),
+        (["SRC"], "usage"),
+        (["SRC", "MP", "extra"], "usage"),
+        (["SRC", "MP", "--bogus"], "unknown argument"),
+    ],
+)
 def test_fstab_helper_refuses_bad_arguments_in_one_line(args, expected):
     p = helper(*args)
     assert p.returncode != 0
@@ -312,8 +344,12 @@ def installed_helper():
 def test_mount_t_fuse_artfs_runs_the_helper(installed_helper, published, mounter, tmp_path):
     mp = str(tmp_path / "mnt")
     os.mkdir(mp)
-    p = subprocess.run(["mount", "-t", "fuse.artfs", published, mp, "-o", f"cache={tmp_path / 'c'},refresh=2,_netdev"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["mount", "-t", "fuse.artfs", published, mp, "-o", f"cache={tmp_path / 'c'},refresh=2,_netdev"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert fs_type(mp) == "fuse.artfs"
     check_mount(mp)
@@ -325,8 +361,10 @@ def test_an_fstab_line_mounts_with_mount_mountpoint(installed_helper, published,
     mp = str(tmp_path / "mnt")
     os.mkdir(mp)
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"# artfs\n{published}  {mp}  fuse.artfs  "
-                     f"cache={tmp_path / 'c'},cache_size=50G,refresh=5,allow_other,_netdev  0 0\n")
+    fstab.write_text(
+        f"# artfs\n{published}  {mp}  fuse.artfs  "
+        f"cache={tmp_path / 'c'},cache_size=50G,refresh=5,allow_other,_netdev  0 0\n"
+    )
     p = subprocess.run(["mount", "--fstab", str(fstab), mp], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "allow_other" in mount_options(mp)
@@ -337,8 +375,9 @@ def test_an_fstab_line_mounts_with_mount_mountpoint(installed_helper, published,
 
 def test_an_fstab_mount_recovers_its_stale_mount(installed_helper, local_store_url, mounter, tmp_path):
     src = write_tree(tmp_path / "src", DATA)
-    run_artfs(["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url,
-              cache=str(tmp_path / "cli-cache")).ok()
+    run_artfs(
+        ["put", src, "--name", "p/data", "--type", "dataset"], store=local_store_url, cache=str(tmp_path / "cli-cache")
+    ).ok()
     mp = str(tmp_path / "mnt")
     os.mkdir(mp)
     fstab = tmp_path / "fstab"

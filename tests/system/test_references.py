@@ -44,6 +44,7 @@ def unique(stem: str) -> str:
 
 # -- fixtures ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def ref_buckets(s3_endpoint):
     """(versioned, unversioned) buckets on the session's SeaweedFS, holding referenced objects."""
@@ -74,6 +75,7 @@ def cli(local_store_url, cache_dir, tmp_path):
         kw.setdefault("cache", cache_dir)
         kw.setdefault("cwd", str(tmp_path))
         return run_artfs(args, **kw)
+
     run.store, run.cache = local_store_url, cache_dir
     return run
 
@@ -94,12 +96,22 @@ def put_objects(s3, bucket: str, objects: dict[str, bytes]) -> None:
 
 # -- naming (W&B's table) -----------------------------------------------------------------------
 
+
 def test_naming_follows_the_wandb_table(ref_buckets, s3):
     _, bucket = ref_buckets
     root = unique("naming")
-    put_objects(s3, bucket, {f"{root}/model.h5": b"m", f"{root}/checkpoints/model.h5": b"c",
-                             f"{root}/images/cat.png": b"cat", f"{root}/images/dog.png": b"dog",
-                             f"{root}/images2/not-images.png": b"x", f"{root}/images/folder/": b""})
+    put_objects(
+        s3,
+        bucket,
+        {
+            f"{root}/model.h5": b"m",
+            f"{root}/checkpoints/model.h5": b"c",
+            f"{root}/images/cat.png": b"cat",
+            f"{root}/images/dog.png": b"dog",
+            f"{root}/images2/not-images.png": b"x",
+            f"{root}/images/folder/": b"",
+        },
+    )
     base = f"s3://{bucket}/{root}"
 
     def names(uri, name=None):
@@ -135,6 +147,7 @@ def test_file_naming_and_pins(tmp_path):
 
 # -- put and get, every scheme ---------------------------------------------------------------------
 
+
 def test_put_get_info_every_scheme_and_nothing_is_uploaded(cli, ref_buckets, s3, nginx_server, gs_env, tmp_path):
     versioned, unversioned = ref_buckets
     root = unique("put")
@@ -148,26 +161,44 @@ def test_put_get_info_every_scheme_and_nothing_is_uploaded(cli, ref_buckets, s3,
     local = tmp_path / "notes.txt"
     local.write_bytes(b"stored, not referenced")
 
-    out = cli("put", f"s3://{versioned}/{root}/images", f"gs://{unversioned}/{root}/weights.bin",
-              nginx_server.url(f"{root}/page.bin"), f"file://{files}", str(local),
-              "--name", "demo/refs", "--type", "dataset").ok()
+    out = cli(
+        "put",
+        f"s3://{versioned}/{root}/images",
+        f"gs://{unversioned}/{root}/weights.bin",
+        nginx_server.url(f"{root}/page.bin"),
+        f"file://{files}",
+        str(local),
+        "--name",
+        "demo/refs",
+        "--type",
+        "dataset",
+    ).ok()
     assert out.out == "demo/refs:v0"
 
     ls = cli("ls", "demo/refs:v0").ok().stdout
     assert f"-> s3://{versioned}/{root}/images/cat.png" in ls
     info = json.loads(cli("info", "demo/refs:v0").ok().stdout)
     assert info["files"] == 7 and info["references"] == 6
-    assert sorted(info["reference_uris"]) == sorted([
-        f"s3://{versioned}/{root}/images/cat.png", f"s3://{versioned}/{root}/images/sub/dog.png",
-        f"gs://{unversioned}/{root}/weights.bin", nginx_server.url(f"{root}/page.bin"),
-        f"file://{files}/x.txt", f"file://{files}/deep/y.bin"])
+    assert sorted(info["reference_uris"]) == sorted(
+        [
+            f"s3://{versioned}/{root}/images/cat.png",
+            f"s3://{versioned}/{root}/images/sub/dog.png",
+            f"gs://{unversioned}/{root}/weights.bin",
+            nginx_server.url(f"{root}/page.bin"),
+            f"file://{files}/x.txt",
+            f"file://{files}/deep/y.bin",
+        ]
+    )
 
     root_dir = cli("get", "demo/refs:v0", "--root", str(tmp_path / "got")).ok().out
     got = read_tree(root_dir)
     assert got == {
-        "images/cat.png": s3_data["images/cat.png"], "images/sub/dog.png": s3_data["images/sub/dog.png"],
-        "weights.bin": gs_data, "page.bin": http_data,
-        "local-src/x.txt": read_tree(files)["x.txt"], "local-src/deep/y.bin": read_tree(files)["deep/y.bin"],
+        "images/cat.png": s3_data["images/cat.png"],
+        "images/sub/dog.png": s3_data["images/sub/dog.png"],
+        "weights.bin": gs_data,
+        "page.bin": http_data,
+        "local-src/x.txt": read_tree(files)["x.txt"],
+        "local-src/deep/y.bin": read_tree(files)["deep/y.bin"],
         "notes.txt": b"stored, not referenced",
     }
     # A reference never becomes a stored object: none of its bytes are in the store.
@@ -177,9 +208,18 @@ def test_put_get_info_every_scheme_and_nothing_is_uploaded(cli, ref_buckets, s3,
         assert data[:32] not in stored
 
     # The same URIs again: same pins, same manifest, no new version.
-    again = cli("put", f"s3://{versioned}/{root}/images", f"gs://{unversioned}/{root}/weights.bin",
-                nginx_server.url(f"{root}/page.bin"), f"file://{files}", str(local),
-                "--name", "demo/refs", "--type", "dataset").ok()
+    again = cli(
+        "put",
+        f"s3://{versioned}/{root}/images",
+        f"gs://{unversioned}/{root}/weights.bin",
+        nginx_server.url(f"{root}/page.bin"),
+        f"file://{files}",
+        str(local),
+        "--name",
+        "demo/refs",
+        "--type",
+        "dataset",
+    ).ok()
     assert again.out == "demo/refs:v0"
 
 
@@ -187,9 +227,13 @@ def test_single_uri_puts_objects_at_the_root(cli, ref_buckets, s3):
     _, bucket = ref_buckets
     root = unique("single")
     put_objects(s3, bucket, {f"{root}/a/1.txt": b"one", f"{root}/a/2.txt": b"two"})
-    assert cli("put", f"s3://{bucket}/{root}/a", "--name", "demo/single", "--type", "dataset").ok().out == "demo/single:v0"
+    assert (
+        cli("put", f"s3://{bucket}/{root}/a", "--name", "demo/single", "--type", "dataset").ok().out == "demo/single:v0"
+    )
     assert cli("ls", "demo/single:v0").ok().stdout.splitlines() == [
-        f"3\t1.txt\t-> s3://{bucket}/{root}/a/1.txt", f"3\t2.txt\t-> s3://{bucket}/{root}/a/2.txt"]
+        f"3\t1.txt\t-> s3://{bucket}/{root}/a/1.txt",
+        f"3\t2.txt\t-> s3://{bucket}/{root}/a/2.txt",
+    ]
 
 
 def test_python_api_add_reference(local_store_url, cache_dir, ref_buckets, s3, nginx_server, tmp_path):
@@ -217,7 +261,10 @@ def test_python_api_add_reference(local_store_url, cache_dir, ref_buckets, s3, n
     path = used.get_path("models/mymodel.h5").download(str(tmp_path / "one"))
     assert open(path, "rb").read() == b"weights"
     assert read_tree(used.download(str(tmp_path / "all"))) == {
-        "README": b"hi", "labels.csv": b"id,label\n1,cat\n", "models/mymodel.h5": b"weights"}
+        "README": b"hi",
+        "labels.csv": b"id,label\n1,cat\n",
+        "models/mymodel.h5": b"weights",
+    }
 
     # New drafts carry references over unread, like any entry; remove() drops one.
     draft = used.new_draft()
@@ -231,12 +278,17 @@ def test_python_api_add_reference(local_store_url, cache_dir, ref_buckets, s3, n
 
 # -- pins: what happens when the source changes --------------------------------------------------
 
+
 def test_versioned_s3_serves_the_pinned_version_after_overwrite(cli, ref_buckets, s3, tmp_path):
     bucket, _ = ref_buckets
     key = f"{unique('ver')}/model.bin"
     s3.put_object(Bucket=bucket, Key=key, Body=b"version one")
     cli("put", f"s3://{bucket}/{key}", "--name", "demo/ver", "--type", "model").ok()
-    entry = artfs.Store(cli.store, cli.cache).manifest(artfs.Store(cli.store, cli.cache).resolve("demo/ver:v0")).get("model.bin")
+    entry = (
+        artfs.Store(cli.store, cli.cache)
+        .manifest(artfs.Store(cli.store, cli.cache).resolve("demo/ver:v0"))
+        .get("model.bin")
+    )
     assert entry.ref["version_id"] and entry.ref["etag"]
     s3.put_object(Bucket=bucket, Key=key, Body=b"version two, longer")
     s3.delete_object(Bucket=bucket, Key=key)  # even a delete marker on top does not matter
@@ -251,8 +303,9 @@ def test_unversioned_s3_overwrite_is_a_clear_error(cli, ref_buckets, s3, tmp_pat
     s3.put_object(Bucket=bucket, Key=key, Body=b"original")
     cli("put", f"s3://{bucket}/{key}", "--name", "demo/unver", "--type", "model").ok()
     s3.put_object(Bucket=bucket, Key=key, Body=b"replaced")  # same size, other bytes
-    line = cli("get", "demo/unver:v0", "--root", str(tmp_path / "got")).fails("model.bin", f"s3://{bucket}/{key}",
-                                                                             "no longer matches")
+    line = cli("get", "demo/unver:v0", "--root", str(tmp_path / "got")).fails(
+        "model.bin", f"s3://{bucket}/{key}", "no longer matches"
+    )
     assert "ETag" in line
     assert not os.path.exists(tmp_path / "got" / "model.bin")
     s3.delete_object(Bucket=bucket, Key=key)
@@ -283,7 +336,7 @@ def test_file_changes_are_caught_by_size_mtime_and_blake3(tmp_path):
     data = bytearray(os.urandom(3 * MiB + 100))
     path.write_bytes(data)
     (e,) = references.resolve(f"file://{path}")
-    assert references.read(e, MiB + 5, MiB + 10) == data[MiB + 5:MiB + 10]
+    assert references.read(e, MiB + 5, MiB + 10) == data[MiB + 5 : MiB + 10]
     # Same size, same mtime, one byte different in chunk 2: only reads touching it fail.
     st = os.stat(path)
     with open(path, "r+b") as f:
@@ -311,6 +364,7 @@ def test_file_changes_are_caught_by_size_mtime_and_blake3(tmp_path):
 
 # -- max_objects ------------------------------------------------------------------------------------
 
+
 def test_a_folder_of_10001_files_is_refused_until_the_limit_is_raised(cli, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -321,8 +375,22 @@ def test_a_folder_of_10001_files_is_refused_until_the_limit_is_raised(cli, tmp_p
     assert "max_objects=" in line
     with pytest.raises(InvalidInput, match="more than 10000 objects.*max_objects="):
         artfs.Artifact("demo/many", "dataset").add_reference(f"file://{folder}")
-    assert cli("put", f"file://{folder}", "--max-objects", "10001", "--no-checksum",
-               "--name", "demo/many", "--type", "dataset").ok().out == "demo/many:v0"
+    assert (
+        cli(
+            "put",
+            f"file://{folder}",
+            "--max-objects",
+            "10001",
+            "--no-checksum",
+            "--name",
+            "demo/many",
+            "--type",
+            "dataset",
+        )
+        .ok()
+        .out
+        == "demo/many:v0"
+    )
     info = json.loads(cli("info", "demo/many:v0").ok().stdout)
     assert info["references"] == 10_001 and len(info["reference_uris"]) == 100
 
@@ -339,6 +407,7 @@ def test_bucket_prefix_over_max_objects_is_refused(ref_buckets, s3, gs_env, sche
 
 
 # -- checksum=False --------------------------------------------------------------------------------
+
 
 def test_no_checksum_keeps_only_the_uri(cli, ref_buckets, s3, nginx_server, tmp_path):
     _, bucket = ref_buckets
@@ -359,6 +428,7 @@ def test_no_checksum_keeps_only_the_uri(cli, ref_buckets, s3, nginx_server, tmp_
 
 # -- credentials and configuration ------------------------------------------------------------------
 
+
 def test_missing_or_unknown_credentials_are_clear_errors(cli, ref_buckets, s3, nginx_server, tmp_path, monkeypatch):
     _, bucket = ref_buckets
     key = f"{unique('creds')}/x.txt"
@@ -368,8 +438,12 @@ def test_missing_or_unknown_credentials_are_clear_errors(cli, ref_buckets, s3, n
     cli(*args, env={"ARTFS_REF_S3_PROFILE": "no-such-profile"}).fails("profile", "no-such-profile")
     empty = tmp_path / "empty-aws"
     empty.write_text("")
-    no_keys = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-               "AWS_CONFIG_FILE": str(empty)}
+    no_keys = {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_CONFIG_FILE": str(empty),
+    }
     cli(*args, env=no_keys).fails("no credentials", uri.split("/")[2])
     # gs:// needs HMAC keys of its own (the AWS ones are not sent to Google)
     monkeypatch.delenv("ARTFS_REF_GS_ACCESS_KEY_ID", raising=False)
@@ -377,7 +451,8 @@ def test_missing_or_unknown_credentials_are_clear_errors(cli, ref_buckets, s3, n
     # an HTTP endpoint that wants credentials
     nginx_server.put("private/secret.bin", b"secret")
     cli("put", nginx_server.url("private/secret.bin"), "--name", "demo/creds", "--type", "dataset").fails(
-        "access denied", "401")
+        "access denied", "401"
+    )
     with pytest.raises(StoreUnavailable, match="401"):
         references.resolve(nginx_server.url("private/secret.bin"))
 
@@ -410,6 +485,7 @@ def _dead_port() -> int:
 
 # -- drafts ------------------------------------------------------------------------------------------
 
+
 def test_ref_add_into_a_stored_draft_and_commit(cli, ref_buckets, s3, tmp_path):
     _, bucket = ref_buckets
     root = unique("draft")
@@ -424,19 +500,28 @@ def test_ref_add_into_a_stored_draft_and_commit(cli, ref_buckets, s3, tmp_path):
     cli("ref", "add", "demo/nope/drafts/zz", f"s3://{bucket}/{root}/one.txt").fails("no draft")
     assert cli("commit", "demo/dr/drafts/d1").ok().out == "demo/dr:v1"
     lines = cli("ls", "demo/dr:v1").ok().stdout.splitlines()
-    assert lines == ["4\tkeep.txt", f"1\tsub/imgs/a.png\t-> s3://{bucket}/{root}/imgs/a.png",
-                     f"2\tsub/imgs/b.png\t-> s3://{bucket}/{root}/imgs/b.png",
-                     f"1\tsub/old.txt\t-> s3://{bucket}/{root}/one.txt"]
+    assert lines == [
+        "4\tkeep.txt",
+        f"1\tsub/imgs/a.png\t-> s3://{bucket}/{root}/imgs/a.png",
+        f"2\tsub/imgs/b.png\t-> s3://{bucket}/{root}/imgs/b.png",
+        f"1\tsub/old.txt\t-> s3://{bucket}/{root}/one.txt",
+    ]
     # A draft of v1 carries the references over (rows pointing into the base manifest).
     cli("draft", "demo/dr:v1", "--name", "d2").ok()
     cli("ref", "add", "demo/dr/drafts/d2", f"s3://{bucket}/{root}/one.txt", "--name", "extra.txt").ok()
     assert cli("commit", "demo/dr/drafts/d2").ok().out == "demo/dr:v2"
     got = read_tree(cli("get", "demo/dr:v2", "--root", str(tmp_path / "got")).ok().out)
-    assert got == {"keep.txt": b"kept", "sub/imgs/a.png": b"A", "sub/imgs/b.png": b"BB", "sub/old.txt": b"1",
-                   "extra.txt": b"1"}
+    assert got == {
+        "keep.txt": b"kept",
+        "sub/imgs/a.png": b"A",
+        "sub/imgs/b.png": b"BB",
+        "sub/old.txt": b"1",
+        "extra.txt": b"1",
+    }
 
 
 # -- the mount -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.mount
 def test_mount_reads_references_of_every_scheme(cli, ref_buckets, s3, nginx_server, gs_env, mounter, tmp_path):
@@ -459,14 +544,19 @@ def test_mount_reads_references_of_every_scheme(cli, ref_buckets, s3, nginx_serv
 
     m = mounter(cli.store, cache=str(tmp_path / "mount-cache"))
     v0 = m.path("demo", "mnt", "v0")
-    expect = {"big.bin": big_s3, "gcs/g.bin": b"from gcs", "h.bin": http_data,
-              "local/big-file.bin": big_file.read_bytes(), "free.txt": b"unpinned bytes"}
+    expect = {
+        "big.bin": big_s3,
+        "gcs/g.bin": b"from gcs",
+        "h.bin": http_data,
+        "local/big-file.bin": big_file.read_bytes(),
+        "free.txt": b"unpinned bytes",
+    }
     for rel, data in expect.items():
         if rel != "free.txt":
             assert os.stat(os.path.join(v0, rel)).st_size == len(data), rel  # the true size
     with open(os.path.join(v0, "big.bin"), "rb") as f:  # a ranged read in the middle
         f.seek(MiB + 1000)
-        assert f.read(5000) == big_s3[MiB + 1000:MiB + 6000]
+        assert f.read(5000) == big_s3[MiB + 1000 : MiB + 6000]
     assert read_tree(v0) == expect  # free.txt has no known size: served with direct_io to its end
     assert subprocess.run(["cat", os.path.join(v0, "free.txt")], capture_output=True).stdout == b"unpinned bytes"
     assert os.getxattr(os.path.join(v0, "gcs/g.bin"), "user.artfs.ref").decode() == f"gs://{unversioned}/{root}/g.bin"
@@ -497,8 +587,12 @@ def test_mount_serves_pinned_bytes_or_eio_with_one_log_line(cli, ref_buckets, s3
     nginx_server.put(f"{root}/h.bin", b"http original", mtime=time.time() - 100)
     gone = tmp_path / "gone.txt"
     gone.write_bytes(b"soon deleted")
-    uris = {"v.bin": f"s3://{versioned}/{root}/v.bin", "u.bin": f"s3://{unversioned}/{root}/u.bin",
-            "h.bin": nginx_server.url(f"{root}/h.bin"), "gone.txt": f"file://{gone}"}
+    uris = {
+        "v.bin": f"s3://{versioned}/{root}/v.bin",
+        "u.bin": f"s3://{unversioned}/{root}/u.bin",
+        "h.bin": nginx_server.url(f"{root}/h.bin"),
+        "gone.txt": f"file://{gone}",
+    }
     cli("put", *uris.values(), "--name", "demo/pins", "--type", "dataset").ok()
 
     s3.put_object(Bucket=versioned, Key=f"{root}/v.bin", Body=b"overwritten!!")

@@ -34,23 +34,28 @@ class Failing:
 
         def fail(*args, **kwargs):  # raises when called, before any await: serves sync and async calls
             raise error
+
         return fail
 
 
 def call(ops: Operations, handler: str, *args):
     async def go():
         return await getattr(ops, handler)(*args)
+
     return trio.run(go)
 
 
-@pytest.mark.parametrize("error, code", [
-    (NotFound("no such entry"), errno.ENOENT),
-    (ReadOnly("versions are read-only"), errno.EROFS),
-    (NameTooLong("x"), errno.ENAMETOOLONG),
-    (FsError(errno.ENOTEMPTY), errno.ENOTEMPTY),
-    (StoreUnavailable("store hung"), errno.EIO),
-    (OSError(errno.ENOSPC, "disk full"), errno.ENOSPC),
-])
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (NotFound("no such entry"), errno.ENOENT),
+        (ReadOnly("versions are read-only"), errno.EROFS),
+        (NameTooLong("x"), errno.ENAMETOOLONG),
+        (FsError(errno.ENOTEMPTY), errno.ENOTEMPTY),
+        (StoreUnavailable("store hung"), errno.EIO),
+        (OSError(errno.ENOSPC, "disk full"), errno.ENOSPC),
+    ],
+)
 def test_a_typed_error_answers_its_errno(error, code):
     with pytest.raises(pyfuse3.FUSEError) as raised:
         call(Operations(Failing(error)), "getattr", 5, None)

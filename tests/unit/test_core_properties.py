@@ -88,8 +88,9 @@ class Core:
         """{path: ("dir", mode) | ("file", bytes, mode)} of everything under `ino`."""
         fh = await self.fs.opendir(ino)
         try:
-            entries = [(name.decode(), reply) for _, name, reply, _ in self.fs.listing(fh, 0)
-                       if name not in (b".", b"..")]  # listed as ext4 lists them; not entries of the tree
+            entries = [
+                (name.decode(), reply) for _, name, reply, _ in self.fs.listing(fh, 0) if name not in (b".", b"..")
+            ]  # listed as ext4 lists them; not entries of the tree
         finally:
             self.fs.releasedir(fh)
         out: dict[str, tuple] = {}

@@ -10,8 +10,8 @@ from artfs.digest import CHUNK_SIZE, PIECE_SIZE, Hasher, hash_file
 
 
 def expected(data: bytes):
-    chunks = b"".join(blake3.blake3(data[i:i + CHUNK_SIZE]).digest() for i in range(0, len(data), CHUNK_SIZE))
-    pieces = b"".join(blake3.blake3(data[i:i + PIECE_SIZE]).digest() for i in range(0, len(data), PIECE_SIZE))
+    chunks = b"".join(blake3.blake3(data[i : i + CHUNK_SIZE]).digest() for i in range(0, len(data), CHUNK_SIZE))
+    pieces = b"".join(blake3.blake3(data[i : i + PIECE_SIZE]).digest() for i in range(0, len(data), PIECE_SIZE))
     return blake3.blake3(data).digest(), len(data), chunks, pieces
 
 

@@ -18,8 +18,17 @@ def _base() -> Manifest:
     entries = []
     for d in ("a", "a-b", "b", "b/c", "z"):
         for i in range(3):
-            entries.append(Entry(f"{d}/f{i}", 10 + i, os.urandom(DIGEST_SIZE), 0o644, pack=b"P" * 32, offset=i * 10,
-                                 mtime_ns=1_000_000_007 * (i + 1)))
+            entries.append(
+                Entry(
+                    f"{d}/f{i}",
+                    10 + i,
+                    os.urandom(DIGEST_SIZE),
+                    0o644,
+                    pack=b"P" * 32,
+                    offset=i * 10,
+                    mtime_ns=1_000_000_007 * (i + 1),
+                )
+            )
     big = 2 * CHUNK_SIZE + 1
     entries.append(Entry("b/big.bin", big, os.urandom(DIGEST_SIZE), 0o755, chunks=os.urandom(3 * DIGEST_SIZE)))
     entries.append(Entry("a/ref.csv", 5, os.urandom(DIGEST_SIZE), ref={"uri": "s3://x/y", "etag": "e"}))
@@ -30,11 +39,15 @@ def _base() -> Manifest:
 @pytest.mark.parametrize("moves", [False, True])
 def test_assemble_equals_entry_by_entry(moves):
     base = _base()
-    ranges = [CarriedRange(base, *_span(base, "b"), "b", "moved/b" if moves else "b"),
-              CarriedRange(base, *_span(base, "a-b"), "a-b", "a-b")]
-    new = [Entry("a/new.bin", 4, os.urandom(DIGEST_SIZE), 0o600, pack=b"R" * 32, offset=0),
-           Entry("new/huge", CHUNK_SIZE + 1, os.urandom(DIGEST_SIZE), 0o700, chunks=os.urandom(2 * DIGEST_SIZE)),
-           base.get("top.txt")]
+    ranges = [
+        CarriedRange(base, *_span(base, "b"), "b", "moved/b" if moves else "b"),
+        CarriedRange(base, *_span(base, "a-b"), "a-b", "a-b"),
+    ]
+    new = [
+        Entry("a/new.bin", 4, os.urandom(DIGEST_SIZE), 0o600, pack=b"R" * 32, offset=0),
+        Entry("new/huge", CHUNK_SIZE + 1, os.urandom(DIGEST_SIZE), 0o700, chunks=os.urandom(2 * DIGEST_SIZE)),
+        base.get("top.txt"),
+    ]
     got = assemble_kept(list(new), ranges)
     want = Manifest.from_entries(new + expand(ranges))
     assert got.encode() == want.encode()

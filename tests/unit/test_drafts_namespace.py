@@ -87,15 +87,26 @@ def test_the_cache_agrees_with_the_table_after_random_changes(drafts, seed):
         d = owner if rnd.random() < 0.85 else other  # now and then another process changes it
         parent = rnd.choice(dirs)
         name = rnd.choice(names)
-        ops = ["create", "create", "mkdir", "write", "truncate", "rename", "unlink", "rmdir", "chmod", "utime",
-               "list", "lookup"]
+        ops = [
+            "create",
+            "create",
+            "mkdir",
+            "write",
+            "truncate",
+            "rename",
+            "unlink",
+            "rmdir",
+            "chmod",
+            "utime",
+            "list",
+            "lookup",
+        ]
         if d is other:  # another process changes the namespace only (as `artfs ref add` does),
             ops = ["create", "mkdir", "rename", "unlink", "rmdir", "chmod", "list"]  # never data files
         op = rnd.choice(ops)
         try:
             if op == "create":
-                _new_file(d, parent, name, rnd.randbytes(rnd.randrange(0, 300)),
-                          close=d is other or rnd.random() < 0.8)
+                _new_file(d, parent, name, rnd.randbytes(rnd.randrange(0, 300)), close=d is other or rnd.random() < 0.8)
             elif op == "mkdir":
                 dirs.append(d.mkdir(parent, name, 0o755).ino)
             elif op in ("write", "truncate", "chmod", "utime", "unlink", "rmdir", "rename"):
@@ -130,8 +141,9 @@ def test_the_cache_agrees_with_the_table_after_random_changes(drafts, seed):
         try:
             answered += _check(owner, other, dirs, names)
         except AssertionError as e:
-            raise AssertionError(f"after step {step}: {op} {parent}/{name} by {'owner' if d is owner else 'other'}: "
-                                 f"{e}") from None
+            raise AssertionError(
+                f"after step {step}: {op} {parent}/{name} by {'owner' if d is owner else 'other'}: {e}"
+            ) from None
     assert answered > 500, "the cache answered too little to have been tested"
 
 

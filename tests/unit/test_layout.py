@@ -40,6 +40,7 @@ def imports_of(path: str, known: set[str]) -> set[str]:
                 found.add(full if full in known else node.module)
         for child in ast.iter_child_nodes(node):
             visit(child)
+
     visit(tree)
     return {m for m in found if m in known}
 
@@ -81,6 +82,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                     break
             if len(comp) > 1:
                 out.append(sorted(comp))
+
     for v in graph:
         if v not in index:
             strong(v)
@@ -101,9 +103,16 @@ def test_no_module_over_600_lines():
 
 
 def test_only_the_fuse_adapter_imports_pyfuse3_and_it_is_thin():
-    users = {m: p for m, p in modules().items() if "pyfuse3" in {
-        getattr(n, "module", None) or (n.names[0].name if isinstance(n, ast.Import) else None)
-        for n in ast.walk(ast.parse(open(p).read())) if isinstance(n, (ast.Import, ast.ImportFrom))}}
+    users = {
+        m: p
+        for m, p in modules().items()
+        if "pyfuse3"
+        in {
+            getattr(n, "module", None) or (n.names[0].name if isinstance(n, ast.Import) else None)
+            for n in ast.walk(ast.parse(open(p).read()))
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        }
+    }
     assert all(m.startswith("artfs.fs.fuse.") for m in users), sorted(users)
     assert sum(sum(1 for _ in open(p)) for p in users.values()) <= FUSE_ADAPTER_LINES
 
@@ -123,6 +132,5 @@ def layer_of(module: str) -> int:
 
 
 def test_imports_point_down_the_layers():
-    upward = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps
-                    if layer_of(d) > layer_of(m))
+    upward = sorted(f"{m} -> {d}" for m, deps in import_graph().items() for d in deps if layer_of(d) > layer_of(m))
     assert upward == []

@@ -25,7 +25,7 @@ def sample_entries():
         packed("labels.csv", b"a,b\n", PACK_B, 4),
         Entry("model/weights.bin", big, digest_bytes(b"w"), 0o644, chunks=bytes(3 * DIGEST_SIZE)),
         Entry("model/small.bin", 10, digest_bytes(b"s")),  # stored alone, no chunks needed
-        Entry("refs/remote.txt", -1, bytes(DIGEST_SIZE), ref={"uri": "s3://b/k", "etag": "\"abc\""}),
+        Entry("refs/remote.txt", -1, bytes(DIGEST_SIZE), ref={"uri": "s3://b/k", "etag": '"abc"'}),
         packed("empty", b"", PACK_A, 7),
     ]
 
@@ -42,8 +42,15 @@ def test_round_trip_keeps_every_field():
     by_path = {e.path: e for e in entries}
     for e in back:
         orig = by_path[e.path]
-        assert (e.size, e.digest, e.mode, e.pack, e.offset, e.chunks, e.ref) == \
-               (orig.size, orig.digest, orig.mode, orig.pack, orig.offset, orig.chunks, orig.ref), e.path
+        assert (e.size, e.digest, e.mode, e.pack, e.offset, e.chunks, e.ref) == (
+            orig.size,
+            orig.digest,
+            orig.mode,
+            orig.pack,
+            orig.offset,
+            orig.chunks,
+            orig.ref,
+        ), e.path
     assert back.encode() == m.encode(), "encoding must be deterministic (same content, same digest)"
     assert back.digest == m.digest
     assert back.reference_count == 1
@@ -87,10 +94,14 @@ def test_lookups():
     assert m.index("labels.csv") == m.paths.index("labels.csv")
     assert m.is_dir("") and m.is_dir("images") and m.is_dir("images/sub") and m.is_dir("model")
     assert not m.is_dir("images/cat.png") and not m.is_dir("imag") and not m.is_dir("nope")
-    assert list(m.children("")) == [("empty", 0), ("images", None), ("labels.csv", m.index("labels.csv")),
-                                    ("model", None), ("refs", None)]
-    assert [(n, i is None) for n, i in m.children("images")] == [("cat.png", False), ("dog.png", False),
-                                                                ("sub", True)]
+    assert list(m.children("")) == [
+        ("empty", 0),
+        ("images", None),
+        ("labels.csv", m.index("labels.csv")),
+        ("model", None),
+        ("refs", None),
+    ]
+    assert [(n, i is None) for n, i in m.children("images")] == [("cat.png", False), ("dog.png", False), ("sub", True)]
     assert list(m.children("images/sub")) == [("bird.png", m.index("images/sub/bird.png"))]
     assert list(m.children("nope")) == []
     assert [m.paths[i] for i in m.under("images")] == ["images/cat.png", "images/dog.png", "images/sub/bird.png"]
@@ -109,20 +120,31 @@ def test_children_with_names_sorting_around_the_separator():
     assert [m.paths[i] for i in m.under("a")] == ["a/x", "a/y/z", "a/y0"]
 
 
-@pytest.mark.parametrize("paths", [
-    ["../etc/passwd"], ["a/../../b"], ["/etc/passwd"], ["a\x00b"], [""], ["."],
-    ["a", "a"], ["a/b", "./a/b"],          # duplicates, also after normalization
-    ["a", "a/b"], ["a", "a-b", "a/b"],     # a file and a folder of the same name, adjacent or not
-    ["x/y", "x/y/z/w"],
-])
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["../etc/passwd"],
+        ["a/../../b"],
+        ["/etc/passwd"],
+        ["a\x00b"],
+        [""],
+        ["."],
+        ["a", "a"],
+        ["a/b", "./a/b"],  # duplicates, also after normalization
+        ["a", "a/b"],
+        ["a", "a-b", "a/b"],  # a file and a folder of the same name, adjacent or not
+        ["x/y", "x/y/z/w"],
+    ],
+)
 def test_bad_paths_refused_at_build(paths):
     with pytest.raises(InvalidInput):
         Manifest.from_entries([packed(p) for p in paths])
 
 
 def test_piece_index_digests_survive_encoding_and_older_manifests_have_none():
-    big = Entry("w.bin", 2 * CHUNK_SIZE, digest_bytes(b"w"), chunks=bytes(2 * DIGEST_SIZE),
-                piece_index=digest_bytes(b"index"))
+    big = Entry(
+        "w.bin", 2 * CHUNK_SIZE, digest_bytes(b"w"), chunks=bytes(2 * DIGEST_SIZE), piece_index=digest_bytes(b"index")
+    )
     old = Entry("old.bin", 2 * CHUNK_SIZE, digest_bytes(b"o"), chunks=bytes(2 * DIGEST_SIZE))
     m = Manifest.decode(Manifest.from_entries([big, old]).encode())
     assert m.get("w.bin").piece_index == digest_bytes(b"index")
@@ -155,6 +177,7 @@ def test_newline_in_a_file_name_is_refused_at_build(path):
 
 
 # -- corrupt encodings ----------------------------------------------------------------
+
 
 def _doc(m: Manifest) -> dict:
     return msgpack.unpackb(zstandard.ZstdDecompressor().decompress(m.encode()), raw=False, strict_map_key=False)
@@ -219,10 +242,30 @@ def _corrupt(name):
     return _encode(doc)
 
 
-CORRUPTIONS = ["truncated", "empty", "garbage", "byte flipped", "not msgpack", "not a map", "wrong format",
-               "missing column", "short column", "odd column bytes", "short digests", "dotdot path",
-               "absolute path", "dot path", "empty component", "trailing slash", "newline path", "nul path", "unsorted",
-               "duplicate", "path not text", "bad pack index"]
+CORRUPTIONS = [
+    "truncated",
+    "empty",
+    "garbage",
+    "byte flipped",
+    "not msgpack",
+    "not a map",
+    "wrong format",
+    "missing column",
+    "short column",
+    "odd column bytes",
+    "short digests",
+    "dotdot path",
+    "absolute path",
+    "dot path",
+    "empty component",
+    "trailing slash",
+    "newline path",
+    "nul path",
+    "unsorted",
+    "duplicate",
+    "path not text",
+    "bad pack index",
+]
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)

@@ -11,8 +11,10 @@ D = bytes(range(32))
 
 
 def _m(times=True, folders=True):
-    entries = [Entry("a/x", 1, D, 0o4755, pack=D, mtime_ns=11 if times else 0),
-               Entry("b", 2, D, 0o600, pack=D, mtime_ns=12 if times else 0)]
+    entries = [
+        Entry("a/x", 1, D, 0o4755, pack=D, mtime_ns=11 if times else 0),
+        Entry("b", 2, D, 0o600, pack=D, mtime_ns=12 if times else 0),
+    ]
     dirs = [Folder("", 0o755, 5), Folder("a", 0o700, 6), Folder("e", 0o1777, 7), Folder("e/f", 0o755, 8)]
     return Manifest.from_entries(entries, dirs if folders else ())
 
@@ -21,7 +23,11 @@ def test_times_modes_and_folders_survive_encoding():
     m = Manifest.decode(_m().encode())
     assert [(e.path, e.mode, e.mtime_ns) for e in m] == [("a/x", 0o4755, 11), ("b", 0o600, 12)]
     assert [(f.path, f.mode, f.mtime_ns) for f in m.folder_entries()] == [
-        ("", 0o755, 5), ("a", 0o700, 6), ("e", 0o1777, 7), ("e/f", 0o755, 8)]
+        ("", 0o755, 5),
+        ("a", 0o700, 6),
+        ("e", 0o1777, 7),
+        ("e/f", 0o755, 8),
+    ]
     assert m.empty_folders() == ["e", "e/f"]
 
 
@@ -43,8 +49,10 @@ def test_an_old_manifest_reads_as_before():
 
 def test_identity_is_content_not_times_nor_non_executable_mode_bits():
     a = _m()
-    b = Manifest.from_entries([Entry("a/x", 1, D, 0o755, pack=D, mtime_ns=99), Entry("b", 2, D, 0o644, pack=D)],
-                              [Folder("e", 0o755, 1), Folder("e/f", 0o700, 2)])
+    b = Manifest.from_entries(
+        [Entry("a/x", 1, D, 0o755, pack=D, mtime_ns=99), Entry("b", 2, D, 0o644, pack=D)],
+        [Folder("e", 0o755, 1), Folder("e/f", 0o700, 2)],
+    )
     assert a.digest != b.digest and a.content_digest() == b.content_digest()
     no_empty = Manifest.from_entries([Entry("a/x", 1, D, 0o755, pack=D), Entry("b", 2, D, 0o644, pack=D)])
     assert no_empty.content_digest() != a.content_digest(), "an empty folder is part of the tree"

@@ -21,8 +21,10 @@ def test_good_names(name):
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", ".hidden", "a..b", "a/b", "/a", "a\x00b", "-a", "a b",
-                                  "a" * 129, "é", "a:b", "a\n", None, 3])
+@pytest.mark.parametrize(
+    "name",
+    ["", ".", "..", ".hidden", "a..b", "a/b", "/a", "a\x00b", "-a", "a b", "a" * 129, "é", "a:b", "a\n", None, 3],
+)
 def test_bad_names(name):
     with pytest.raises(InvalidInput):
         check_name(name)
@@ -58,23 +60,44 @@ def test_parse_spec():
     assert parse_artifact_name("demo/bikes") == ArtifactName("demo", "bikes")
 
 
-@pytest.mark.parametrize("text", ["demo", "demo/bikes/extra", "../bikes", "demo/..", "demo/.x", "/bikes",
-                                  "demo/bikes:drafts", "demo/bikes:a/b", "demo/bikes:.x", "demo/bikes:"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "demo",
+        "demo/bikes/extra",
+        "../bikes",
+        "demo/..",
+        "demo/.x",
+        "/bikes",
+        "demo/bikes:drafts",
+        "demo/bikes:a/b",
+        "demo/bikes:.x",
+        "demo/bikes:",
+    ],
+)
 def test_bad_specs(text):
     with pytest.raises(InvalidInput):
         parse_spec(text)
 
 
-@pytest.mark.parametrize("path,normal", [
-    ("a", "a"), ("a/b/c.txt", "a/b/c.txt"), ("a//b", "a/b"), ("./a/./b", "a/b"), ("a/b/", "a/b"),
-    ("with space/é.png", "with space/é.png"),
-])
+@pytest.mark.parametrize(
+    "path,normal",
+    [
+        ("a", "a"),
+        ("a/b/c.txt", "a/b/c.txt"),
+        ("a//b", "a/b"),
+        ("./a/./b", "a/b"),
+        ("a/b/", "a/b"),
+        ("with space/é.png", "with space/é.png"),
+    ],
+)
 def test_normalize_path(path, normal):
     assert normalize_path(path) == normal
 
 
-@pytest.mark.parametrize("path", ["", ".", "/", "/etc/passwd", "..", "../x", "a/../b", "a/..", "a\x00b",
-                                  "x" * 256, "/a/b"])
+@pytest.mark.parametrize(
+    "path", ["", ".", "/", "/etc/passwd", "..", "../x", "a/../b", "a/..", "a\x00b", "x" * 256, "/a/b"]
+)
 def test_bad_paths(path):
     with pytest.raises(InvalidInput):
         normalize_path(path)

@@ -9,16 +9,20 @@ from artfs.wandb.common import WandbName, parse_name
 from artfs.wandb.table import PartitionedTable, Table, stored_name
 
 
-@pytest.mark.parametrize("text, project, expected", [
-    ("bikes", "p", WandbName("p", "bikes", None)),
-    ("bikes:v3", "p", WandbName("p", "bikes", "v3")),
-    ("other/bikes:best", "p", WandbName("other", "bikes", "best")),
-    ("some-entity/other/bikes:latest", "p", WandbName("other", "bikes", "latest")),
-])
+@pytest.mark.parametrize(
+    "text, project, expected",
+    [
+        ("bikes", "p", WandbName("p", "bikes", None)),
+        ("bikes:v3", "p", WandbName("p", "bikes", "v3")),
+        ("other/bikes:best", "p", WandbName("other", "bikes", "best")),
+        ("some-entity/other/bikes:latest", "p", WandbName("other", "bikes", "latest")),
+    ],
+)
 def test_wandb_paths(text, project, expected):
     assert parse_name(text, project) == expected
-    assert parse_name(text, project).spec == f"{expected.project}/{expected.name}" + \
-        (f":{expected.selector}" if expected.selector else "")
+    assert parse_name(text, project).spec == f"{expected.project}/{expected.name}" + (
+        f":{expected.selector}" if expected.selector else ""
+    )
 
 
 @pytest.mark.parametrize("bad", ["", "a/b/c/d", "bikes:", "../x", "reference model", "p/na me:v0"])

@@ -55,6 +55,7 @@ def _answer(name: str, error: BaseException) -> pyfuse3.FUSEError:
 
 def _wrap(name: str, handler):
     if inspect.iscoroutinefunction(handler):
+
         @functools.wraps(handler)
         async def guarded_async(*args, **kwargs):
             started = time.perf_counter() if metrics.enabled else 0.0
@@ -72,8 +73,10 @@ def _wrap(name: str, handler):
             if metrics.enabled:
                 metrics.observe_request(name, time.perf_counter() - started, False, result)
             return result
+
         wrapper = guarded_async
     else:
+
         @functools.wraps(handler)
         def guarded_sync(*args, **kwargs):
             try:
@@ -83,6 +86,7 @@ def _wrap(name: str, handler):
                 if name in _SILENT:
                     return None
                 raise answer from None
+
         wrapper = guarded_sync
     setattr(wrapper, GUARD_MARK, True)
     return wrapper

@@ -82,5 +82,3 @@ async def _stop_on_signal() -> None:
             log.info("signal %s: unmounting", signal.Signals(sig).name)
             pyfuse3.terminate()
             return
-
-

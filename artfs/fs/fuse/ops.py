@@ -134,9 +134,14 @@ class Operations(pyfuse3.Operations):
         await self.fs.unlink(parent_inode, name)
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        await self.fs.rename(parent_inode_old, name_old, parent_inode_new, name_new,
-                             exchange=bool(flags & pyfuse3.RENAME_EXCHANGE),
-                             no_replace=bool(flags & pyfuse3.RENAME_NOREPLACE))
+        await self.fs.rename(
+            parent_inode_old,
+            name_old,
+            parent_inode_new,
+            name_new,
+            exchange=bool(flags & pyfuse3.RENAME_EXCHANGE),
+            no_replace=bool(flags & pyfuse3.RENAME_NOREPLACE),
+        )
 
     async def setattr(self, inode, attr, fields, fh, ctx):
         reply = await self.fs.setattr(
@@ -144,7 +149,8 @@ class Operations(pyfuse3.Operations):
             size=attr.st_size if fields.update_size else None,
             mode=attr.st_mode if fields.update_mode else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
-            atime_ns=attr.st_atime_ns if fields.update_atime else None)
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+        )
         return self._entry(reply)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):

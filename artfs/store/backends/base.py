@@ -37,7 +37,7 @@ class ObjectStore(abc.ABC):
         blob = self.get(key, start, start + sum(lengths))
         pos = 0
         for n in lengths:
-            yield blob[pos:pos + n]
+            yield blob[pos : pos + n]
             pos += n
 
     @abc.abstractmethod

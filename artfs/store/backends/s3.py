@@ -25,8 +25,19 @@ from artfs.store.retry import RetryPolicy
 
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
 _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
-_PASSING = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
-            "ServiceUnavailable", "500", "502", "503", "504"}  # worth sending again
+_PASSING = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "InternalError",
+    "ServiceUnavailable",
+    "500",
+    "502",
+    "503",
+    "504",
+}  # worth sending again
 
 
 _PART = 16 << 20  # put_file: part size (at least), and parts sent at once
@@ -159,6 +170,7 @@ class S3Store(ObjectStore):
         def once():
             r = self._once(key, self.client.get_object, Key=self.prefix + key)
             return self._read_body(key, r), r["ETag"]
+
         return self.retry.call(once)
 
     def put(self, key, data, *, if_none_match=False, if_match=None):
@@ -182,9 +194,13 @@ class S3Store(ObjectStore):
         streamer = getattr(self, "_streamer", None)
         if streamer is None:
             streamer = self._streamer = boto3.session.Session().client(
-                "s3", endpoint_url=self.client.meta.endpoint_url, region_name=self.client.meta.region_name,
-                config=self.client.meta.config.merge(botocore.config.Config(
-                    retries={"mode": "standard", "max_attempts": self.retry.attempts})))
+                "s3",
+                endpoint_url=self.client.meta.endpoint_url,
+                region_name=self.client.meta.region_name,
+                config=self.client.meta.config.merge(
+                    botocore.config.Config(retries={"mode": "standard", "max_attempts": self.retry.attempts})
+                ),
+            )
         try:
             streamer.upload_fileobj(stream, self.bucket, self.prefix + key, Config=self._transfer)
         except boto3.exceptions.S3UploadFailedError as e:
@@ -198,9 +214,13 @@ class S3Store(ObjectStore):
         c = getattr(self, "_upload_client", None)
         if c is None:
             c = self._upload_client = boto3.session.Session().client(
-                "s3", endpoint_url=self.client.meta.endpoint_url, region_name=self.client.meta.region_name,
+                "s3",
+                endpoint_url=self.client.meta.endpoint_url,
+                region_name=self.client.meta.region_name,
                 config=self.client.meta.config.merge(
-                    botocore.config.Config(request_checksum_calculation="when_required")))
+                    botocore.config.Config(request_checksum_calculation="when_required")
+                ),
+            )
         return c
 
     def put_file(self, key, path, unchanged):
@@ -218,18 +238,25 @@ class S3Store(ObjectStore):
             part = max(_PART, -(-size // 9000))  # S3 allows 10,000 parts
             upload = self._call(key, client.create_multipart_upload, Key=self.prefix + key)["UploadId"]
             try:
+
                 def send(i):
                     data = os.pread(f.fileno(), part, i * part)
-                    r = self._call(key, client.upload_part, Key=self.prefix + key, UploadId=upload,
-                                   PartNumber=i + 1, Body=data)
+                    r = self._call(
+                        key, client.upload_part, Key=self.prefix + key, UploadId=upload, PartNumber=i + 1, Body=data
+                    )
                     return {"PartNumber": i + 1, "ETag": r["ETag"]}
 
                 with ThreadPoolExecutor(max_workers=_PARTS_AT_ONCE) as pool:
                     parts = list(pool.map(send, range(-(-size // part))))
                 if not unchanged():
                     raise _Abandoned()
-                self._call(key, client.complete_multipart_upload, Key=self.prefix + key, UploadId=upload,
-                           MultipartUpload={"Parts": parts})
+                self._call(
+                    key,
+                    client.complete_multipart_upload,
+                    Key=self.prefix + key,
+                    UploadId=upload,
+                    MultipartUpload={"Parts": parts},
+                )
                 return True
             except BaseException as e:
                 try:
@@ -257,8 +284,9 @@ class S3Store(ObjectStore):
                 kwargs["ContinuationToken"] = token
             r = self._call(prefix, self.client.list_objects_v2, **kwargs)
             for o in r.get("Contents", []):
-                found.append(ObjectInfo(o["Key"][len(self.prefix):], o["Size"], o["ETag"],
-                                        o["LastModified"].timestamp()))
+                found.append(
+                    ObjectInfo(o["Key"][len(self.prefix) :], o["Size"], o["ETag"], o["LastModified"].timestamp())
+                )
             if not r.get("IsTruncated"):
                 break
             token = r["NextContinuationToken"]
