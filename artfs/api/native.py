@@ -566,55 +566,6 @@ def use_artifact(artifact: "str | Artifact", project: str | None = None, store: 
     return Artifact._from_record(store, rec)
 
 
-def _distributed_target(artifact: Artifact, project: str | None, distributed_id: str | None, store):
-    if not isinstance(artifact, Artifact):
-        raise InvalidInput(f"needs an artfs.Artifact, not {type(artifact).__name__}")
-    if not distributed_id:
-        raise InvalidInput("distributed_id is required: every writer of one version passes the same id")
-    project = artifact._project or project
-    if project is None:
-        raise InvalidInput(f"which project is {artifact.name!r} in? Name it 'project/{artifact.name}' or pass project=")
-    from artfs.versions.distributed import Distributed
-
-    store = store or default_store()
-    return ArtifactName(project, artifact.name), Distributed(store), store
-
-
-def upsert_artifact(
-    artifact: Artifact, project: str | None = None, distributed_id: str | None = None, store: "Store | None" = None
-) -> Artifact:
-    """Adds this writer's files to the version that all writers with `distributed_id` build together."""
-    name, dist, _ = _distributed_target(artifact, project, distributed_id, store)
-    artifact._check_layout()
-    dist.upsert(name, artifact.type, distributed_id, list(artifact._files.values()), artifact._carried())
-    return artifact
-
-
-def finish_artifact(
-    artifact: Artifact,
-    project: str | None = None,
-    distributed_id: str | None = None,
-    aliases: Iterable[str] | str | None = None,
-    store: "Store | None" = None,
-    overwrite: bool = False,
-) -> Artifact:
-    """Commits the union of every writer's upserts (and this artifact's own files) as one new version."""
-    name, dist, store = _distributed_target(artifact, project, distributed_id, store)
-    if artifact._files or next(artifact._carried(), None) is not None:  # (a generator is always truthy)
-        upsert_artifact(artifact, project, distributed_id, store)
-    result = dist.finish(
-        name,
-        distributed_id,
-        type_=artifact.type,
-        aliases=_aliases_arg(aliases),
-        description=artifact.description,
-        metadata=artifact.metadata,
-        overwrite=overwrite,
-    )
-    artifact._become(store, result.version)
-    return artifact
-
-
 class Store(store_facade.Store):
     """The store facade with `log_artifact` / `use_artifact` as methods, for code that uses more than one store."""
 

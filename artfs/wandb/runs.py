@@ -167,12 +167,14 @@ class Run:
     ) -> Artifact:
         """Adds this writer's files to the version that every run with the same distributed_id
         (default: the run's group) builds together; `finish_artifact` commits it."""
-        from artfs.api import native
+        from artfs.api import distributed
 
         art, did = self._distributed("upsert_artifact", artifact_or_path, name, type, distributed_id)
         if aliases:  # each writer's aliases would be lost at finish: refused rather than dropped
             raise InvalidInput("upsert_artifact() takes no aliases in artfs: give them to finish_artifact()")
-        native.upsert_artifact(art._art, self.project if art._art.project is None else None, did, store=self._store)
+        distributed.upsert_artifact(
+            art._art, self.project if art._art.project is None else None, did, store=self._store
+        )
         return art
 
     def finish_artifact(
@@ -184,10 +186,10 @@ class Run:
         distributed_id: str | None = None,
     ) -> Artifact:
         """Commits what every writer upserted (and this artifact's own files) as one new version."""
-        from artfs.api import native
+        from artfs.api import distributed
 
         art, did = self._distributed("finish_artifact", artifact_or_path, name, type, distributed_id)
-        native.finish_artifact(
+        distributed.finish_artifact(
             art._art, self.project if art._art.project is None else None, did, aliases=aliases, store=self._store
         )
         art._save_tags()
