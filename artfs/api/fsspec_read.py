@@ -91,8 +91,7 @@ class VerifiedReader:
         except (NotFound, CorruptRecord) as e:
             log.warning("piece index of %s unusable, reading whole chunks: %s", chunks[0].key, e)
             return None
-        size = chunks[-1].file_offset + chunks[-1].size
-        wanted = pieces_covering(chunks[0].key, size, digests, start, end)
+        wanted = pieces_covering(chunks, digests, start, end)
         got = self._load(wanted)
         blob = b"".join(got[p.digest] for p in wanted)
         skip = start - wanted[0].file_offset

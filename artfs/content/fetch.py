@@ -23,6 +23,7 @@ from artfs.store.keys import object_key, pack_key, pieces_key
 from artfs.store.manifest import Entry
 
 EMPTY_DIGEST = digest_bytes(b"")
+READS_BLOCKS = True  # files stored as blocks (manifest `blocks`) are read here: publishers may write them
 
 
 @dataclass(frozen=True)
@@ -45,15 +46,14 @@ def pieces(entry: Entry) -> list[Piece]:
         return [Piece(entry.digest, entry.size, pack_key(entry.pack), entry.offset)]
     if entry.ref is not None:
         raise ValueError("references are fetched from their source")
-    key = object_key(entry.digest)
     if not entry.chunks:
-        return [Piece(entry.digest, entry.size, key, 0)]
+        return [Piece(entry.digest, entry.size, object_key(entry.digest), 0)]
     out = []
     for i in range(0, entry.size, CHUNK_SIZE):
         k = i // CHUNK_SIZE
-        out.append(
-            Piece(entry.chunks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i), key, i, i)
-        )
+        stored, at = entry.locate(i)  # the whole object, or the block holding this chunk
+        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i),
+                         object_key(stored), at, i))
     return out
 
 
@@ -65,14 +65,17 @@ def piece_index(entry: Entry) -> Piece | None:
     return Piece(entry.piece_index, count * DIGEST_SIZE, pieces_key(entry.digest), 0)
 
 
-def pieces_covering(key: str, size: int, index: bytes, start: int, end: int) -> list[Piece]:
-    """The PIECE_SIZE pieces of the object `key` that hold bytes [start, end), with their
-    digests from its verified piece index. `size`: the object's size, or any chunk boundary
-    past `end` (pieces never straddle chunks)."""
+def pieces_covering(chunks: list[Piece], index: bytes, start: int, end: int) -> list[Piece]:
+    """The PIECE_SIZE pieces that hold bytes [start, end) of a large file, with their digests
+    from its verified piece index; `chunks`: the file's chunks (in order) that hold those
+    bytes, which say where each is stored (pieces never straddle chunks)."""
+    first = chunks[0].file_offset
     out = []
     for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
         at = k * PIECE_SIZE
-        out.append(Piece(index[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE], min(PIECE_SIZE, size - at), key, at, at, True))
+        c = chunks[(at - first) // CHUNK_SIZE]
+        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, c.file_offset + c.size - at),
+                         c.key, c.offset + at - c.file_offset, at, True))
     return out
 
 

@@ -130,7 +130,6 @@ class ContentSource:
         None if the index is missing or does not match its digest: the caller then reads the
         `chunks` holding those bytes, verified against the manifest."""
         key = chunks[0].key
-        chunks_end = chunks[-1].file_offset + chunks[-1].size  # the object's end, if in its last chunk
         if deadline is None:
             deadline = self.deadline()  # one for the index and the pieces together
         try:
@@ -139,7 +138,7 @@ class ContentSource:
             except (NotFound, CorruptRecord) as e:
                 log.warning("piece index of %s unusable, reading whole chunks: %s", key, e)
                 return None
-            wanted = pieces_covering(key, chunks_end, digests, start, end)
+            wanted = pieces_covering(chunks, digests, start, end)
             parts = [await self.get(wanted[0], wanted[1:], where=where, deadline=deadline)]
             for p in wanted[1:]:
                 parts.append(await self.get(p, where=where, deadline=deadline))
