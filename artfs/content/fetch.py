@@ -52,8 +52,15 @@ def pieces(entry: Entry) -> list[Piece]:
     for i in range(0, entry.size, CHUNK_SIZE):
         k = i // CHUNK_SIZE
         stored, at = entry.locate(i)  # the whole object, or the block holding this chunk
-        out.append(Piece(entry.chunks[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(CHUNK_SIZE, entry.size - i),
-                         object_key(stored), at, i))
+        out.append(
+            Piece(
+                entry.chunks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE],
+                min(CHUNK_SIZE, entry.size - i),
+                object_key(stored),
+                at,
+                i,
+            )
+        )
     return out
 
 
@@ -74,8 +81,16 @@ def pieces_covering(chunks: list[Piece], index: bytes, start: int, end: int) -> 
     for k in range(start // PIECE_SIZE, (end - 1) // PIECE_SIZE + 1):
         at = k * PIECE_SIZE
         c = chunks[(at - first) // CHUNK_SIZE]
-        out.append(Piece(index[k * DIGEST_SIZE:(k + 1) * DIGEST_SIZE], min(PIECE_SIZE, c.file_offset + c.size - at),
-                         c.key, c.offset + at - c.file_offset, at, True))
+        out.append(
+            Piece(
+                index[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE],
+                min(PIECE_SIZE, c.file_offset + c.size - at),
+                c.key,
+                c.offset + at - c.file_offset,
+                at,
+                True,
+            )
+        )
     return out
 
 

@@ -40,6 +40,6 @@ def test_a_file_stored_as_blocks_reads_back_whole_and_at_random(env, tmp_path):
     rnd = random.Random(1)
     with open(path, "rb", buffering=0) as f:
         for start in [16 * MiB - 100, 32 * MiB - 4096, 5, 40 * MiB] + [rnd.randrange(len(data)) for _ in range(20)]:
-            assert os.pread(f.fileno(), 5000, start) == data[start:start + 5000], start
+            assert os.pread(f.fileno(), 5000, start) == data[start : start + 5000], start
     with open(path, "rb") as f:
         assert f.read() == data
