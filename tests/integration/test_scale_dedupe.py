@@ -111,3 +111,35 @@ def test_gc_keeps_the_shards_and_a_collected_pack_is_never_reused(counted, tmp_p
     out = tmp_path / "out"
     Store(store.url, str(tmp_path / "fresh-cache")).download(r.version, str(out))
     assert (out / "x.bin").read_bytes() == gone
+
+
+def test_commits_at_once_lose_no_shard_entry(store_url, cache_dir, tmp_path):
+    """Eight commits at once, each adding small files to the same few shards: every file
+    ends up findable (compare-and-swap on the shards loses no update)."""
+    import threading
+
+    from artfs.versions.dedupe import PackIndex
+
+    store = Store(store_url, cache_dir)
+    publish(store, "seed", tmp_path, {"seed.bin": b"seed"})
+    # Contents whose digests share two shards, so the eight commits race on them.
+    wanted = {shard_of(digest_bytes(b"x0")), shard_of(digest_bytes(b"x1"))}
+    pool = (os.urandom(40) for _ in range(200_000))
+    files = [d for d in pool if shard_of(digest_bytes(d)) in wanted][:24]
+    assert len(files) == 24
+    errors = []
+
+    def commit(i: int) -> None:
+        try:
+            publish(Store(store_url, cache_dir), f"a{i}", tmp_path, {f"f{j}": files[3 * i + j] for j in range(3)})
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    index = PackIndex(open_store(store_url), None)
+    assert all(index.find(digest_bytes(d)) is not None for d in files)
