@@ -27,14 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from fsspec.spec import AbstractFileSystem
 
 from artfs import config
-from artfs.api.fsspec_read import Companions, VerifiedReader
+from artfs.api.fsspec_read import ArtfsFile, Companions, RunCache, SmallFile, VerifiedReader, pack_neighbours
 from artfs.api.store import Store
-from artfs.content.cache import ContentCache
-from artfs.content.fetch import Piece
-from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
+from artfs.digest import DIGEST_SIZE
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import LATEST, ArtifactName, check_name, parse_version, version_name
 from artfs.store.keys import pack_key
@@ -43,8 +41,8 @@ from artfs.store.registry import VersionRecord
 from artfs.versions import lineage
 
 DRAFTS = "drafts"
-READ_AHEAD_BYTES = 4 << 20  # small files brought along by a cold read of one of them
-READ_AHEAD_FILES = 512
+PATHS = 1 << 17  # resolved file paths kept per file system object
+_GLOB = frozenset("*?[")
 READ_ONLY = "artfs:// is read-only: publish with `artfs put`, a draft on a mount, or artfs.log_artifact"
 
 
@@ -96,22 +94,6 @@ def parse(path: str) -> Where:
     return Where(head[0], head[1], head[2], "/".join(parts[3:]))
 
 
-def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
-    """The small files after entry `i` in the same pack, up to READ_AHEAD_BYTES: one GET brings
-    them along with it, as the mount does on a cold open (a folder is read in manifest order)."""
-    pack = m.packs[i]
-    if pack < 0:
-        return []
-    key = pack_key(m.pack_ids[pack])
-    out, total = [], 0
-    for j in range(i + 1, min(len(m), i + 1 + READ_AHEAD_FILES)):
-        if m.packs[j] != pack or total >= READ_AHEAD_BYTES:
-            break
-        out.append(Piece(m.digests[j * DIGEST_SIZE : (j + 1) * DIGEST_SIZE], m.sizes[j], key, m.offsets[j]))
-        total += m.sizes[j]
-    return out
-
-
 class _Timed:
     """Values re-read after `ttl` seconds (aliases and version lists move; nothing else does)."""
 
@@ -133,9 +115,33 @@ class _Timed:
                 self._values.clear()
         return value
 
+    def loaded(self, key: tuple) -> float:
+        """When the cached value was read (0: not cached)."""
+        hit = self._values.get(key)
+        return hit[0] if hit is not None else 0.0
+
+    def copy_for_child(self) -> _Timed:
+        """The same values with a new lock (in a forked child the parent's may be held)."""
+        out = _Timed(self.ttl)
+        out._values = dict(self._values)
+        return out
+
     def forget(self, key: tuple) -> None:
         with self._lock:
             self._values.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A file path resolved: its version, manifest and entry index, until `until` (monotonic
+    seconds; infinite for `vN` paths, whose files never change). `small`: (digest, size, pack
+    key, offset) of a file stored in a pack, read whole on the fast path."""
+
+    until: float
+    rec: VersionRecord
+    manifest: Manifest
+    index: int
+    small: tuple[bytes, int, str, int] | None
 
 
 class ArtfsFileSystem(AbstractFileSystem):
@@ -157,24 +163,30 @@ class ArtfsFileSystem(AbstractFileSystem):
         self._refresh = refresh
         self._manifests: LRUCache = LRUCache(maxsize=16)
         self._used: set[tuple[ArtifactName, int]] = set()
-        self._open_store()
+        self._paths: dict[str, Resolved] = {}  # file path -> where it is (see Resolved)
+        self._at: dict[tuple[str, str, str], tuple[float, VersionRecord, Manifest]] = {}
+        self._timed = _Timed(refresh)
+        self._open_store(None)
 
-    def _open_store(self) -> None:
+    def _open_store(self, parent: VerifiedReader | None) -> None:
         store, cache, size = self._opening
         self._store = Store(store, cache, create=False)  # reading only: a wrong location is not made a store
-        if not self._store.registry.is_store():
+        if parent is None and not self._store.registry.is_store():
             url = self._store.url
             raise FileNotFoundError(errno.ENOENT, f"no artfs store at {url} (check store= or ARTFS_STORE)", url)
-        self._reader = VerifiedReader(self._store.objects, ContentCache(self._store.cache_dir, size))
+        memory = parent.memory().copy_for_child() if parent is not None else None
+        self._reader = VerifiedReader(self._store.objects, RunCache(self._store.cache_dir, size), memory)
         self._lock = threading.Lock()
-        self._timed = _Timed(self._refresh)
+        if parent is not None:
+            self._timed = self._timed.copy_for_child()
         self._pid = os.getpid()
 
     def _fresh(self) -> None:
         """In a forked child (a DataLoader worker) the parent's S3 connections, cache writer
-        threads and locks are not this process's to use: open them anew, once."""
+        threads and locks are not this process's to use: open them anew, once. What the parent
+        knew (listings, manifests, resolved paths, bytes it verified) stays known."""
         if self._pid != os.getpid():
-            self._open_store()
+            self._open_store(self._reader)
 
     @property
     def store(self) -> Store:
@@ -191,10 +203,11 @@ class ArtfsFileSystem(AbstractFileSystem):
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]  # type: ignore[return-value]
         path = str(path)
-        for prefix in ("artfs://", "artfs::", "artfs:"):
-            if path.startswith(prefix):
-                path = path[len(prefix) :]
-                break
+        if path.startswith("artfs:"):
+            for prefix in ("artfs://", "artfs::", "artfs:"):
+                if path.startswith(prefix):
+                    path = path[len(prefix) :]
+                    break
         return path.strip("/")
 
     def unstrip_protocol(self, name: str) -> str:
@@ -225,6 +238,67 @@ class ArtfsFileSystem(AbstractFileSystem):
             return out
 
         return self._timed.get(("aliases", a), load)
+
+    def _until(self, w: Where) -> float:
+        """Until when a path's resolution holds: forever for vN, else while the listings
+        it came from are fresh (an alias may move)."""
+        if parse_version(w.selector) is not None:
+            return float("inf")
+        a = w.name
+        return min(self._timed.loaded(("versions", a)), self._timed.loaded(("aliases", a))) + self._refresh
+
+    def _resolve(self, path: str) -> Resolved:
+        """A file path (stripped) to its version, manifest and entry: cached (see Resolved)."""
+        hit = self._paths.get(path)
+        if hit is not None and hit.until > time.monotonic():
+            return hit
+        parts = path.split("/", 3)
+        inner = parts[3] if len(parts) == 4 else ""
+        if inner and ":" not in parts[1] and "//" not in inner and "/." not in "/" + inner:
+            w = parse(path[: -len(inner) - 1])  # a plain path: only its version part is parsed (cached)
+        else:
+            w = parse(path)
+            inner = w.inner
+        if w.depth < 3 or not inner:
+            raise IsADirectoryError(errno.EISDIR, "a folder, not a file", path)
+        until, rec, m = self._version_at(w, path)
+        i = m.index(inner)
+        if i is None:
+            if m.is_dir(inner):
+                raise IsADirectoryError(errno.EISDIR, "a folder, not a file", path)
+            raise FileNotFoundError(errno.ENOENT, f"{rec} has no file {inner!r}", path)
+        return self._remember(path, until, rec, m, i)
+
+    def _version_at(self, w: Where, path: str) -> tuple[float, VersionRecord, Manifest]:
+        """The version a path's `p/a/vN` or `p/a/ALIAS` names, and its manifest (cached as Resolved)."""
+        key = (w.project, w.artifact, w.selector)
+        hit = self._at.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit
+        rec = self._record(w, path)
+        m = self._manifest(rec, path)
+        self._note_use(rec)
+        hit = (self._until(w), rec, m)
+        if len(self._at) >= 4096:
+            self._at.clear()
+        self._at[key] = hit
+        return hit
+
+    def _remember(self, path: str, until: float, rec: VersionRecord, m: Manifest, i: int) -> Resolved:
+        p = m.packs[i]
+        small = None
+        if p >= 0:
+            small = (
+                m.digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE],
+                m.sizes[i],
+                pack_key(m.pack_ids[p]),
+                m.offsets[i],
+            )
+        r = Resolved(until, rec, m, i, small)
+        if len(self._paths) >= PATHS:
+            self._paths.clear()
+        self._paths[path] = r
+        return r
 
     def _record(self, w: Where, path: str, again: bool = True) -> VersionRecord:
         a = w.name
@@ -329,6 +403,9 @@ class ArtfsFileSystem(AbstractFileSystem):
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
+        hit = self._paths.get(path)
+        if hit is not None and hit.until > time.monotonic():  # a file resolved before: no lookups
+            return self._file(path, hit.manifest.entry(hit.index))
         w = parse(path)
         if w.depth < 3:
             if w.depth:  # the parent's listing says whether it exists
@@ -359,6 +436,7 @@ class ArtfsFileSystem(AbstractFileSystem):
             return super().find(path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs)
         rec = self._record(w, path)
         m = self._manifest(rec, path)
+        until = self._until(w)
         out: dict[str, dict[str, Any]] = {}
         i = m.index(w.inner) if w.inner else None
         if i is not None:
@@ -377,6 +455,8 @@ class ArtfsFileSystem(AbstractFileSystem):
                     self._add_dirs(out, path, rel[:-1])
                 name = f"{path}/{'/'.join(rel)}"
                 out[name] = self._file(name, m.entry(j))
+                if len(self._paths) < PATHS // 2:  # a loader lists, then opens what it listed
+                    self._remember(name, until, rec, m, j)
         names = sorted(out)
         return {n: out[n] for n in names} if detail else names
 
@@ -396,19 +476,15 @@ class ArtfsFileSystem(AbstractFileSystem):
     # -- reading ----------------------------------------------------------------------
     def _entry(self, path: str) -> tuple[Entry, Companions]:
         """The file's manifest entry, and the small files after it in its pack (read-ahead)."""
-        path = self._strip_protocol(path)
-        w = parse(path)
-        if w.depth < 3 or not w.inner:
-            raise IsADirectoryError(errno.EISDIR, "a folder, not a file", path)
-        rec = self._record(w, path)
-        m = self._manifest(rec, path)
-        i = m.index(w.inner)
-        if i is None:
-            if m.is_dir(w.inner):
-                raise IsADirectoryError(errno.EISDIR, "a folder, not a file", path)
-            raise FileNotFoundError(errno.ENOENT, f"{rec} has no file {w.inner!r}", path)
-        self._note_use(rec)
-        return m.entry(i), functools.partial(pack_neighbours, m, i)
+        r = self._resolve(self._strip_protocol(path))
+        return r.manifest.entry(r.index), functools.partial(pack_neighbours, r.manifest, r.index)
+
+    def cat(self, path: Any, recursive: bool = False, on_error: str = "raise", **kwargs: Any) -> Any:
+        """One file by name: straight to cat_file (what fsspec's cat ends in for a name with no
+        wildcard), without its path expansion."""
+        if isinstance(path, str) and not recursive and _GLOB.isdisjoint(path):
+            return self.cat_file(path)
+        return super().cat(path, recursive=recursive, on_error=on_error, **kwargs)
 
     def read_range(self, entry: Entry, start: int, end: int, path: str = "", companions: Companions = None) -> bytes:
         try:
@@ -417,6 +493,13 @@ class ArtfsFileSystem(AbstractFileSystem):
             raise _os_error(e, path) from None
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        if start is None and end is None:  # a whole small file, warm: memory or one cached run
+            path = self._strip_protocol(path)
+            r = self._resolve(path)
+            if r.small is not None:
+                data = self.reader.small(*r.small)
+                if data is not None:
+                    return data
         e, companions = self._entry(path)
         size = e.size if e.size >= 0 else None
         if size is None:  # a reference of unknown size: negative offsets cannot be placed
@@ -435,9 +518,14 @@ class ArtfsFileSystem(AbstractFileSystem):
         autocommit: bool = True,
         cache_options: dict | None = None,
         **kwargs: Any,
-    ) -> ArtfsFile:
+    ) -> ArtfsFile | SmallFile:
         if mode != "rb":
             raise _read_only(path)
+        r = self._resolve(self._strip_protocol(path))
+        if r.small is not None:  # a small file at hand (warm): its bytes, verified, as a file
+            data = self.reader.small(*r.small)
+            if data is not None:
+                return SmallFile(self, self._strip_protocol(path), data)
         e, companions = self._entry(path)
         return ArtfsFile(
             self,
@@ -482,41 +570,3 @@ class ArtfsFileSystem(AbstractFileSystem):
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         raise _read_only(path)
-
-
-class ArtfsFile(AbstractBufferedFile):
-    """A version file open for reading; fsspec's read-ahead cache over verified ranged reads."""
-
-    DEFAULT_BLOCK_SIZE = 4 * CHUNK_SIZE  # whole chunks: the unit a large object is verified in
-
-    def __init__(
-        self,
-        fs: ArtfsFileSystem,
-        path: str,
-        entry: Entry,
-        companions: Companions = None,
-        block_size: int | None = None,
-        cache_options: dict | None = None,
-        cache_type: str = "readahead",
-        **kwargs: Any,
-    ):
-        self.entry = entry
-        self.companions = companions
-        size = entry.size if entry.size >= 0 else None
-        if size is None:  # a reference of unknown size: learn it by reading it whole
-            data = fs.read_range(entry, 0, 1 << 62, path)
-            size = len(data)
-        super().__init__(
-            fs,
-            path,
-            mode="rb",
-            block_size=block_size or self.DEFAULT_BLOCK_SIZE,
-            cache_type=cache_type,
-            cache_options=cache_options,
-            size=size,
-            **kwargs,
-        )
-
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        fs: ArtfsFileSystem = self.fs
-        return fs.read_range(self.entry, start, end, self.path, self.companions)

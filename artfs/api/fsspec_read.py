@@ -7,16 +7,25 @@ was fetched handed to the same content cache a mount on this host uses (the
 cache is content-addressed and its files are renamed into place, so two
 processes share it safely). A small read of a large object fetches only the
 64 KiB pieces that hold it, checked against the object's piece index.
+
+Small files, warm (the loader's case): a cached run of a pack is read whole, once,
+into memory, and each file is cut from it and checked against its own digest when
+it is first asked for; a file checked once is kept (bounded) in memory by digest
+and served again without hashing. Nothing from the disk cache is served unchecked.
 """
 
 from __future__ import annotations
 
 import atexit
+import io
 import logging
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from cachetools import LRUCache
+from fsspec.spec import AbstractBufferedFile
 
 from artfs.content.cache import ContentCache
 from artfs.content.fetch import (
@@ -29,11 +38,12 @@ from artfs.content.fetch import (
     pieces,
     pieces_covering,
 )
-from artfs.digest import CHUNK_SIZE
+from artfs.digest import CHUNK_SIZE, DIGEST_SIZE, digest_bytes
 from artfs.errors import CorruptRecord, NotFound
 from artfs.references import access as references
 from artfs.store.backends.base import ObjectStore
-from artfs.store.manifest import Entry
+from artfs.store.keys import pack_key
+from artfs.store.manifest import Entry, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +55,129 @@ MEMORY_BYTES = 64 << 20  # verified pieces kept in memory (piece indexes, the ch
 # loader walking a folder then opens one cache file per 64 files, not one per file.
 DISK_AHEAD_FILES = 64
 DISK_AHEAD_BYTES = 1 << 20
+READ_AHEAD_BYTES = 4 << 20  # small files brought along by a cold read of one of them
+READ_AHEAD_FILES = 512
+RUN_BYTES = 64 << 20  # cached runs held whole in memory (each file checked when first cut from one)
+RUN_MAX = 8 << 20  # a larger run file is not read whole (runs are at most READ_AHEAD_BYTES)
+
+
+def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
+    """The small files after entry `i` in the same pack, up to READ_AHEAD_BYTES: one GET brings
+    them along with it, as the mount does on a cold open (a folder is read in manifest order)."""
+    pack = m.packs[i]
+    if pack < 0:
+        return []
+    key = pack_key(m.pack_ids[pack])
+    out, total = [], 0
+    for j in range(i + 1, min(len(m), i + 1 + READ_AHEAD_FILES)):
+        if m.packs[j] != pack or total >= READ_AHEAD_BYTES:
+            break
+        out.append(Piece(m.digests[j * DIGEST_SIZE : (j + 1) * DIGEST_SIZE], m.sizes[j], key, m.offsets[j]))
+        total += m.sizes[j]
+    return out
+
+
+class Verified:
+    """Verified bytes by digest, least recently used dropped past `limit` bytes. Thread-safe."""
+
+    def __init__(self, limit: int, items: OrderedDict[bytes, bytes] | None = None):
+        self.limit = limit
+        self._items: OrderedDict[bytes, bytes] = items if items is not None else OrderedDict()
+        self._bytes = sum(len(v) for v in self._items.values())
+        self._lock = threading.Lock()
+
+    def copy_for_child(self) -> Verified:
+        """The same bytes with a new lock (in a forked child the parent's may be held)."""
+        return Verified(self.limit, self._items)
+
+    def get(self, digest: bytes) -> bytes | None:
+        with self._lock:
+            data = self._items.get(digest)
+            if data is not None:
+                self._items.move_to_end(digest)
+            return data
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._items
+
+    def __setitem__(self, digest: bytes, data: bytes) -> None:
+        if len(data) > self.limit:
+            return
+        with self._lock:
+            old = self._items.pop(digest, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._items[digest] = data
+            self._bytes += len(data)
+            while self._bytes > self.limit:
+                self._bytes -= len(self._items.popitem(last=False)[1])
+
+
+class _Run:
+    """A cached run of a pack, read whole; `checked`: offset -> digest of the files cut from it
+    and verified (served again without hashing)."""
+
+    __slots__ = ("name", "start", "end", "data", "checked")
+
+    def __init__(self, name: str, start: int, data: bytes):
+        self.name, self.start, self.end, self.data = name, start, start + len(data), data
+        self.checked: dict[int, bytes] = {}
+
+
+class RunCache(ContentCache):
+    """The content cache, plus whole-run reads for the warm small-file path.
+    (Candidates for ContentCache itself; kept here so the mount's cache is untouched.)"""
+
+    def run_for(self, pack_key: str, offset: int, size: int) -> tuple[str, int] | None:
+        """(file name, start) of a cached run of the pack holding [offset, offset + size)."""
+        pack = pack_key.rsplit("/", 1)[-1]
+        for attempt in range(2):
+            with self._lock:
+                ranges = self._runs.get(pack, ())
+                for s, e in ranges:
+                    if s <= offset and offset + size <= e:
+                        return f"{pack}.{s}.{e}", s
+            if attempt == 0:
+                self._look_for_runs(pack)  # another process (a mount, a worker) may have written it
+        return None
+
+    def read_run(self, name: str) -> bytes | None:
+        """The run file's bytes, unverified: the caller checks each file it cuts from them."""
+        try:
+            fd = os.open(self._path(name), os.O_RDONLY)
+        except OSError:
+            self._forget(name)
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if size > RUN_MAX:
+                return None
+            data = os.read(fd, size + 1)  # one read; a byte more shows a file longer than stat said
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        self._touch(name)
+        return data
+
+    def drop_run(self, name: str) -> None:
+        log.warning("cache file %s is corrupt; dropping it and fetching again", self._path(name))
+        self._drop(name)
 
 
 class VerifiedReader:
     """Thread-safe: fsspec users read from many threads (DataLoader workers, pyarrow)."""
 
-    def __init__(self, objects: ObjectStore, cache: ContentCache):
+    def __init__(self, objects: ObjectStore, cache: ContentCache, memory: Verified | None = None):
         self.objects = objects
         self.cache = cache
-        self._memory: LRUCache = LRUCache(maxsize=MEMORY_BYTES, getsizeof=len)
+        self._memory = memory if memory is not None else Verified(MEMORY_BYTES)
+        # cached runs read whole: by pack key, and oldest first for letting go past RUN_BYTES
+        self._held: dict[str, list[_Run]] = {}
+        self._order: OrderedDict[_Run, str] = OrderedDict()
+        self._held_bytes = 0
         self._lock = threading.Lock()
+        self.hashed = 0  # small files checked against their digest on the warm path (tests)
         self.fetches = 0  # ranged GETs issued (tests)
         atexit.register(self._drain)
 
@@ -63,6 +186,72 @@ class VerifiedReader:
             self.cache.drain(timeout=10.0)  # what was fetched reaches the cache before exit
         except OSError as e:  # only a cache, and the interpreter is going away
             log.debug("cache not drained at exit: %s", e)
+
+    def memory(self) -> Verified:
+        return self._memory
+
+    def small(self, digest: bytes, size: int, key: str, offset: int) -> bytes | None:
+        """A whole small file of a pack, verified, from a cached run held in memory (read whole
+        from the disk cache once) or from memory; None when neither holds it, or when the run's
+        copy is damaged (the run is dropped: the caller reads it from the store)."""
+        run = self._holding(key, offset, size)
+        if run is None:
+            data = self._memory.get(digest)  # read ahead from the store, not yet in a run on disk
+            if data is not None or not isinstance(self.cache, RunCache):
+                return data
+            run = self._read_run(self.cache, key, offset, size)
+            if run is None:
+                return None
+        at = offset - run.start
+        data = run.data[at : at + size]
+        if run.checked.get(offset) == digest:  # cut and checked before, in this process
+            return data
+        self.hashed += 1
+        if len(data) != size or digest_bytes(data) != digest:
+            self._let_go(key, run)
+            if isinstance(self.cache, RunCache):
+                self.cache.drop_run(run.name)
+            return None
+        run.checked[offset] = digest
+        return data
+
+    def _holding(self, key: str, offset: int, size: int) -> _Run | None:
+        for run in self._held.get(key, ()):
+            if run.start <= offset and offset + size <= run.end:
+                return run
+        return None
+
+    def _read_run(self, cache: RunCache, key: str, offset: int, size: int) -> _Run | None:
+        found = cache.run_for(key, offset, size)
+        if found is None:
+            return None
+        name, start = found
+        raw = cache.read_run(name)
+        if raw is None:
+            return None
+        run = _Run(name, start, raw)
+        with self._lock:
+            self._held[key] = [*self._held.get(key, ()), run]  # (a new list: readers look without the lock)
+            self._order[run] = key
+            self._held_bytes += len(raw)
+            while self._held_bytes > RUN_BYTES and len(self._order) > 1:
+                old, old_key = next(iter(self._order.items()))
+                self._let_go_locked(old_key, old)
+        return run
+
+    def _let_go(self, key: str, run: _Run) -> None:
+        with self._lock:
+            self._let_go_locked(key, run)
+
+    def _let_go_locked(self, key: str, run: _Run) -> None:
+        if self._order.pop(run, None) is None:
+            return
+        self._held_bytes -= len(run.data)
+        rest = [r for r in self._held.get(key, ()) if r is not run]
+        if rest:
+            self._held[key] = rest
+        else:
+            self._held.pop(key, None)
 
     def read(self, entry: Entry, start: int, end: int, companions: Companions = None) -> bytes:
         """Bytes [start, end) of the entry (clipped to its size), every one verified.
@@ -73,6 +262,10 @@ class VerifiedReader:
         end = min(end, entry.size)
         if end <= start:
             return b""
+        if entry.pack is not None:
+            whole = self.small(entry.digest, entry.size, pack_key(entry.pack), entry.offset)
+            if whole is not None:
+                return whole if start == 0 and end == entry.size else whole[start:end]
         ps = pieces(entry)
         index = piece_index(entry)
         if index is not None and end - start <= SMALL_READ:
@@ -170,3 +363,65 @@ class VerifiedReader:
                 if p.size >= (64 << 10):  # small files from the disk cache are cheap to find again
                     self._memory[p.digest] = out[p.digest]
         return out
+
+
+class ArtfsFile(AbstractBufferedFile):
+    """A version file open for reading; fsspec's read-ahead cache over verified ranged reads."""
+
+    DEFAULT_BLOCK_SIZE = 4 * CHUNK_SIZE  # whole chunks: the unit a large object is verified in
+
+    def __init__(
+        self,
+        fs: Any,  # the ArtfsFileSystem
+        path: str,
+        entry: Entry,
+        companions: Companions = None,
+        block_size: int | None = None,
+        cache_options: dict | None = None,
+        cache_type: str = "readahead",
+        **kwargs: Any,
+    ):
+        self.entry = entry
+        self.companions = companions
+        size = entry.size if entry.size >= 0 else None
+        if size is None:  # a reference of unknown size: learn it by reading it whole
+            data = fs.read_range(entry, 0, 1 << 62, path)
+            size = len(data)
+        super().__init__(
+            fs,
+            path,
+            mode="rb",
+            block_size=block_size or self.DEFAULT_BLOCK_SIZE,
+            cache_type=cache_type,
+            cache_options=cache_options,
+            size=size,
+            **kwargs,
+        )
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return self.fs.read_range(self.entry, start, end, self.path, self.companions)
+
+
+class SmallFile(io.BytesIO):
+    """A small file open for reading whose verified bytes were at hand when it was opened (a
+    warm pack run): served from memory, as fsspec's own memory file system does, without the
+    buffered file's per-open machinery."""
+
+    def __init__(self, fs: Any, path: str, data: bytes):
+        super().__init__(data)
+        self.fs, self.path, self.size = fs, path, len(data)
+
+    @property
+    def mode(self) -> str:
+        return "rb"
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.fs.info(self.path)
+
+    def info(self) -> dict[str, Any]:
+        return self.details
+
+    @property
+    def full_name(self) -> str:
+        return f"artfs://{self.path}"
