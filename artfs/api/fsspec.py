@@ -94,6 +94,10 @@ def parse(path: str) -> Where:
     return Where(head[0], head[1], head[2], "/".join(parts[3:]))
 
 
+_forks = [0]  # forks into a child so far (a counter, not os.getpid(): a system call per read)
+os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
+
+
 class _Timed:
     """Values re-read after `ttl` seconds (aliases and version lists move; nothing else does)."""
 
@@ -174,18 +178,22 @@ class ArtfsFileSystem(AbstractFileSystem):
         if parent is None and not self._store.registry.is_store():
             url = self._store.url
             raise FileNotFoundError(errno.ENOENT, f"no artfs store at {url} (check store= or ARTFS_STORE)", url)
-        memory = parent.memory().copy_for_child() if parent is not None else None
-        self._reader = VerifiedReader(self._store.objects, RunCache(self._store.cache_dir, size), memory)
+        if parent is not None and isinstance(parent.cache, RunCache):  # a forked child: what the parent knew
+            self._reader = VerifiedReader(
+                self._store.objects, parent.cache.for_child(), parent.memory().copy_for_child()
+            )
+        else:
+            self._reader = VerifiedReader(self._store.objects, RunCache(self._store.cache_dir, size))
         self._lock = threading.Lock()
         if parent is not None:
             self._timed = self._timed.copy_for_child()
-        self._pid = os.getpid()
+        self._forks = _forks[0]
 
     def _fresh(self) -> None:
         """In a forked child (a DataLoader worker) the parent's S3 connections, cache writer
         threads and locks are not this process's to use: open them anew, once. What the parent
         knew (listings, manifests, resolved paths, bytes it verified) stays known."""
-        if self._pid != os.getpid():
+        if self._forks != _forks[0]:
             self._open_store(self._reader)
 
     @property

@@ -17,9 +17,11 @@ and served again without hashing. Nothing from the disk cache is served unchecke
 from __future__ import annotations
 
 import atexit
+import copy
 import io
 import logging
 import os
+import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -57,8 +59,11 @@ DISK_AHEAD_FILES = 64
 DISK_AHEAD_BYTES = 1 << 20
 READ_AHEAD_BYTES = 4 << 20  # small files brought along by a cold read of one of them
 READ_AHEAD_FILES = 512
-RUN_BYTES = 64 << 20  # cached runs held whole in memory (each file checked when first cut from one)
-RUN_MAX = 8 << 20  # a larger run file is not read whole (runs are at most READ_AHEAD_BYTES)
+# Cached runs are read in windows of WINDOW bytes of the pack, kept in memory up to HELD_BYTES
+# (each file checked when first cut from one). Not whole runs: a DataLoader's N workers take
+# alternate batches, and each would read every run whole for 1/N of its files.
+WINDOW = 256 << 10
+HELD_BYTES = 64 << 20
 
 
 def pack_neighbours(m: Manifest, i: int) -> list[Piece]:
@@ -113,56 +118,65 @@ class Verified:
                 self._bytes -= len(self._items.popitem(last=False)[1])
 
 
-class _Run:
-    """A cached run of a pack, read whole; `checked`: offset -> digest of the files cut from it
-    and verified (served again without hashing)."""
+class _Window:
+    """Bytes [start, end) of a pack, read from a cached run; `checked`: offset -> digest of the
+    files cut from it and verified (served again without hashing)."""
 
-    __slots__ = ("name", "start", "end", "data", "checked")
+    __slots__ = ("run", "start", "end", "data", "checked")
 
-    def __init__(self, name: str, start: int, data: bytes):
-        self.name, self.start, self.end, self.data = name, start, start + len(data), data
+    def __init__(self, run: str, start: int, data: bytes):
+        self.run, self.start, self.end, self.data = run, start, start + len(data), data
         self.checked: dict[int, bytes] = {}
 
 
 class RunCache(ContentCache):
-    """The content cache, plus whole-run reads for the warm small-file path.
-    (Candidates for ContentCache itself; kept here so the mount's cache is untouched.)"""
+    """The content cache, plus what the warm small-file path needs: where a cached run is, a
+    byte range of it, a child's copy without the start-up scan. (Candidates for ContentCache
+    itself; kept here so the mount's cache is untouched.)"""
 
-    def run_for(self, pack_key: str, offset: int, size: int) -> tuple[str, int] | None:
-        """(file name, start) of a cached run of the pack holding [offset, offset + size)."""
+    def run_for(self, pack_key: str, offset: int, size: int) -> tuple[str, int, int] | None:
+        """(file name, start, end) of a cached run of the pack holding [offset, offset + size)."""
         pack = pack_key.rsplit("/", 1)[-1]
         for attempt in range(2):
             with self._lock:
-                ranges = self._runs.get(pack, ())
-                for s, e in ranges:
+                for s, e in self._runs.get(pack, ()):
                     if s <= offset and offset + size <= e:
-                        return f"{pack}.{s}.{e}", s
+                        return f"{pack}.{s}.{e}", s, e
             if attempt == 0:
                 self._look_for_runs(pack)  # another process (a mount, a worker) may have written it
         return None
 
-    def read_run(self, name: str) -> bytes | None:
-        """The run file's bytes, unverified: the caller checks each file it cuts from them."""
+    def read_run(self, name: str, at: int, size: int) -> bytes | None:
+        """`size` bytes at `at` in the run file, unverified: the caller checks each file it cuts."""
         try:
             fd = os.open(self._path(name), os.O_RDONLY)
         except OSError:
             self._forget(name)
             return None
         try:
-            size = os.fstat(fd).st_size
-            if size > RUN_MAX:
-                return None
-            data = os.read(fd, size + 1)  # one read; a byte more shows a file longer than stat said
+            return os.pread(fd, size, at)
         except OSError:
             return None
         finally:
             os.close(fd)
-        self._touch(name)
-        return data
 
     def drop_run(self, name: str) -> None:
         log.warning("cache file %s is corrupt; dropping it and fetching again", self._path(name))
         self._drop(name)
+
+    def for_child(self) -> RunCache:
+        """This cache for a forked child (a DataLoader worker): what is known of the folder is
+        kept (no new scan), the locks, queue and writer threads are new (the parent's may be
+        held or gone). Nothing queued is carried over: the parent writes it."""
+        child = copy.copy(self)
+        child._lock = threading.Lock()
+        child._buffers = threading.local()
+        child._queued, child._queued_bytes, child._writers = {}, 0, []
+        child._queue = queue.Queue()
+        child._lru = OrderedDict(self._lru)
+        child._runs = {k: list(v) for k, v in self._runs.items()}
+        child._parts = {k: set(v) for k, v in self._parts.items()}
+        return child
 
 
 class VerifiedReader:
@@ -172,9 +186,8 @@ class VerifiedReader:
         self.objects = objects
         self.cache = cache
         self._memory = memory if memory is not None else Verified(MEMORY_BYTES)
-        # cached runs read whole: by pack key, and oldest first for letting go past RUN_BYTES
-        self._held: dict[str, list[_Run]] = {}
-        self._order: OrderedDict[_Run, str] = OrderedDict()
+        # windows of cached runs: by (pack key, offset // WINDOW), oldest first
+        self._held: OrderedDict[tuple[str, int], _Window] = OrderedDict()
         self._held_bytes = 0
         self._lock = threading.Lock()
         self.hashed = 0  # small files checked against their digest on the warm path (tests)
@@ -191,67 +204,56 @@ class VerifiedReader:
         return self._memory
 
     def small(self, digest: bytes, size: int, key: str, offset: int) -> bytes | None:
-        """A whole small file of a pack, verified, from a cached run held in memory (read whole
-        from the disk cache once) or from memory; None when neither holds it, or when the run's
-        copy is damaged (the run is dropped: the caller reads it from the store)."""
-        run = self._holding(key, offset, size)
-        if run is None:
+        """A whole small file of a pack, verified: from a window of a cached run held in memory
+        (read from the disk cache once), else from memory; None when neither holds it, or when
+        the cached copy is damaged (the run is dropped: the caller reads it from the store)."""
+        where = (key, offset // WINDOW)
+        win = self._held.get(where)
+        if win is None or offset + size > win.end or offset < win.start:
             data = self._memory.get(digest)  # read ahead from the store, not yet in a run on disk
             if data is not None or not isinstance(self.cache, RunCache):
                 return data
-            run = self._read_run(self.cache, key, offset, size)
-            if run is None:
+            win = self._read_window(self.cache, where, offset, size)
+            if win is None:
                 return None
-        at = offset - run.start
-        data = run.data[at : at + size]
-        if run.checked.get(offset) == digest:  # cut and checked before, in this process
+        at = offset - win.start
+        data = win.data[at : at + size]
+        if win.checked.get(offset) == digest:  # cut and checked before, in this process
             return data
         self.hashed += 1
         if len(data) != size or digest_bytes(data) != digest:
-            self._let_go(key, run)
+            with self._lock:
+                for k in [k for k, w in self._held.items() if w.run == win.run]:
+                    self._held_bytes -= len(self._held.pop(k).data)
             if isinstance(self.cache, RunCache):
-                self.cache.drop_run(run.name)
+                self.cache.drop_run(win.run)
             return None
-        run.checked[offset] = digest
+        win.checked[offset] = digest
         return data
 
-    def _holding(self, key: str, offset: int, size: int) -> _Run | None:
-        for run in self._held.get(key, ()):
-            if run.start <= offset and offset + size <= run.end:
-                return run
-        return None
-
-    def _read_run(self, cache: RunCache, key: str, offset: int, size: int) -> _Run | None:
-        found = cache.run_for(key, offset, size)
+    def _read_window(self, cache: RunCache, where: tuple[str, int], offset: int, size: int) -> _Window | None:
+        found = cache.run_for(where[0], offset, size)
         if found is None:
             return None
-        name, start = found
-        raw = cache.read_run(name)
+        name, s, e = found
+        start, end = max(s, where[1] * WINDOW), min(e, (where[1] + 1) * WINDOW)
+        if offset + size > end:  # the file runs past the window: read just it
+            start, end = offset, offset + size
+        raw = cache.read_run(name, start - s, end - start)
         if raw is None:
             return None
-        run = _Run(name, start, raw)
+        win = _Window(name, start, raw)
+        if end - start == size and start == offset and offset // WINDOW != (offset + size - 1) // WINDOW:
+            return win  # (a file across windows: served, not held under one window's key)
         with self._lock:
-            self._held[key] = [*self._held.get(key, ()), run]  # (a new list: readers look without the lock)
-            self._order[run] = key
+            old = self._held.pop(where, None)
+            if old is not None:
+                self._held_bytes -= len(old.data)
+            self._held[where] = win
             self._held_bytes += len(raw)
-            while self._held_bytes > RUN_BYTES and len(self._order) > 1:
-                old, old_key = next(iter(self._order.items()))
-                self._let_go_locked(old_key, old)
-        return run
-
-    def _let_go(self, key: str, run: _Run) -> None:
-        with self._lock:
-            self._let_go_locked(key, run)
-
-    def _let_go_locked(self, key: str, run: _Run) -> None:
-        if self._order.pop(run, None) is None:
-            return
-        self._held_bytes -= len(run.data)
-        rest = [r for r in self._held.get(key, ()) if r is not run]
-        if rest:
-            self._held[key] = rest
-        else:
-            self._held.pop(key, None)
+            while self._held_bytes > HELD_BYTES and len(self._held) > 1:
+                self._held_bytes -= len(self._held.popitem(last=False)[1].data)
+        return win
 
     def read(self, entry: Entry, start: int, end: int, companions: Companions = None) -> bytes:
         """Bytes [start, end) of the entry (clipped to its size), every one verified.

@@ -285,3 +285,87 @@ def test_a_location_holding_no_store_is_refused_and_left_alone(tmp_path):
     assert not nowhere.exists()
     with pytest.raises(FileNotFoundError):
         pd.read_csv("artfs://p/a/latest/x.csv", storage_options={"store": str(nowhere)})
+
+
+def test_a_moved_alias_is_seen_once_the_refresh_runs_out(artfs, published):
+    """A file path's resolution is cached; through an alias only for `refresh` seconds."""
+    import time
+
+    src, _, _ = published
+    (src / "notes" / "readme.txt").write_text("second\n")
+    artfs("put", str(src), "--name", "p/ds", "--type", "dataset").ok()
+    fs = open_fs(artfs, refresh=1.0)
+    assert fs.cat("p/ds/best/notes/readme.txt") == b"hello\n"
+    with fs.open("p/ds/best/notes/readme.txt") as f:
+        assert f.read() == b"hello\n"
+    assert fs.info("p/ds/best/notes/readme.txt")["size"] == 6
+    artfs("alias", "add", "p/ds:v1", "best").ok()
+    time.sleep(1.5)
+    assert fs.cat("p/ds/best/notes/readme.txt") == b"second\n"
+    with fs.open("p/ds/best/notes/readme.txt") as f:
+        assert f.read() == b"second\n"
+    assert fs.info("p/ds/best/notes/readme.txt")["size"] == 7
+    assert fs.cat("p/ds/v0/notes/readme.txt") == b"hello\n"  # a version path never moves
+
+
+def _small_files(artfs, tmp_path, name: str = "p/many") -> dict[str, bytes]:
+    files = {f"imgs/{i:04d}.png": os.urandom(3000 + i) for i in range(300)}
+    write_tree(tmp_path / "many", files)
+    artfs("put", str(tmp_path / "many"), "--name", name, "--type", "dataset").ok()
+    fs = open_fs(artfs)
+    for rel in files:  # cold: fetched, and cached on disk as runs of the pack
+        fs.cat(f"{name}/v0/{rel}")
+    fs.reader.cache.drain()
+    return files
+
+
+def test_a_damaged_cached_run_is_refused_and_read_again_from_the_store(artfs, tmp_path):
+    files = _small_files(artfs, tmp_path)
+    runs = glob.glob(os.path.join(artfs.cache, "content", "runs", "*", "*"))
+    assert runs
+    for run in runs:  # one flipped byte in the middle of each cached run
+        with open(run, "r+b") as f:
+            f.seek(os.path.getsize(run) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    fs = open_fs(artfs)
+    for i, (rel, data) in enumerate(files.items()):
+        if i % 2:
+            assert fs.cat(f"p/many/v0/{rel}") == data
+        else:
+            with fs.open(f"p/many/v0/{rel}") as f:
+                assert f.read() == data
+    assert fs.reader.fetches >= 1  # the damaged files came from the store again
+    assert not set(runs) & set(glob.glob(os.path.join(artfs.cache, "content", "runs", "*", "*")))
+
+
+def test_a_small_file_checked_once_is_served_again_without_hashing(artfs, tmp_path):
+    files = _small_files(artfs, tmp_path)
+    fs = open_fs(artfs)  # a new object: the disk cache is warm, its memory empty
+    rel, data = next(iter(files.items()))
+    assert fs.cat(f"p/many/v0/{rel}") == data
+    assert fs.reader.hashed == 1 and fs.reader.fetches == 0
+    assert fs.cat(f"p/many/v0/{rel}") == data
+    with fs.open(f"p/many/v0/{rel}") as f:
+        assert f.size == len(data) and f.read(10) == data[:10]
+        f.seek(-5, os.SEEK_END)
+        assert f.read() == data[-5:]
+    assert fs.reader.hashed == 1  # served from the checked window, not hashed again
+    for rel, data in files.items():
+        assert fs.cat_file(f"p/many/v0/{rel}") == data
+    assert fs.reader.hashed == len(files) and fs.reader.fetches == 0
+
+
+def test_forked_workers_read_what_the_parent_listed(artfs, tmp_path):
+    import multiprocessing
+
+    global _FS
+    files = _small_files(artfs, tmp_path)
+    _FS = open_fs(artfs)
+    names = _FS.find("p/many/v0")  # the parent lists (as a Dataset does) and reads nothing
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        got = pool.map(_worker_read, names, chunksize=16)
+    assert [data for _, data in got] == [files[n.removeprefix("p/many/v0/")] for n in names]
+    assert {pid for pid, _ in got} - {os.getpid()}
+    assert _FS.reader.hashed == 0  # the workers checked what they read, in their own processes
