@@ -167,6 +167,7 @@ class ArtfsFileSystem(AbstractFileSystem):
         self._refresh = refresh
         self._manifests: LRUCache = LRUCache(maxsize=16)
         self._used: set[tuple[ArtifactName, int]] = set()
+        self._noted: dict[int, VersionRecord] = {}  # records whose use is recorded, by id (a fast check per read)
         self._paths: dict[str, Resolved] = {}  # file path -> where it is (see Resolved)
         self._at: dict[tuple[str, str, str], tuple[float, VersionRecord, Manifest]] = {}
         self._timed = _Timed(refresh)
@@ -259,6 +260,8 @@ class ArtfsFileSystem(AbstractFileSystem):
         """A file path (stripped) to its version, manifest and entry: cached (see Resolved)."""
         hit = self._paths.get(path)
         if hit is not None and hit.until > time.monotonic():
+            if id(hit.rec) not in self._noted:  # (listed by find, read for the first time)
+                self._note_use(hit.rec)
             return hit
         parts = path.split("/", 3)
         inner = parts[3] if len(parts) == 4 else ""
@@ -270,6 +273,8 @@ class ArtfsFileSystem(AbstractFileSystem):
         if w.depth < 3 or not inner:
             raise IsADirectoryError(errno.EISDIR, "a folder, not a file", path)
         until, rec, m = self._version_at(w, path)
+        if id(rec) not in self._noted:
+            self._note_use(rec)
         i = m.index(inner)
         if i is None:
             if m.is_dir(inner):
@@ -285,7 +290,6 @@ class ArtfsFileSystem(AbstractFileSystem):
             return hit
         rec = self._record(w, path)
         m = self._manifest(rec, path)
-        self._note_use(rec)
         hit = (self._until(w), rec, m)
         if len(self._at) >= 4096:
             self._at.clear()
@@ -334,8 +338,12 @@ class ArtfsFileSystem(AbstractFileSystem):
         return m
 
     def _note_use(self, rec: VersionRecord) -> None:
-        """Lineage: this run used the version (once per file system object, as the mount does)."""
+        """Lineage: this run used the version (once per file system object, as the mount does:
+        on a first read, not on a listing)."""
         with self._lock:
+            if len(self._noted) >= 4096:  # (records are read anew at each refresh)
+                self._noted.clear()
+            self._noted[id(rec)] = rec  # (kept: a live object's id is not reused)
             if (rec.artifact, rec.number) in self._used:
                 return
             self._used.add((rec.artifact, rec.number))
@@ -501,7 +509,7 @@ class ArtfsFileSystem(AbstractFileSystem):
             raise _os_error(e, path) from None
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        if start is None and end is None:  # a whole small file, warm: memory or one cached run
+        if start is None and end is None:  # a whole small file, warm: from memory or a cached run
             path = self._strip_protocol(path)
             r = self._resolve(path)
             if r.small is not None:

@@ -369,3 +369,15 @@ def test_forked_workers_read_what_the_parent_listed(artfs, tmp_path):
     assert [data for _, data in got] == [files[n.removeprefix("p/many/v0/")] for n in names]
     assert {pid for pid, _ in got} - {os.getpid()}
     assert _FS.reader.hashed == 0  # the workers checked what they read, in their own processes
+
+
+def test_a_version_is_recorded_as_used_on_its_first_read_not_on_a_listing(artfs, published):
+    fs = open_fs(artfs)
+
+    def uses() -> list[str]:
+        return [o.key for o in fs.store.registry.store.list("lineage/uses/p/ds/v0/")]
+
+    names = fs.find("p/ds/v0")  # listing resolves (and remembers) every file, but reads none
+    assert names and uses() == []
+    assert fs.cat(names[-1]) == b"hello\n"
+    assert len(uses()) == 1
