@@ -12,7 +12,11 @@ with `artfs put`, a draft on a mount, or `artfs.log_artifact`.
 
 The store is `store=` (a storage option), else ARTFS_STORE, else the default
 one, as for the CLI. Aliases and version lists are re-read at most every
-`refresh` seconds (the mount's default, 5); version trees never change.
+`refresh` seconds (the mount's default, 5); version trees never change. A file
+path is resolved once per file system object (through an alias, again once
+`refresh` runs out); `find` resolves what it lists, and forked DataLoader
+workers inherit it. `open()` of a small file whose verified bytes are at hand
+returns them as an in-memory file (as fsspec's memory file system does).
 """
 
 from __future__ import annotations
