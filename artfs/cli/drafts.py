@@ -9,7 +9,7 @@ import secrets
 
 import click
 
-from artfs.cli.format import note
+from artfs.cli.format import note, progress_bar
 from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import check_name, parse_artifact_name, parse_spec
 from artfs.store.registry import check_metadata
@@ -122,16 +122,19 @@ def _commit_folder(ctx, path: str, artifact, options: dict) -> str:
     files = walk_sources(path, None)
     if not files:
         raise InvalidInput(f"nothing to commit: {path} has no files")
-    result = ctx.store.publish(
-        artifact,
-        options["type_"] or reg.artifact_type(artifact),
-        files,
-        base=latest,
-        same_as=latest,
-        description=options["description"],
-        metadata=options["metadata"],
-        aliases=options["aliases"],
-    )
+    total = sum(os.path.getsize(f.local) for f in files)
+    with progress_bar(total, "hashing and uploading") as bar:
+        result = ctx.store.publish(
+            artifact,
+            options["type_"] or reg.artifact_type(artifact),
+            files,
+            base=latest,
+            same_as=latest,
+            description=options["description"],
+            metadata=options["metadata"],
+            aliases=options["aliases"],
+            progress=bar,
+        )
     return str(result.version)
 
 
@@ -167,7 +170,8 @@ def _commit_stored_draft(ctx, artifact, draft_name: str, path: str, options: dic
             return done
         d = drafts.open(artifact, draft_name, ctx.store.registry.manifest_by_digest)
         try:
-            result = ctx.store.commit_draft(d, **options)
+            with progress_bar(None, f"committing {artifact}/drafts/{draft_name}") as bar:
+                result = ctx.store.commit_draft(d, **options, progress=bar)
         finally:
             d.close()
         ctx.store.discard_draft(drafts, artifact, draft_name)

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from artfs.cli.format import note
+from artfs.cli.format import note, progress_bar
 from artfs.errors import InvalidInput, NotFound
 from artfs.names import parse_artifact_name, parse_spec
 from artfs.store.registry import check_metadata
@@ -45,7 +45,8 @@ def import_(ctx, manifest_file, files_dir, name, type_, aliases, description, me
         raise InvalidInput(f"cannot read {manifest_file}: {e}") from None
     except ValueError as e:
         raise InvalidInput(f"{manifest_file} is not JSON: {e}") from None
-    rec = import_manifest(ctx.store, doc, files_dir, artifact, type_, list(aliases), description, meta)
+    with progress_bar(None, f"importing into {artifact}") as bar:
+        rec = import_manifest(ctx.store, doc, files_dir, artifact, type_, list(aliases), description, meta, bar)
     click.echo(str(rec))
 
 

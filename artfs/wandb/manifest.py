@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Callable, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import blake3
@@ -231,6 +231,7 @@ def import_manifest(
     aliases: list[str] | tuple[str, ...] = (),
     description: str | None = None,
     metadata: dict | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> VersionRecord:
     """Makes the next version of `name` from a W&B manifest and the files under `files_dir`
     (laid out as `artifact.download()` lays them). Every stored file's size and MD5 is
@@ -288,6 +289,7 @@ def import_manifest(
         description=description,
         metadata=metadata,
         aliases=aliases,
+        progress=progress,
     )
     m = store.manifest(result.version)
     changed = sorted(p for p, d in expected.items() if (e := m.get(p)) is None or e.digest != d)
