@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
+import trio
+
 from artfs.content.fetch import Piece, piece_index, pieces
 from artfs.digest import CHUNK_SIZE
-from artfs.fs.content import ContentSource
+from artfs.errors import StoreUnavailable
+from artfs.fs.content import FAILURE_MEMO, ContentSource
 from artfs.fs.tree import FILE, Node
 from artfs.store.keys import pack_key
 from artfs.store.manifest import Entry
@@ -43,7 +46,7 @@ def describe(node: Node) -> str:
 class OpenFile:
     """One open() of a stored file: its pieces and its read-ahead state."""
 
-    __slots__ = ("node", "pieces", "index", "data", "next_offset", "window", "size")
+    __slots__ = ("node", "pieces", "index", "data", "next_offset", "window", "size", "failed")
 
     def __init__(self, node: Node, size: int):
         self.node = node
@@ -53,6 +56,7 @@ class OpenFile:
         self.data: bytes | None = None  # whole content for small files
         self.next_offset = 0
         self.window = 0
+        self.failed: tuple[float, str] | None = None  # (when, why) a READ of this handle failed
 
 
 class StoredReader:
@@ -119,6 +123,30 @@ class StoredReader:
     async def read(self, f: OpenFile, off: int, size: int) -> bytes:
         if f.data is not None:
             return f.data[off : off + size]
+        # The kernel retries a failed READ at once, maybe by another path to the same bytes
+        # (a failed read-ahead of whole chunks comes back as a random read through the piece
+        # index, stored under another key for a file kept as blocks): it fails at once too,
+        # so a reader's EIO comes within one --timeout.
+        if (
+            f.failed is not None
+            and trio.current_time() - f.failed[0] < FAILURE_MEMO
+            and not self._at_hand(f, off, size)
+        ):
+            raise StoreUnavailable(f.failed[1])
+        try:
+            return await self._read(f, off, size)
+        except StoreUnavailable as e:
+            f.failed = (trio.current_time(), str(e))
+            raise
+
+    def _at_hand(self, f: OpenFile, off: int, size: int) -> bool:
+        """Whether the chunks holding [off, off + size) need no store GET (what is cached reads on)."""
+        end = min(off + size, f.size)
+        if end <= off:
+            return True
+        return all(self.content.at_hand(p) for p in f.pieces[off // CHUNK_SIZE : (end - 1) // CHUNK_SIZE + 1])
+
+    async def _read(self, f: OpenFile, off: int, size: int) -> bytes:
         ps = f.pieces
         total = f.size
         if off >= total or size == 0:
