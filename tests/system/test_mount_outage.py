@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from artfs import Store
+
 from conftest import make_bucket, run_artfs, write_tree
 from mounts import MiB, RestartableSeaweedFS, errno_of, mounter, wait_for  # noqa: F401
 
@@ -205,7 +207,7 @@ def _or_none(fn, *args):
         return None
 
 
-def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, tmp_path):
+def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, tmp_path, monkeypatch):
     """With the store hung (SIGSTOP), every kind of read fails with EIO within 1.2 x --timeout:
     a random read (piece index, then pieces), a sequential read (chunks), a small file (its pack)
     and a reference (its source); after SIGCONT each reads its bytes again, with no remount."""
@@ -215,7 +217,8 @@ def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, 
     rng = random.Random(8)
     data = rng.randbytes(SIZE)
     smalls = {f"s{i:03d}.txt": rng.randbytes(3000) for i in range(40)}
-    src = write_tree(tmp_path / "src", {"big.bin": data, **smalls})
+    blocks = rng.randbytes(40 * MiB + 5)  # large enough to be stored as blocks
+    src = write_tree(tmp_path / "src", {"big.bin": data, "blocks.bin": blocks, **smalls})
     cli_cache = str(tmp_path / "cli-cache")
     run_artfs(["put", src, "--name", "p/hang", "--type", "dataset"], store=store, cache=cli_cache, env=env).ok()
     referenced = rng.randbytes(3 * MiB)
@@ -229,13 +232,17 @@ def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, 
     ).ok()
     m = mounter(store, "--timeout", str(DEADLINE), "--refresh", "600", env=env)
     big, small = m.path("p/hang/v0/big.bin"), m.path("p/hang/v0/s017.txt")
+    in_blocks = m.path("p/hang/v0/blocks.bin")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", weed.endpoint)  # this test's own server, for the check below
+    assert Store(store, cli_cache).use_artifact("p/hang:v0").manifest.get("blocks.bin").blocks, "stored as blocks"
     ref = m.path("p/ref/v0/ref.bin")
-    for path in (big, small, ref):
+    for path in (big, small, ref, in_blocks):
         os.stat(path)  # names and manifests are known before the store hangs
     far = SIZE - MiB // 2
     reads = {
         "a random read (piece index, then pieces)": (_pread, big, far, 4096),
         "a sequential read (chunks)": (_read_file, big, 2 * MiB),
+        "a sequential read of a file stored as blocks": (_read_file, in_blocks, 2 * MiB),
         "a small file (its pack)": (_read_file, small),
         "a reference (its source)": (_pread, ref, MiB + 5, 4096),
     }
@@ -253,6 +260,7 @@ def test_one_deadline_per_read_whatever_it_waits_on(s3_endpoint, weed, mounter, 
     want = {
         "a random read (piece index, then pieces)": data[far : far + 4096],
         "a sequential read (chunks)": data[: 2 * MiB],
+        "a sequential read of a file stored as blocks": blocks[: 2 * MiB],
         "a small file (its pack)": smalls["s017.txt"],
         "a reference (its source)": referenced[MiB + 5 : MiB + 5 + 4096],
     }
