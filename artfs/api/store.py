@@ -134,7 +134,7 @@ class Store:
             match = next((c for c in candidates if c.manifest == hexdigest), None)
             if match is None and candidates:
                 content = manifest.content_digest()
-                match = next((c for c in candidates if self.manifest(c).content_digest() == content), None)
+                match = next((c for c in candidates if self._content_of(c) == content), None)
             if match is not None:
                 for alias in aliases:
                     self.registry.set_alias(name, alias, match.number)
@@ -153,6 +153,13 @@ class Store:
         if created:
             lineage.record_logged(self.registry, rec)
         return Published(rec, created, stats)
+
+    def _content_of(self, rec: VersionRecord) -> bytes | None:
+        """A version's content digest; None if it was deleted and collected since it was listed."""
+        try:
+            return self.manifest(rec).content_digest()
+        except NotFound:
+            return None
 
     def set_info(
         self, rec: VersionRecord, description: str | None, metadata: dict | None, merge: bool

@@ -435,7 +435,10 @@ class Registry:
         # manifest is not fetched (H hosts racing for vN would each fetch every winner's).
         if rec.files and (rec.files != len(manifest) or rec.size != manifest.total_size):
             return False
-        return self.manifest(rec).content_digest() == manifest.content_digest()
+        try:
+            return self.manifest(rec).content_digest() == manifest.content_digest()
+        except NotFound:  # deleted since it was listed, and collected: not a version to match
+            return False
 
     def update_version(self, rec: VersionRecord, change: Callable[[VersionRecord], VersionRecord]) -> VersionRecord:
         """Compare-and-swap on the version record; `change` is re-applied after a lost race."""
