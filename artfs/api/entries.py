@@ -4,14 +4,24 @@
 from __future__ import annotations
 
 import os
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import IO, Any, Protocol, Self
 
+from artfs.api.store import Store
 from artfs.errors import InvalidInput
 from artfs.names import ArtifactName
 from artfs.store.manifest import Entry
+from artfs.store.registry import VersionRecord
 
-if TYPE_CHECKING:
-    from artfs.api.native import Artifact
+
+class LoggedArtifact(Protocol):
+    """What an entry needs of the artifact it came from (native.Artifact is one)."""
+
+    @property
+    def qualified_name(self) -> str: ...
+
+    def _logged(self, what: str) -> VersionRecord: ...
+
+    def _logged_store(self) -> Store: ...
 
 
 def _default_root(artifact: ArtifactName, version: str) -> str:
@@ -53,7 +63,7 @@ class _NewFile:
 class ArtifactEntry:
     """One file of a logged version, from `Artifact.get_path(name)`."""
 
-    def __init__(self, artifact: Artifact, entry: Entry):
+    def __init__(self, artifact: LoggedArtifact, entry: Entry):
         self._artifact = artifact
         self._entry = entry
 

@@ -7,10 +7,27 @@ import os
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from artfs.errors import InvalidInput
 from artfs.names import check_name
+
+if TYPE_CHECKING:
+    from artfs.api import native
+
+
+class WandbArtifact(Protocol):
+    """What entries and tables need of the W&B Artifact they belong to (artifact.Artifact is
+    one); named here so those modules need not import artifact.py, which imports them."""
+
+    _art: native.Artifact
+
+    def _store(self) -> native.Store: ...
+
+    def _default_root(self) -> str: ...
+
+    def _read(self, path: str) -> bytes: ...
+
 
 DEFAULT_PROJECT = "uncategorized"  # W&B's own project for runs started without one
 DEFAULT_ENTITY = "artfs"  # the store is the entity: any entity in a name is accepted and ignored

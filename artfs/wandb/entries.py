@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 from artfs.errors import ArtfsError, Conflict
 from artfs.names import normalize_path
 from artfs.versions.download import PART
-from artfs.wandb.common import ignored
+from artfs.wandb.common import WandbArtifact, ignored
 
 if TYPE_CHECKING:
     from artfs.api import native
-    from artfs.wandb.artifact import Artifact
 
 
 def _ref_text(uri: str | None):
@@ -34,7 +33,7 @@ class ManifestEntry:
 
     def __init__(
         self,
-        artifact: Artifact,
+        artifact: WandbArtifact,
         path: str,
         size: int | None,
         digest: str | None,
@@ -72,7 +71,7 @@ class ManifestEntry:
 class Manifest:
     """`artifact.manifest`: `entries` (path -> ManifestEntry) and the W&B manifest."""
 
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: WandbArtifact):
         self._artifact = artifact
 
     @property

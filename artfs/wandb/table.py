@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from artfs.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from artfs.wandb.artifact import Artifact
+from artfs.wandb.common import WandbArtifact
 
 TABLE_SUFFIX = ".table.json"
 PARTITIONED_SUFFIX = ".partitioned-table.json"
@@ -132,13 +130,13 @@ class PartitionedTable:
         if not isinstance(parts_path, str) or not parts_path.strip("/"):
             raise InvalidInput(f"invalid parts_path {parts_path!r}")
         self.parts_path = parts_path.strip("/")
-        self._artifact: Artifact | None = None
+        self._artifact: WandbArtifact | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"_type": "partitioned-table", "parts_path": self.parts_path}
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], artifact: Artifact | None = None) -> PartitionedTable:
+    def from_json(cls, doc: dict[str, Any], artifact: WandbArtifact | None = None) -> PartitionedTable:
         if not isinstance(doc, dict) or doc.get("_type") != "partitioned-table" or "parts_path" not in doc:
             raise InvalidInput("not a W&B partitioned-table document")
         t = cls(doc["parts_path"])
@@ -178,7 +176,7 @@ def stored_name(obj: Any, name: str) -> str:
     return name if name.endswith(suffix) else name + suffix
 
 
-def load(doc: Any, artifact: Artifact) -> Table | PartitionedTable:
+def load(doc: Any, artifact: WandbArtifact) -> Table | PartitionedTable:
     kind = doc.get("_type") if isinstance(doc, dict) else None
     if kind == "table":
         return Table.from_json(doc)

@@ -24,14 +24,12 @@ def modules() -> dict[str, str]:
 
 
 def imports_of(path: str, known: set[str]) -> set[str]:
-    """artfs modules `path` imports, at any depth (function-level imports are dependencies too),
-    except under `if TYPE_CHECKING:`."""
+    """artfs modules `path` imports, at any depth: function-level imports and imports under
+    `if TYPE_CHECKING:` are dependencies of the design too."""
     tree = ast.parse(open(path).read())
     found: set[str] = set()
 
-    def visit(node, typing_only=False):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            return
+    def visit(node):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name in known)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
