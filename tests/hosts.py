@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from conftest import run_artfs, write_tree
 from mounts import cleanup, daemon_pids
+from proxies import LoopbackProxy
 
 ARTIFACT = "p/shared"
 
@@ -277,7 +278,7 @@ def run_hosts(
 # -- what the bucket is asked ---------------------------------------------------------------
 
 
-class RequestCounter:
+class RequestCounter(LoopbackProxy):
     """A loopback HTTP proxy in front of an S3 server that counts requests by kind
     (GET, HEAD, PUT, DELETE, LIST, POST) and by key area (artifacts/…/versions, dedupe, …),
     with the time of each. It parses requests (Content-Length bodies; chunked bodies are
@@ -285,33 +286,13 @@ class RequestCounter:
 
     def __init__(self, target: str):
         host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
         self.times: list[tuple[float, str, str]] = []  # (monotonic time, kind, area)
         self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.port = self._server.getsockname()[1]
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._stop = True
-        self._server.close()
+        super().__init__((host, int(port)), backlog=512)
 
     def between(self, t0: float, t1: float) -> Counter:
         with self._lock:
             return Counter((k, a) for t, k, a in self.times if t0 <= t < t1)
-
-    def _accept(self) -> None:
-        while not self._stop:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         try:

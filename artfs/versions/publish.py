@@ -39,7 +39,7 @@ from artfs.digest import (
     hash_file,
     needs_chunks,
 )
-from artfs.errors import CorruptRecord, InvalidInput
+from artfs.errors import CorruptRecord, InvalidInput, NotFound
 from artfs.names import join_path, normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
@@ -422,8 +422,14 @@ class Publisher:
         key = pack_key(pack_id)
         with self._lock:
             blob = self._patching.get(pack_id)
-            if blob is None:
-                blob = self._patching[pack_id] = bytearray(self.store.get(key))
+        if blob is None:
+            try:  # read outside the lock the upload threads share
+                fetched = bytearray(self.store.get(key))
+            except NotFound:  # collected since it was marked: nothing left to put right
+                return False
+            with self._lock:
+                blob = self._patching.setdefault(pack_id, fetched)
+        with self._lock:
             if offset + len(data) > len(blob):
                 blob.extend(bytes(offset + len(data) - len(blob)))  # a truncated pack
             blob[offset : offset + len(data)] = data

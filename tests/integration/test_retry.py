@@ -13,7 +13,7 @@ from artfs.errors import NotFound, StoreUnavailable, Transient
 from artfs.store.backends.s3 import S3Store
 from artfs.store.retry import RetryPolicy
 from conftest import make_bucket
-from cutting_proxy import CuttingProxy
+from proxies import CuttingProxy
 
 pytestmark = pytest.mark.s3
 DATA = os.urandom(3 << 20)

@@ -1,5 +1,6 @@
-"""A loopback TCP proxy in front of a real server that breaks chosen responses off mid-way,
-as a flaky network does: what a retry policy has to survive."""
+"""Loopback TCP proxies in front of a real server, for what a network does to it: one that
+breaks chosen responses off mid-way (a flaky network, for the retry policy), one that counts
+the requests (tests/hosts.py, the bucket's load)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,12 @@ import socket
 import threading
 
 
-class CuttingProxy:
-    """Forwards to `target`; the first `cuts` responses longer than `after` bytes are cut
-    after `after` bytes (the connection is closed)."""
+class LoopbackProxy:
+    """Listens on a loopback port and hands each connection to `_serve` in a thread of its own."""
 
-    def __init__(self, target: tuple[str, int], after: int, cuts: int = 1):
-        self.target, self.after, self.cuts_left = target, after, cuts
-        self.cut = 0
-        self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, target: tuple[str, int], backlog: int = 128):
+        self.target = target
+        self._server = socket.create_server(("127.0.0.1", 0), backlog=backlog)
         self.port = self._server.getsockname()[1]
         self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -34,9 +32,26 @@ class CuttingProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class CuttingProxy(LoopbackProxy):
+    """Forwards to `target`; the first `cuts` responses longer than `after` bytes are cut
+    after `after` bytes (the connection is closed)."""
+
+    def __init__(self, target: tuple[str, int], after: int, cuts: int = 1):
+        self.after, self.cuts_left = after, cuts
+        self.cut = 0
+        self._lock = threading.Lock()
+        super().__init__(target)
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.target)
+        threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+        self._pipe(upstream, client, True)
 
     def _pipe(self, src: socket.socket, dst: socket.socket, response: bool) -> None:
         sent = 0
