@@ -44,6 +44,3 @@ class Handles:
     def replace(self, fh: int, handle: Any) -> None:
         """`fh` now means `handle` (the kernel's number for an open file stays)."""
         self._open[fh] = handle
-
-    def values(self) -> list[Any]:
-        return list(self._open.values())

@@ -37,7 +37,7 @@ FAILURE_MEMO = 1.0  # seconds a failed fetch of a handle answers its retries at 
 
 
 class RefHandle:
-    __slots__ = ("blocks", "direct_io", "entry", "failed", "inflight", "logged", "node", "where")
+    __slots__ = ("blocks", "direct_io", "entry", "failed", "inflight", "node", "where")
 
     def __init__(self, node, entry: Entry):
         self.node, self.entry = node, entry
@@ -49,7 +49,6 @@ class RefHandle:
             self.where = str(getattr(node, "artifact", ""))
         self.blocks: OrderedDict[int, bytes] = OrderedDict()
         self.inflight: dict[int, trio.Event] = {}
-        self.logged = False
         self.direct_io = entry.size < 0
         self.failed: tuple[float, ArtfsError] | None = None  # (when, why) the last fetch failed
 

@@ -37,10 +37,6 @@ def is_pinned(entry: Entry) -> bool:
     return len(pin_of(entry)) > 1 or entry.size >= 0
 
 
-def request_attempts() -> int:
-    return Timeouts().ref_attempts
-
-
 def request_timeout() -> float:
     return Timeouts().ref_read
 

@@ -21,14 +21,13 @@ import os
 import threading
 from urllib.parse import quote, urlsplit
 
-from artfs.errors import InvalidInput, NotFound, StoreUnavailable
+from artfs.errors import InvalidInput, NotFound, StoreUnavailable, Transient
 from artfs.names import join_path, normalize_path
 from artfs.references.base import (
     GCS_ENDPOINT,
     Fetcher,
     bucket_settings,
     changed,
-    request_attempts,
     request_timeout,
     too_many,
 )
@@ -72,25 +71,13 @@ class GCSJsonFetcher(Fetcher):
         if s is None or getattr(self._local, "endpoint", None) != key:
             import requests
             from requests.adapters import HTTPAdapter
-            from urllib3.util.retry import Retry
 
             if os.environ.get(EMULATOR_ENV):
                 s = requests.Session()
             else:
                 s = self._authorized_session()
-            n = request_attempts() - 1
-            retry = Retry(
-                total=n,
-                connect=n,
-                read=0,
-                status=n,
-                backoff_factor=0.2,
-                status_forcelist=(429, 500, 502, 503, 504),
-                allowed_methods=frozenset({"GET"}),
-                raise_on_status=False,
-            )
-            s.mount("http://", HTTPAdapter(max_retries=retry))
-            s.mount("https://", HTTPAdapter(max_retries=retry))
+            s.mount("http://", HTTPAdapter(max_retries=0))  # retries are the RetryPolicy's (store/retry.py)
+            s.mount("https://", HTTPAdapter(max_retries=0))
             s.headers["Accept-Encoding"] = "identity"  # the stored bytes, whatever Content-Encoding they have
             self._local.session, self._local.endpoint = s, key
         return s
@@ -118,12 +105,17 @@ class GCSJsonFetcher(Fetcher):
         return parts.netloc, parts.path.lstrip("/")
 
     def _get(self, uri: str, url: str, **kwargs):
+        return self.retry.call(self._get_once, uri, url, **kwargs)
+
+    def _get_once(self, uri: str, url: str, **kwargs):
         import requests
 
         try:
             r = self._session().get(url, timeout=(min(request_timeout(), 5.0), request_timeout()), **kwargs)
         except requests.RequestException as e:
-            raise StoreUnavailable(f"{uri}: cannot reach GCS at {endpoint()}: {type(e).__name__}") from None
+            raise Transient(f"{uri}: cannot reach GCS at {endpoint()}: {type(e).__name__}") from None
+        if r.status_code in (429, 500, 502, 503, 504):
+            raise Transient(f"{uri}: GCS answered HTTP {r.status_code}")
         if r.status_code in (401, 403):
             raise StoreUnavailable(f"{uri}: access denied (HTTP {r.status_code}); {_CREDENTIALS_HINT}")
         return r
