@@ -41,6 +41,7 @@ from artfs.errors import ArtfsError, InvalidInput, NotFound
 from artfs.names import LATEST, ArtifactName, check_name, parse_version, version_name
 from artfs.store.keys import pack_key
 from artfs.store.manifest import Entry, Manifest
+from artfs.store.shards import AnyManifest
 from artfs.store.registry import VersionRecord
 from artfs.versions import lineage
 
@@ -141,7 +142,7 @@ class _Timed:
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """A file path resolved: its version, manifest and entry index, until `until` (monotonic
+    """A file path resolved: its version, manifest part and entry index there, until `until` (monotonic
     seconds; infinite for `vN` paths, whose files never change). `small`: (digest, size, pack
     key, offset) of a file stored in a pack, read whole on the fast path."""
 
@@ -173,7 +174,7 @@ class ArtfsFileSystem(AbstractFileSystem):
         self._used: set[tuple[ArtifactName, int]] = set()
         self._noted: dict[int, VersionRecord] = {}  # records whose use is recorded, by id (a fast check per read)
         self._paths: dict[str, Resolved] = {}  # file path -> where it is (see Resolved)
-        self._at: dict[tuple[str, str, str], tuple[float, VersionRecord, Manifest]] = {}
+        self._at: dict[tuple[str, str, str], tuple[float, VersionRecord, AnyManifest]] = {}
         self._timed = _Timed(refresh)
         self._open_store(None)
 
@@ -286,7 +287,7 @@ class ArtfsFileSystem(AbstractFileSystem):
             raise FileNotFoundError(errno.ENOENT, f"{rec} has no file {inner!r}", path)
         return self._remember(path, until, rec, m, i)
 
-    def _version_at(self, w: Where, path: str) -> tuple[float, VersionRecord, Manifest]:
+    def _version_at(self, w: Where, path: str) -> tuple[float, VersionRecord, AnyManifest]:
         """The version a path's `p/a/vN` or `p/a/ALIAS` names, and its manifest (cached as Resolved)."""
         key = (w.project, w.artifact, w.selector)
         hit = self._at.get(key)
@@ -300,7 +301,8 @@ class ArtfsFileSystem(AbstractFileSystem):
         self._at[key] = hit
         return hit
 
-    def _remember(self, path: str, until: float, rec: VersionRecord, m: Manifest, i: int) -> Resolved:
+    def _remember(self, path: str, until: float, rec: VersionRecord, whole: AnyManifest, index: int) -> Resolved:
+        m, i = whole.locate(index)  # the part holding it (a shard, if sharded)
         p = m.packs[i]
         small = None
         if p >= 0:
@@ -332,7 +334,7 @@ class ArtfsFileSystem(AbstractFileSystem):
             raise FileNotFoundError(errno.ENOENT, f"{a} has no version or alias {w.selector!r}", path)
         return versions[n]
 
-    def _manifest(self, rec: VersionRecord, path: str) -> Manifest:
+    def _manifest(self, rec: VersionRecord, path: str) -> AnyManifest:
         with self._lock:  # (cachetools' caches are not thread-safe; pyarrow reads from many threads)
             m = self._manifests.get(rec.manifest)
         if m is None:

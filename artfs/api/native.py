@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from artfs import config
 from artfs.errors import Conflict, InvalidInput, NotFound
-from artfs.store.manifest import Entry, Manifest
+from artfs.store.manifest import Entry
+from artfs.store.shards import AnyManifest
 from artfs.names import (
     LATEST,
     ArtifactName,
@@ -122,12 +123,12 @@ class Artifact:
         self._tmp_counter = 0
         self._cleanup: weakref.finalize | None = None
         self._base: "VersionRecord | None" = None  # for drafts made by new_draft()
-        self._base_manifest: Manifest | None = None
+        self._base_manifest: AnyManifest | None = None
         self._removed: set[int] = set()  # indices of _base_manifest entries not carried over
         # logged state
         self._store: "Store | None" = None
         self._record: "VersionRecord | None" = None
-        self._manifest: Manifest | None = None
+        self._manifest: AnyManifest | None = None
         self._loaded: tuple[str, dict, list[str]] | None = None
         self._stats: Stats | None = None
 
@@ -194,7 +195,7 @@ class Artifact:
         return version_name(self._record.base) if self._record.base is not None else None
 
     @property
-    def manifest(self) -> Manifest:
+    def manifest(self) -> AnyManifest:
         """The version's manifest (path, size, digest, … per entry)."""
         rec = self._logged("manifest")
         if self._manifest is None:
@@ -379,7 +380,7 @@ class Artifact:
                 raise InvalidInput(f"{path!r} is both a file and a folder in {self.qualified_name}")
 
     # -- logged versions -------------------------------------------------------------
-    def _become(self, store: "Store", rec: "VersionRecord", manifest: Manifest | None = None) -> None:
+    def _become(self, store: "Store", rec: "VersionRecord", manifest: AnyManifest | None = None) -> None:
         """Turns this object into the logged version `rec`."""
         self._store, self._record = store, rec
         self._project, self._name, self.type = rec.artifact.project, rec.artifact.name, rec.type

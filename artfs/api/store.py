@@ -18,6 +18,7 @@ from artfs.digest import digest_bytes
 from artfs.versions.download import DownloadStats, Downloader
 from artfs.errors import InvalidInput, NotFound
 from artfs.store.manifest import Entry, Manifest
+from artfs.store.shards import AnyManifest
 from artfs.names import LATEST, ArtifactName, ArtifactSpec, check_alias, normalize_path, parse_spec
 from artfs.drafts.draft import Draft
 from artfs.drafts.info import DraftInfo
@@ -52,7 +53,7 @@ class Store:
     def resolve(self, spec: str | ArtifactSpec) -> VersionRecord:
         return self.registry.resolve(parse_spec(spec) if isinstance(spec, str) else spec)
 
-    def manifest(self, rec: VersionRecord) -> Manifest:
+    def manifest(self, rec: VersionRecord) -> AnyManifest:
         return self.registry.manifest(rec)
 
     def download(
@@ -72,10 +73,10 @@ class Store:
         return downloader.download(m, indices, os.path.abspath(root), under)
 
     # -- publishing ---------------------------------------------------------------
-    def known_content(self, base: Manifest | None) -> KnownContent:
+    def known_content(self, base: AnyManifest | None) -> KnownContent:
         known = KnownContent()
         known.damaged = {o.key.removeprefix("damaged/") for o in self.objects.list("damaged/")}
-        if base is not None:
+        if isinstance(base, Manifest):  # a sharded one is not read whole: the dedupe index answers
             known.add_manifest(base)
         index = PackIndex(self.objects, self.cache_dir)
         known.lookup, known.on_stored = index.find, index.record
@@ -85,15 +86,16 @@ class Store:
         self,
         files: Iterable[FileSource],
         carried: Iterable[Entry],
-        base: Manifest | None,
+        base: AnyManifest | None,
         progress: Callable[[int], None] | None = None,
-    ) -> tuple[Manifest, bytes, Stats]:
+    ) -> tuple[AnyManifest, bytes, Stats]:
         """Uploads what is new in `files` (call under commit_guard) and returns their manifest,
         encoded; the caller stores it (Registry.commit or a distributed part)."""
         publisher = Publisher(self.objects, self.known_content(base), progress=progress)
-        manifest = publisher.build(files, carried)
+        built = publisher.build(files, carried)
         publisher.known.settle()  # the dedupe index learns where the new small files went
-        return manifest, manifest.encode(), publisher.stats
+        manifest, encoded = self.registry.seal(built)  # a big one: its shards are stored now
+        return manifest, encoded, publisher.stats
 
     def publish(
         self,

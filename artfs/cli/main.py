@@ -265,7 +265,7 @@ def info(ctx, spec):
         "size": rec.size,
         "files": rec.files,
         "references": m.reference_count,
-        "reference_uris": [m.refs[i]["uri"] for i in sorted(m.refs)[:INFO_REFERENCE_URIS]],  # capped: see "references"
+        "reference_uris": m.reference_uris(INFO_REFERENCE_URIS),  # capped: see "references"
         "description": rec.description,
         "metadata": rec.metadata,
         "creator": rec.creator,

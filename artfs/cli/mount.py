@@ -148,7 +148,7 @@ def prefetch(ctx, spec, path, cache_size, jobs):
     if path and not indices:
         raise NotFound(f"{rec} has no file or folder {path!r}")
     cache = ContentCache(store.cache_dir, cache_size)
-    todo = {p for i in indices if m.packs[i] != -2 for p in pieces(m.entry(i)) if p.size}
+    todo = {p for i in indices for e in (m.entry(i),) if e.ref is None for p in pieces(e) if p.size}
     missing = [
         p for p in todo if not (cache.covers(p.key, p.offset, p.size) if is_pack(p.key) else cache.contains(p.digest))
     ]

@@ -30,7 +30,8 @@ from artfs.drafts.staging import StagedDraft
 from artfs.drafts.table import REF_ORIGIN
 from artfs.errors import ArtfsError, FsError, InvalidInput
 from artfs.names import normalize_path
-from artfs.store.manifest import Entry, Folder, Manifest
+from artfs.store.manifest import Entry, Folder
+from artfs.store.shards import AnyManifest
 from artfs.versions.publish import FileSource, SourceList
 
 
@@ -384,7 +385,7 @@ class Draft(StagedDraft):
         return src
 
 
-def _folders_below(base: Manifest, old: str, new: str) -> list[Folder]:
+def _folders_below(base: AnyManifest, old: str, new: str) -> list[Folder]:
     """The base's recorded folders strictly below `old`, renamed to be below `new`."""
     prefix = f"{old}/" if old else ""
     out = []

@@ -32,11 +32,11 @@ from artfs.drafts.info import SCHEMA
 from artfs.drafts.namespace import FILE, Attr
 from artfs.drafts.table import DraftTable
 from artfs.errors import FsError
-from artfs.store.manifest import Manifest
+from artfs.store.shards import AnyManifest
 
 
 class StagedDraft(DraftTable):
-    def __init__(self, path: str, base: Manifest | None, durable: bool = False, cache_namespace: bool = False):
+    def __init__(self, path: str, base: AnyManifest | None, durable: bool = False, cache_namespace: bool = False):
         super().__init__(path, base, durable, cache_namespace)
         self._journaled: set[int] = set()  # files whose bytes the journal holds (see close_file)
         self._open_journal()

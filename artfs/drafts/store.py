@@ -18,7 +18,7 @@ from artfs.drafts.info import DRAFTS_FOLDER, SCHEMA, DraftInfo
 from artfs.drafts.namespace import DIR, ROOT
 from artfs.errors import FsError, InvalidInput, NotFound
 from artfs.names import ArtifactName, check_name, is_valid_name
-from artfs.store.manifest import Manifest
+from artfs.store.shards import AnyManifest
 
 
 class DraftStore:
@@ -111,7 +111,7 @@ class DraftStore:
         return info
 
     def open(
-        self, a: ArtifactName, name: str, load_manifest: Callable[[str], Manifest], cache_namespace: bool = False
+        self, a: ArtifactName, name: str, load_manifest: Callable[[str], AnyManifest], cache_namespace: bool = False
     ) -> Draft:
         path = self._dir(a, name)
         if not self.exists(a, name):

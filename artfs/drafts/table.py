@@ -35,14 +35,15 @@ from artfs.drafts.namespace import (
     NamespaceCache,
 )
 from artfs.errors import FsError, NoSpace
-from artfs.store.manifest import Entry, Manifest
+from artfs.store.manifest import Entry
+from artfs.store.shards import AnyManifest
 
 REF_ORIGIN = "/ref:"  # origin of a file row that is a reference added to the draft
 ROW = "ino, kind, mode, size, mtime_ns, origin, ctime_ns, atime_ns"  # what _attr takes
 
 
 class DraftTable:
-    def __init__(self, path: str, base: Manifest | None, durable: bool = False, cache_namespace: bool = False):
+    def __init__(self, path: str, base: AnyManifest | None, durable: bool = False, cache_namespace: bool = False):
         """`cache_namespace`: keep a NamespaceCache (the mount owning the draft); without one,
         every change is announced in GEN_FILE for the process that may keep one."""
         self.path = path
@@ -239,7 +240,6 @@ class DraftTable:
         # Modes and times as the base version keeps them (older manifests keep no times:
         # then the draft's creation, as a version's folder shows its own).
         created = int(self.info.created * 1e9)
-        times = m.mtimes
         rows = []
         for name, i in m.children(origin):
             child = f"{origin}/{name}" if origin else name
@@ -248,8 +248,8 @@ class DraftTable:
                 mode, mtime_ns = (f.mode, f.mtime_ns or created) if f is not None else (0o755, created)
                 rows.append((ino, name, DIR, mode & 0o7777, 0, mtime_ns, child))
             else:
-                mtime_ns = (times[i] if times else 0) or created
-                rows.append((ino, name, FILE, m.modes[i], max(m.sizes[i], 0), mtime_ns, child))
+                size, mode, mtime_ns = m.stat(i)
+                rows.append((ino, name, FILE, mode, size, mtime_ns or created, child))
         db.executemany(
             "INSERT INTO node(parent, name, kind, mode, size, mtime_ns, origin) VALUES (?,?,?,?,?,?,?)", rows
         )
@@ -311,7 +311,7 @@ class DraftTable:
             return Entry(d["path"], d["size"], d["digest"], d["mode"], ref=d["ref"])
         return self._base().get(origin)
 
-    def _base(self) -> Manifest:
+    def _base(self) -> AnyManifest:
         """The base manifest, which a row with an origin (other than a reference) implies."""
         if self.base is None:
             raise FsError(errno.EIO, f"draft {self.info}: a row points into a base it does not have")

@@ -86,8 +86,7 @@ class StoredReader:
         """The files after this one in the same pack, which one GET brings along, and the inodes
         the kernel holds for this file and those (by digest). Read straight from the manifest's
         columns: this runs on every cold open."""
-        m, i = node.manifest, node.index
-        assert m is not None
+        m, i = node.part, node.index
         pack = m.packs[i]
         key = pack_key(m.pack_ids[pack])
         digests, sizes, offsets, packs = m.digests, m.sizes, m.offsets, m.packs
@@ -100,7 +99,7 @@ class StoredReader:
             digest = digests[j * 32 : (j + 1) * 32]
             if not self.content.cached_digest(digest):
                 out.append(Piece(digest, sizes[j], key, offsets[j]))
-                known = self.tree.known(node.key[:4] + (j,))
+                known = self.tree.known(node.key[:4] + (node.offset + j,))
                 if known is not None and known.lookups > 0:
                     inodes.setdefault(digest, known.ino)
             total += sizes[j]

@@ -26,6 +26,7 @@ from artfs.fs.catalog import Catalog
 from artfs.fs.draftset import DraftSet
 from artfs.names import ArtifactName, parse_version, version_name
 from artfs.store.manifest import Entry, Manifest
+from artfs.store.shards import AnyManifest
 from artfs.store.registry import VersionRecord
 
 ROOT_INO = 1
@@ -57,10 +58,11 @@ class Node:
     artifact: ArtifactName | None = None
     version: VersionRecord | None = None
     path: str = ""  # inside the version
-    index: int = -1  # manifest entry index for files
+    index: int = -1  # for files: the entry's index in `manifest` (its shard, if sharded)
+    offset: int = 0  # for files: the index in the whole manifest of `manifest`'s first entry
     target: str = ""  # alias symlink target
     lookups: int = 0
-    manifest: Manifest | None = field(default=None, repr=False)
+    manifest: AnyManifest | None = field(default=None, repr=False)  # a file's: the part holding it
     draft: Draft | None = field(default=None, repr=False)
     dino: int = 0  # inode inside the draft
     draft_name: str = ""
@@ -73,8 +75,14 @@ class Node:
         return self.version
 
     @property
-    def the_manifest(self) -> Manifest:
+    def the_manifest(self) -> AnyManifest:
         assert self.manifest is not None, self
+        return self.manifest
+
+    @property
+    def part(self) -> Manifest:
+        """A file's part of the manifest (the shard holding it, if sharded)."""
+        assert isinstance(self.manifest, Manifest), self
         return self.manifest
 
     @property
@@ -180,7 +188,7 @@ class Tree:
     def _artifact(self, a: ArtifactName) -> Node:
         return self._get(("a", a), lambda ino: Node(ino, ARTIFACT, ("a", a), project=a.project, artifact=a))
 
-    def _version(self, rec: VersionRecord, manifest: Manifest | None = None) -> Node:
+    def _version(self, rec: VersionRecord, manifest: AnyManifest | None = None) -> Node:
         key = ("v", rec.artifact, rec.number, rec.manifest)
         return self._get(
             key,
@@ -236,12 +244,19 @@ class Tree:
         path = f"{parent.path}/{name}" if parent.path else name
         rec = parent.record
         key: tuple
+        manifest, local = parent.manifest, -1
         if index is None:
             key = ("f", rec.artifact, rec.number, rec.manifest, path)
             kind = DIR
         else:
             key = ("e", rec.artifact, rec.number, rec.manifest, index)
             kind = FILE
+            known = self._by_key.get(key)
+            if known is not None:
+                return known
+            # A file keeps the part of the manifest it is in (one shard of a sharded one):
+            # its attributes and reads need no other.
+            manifest, local = parent.the_manifest.locate(index)
         return self._get(
             key,
             lambda ino: Node(
@@ -252,15 +267,20 @@ class Tree:
                 artifact=parent.artifact_name,
                 version=rec,
                 path=path,
-                index=-1 if index is None else index,
-                manifest=parent.manifest,
+                index=local,
+                offset=-1 if index is None else index - local,
+                manifest=manifest,
             ),
         )
 
     # -- directory contents -------------------------------------------------------
     def needs_thread(self, node: Node) -> bool:
         """Whether listing, looking up in or stat-ing `node` may block (store or disk)."""
-        return not (node.kind in (DIR, FILE) or (node.kind == VERSION and node.manifest is not None))
+        if node.kind == FILE:
+            return False
+        if node.kind in (DIR, VERSION):  # a sharded manifest may have to read a shard
+            return node.manifest is None or node.manifest.sharded
+        return True
 
     def projects(self) -> list[str]:
         return sorted(set(self.catalog.projects()) | set(self.drafts.drafts.pending_projects()))
@@ -268,7 +288,7 @@ class Tree:
     def artifacts(self, project: str) -> list[str]:
         return sorted(set(self.catalog.artifacts(project)) | set(self.drafts.drafts.pending_artifacts(project)))
 
-    def ensure_manifest_blocking(self, node: Node) -> Manifest:
+    def ensure_manifest_blocking(self, node: Node) -> AnyManifest:
         if node.manifest is None:
             node.manifest = self.load_manifest(node.record)
         return node.manifest
@@ -413,9 +433,8 @@ class Tree:
         assert rec is not None
         if node.kind == FILE:
             assert m is not None
-            size = max(m.sizes[node.index], 0)
-            mode = stat.S_IFREG | (m.modes[node.index] & 0o7555)
-            mtime_ns = m.mtimes[node.index] if m.mtimes else 0
+            size, mode, mtime_ns = m.stat(node.index)
+            mode = stat.S_IFREG | (mode & 0o7555)
             return _attr_ns(node.ino, mode, size, mtime_ns) if mtime_ns else Attr(node.ino, mode, size, rec.created)
         folder = m.folder(node.path) if node.kind == DIR and m is not None else None
         if folder is not None and folder.mtime_ns:

@@ -214,6 +214,20 @@ class Manifest:
             blocks=self.blocks.get(i, b""),
         )
 
+    sharded = False
+
+    def stat(self, i: int) -> tuple[int, int, int]:
+        """Entry `i`'s size (0 if unknown), mode bits and mtime in ns (0: not known)."""
+        return max(self.sizes[i], 0), self.modes[i], self.mtimes[i] if self.mtimes else 0
+
+    def parts(self) -> Iterator[tuple[int, Manifest]]:
+        """(index of its first entry, part) for each stored part: one, unless sharded."""
+        yield 0, self
+
+    def locate(self, i: int) -> tuple[Manifest, int]:
+        """The part holding entry `i`, and its index there."""
+        return self, i
+
     def folder(self, path: str) -> Folder | None:
         """A recorded folder's mode and time (None: not recorded, as in older manifests)."""
         i = bisect.bisect_left(self.folders, path)
@@ -267,11 +281,17 @@ class Manifest:
         i = bisect.bisect_left(folders, prefix)
         if not prefix and i < len(folders) and folders[i] == "":
             i += 1  # the root itself
+        seen = set()
         while i < len(folders) and folders[i].startswith(prefix):
             rest = folders[i][len(prefix) :]
             sub = rest.split("/", 1)[0]
-            yield sub
-            i = bisect.bisect_left(folders, prefix + sub + "0", i)
+            if sub not in seen:  # "a/b" may come after "a" and a sibling "a-b"
+                seen.add(sub)
+                yield sub
+            if sub == rest:
+                i += 1
+            else:  # skip the rest of the sub-folder: '0' sorts right after '/'
+                i = bisect.bisect_left(folders, prefix + sub + "0", i)
 
     def _file_children(self, path: str) -> Iterator[tuple[str, int | None]]:
         prefix = f"{path}/" if path else ""
@@ -314,6 +334,10 @@ class Manifest:
     def reference_count(self) -> int:
         return len(self.refs)
 
+    def reference_uris(self, limit: int) -> list[str]:
+        """The URIs of the first `limit` references, in path order."""
+        return [self.refs[i]["uri"] for i in sorted(self.refs)[:limit]]
+
     # -- encoding -------------------------------------------------------------
     def encode(self) -> bytes:
         doc = {
@@ -345,9 +369,11 @@ class Manifest:
 
     @classmethod
     def decode(cls, data: bytes, name: str = "manifest") -> Manifest:
+        return cls.from_doc(decode_doc(data, name), name)
+
+    @classmethod
+    def from_doc(cls, doc: dict, name: str = "manifest") -> Manifest:
         try:
-            raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 34)
-            doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
             if doc.get("format") != FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
             m = cls(
@@ -428,6 +454,18 @@ class Manifest:
         modes = array("H", (0o755 if m & 0o111 else 0o644 for m in self.modes))
         doc = [self.paths, self.sizes.tobytes(), self.digests, modes.tobytes(), self.refs, self.empty_folders()]
         return digest_bytes(msgpack.packb(doc, use_bin_type=True))
+
+
+def decode_doc(data: bytes, name: str = "manifest") -> dict:
+    """An encoded manifest (of any format) as its document."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 34)
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as e:  # noqa: BLE001 -- any decoding failure is a corrupt record, whatever raised it
+        raise CorruptRecord(f"corrupt {name}: {e}") from None
+    if not isinstance(doc, dict):
+        raise CorruptRecord(f"corrupt {name}: not a manifest")
+    return doc
 
 
 def block_count(size: int) -> int:

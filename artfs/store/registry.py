@@ -29,7 +29,6 @@ from cachetools import LRUCache
 
 from artfs.digest import digest_bytes
 from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound, PreconditionFailed
-from artfs.store.manifest import Manifest
 from artfs.names import (
     LATEST,
     ArtifactName,
@@ -40,9 +39,11 @@ from artfs.names import (
     parse_version,
     version_name,
 )
-from artfs.store import version_index
+from artfs.store import shards, version_index
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import STORE_MARKER
+from artfs.store.manifest import Manifest
+from artfs.store.shards import AnyManifest
 
 RECORD_FORMAT = 1
 READERS = 16  # records read in parallel when the index does not have them
@@ -169,10 +170,20 @@ def _depth(value) -> int:
     return 0
 
 
+SHARD_MEMORY = 256 << 20  # default bound on decoded shards held (the mount's --memory)
+
+
+def _shard_size(m: Manifest) -> int:
+    return 1024 + 200 * len(m)
+
+
 class Registry:
-    def __init__(self, store: ObjectStore):
+    def __init__(self, store: ObjectStore, shard_memory: int = SHARD_MEMORY):
         self.store = store
         self._manifests: LRUCache = LRUCache(maxsize=8)
+        # Shards of sharded manifests, bounded by their size in memory (~200 B an entry).
+        self._shards: LRUCache = LRUCache(maxsize=shard_memory, getsizeof=_shard_size)
+        self._shard_loads: dict[bytes, threading.Lock] = {}  # one fetch per shard, however many wait
         self._records: dict[str, tuple[str, VersionRecord]] = {}  # key -> (etag, record)
         self._index_refused: set[ArtifactName] = set()  # version index not writable here
         self._types: dict[ArtifactName, str] = {}  # artifact -> type, once seen (never changes)
@@ -367,7 +378,7 @@ class Registry:
         self,
         a: ArtifactName,
         type_: str | None,
-        manifest: Manifest,
+        manifest: AnyManifest,
         encoded: bytes,
         *,
         base: int | None = None,
@@ -428,7 +439,7 @@ class Registry:
             self.set_alias(a, alias, n)
         return rec, True
 
-    def _same_content(self, rec: VersionRecord, hexdigest: str, manifest: Manifest) -> bool:
+    def _same_content(self, rec: VersionRecord, hexdigest: str, manifest: AnyManifest) -> bool:
         if rec.manifest == hexdigest:
             return True
         # Equal content has equal file counts and sizes: when the record says otherwise, its
@@ -458,21 +469,57 @@ class Registry:
             return new
 
     # -- manifests ----------------------------------------------------------------
-    def manifest(self, rec: VersionRecord) -> Manifest:
+    def manifest(self, rec: VersionRecord) -> AnyManifest:
         return self.manifest_by_digest(rec.manifest)
 
-    def manifest_by_digest(self, hexdigest: str) -> Manifest:
+    def manifest_by_digest(self, hexdigest: str) -> AnyManifest:
         with self._lock:  # the cache is shared by the daemon's worker threads
             m = self._manifests.get(hexdigest)
         if m is None:
-            key = manifest_key(hexdigest)
-            data = self.store.get(key)
-            if digest_bytes(data).hex() != hexdigest:
-                raise CorruptRecord(f"corrupt manifest {key}: digest does not match")
-            m = Manifest.decode(data, key)
+            m = shards.decode(self._verified_manifest(hexdigest), manifest_key(hexdigest), self.shard)
             with self._lock:
                 self._manifests[hexdigest] = m
         return m
+
+    def _verified_manifest(self, hexdigest: str) -> bytes:
+        key = manifest_key(hexdigest)
+        data = self.store.get(key)
+        if digest_bytes(data).hex() != hexdigest:
+            raise CorruptRecord(f"corrupt manifest {key}: digest does not match")
+        return data
+
+    def shard(self, digest: bytes) -> Manifest:
+        """A shard of a sharded manifest, from memory or the store (one fetch at a time each)."""
+        with self._lock:
+            m = self._shards.get(digest)
+            if m is not None:
+                return m
+            gate = self._shard_loads.setdefault(digest, threading.Lock())
+        with gate:
+            with self._lock:
+                m = self._shards.get(digest)
+            if m is None:
+                hexdigest = digest.hex()
+                m = Manifest.decode(self._verified_manifest(hexdigest), f"manifest shard {hexdigest}")
+                with self._lock:
+                    self._shards[digest] = m
+        with self._lock:
+            self._shard_loads.pop(digest, None)
+        return m
+
+    def seal(self, manifest: AnyManifest) -> tuple[AnyManifest, bytes]:
+        """A manifest as stored: one of more than shards.SHARDED_ABOVE files is split into shards,
+        stored here now; the rest (and the root) is encoded for the caller to store."""
+        if manifest.sharded or len(manifest) <= shards.SHARDED_ABOVE:
+            return manifest, manifest.encode()
+        assert isinstance(manifest, Manifest)
+        sealed = shards.ShardedManifest(shards.split(manifest, self.put_shard), self.shard)
+        return sealed, sealed.encode()
+
+    def put_shard(self, digest: bytes, encoded: bytes) -> None:
+        key = manifest_key(digest.hex())
+        if not self.store.exists(key):
+            self.store.put(key, encoded)
 
     # -- aliases ------------------------------------------------------------------
     def aliases(self, a: ArtifactName) -> dict[str, int]:

@@ -26,7 +26,8 @@ from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import InvalidInput, NoSpace
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import object_key
-from artfs.store.manifest import Entry, Folder, Manifest
+from artfs.store.manifest import Entry, Folder
+from artfs.store.shards import AnyManifest
 
 PART = ".artfs-part"
 
@@ -137,7 +138,7 @@ class Downloader:
         self._lock = threading.Lock()
 
     def download(
-        self, manifest: Manifest, indices: range | list[int], root: str, under: str | None = None
+        self, manifest: AnyManifest, indices: range | list[int], root: str, under: str | None = None
     ) -> DownloadStats:
         """Entries `indices` into `root`, with the recorded folders at or below `under`
         (None: all of them; give it whenever `indices` is not the whole manifest)."""
@@ -165,7 +166,7 @@ class Downloader:
             raise InvalidInput(f"cannot write {e.filename2 or e.filename or root}: {e.strerror}") from None
         return self.stats
 
-    def _folders(self, manifest: Manifest, root: str, under: str | None) -> None:
+    def _folders(self, manifest: AnyManifest, root: str, under: str | None) -> None:
         chosen: list[Folder] = [
             f
             for f in manifest.folder_entries()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound, PreconditionFailed
 from artfs.store.manifest import OBJECT
+from artfs.store.shards import ShardedManifest
 from artfs.names import ArtifactName
 from artfs.store.registry import Registry, VersionRecord, manifest_key
 from artfs.store.backends.base import ObjectStore
@@ -281,18 +282,21 @@ def _sweep(reg: Registry, grace: float, report: GcReport, delete: bool, lost=lam
     report.live_manifests = len(manifests)
     live = {manifest_key(m) for m in manifests}
     for m in manifests:
-        man = reg.manifest_by_digest(m)
-        for pack_id in man.pack_ids:
-            live.add(pack_key(pack_id))
-            live.add(index_key(pack_id))
-        digests = man.digests
-        for i, where in enumerate(man.packs):
-            if where == OBJECT:
-                digest = digests[i * 32 : (i + 1) * 32]
-                live.add(object_key(digest))
-                live.add(pieces_key(digest))
-        for b in man.blocks.values():  # files stored as blocks: each block is an object
-            live.update(object_key(b[k : k + 32]) for k in range(0, len(b), 32))
+        whole = reg.manifest_by_digest(m)
+        if isinstance(whole, ShardedManifest):  # its shards are manifests too
+            live.update(manifest_key(s.digest.hex()) for s in whole.shards)
+        for _, man in whole.parts():
+            for pack_id in man.pack_ids:
+                live.add(pack_key(pack_id))
+                live.add(index_key(pack_id))
+            digests = man.digests
+            for i, where in enumerate(man.packs):
+                if where == OBJECT:
+                    digest = digests[i * 32 : (i + 1) * 32]
+                    live.add(object_key(digest))
+                    live.add(pieces_key(digest))
+            for b in man.blocks.values():  # files stored as blocks: each block is an object
+                live.update(object_key(b[k : k + 32]) for k in range(0, len(b), 32))
     now = time.time()
     # Index objects go before their packs, so an index never names a missing pack.
     for prefix in ("manifests/", "index/", "packs/", "pieces/", "objects/"):

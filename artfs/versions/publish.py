@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import blake3
 import msgpack
 
-from artfs.content.carry import CarriedRange, assemble
+from artfs.content.carry import CarriedRange, assemble, expand
 from artfs.digest import (
     CHUNK_SIZE,
     DIGEST_SIZE,
@@ -200,6 +200,9 @@ class Publisher:
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._block_pool.shutdown(wait=True, cancel_futures=True)
+        if ranges and ranges[0].manifest.sharded:  # not by the column: entry by entry (see shards.py)
+            entries += expand(ranges)
+            ranges = []
         if not ranges:
             return Manifest.from_entries(entries, folders)
         m = assemble_kept(entries, ranges)

@@ -141,20 +141,21 @@ def export_manifest(store: Store, rec: VersionRecord) -> dict[str, Any]:
     m = store.manifest(rec)
     md5s: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="artfs-wandb-export-") as tmp:
-        stored = [i for i in range(len(m)) if i not in m.refs]
-        for batch in _batches(stored, m.sizes):
-            Downloader(store.objects).download(m, batch, tmp)  # verified against blake3 as it is written
-            for i in batch:
-                local = os.path.join(tmp, m.paths[i])
-                md5s[m.paths[i]] = md5_b64(local)
-                os.unlink(local)
-        for i, ref in m.refs.items():
-            if _scheme(ref["uri"]) == "file" and len(ref) > 1:
-                e = m.entry(i)
-                local = os.path.join(tmp, "ref-file")
-                access.fetch_to_file(e, local)  # checked against its pin
-                md5s[e.path] = md5_b64(local)
-                os.unlink(local)
+        for _, part in m.parts():  # a sharded manifest a shard at a time
+            stored = [i for i in range(len(part)) if i not in part.refs]
+            for batch in _batches(stored, part.sizes):
+                Downloader(store.objects).download(part, batch, tmp)  # verified against blake3 as it is written
+                for i in batch:
+                    local = os.path.join(tmp, part.paths[i])
+                    md5s[part.paths[i]] = md5_b64(local)
+                    os.unlink(local)
+            for i, ref in part.refs.items():
+                if _scheme(ref["uri"]) == "file" and len(ref) > 1:
+                    e = part.entry(i)
+                    local = os.path.join(tmp, "ref-file")
+                    access.fetch_to_file(e, local)  # checked against its pin
+                    md5s[e.path] = md5_b64(local)
+                    os.unlink(local)
     contents = {}
     for e in m:
         contents[e.path] = (

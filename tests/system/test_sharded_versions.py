@@ -1,0 +1,109 @@
+"""A version whose manifest is split into shards looks and reads, through the mount, the CLI
+and a draft, exactly like any other; the store keeps it in shards, and gc keeps them.
+
+The thresholds are lowered (ARTFS_SHARDED_ABOVE, ARTFS_SHARD_FILES) so a few hundred files
+make dozens of shards."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import shutil
+
+import msgpack
+import pytest
+import zstandard
+from conftest import run_artfs
+from drafts_common import sh, unique
+from mounts import mounter, wait_for  # noqa: F401  (mounter is a fixture)
+
+pytestmark = pytest.mark.mount
+
+SMALL_SHARDS = {"ARTFS_SHARDED_ABOVE": "20", "ARTFS_SHARD_FILES": "6"}
+T0 = 1_600_000_000_000_000_000
+
+
+def _tree(root) -> str:
+    for d in range(6):
+        for f in range(40):
+            name = ("a", "a-b", "a.c", "b", "deep/er", "z")[d]
+            path = os.path.join(root, name, f"f{f:03d}.bin")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as out:
+                out.write(os.urandom(50 + f))
+            os.utime(path, ns=(T0 + f, T0 + f))
+    os.makedirs(os.path.join(root, "empty", "inner"))
+    with open(os.path.join(root, "top.sh"), "w") as out:
+        out.write("#!/bin/sh\n")
+    os.chmod(os.path.join(root, "top.sh"), 0o755)
+    return str(root)
+
+
+def _cli(store, cache, *args):
+    return run_artfs(list(args), store=store, cache=cache, env=SMALL_SHARDS)
+
+
+def _root_format(store: str, digest: str) -> int:
+    with open(os.path.join(store, "manifests", digest), "rb") as f:
+        doc = msgpack.unpackb(zstandard.ZstdDecompressor().decompress(f.read()), raw=False)
+    return doc["format"]
+
+
+def _same_tree(a: str, b: str) -> None:
+    cmp = filecmp.dircmp(a, b)
+    assert not (cmp.left_only or cmp.right_only or cmp.diff_files or cmp.funny_files), (a, b, cmp.report())
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    assert not mismatch and not errors
+    for sub in cmp.common_dirs:
+        _same_tree(os.path.join(a, sub), os.path.join(b, sub))
+
+
+def test_a_sharded_version_reads_lists_commits_and_survives_gc(mounter, tmp_path):
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    src = _tree(tmp_path / "src")
+    artifact = f"{unique('p')}/big"
+    _cli(store, cache, "put", src, "--name", artifact, "--type", "dataset").ok()
+    info = json.loads(_cli(store, cache, "info", f"{artifact}:v0").ok().stdout)
+    assert _root_format(store, info["digest"]) == 2, "stored as shards"
+    assert info["files"] == 241
+
+    m = mounter(store, "--refresh", "0.3", cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
+    v0 = m.path(artifact, "v0")
+    _same_tree(src, v0)
+    assert os.listdir(os.path.join(v0, "empty")) == ["inner"]
+    assert sorted(os.listdir(v0)) == sorted(os.listdir(src))
+    st = os.stat(os.path.join(v0, "a-b", "f007.bin"))
+    assert st.st_mtime_ns == T0 + 7 and st.st_size == 57
+    assert os.stat(os.path.join(v0, "top.sh")).st_mode & 0o111
+    assert sh("find", v0, "-type", "f").stdout.count("\n") == 241
+
+    # A draft of it: change one file, add one, remove one, add a folder; commit through the mount.
+    draft = m.path(artifact, "drafts", "edit")
+    os.mkdir(draft)
+    expected = tmp_path / "expected"
+    shutil.copytree(src, expected, symlinks=True)
+    for root in (draft, expected):
+        with open(os.path.join(root, "a.c", "f010.bin"), "wb") as f:
+            f.write(b"changed")
+        with open(os.path.join(root, "deep", "new.txt"), "w") as f:
+            f.write("new")
+        os.unlink(os.path.join(root, "z", "f039.bin"))
+        os.mkdir(os.path.join(root, "made"))
+    _cli(store, cache, "commit", draft).ok()
+    wait_for(lambda: os.path.isdir(m.path(artifact, "v1")), 10, "v1 in the mount")
+    _same_tree(str(expected), m.path(artifact, "v1"))
+    _same_tree(src, v0)  # the base is as it was
+
+    got = tmp_path / "got"
+    _cli(store, cache, "get", f"{artifact}:v1", "--root", str(got)).ok()
+    _same_tree(str(expected), str(got))
+    assert os.path.isdir(got / "made") and os.path.isdir(got / "empty" / "inner")
+
+    # gc keeps every shard of every live version.
+    _cli(store, cache, "gc", "--grace", "0").ok()
+    _cli(store, cache, "verify", f"{artifact}:v0").ok()
+    _cli(store, cache, "verify", f"{artifact}:v1").ok()
+    fresh = tmp_path / "fresh"
+    _cli(store, str(tmp_path / "cache2"), "get", f"{artifact}:v1", "--root", str(fresh)).ok()
+    _same_tree(str(expected), str(fresh))

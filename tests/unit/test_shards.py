@@ -1,0 +1,141 @@
+"""Sharded manifests answer every question as the whole manifest does, reading only the
+shards a question needs; where shards end depends on the paths alone."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from artfs.digest import digest_bytes
+from artfs.errors import CorruptRecord, InvalidInput
+from artfs.store import shards
+from artfs.store.manifest import Entry, Folder, Manifest
+from artfs.store.shards import ShardedManifest, ShardWriter
+
+D = bytes(range(32))
+
+
+@pytest.fixture(autouse=True)
+def small_shards(monkeypatch):
+    monkeypatch.setattr(shards, "SHARD_FILES", 3)  # a shard every ~3 files
+
+
+class Objects(dict):
+    """Shards by digest, counting what is read."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[bytes] = []
+
+    def put(self, digest: bytes, encoded: bytes) -> None:
+        assert digest_bytes(encoded) == digest
+        self[digest] = encoded
+
+    def load(self, digest: bytes) -> Manifest:
+        self.reads.append(digest)
+        return Manifest.decode(self[digest])
+
+
+def sharded(m: Manifest) -> tuple[ShardedManifest, Objects]:
+    objects = Objects()
+    root = shards.decode(ShardedManifest(shards.split(m, objects.put), objects.load).encode(), "root", objects.load)
+    assert isinstance(root, ShardedManifest)
+    objects.reads.clear()
+    return root, objects
+
+
+names = st.sampled_from(["a", "b", "a-b", "a.c", "c", "z", "0", "dd"])
+paths = st.lists(names, min_size=1, max_size=4).map("/".join)
+
+
+@st.composite
+def trees(draw):
+    files = sorted(set(draw(st.lists(paths, min_size=0, max_size=40))))
+    files = [p for p in files if not any(q.startswith(p + "/") for q in files)]  # a file is not a folder
+    entries = [
+        Entry(p, len(p), D, 0o755 if len(p) % 2 else 0o644, pack=D, offset=i, mtime_ns=i + 1)
+        for i, p in enumerate(files)
+    ]
+    folders = {p.rsplit("/", 1)[0] for p in files if "/" in p}
+    extra = [
+        p for p in draw(st.lists(paths, max_size=6)) if p not in files and not any(p.startswith(f + "/") for f in files)
+    ]
+    folders |= set(extra)
+    return Manifest.from_entries(entries, [Folder("", 0o755, 1)] + [Folder(f, 0o700, 2) for f in sorted(folders)])
+
+
+def all_dirs(m: Manifest) -> set[str]:
+    out = {""}
+    for p in [*m.paths, *m.folders]:
+        parts = p.split("/")
+        out.update("/".join(parts[:k]) for k in range(1, len(parts) + (0 if p in m.paths else 1)))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(m=trees(), probes=st.lists(paths, max_size=8))
+def test_a_sharded_manifest_answers_as_the_whole_one(m, probes):
+    s, _ = sharded(m)
+    assert len(s) == len(m) and list(s.paths) == m.paths
+    assert [e.path for e in s] == m.paths
+    assert s.total_size == m.total_size
+    assert [f.path for f in s.folder_entries()] == m.folders
+    assert s.empty_folders() == m.empty_folders()
+    for i in range(len(m)):
+        assert s.entry(i) == m.entry(i) and s.stat(i) == m.stat(i)
+    for d in sorted(all_dirs(m) | set(probes)):
+        assert s.is_dir(d) == m.is_dir(d), d
+        assert s.index(d) == m.index(d), d
+        assert s.folder(d) == m.folder(d), d
+        assert list(s.under(d)) == list(m.under(d)), d
+        if m.is_dir(d):
+            assert list(s.children(d)) == sorted(m.children(d)), d
+            assert s.subfolder_count(d) == m.subfolder_count(d), d
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=trees())
+def test_identity_does_not_depend_on_times_or_how_shards_were_cut(m):
+    s, _ = sharded(m)
+    later = Manifest.from_entries(
+        [Entry(e.path, e.size, e.digest, e.mode & 0o755, pack=D, mtime_ns=7) for e in m], m.folder_entries()
+    )
+    t, _ = sharded(later)
+    assert s.content_digest() == t.content_digest()
+    assert [x.lo for x in s.shards] == [x.lo for x in t.shards], "shards end where the paths say"
+
+
+def _flat(n: int, folders: int = 1) -> Manifest:
+    entries = [Entry(f"d{k % folders:03d}/f{k:05d}", 1, D, pack=D, offset=k) for k in range(n)]
+    return Manifest.from_entries(entries, [Folder(f"d{k:03d}", 0o755, 1) for k in range(folders)])
+
+
+def test_a_lookup_reads_one_shard_and_a_listing_only_its_folders_shards(monkeypatch):
+    monkeypatch.setattr(shards, "SHARD_FILES", 64)
+    s, objects = sharded(_flat(20_000, folders=20))
+    assert len(s.shards) > 100
+    assert s.get("d007/f00007").size == 1
+    assert len(objects.reads) == 1
+    objects.reads.clear()
+    assert [n for n, _ in s.children("")] == [f"d{k:03d}" for k in range(20)]
+    assert len(objects.reads) < 2 * 20 + 2, "shards wholly inside one folder are not read to list the root"
+    objects.reads.clear()
+    assert s.total_size == 20_000 and not objects.reads, "whole-version figures come from the root"
+    assert s.is_dir("d019") and len(objects.reads) == 1
+
+
+def test_shards_refuse_keys_out_of_order_and_a_file_that_is_a_folder():
+    w = ShardWriter(lambda d, e: None)
+    w.add(Entry("a", 1, D, pack=D))
+    with pytest.raises(InvalidInput, match="both a file and a folder"):
+        w.add(Entry("a/b", 1, D, pack=D))
+    w = ShardWriter(lambda d, e: None)
+    w.add(Entry("b", 1, D, pack=D))
+    with pytest.raises(InvalidInput, match="duplicate"):
+        w.add(Folder("b"))
+
+
+def test_a_root_with_overlapping_shards_is_corrupt():
+    info = shards.ShardInfo("a", "c", "a", 1, D, D, 1, 0)
+    data = shards.encode_root([info, shards.ShardInfo("b", "d", "b", 1, D, D, 1, 0)])
+    with pytest.raises(CorruptRecord, match="overlap"):
+        shards.decode(data, "root", lambda d: Manifest())
