@@ -25,7 +25,7 @@ from artfs.drafts.info import DraftInfo
 from artfs.drafts.store import DraftStore
 from artfs.versions.lifecycle import add_hold, check_carried, commit_guard, live_base, release_hold
 from artfs.versions.publish import FileSource, KnownContent, PackIndex, Publisher, Stats
-from artfs.store.registry import Registry, VersionRecord
+from artfs.store.registry import SHARD_MEMORY, Registry, VersionRecord
 from artfs.store.backends.base import ObjectStore
 from artfs.store.location import open_store
 
@@ -39,12 +39,17 @@ class Published:
 
 class Store:
     def __init__(
-        self, url: str | None = None, cache: str | None = None, objects: ObjectStore | None = None, create: bool = True
+        self,
+        url: str | None = None,
+        cache: str | None = None,
+        objects: ObjectStore | None = None,
+        create: bool = True,
+        shard_memory: int = SHARD_MEMORY,
     ):
         self.url = config.store_url(url)
         self.cache_dir = config.cache_dir(cache)
         self.objects = objects or open_store(self.url, create=create)
-        self.registry = Registry(self.objects)
+        self.registry = Registry(self.objects, shard_memory)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"

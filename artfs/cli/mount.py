@@ -26,6 +26,13 @@ def _size(ctx, param, value):
     show_default=True,
     help="Bound on the local content cache (e.g. 20G).",
 )
+@click.option(
+    "--memory",
+    default="256M",
+    callback=_size,
+    show_default=True,
+    help="Bound on the manifest shards of big versions held in memory (e.g. 1G).",
+)
 @click.option("--refresh", default=5.0, show_default=True, help="Seconds between listings of versions and aliases.")
 @click.option("--pin-aliases", is_flag=True, help="Freeze aliases (latest, best…) as they are at mount time.")
 @click.option("--allow-other", is_flag=True, help="Let other users read the mount.")
@@ -54,6 +61,7 @@ def mount(
     mountpoint,
     foreground,
     cache_size,
+    memory,
     refresh,
     pin_aliases,
     allow_other,
@@ -75,6 +83,7 @@ def mount(
         store_url=store_url(ctx.store_url),
         cache_dir=cache_dir(ctx.cache),
         cache_size=cache_size,
+        memory=memory,
         refresh=refresh,
         pin_aliases=pin_aliases,
         allow_other=allow_other,
@@ -103,6 +112,8 @@ def mount(
         "--foreground",
         "--cache-size",
         str(cache_size),
+        "--memory",
+        str(memory),
         "--refresh",
         str(refresh),
         "--timeout",

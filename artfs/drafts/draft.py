@@ -31,8 +31,9 @@ from artfs.drafts.table import REF_ORIGIN
 from artfs.errors import ArtfsError, FsError, InvalidInput
 from artfs.names import normalize_path
 from artfs.store.manifest import Entry, Folder
-from artfs.store.shards import AnyManifest
+from artfs.store.shards import AnyManifest, ShardedManifest
 from artfs.versions.publish import FileSource, SourceList
+from artfs.versions.reshard import RemovedPaths, ShardPatch
 
 
 T = TypeVar("T")
@@ -78,8 +79,8 @@ class Draft(StagedDraft):
             row = self._child(db, parent, name)
             if row is None:
                 parent = db.execute(
-                    "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                    (parent, name, DIR, 0o755, now),
+                    "INSERT INTO node(parent, name, kind, mode, mtime_ns, ctime_ns) VALUES (?,?,?,?,?,?)",
+                    (parent, name, DIR, 0o755, now, now),
                 ).lastrowid
             elif row[1] != DIR:
                 raise FsError(errno.ENOTDIR, f"cannot add {path} to draft {self.info}: {name} is a file")
@@ -204,6 +205,7 @@ class Draft(StagedDraft):
                     raise FsError(errno.ENOENT)
                 if row[1] == DIR:
                     raise FsError(errno.EISDIR)
+                self._note_removed(db, parent, name, False)
                 db.execute("DELETE FROM node WHERE ino=?", (row[0],))
                 self._forget_files(db, [row[0]])
                 now = time.time_ns()
@@ -227,6 +229,7 @@ class Draft(StagedDraft):
                 self._materialize(db, row[0])
                 if db.execute("SELECT 1 FROM node WHERE parent=? LIMIT 1", (row[0],)).fetchone():
                     raise FsError(errno.ENOTEMPTY)
+                self._note_removed(db, parent, name, True)
                 db.execute("DELETE FROM node WHERE ino=?", (row[0],))
                 now = time.time_ns()
                 self._touch(db, parent, now)
@@ -263,9 +266,11 @@ class Draft(StagedDraft):
                             raise FsError(errno.ENOTEMPTY)
                     elif src[1] == DIR:
                         raise FsError(errno.ENOTDIR)
+                    self._note_removed(db, new_parent, new_name, dst[1] == DIR)
                     db.execute("DELETE FROM node WHERE ino=?", (dst[0],))
                     self._forget_files(db, [dst[0]])
                     replaced = dst[0]
+                self._note_removed(db, parent, name, src[1] == DIR)
                 now = time.time_ns()
                 db.execute(
                     "UPDATE node SET parent=?, name=?, ctime_ns=? WHERE ino=?", (new_parent, new_name, now, src[0])
@@ -285,6 +290,17 @@ class Draft(StagedDraft):
         if replaced is not None:
             remove_file(self.data_path(replaced))
         return replaced
+
+    def _note_removed(self, db, parent: int, name: str, folder: bool) -> None:
+        """Logs a path leaving the tree (with everything below it, for a folder), for a commit
+        that rewrites only the shards of a sharded base that changed."""
+        if self.base is None or not self.base.sharded:
+            return
+        path = [name]
+        while parent != ROOT:
+            parent, name = db.execute("SELECT parent, name FROM node WHERE ino=?", (parent,)).fetchone()
+            path.append(name)
+        db.execute("INSERT OR REPLACE INTO removed(path, dir) VALUES (?, ?)", ("/".join(reversed(path)), int(folder)))
 
     def _is_ancestor(self, db, ancestor: int, ino: int) -> bool:
         while ino and ino != ROOT:
@@ -335,18 +351,23 @@ class Draft(StagedDraft):
 
     def snapshot(self) -> tuple[SourceList, list]:
         """What a commit needs: local files to hash (with every folder, `.folders`), and base
-        entries carried over unread (Entry objects, and CarriedRanges for whole folders)."""
+        entries carried over unread (Entry objects, and CarriedRanges for whole folders; for a
+        sharded base, one ShardPatch: only what changed)."""
         files = SourceList()
         carried: list = []
         with self._tx() as db:
-            rows = db.execute("SELECT ino, parent, name, kind, mode, origin, mtime_ns FROM node").fetchall()
+            rows = db.execute("SELECT ino, parent, name, kind, mode, origin, mtime_ns, ctime_ns FROM node").fetchall()
+            removed = db.execute("SELECT path, dir FROM removed").fetchall() if self.base and self.base.sharded else []
         children: dict[int, list] = {}
         for r in rows:
             children.setdefault(r[1], []).append(r)
         root = next((r for r in rows if r[0] == ROOT), None)
+        if self.base is not None and self.base.sharded:
+            assert isinstance(self.base, ShardedManifest)
+            return self._patch_snapshot(self.base, root, children, [(p, bool(d)) for p, d in removed])
 
         def walk(row, path):
-            ino, _, _, kind, mode, origin, mtime_ns = row
+            ino, _, _, kind, mode, origin, mtime_ns, _ = row
             if kind == DIR:
                 files.folders.append(Folder(path, mode, mtime_ns))
                 if origin is not None:  # never listed: the whole base folder, by the column
@@ -369,6 +390,51 @@ class Draft(StagedDraft):
             walk(root, "")
         return files, carried
 
+    def _patch_snapshot(self, base: ShardedManifest, root, children: dict, removed: list) -> tuple[SourceList, list]:
+        """A commit on a sharded base: what changed (local files, carried entries moved or with
+        new modes or times, folder records changed, paths removed), never what did not, so
+        the commit rewrites only the shards around the changes (versions/reshard.py)."""
+        files = SourceList()
+        patch = ShardPatch(base, removed=removed)
+        gone = RemovedPaths(removed)
+
+        def walk(row, path):
+            ino, _, _, kind, mode, origin, mtime_ns, ctime_ns = row
+            base_origin = origin is not None and not origin.startswith(REF_ORIGIN)
+            # Unchanged since it came from the base: same place, never touched, not put back
+            # after something at its path was removed.
+            in_place = base_origin and origin == path and not gone.covers(path)
+            clean = in_place and not ctime_ns  # a folder's ctime is its record's, not its content's
+            if kind == DIR:
+                if origin is not None:
+                    clean_record = clean
+                else:  # listed here: its place in the base is known by its record there
+                    kept = Folder(path, mode, mtime_ns)
+                    clean_record = not ctime_ns and not gone.covers(path) and base.folder(path) == kept
+                if not clean_record:
+                    files.folders.append(Folder(path, mode, mtime_ns))
+                if origin is not None:  # never listed: the base folder's content as a whole
+                    r = base.under(origin)
+                    patch.files += len(r)
+                    if not in_place:
+                        patch.entries.extend(CarriedRange(base, r.start, r.stop, origin, path).entries())
+                        patch.folders.extend(_folders_below(base, origin, path))
+                for child in children.get(ino, ()):
+                    walk(child, f"{path}/{child[2]}" if path else child[2])
+                return
+            patch.files += 1
+            if origin is None:
+                files.append(self._local_source(path, ino, mode))
+            elif not clean:
+                e = self._origin_entry(origin)
+                if e is not None:
+                    e.path, e.mode, e.mtime_ns = path, mode, mtime_ns
+                    patch.entries.append(e)
+
+        if root is not None:
+            walk(root, "")
+        return files, [patch]
+
     def _local_source(self, path: str, ino: int, mode: int) -> FileSource:
         """A locally written file; with its digests if they were computed as it was written
         (and `unchanged` saying whether it has been written to since)."""
@@ -389,7 +455,7 @@ def _folders_below(base: AnyManifest, old: str, new: str) -> list[Folder]:
     """The base's recorded folders strictly below `old`, renamed to be below `new`."""
     prefix = f"{old}/" if old else ""
     out = []
-    for f in base.folder_entries():  # (a bisected range would do; folders are few)
+    for f in base.folders_under(old):
         if f.path and f.path.startswith(prefix):
             rest = f.path[len(prefix) :]
             out.append(Folder(f"{new}/{rest}" if new else rest, f.mode, f.mtime_ns))

@@ -25,7 +25,11 @@ CREATE TABLE IF NOT EXISTS node (
 CREATE INDEX IF NOT EXISTS node_kind ON node(parent, kind);
 CREATE TABLE IF NOT EXISTS journal (ino INTEGER PRIMARY KEY, mtime_ns INTEGER NOT NULL, data BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS removed (path TEXT PRIMARY KEY, dir INTEGER NOT NULL);
 """
+# Paths removed (unlinked, or moved away: a folder with all below it) from a draft of a sharded
+# version, so a commit rewrites only the shards that changed (see versions/reshard.py).
+ADDED_REMOVED = "CREATE TABLE IF NOT EXISTS removed (path TEXT PRIMARY KEY, dir INTEGER NOT NULL)"
 # Columns added since drafts were first made (ctime_ns/atime_ns 0: the mtime), added to an older
 # draft's table when it is opened.
 ADDED_COLUMNS = {"ctime_ns": "INTEGER NOT NULL DEFAULT 0", "atime_ns": "INTEGER NOT NULL DEFAULT 0"}

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import msgpack
 
 from artfs.drafts.files import Reserve, WriteTracker
-from artfs.drafts.info import ADDED_COLUMNS, ADDED_INDEX, DraftInfo
+from artfs.drafts.info import ADDED_COLUMNS, ADDED_INDEX, ADDED_REMOVED, DraftInfo
 from artfs.drafts.namespace import (
     DIR,
     FILE,
@@ -87,6 +87,8 @@ class DraftTable:
                         self.db.execute(f"ALTER TABLE node ADD COLUMN {name} {decl}")
                 if have and self.db.execute("SELECT 1 FROM sqlite_master WHERE name='node_kind'").fetchone() is None:
                     self.db.execute(ADDED_INDEX)
+                if have:
+                    self.db.execute(ADDED_REMOVED)
         except sqlite3.OperationalError as e:  # locked by its owner: it adds them
             logging.getLogger(__name__).warning("draft %s: columns not added: %s", self.info, e)
 

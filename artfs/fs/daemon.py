@@ -40,6 +40,7 @@ class MountOptions:
     store_url: str | None = None
     cache_dir: str | None = None
     cache_size: int = 50 << 30
+    memory: int = 256 << 20  # manifest shards held decoded (sharded versions)
     refresh: float = 5.0
     pin_aliases: bool = False
     sync_on_close: bool = False  # drafts: close() durable across a host crash (default, as ext4: at fsync/commit)
@@ -126,7 +127,7 @@ def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSyste
     """The layers a mount serves, each registered on `resources` to be closed at unmount."""
     from artfs.api.store import Store
 
-    store = Store(opts.store_url, opts.cache_dir)
+    store = Store(opts.store_url, opts.cache_dir, shard_memory=opts.memory)
     cache = ContentCache(store.cache_dir, opts.cache_size)
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
     load_manifest = bounded(store.manifest, opts.timeout, store.url)  # a hung store: EIO after --timeout

@@ -235,6 +235,18 @@ class Manifest:
             return Folder(path, self.folder_modes[i], self.folder_mtimes[i])
         return None
 
+    def folders_under(self, path: str) -> list[Folder]:
+        """Recorded folders at or below `path` ('' = all)."""
+        if not path:
+            return self.folder_entries()
+        lo = bisect.bisect_left(self.folders, path)
+        hi = bisect.bisect_left(self.folders, path + "0", lo)
+        return [
+            Folder(p, self.folder_modes[i], self.folder_mtimes[i])
+            for i, p in enumerate(self.folders[lo:hi], lo)
+            if p == path or p.startswith(path + "/")
+        ]
+
     def folder_entries(self) -> list[Folder]:
         return [Folder(p, self.folder_modes[i], self.folder_mtimes[i]) for i, p in enumerate(self.folders)]
 

@@ -510,9 +510,12 @@ class Registry:
     def seal(self, manifest: AnyManifest) -> tuple[AnyManifest, bytes]:
         """A manifest as stored: one of more than shards.SHARDED_ABOVE files is split into shards,
         stored here now; the rest (and the root) is encoded for the caller to store."""
-        if manifest.sharded or len(manifest) <= shards.SHARDED_ABOVE:
+        if len(manifest) <= shards.SHARDED_ABOVE:
+            if isinstance(manifest, shards.ShardedManifest):  # shrunk below: one object again
+                manifest = Manifest.from_entries(list(manifest), manifest.folder_entries())
             return manifest, manifest.encode()
-        assert isinstance(manifest, Manifest)
+        if isinstance(manifest, shards.ShardedManifest):
+            return manifest, manifest.encode()
         sealed = shards.ShardedManifest(shards.split(manifest, self.put_shard), self.shard)
         return sealed, sealed.encode()
 

@@ -231,6 +231,10 @@ class ShardedManifest:
         self._count = n
         self.paths = _Paths(self)
 
+    @property
+    def shard_loader(self) -> Callable[[bytes], Manifest]:
+        return self._load
+
     # -- shards ------------------------------------------------------------------------
     def shard(self, k: int) -> Manifest:
         part = self._load(self.shards[k].digest)
@@ -361,6 +365,17 @@ class ShardedManifest:
 
     def subfolder_count(self, path: str) -> int:
         return sum(1 for _, i in self.children(path) if i is None)
+
+    def folders_under(self, path: str) -> list[Folder]:
+        if not path:
+            return self.folder_entries()
+        out: list[Folder] = []
+        k = self._shard_for(path)
+        while k < len(self.shards) and self.shards[k].lo < path + "0":
+            if self.shards[k].hi >= path:
+                out += self.shard(k).folders_under(path)
+            k += 1
+        return out
 
     def folder_entries(self) -> list[Folder]:
         return [f for _, part in self.parts() for f in part.folder_entries()]

@@ -107,3 +107,62 @@ def test_a_sharded_version_reads_lists_commits_and_survives_gc(mounter, tmp_path
     fresh = tmp_path / "fresh"
     _cli(store, str(tmp_path / "cache2"), "get", f"{artifact}:v1", "--root", str(fresh)).ok()
     _same_tree(str(expected), str(fresh))
+
+
+def _manifest_keys(store: str) -> set[str]:
+    return set(os.listdir(os.path.join(store, "manifests")))
+
+
+def _edits(root: str) -> None:
+    """Every kind of change a draft records, applied alike to a draft and to a local copy."""
+    os.rename(os.path.join(root, "b"), os.path.join(root, "b2"))  # a folder never listed, moved
+    os.rename(os.path.join(root, "a"), os.path.join(root, "tmp"))  # moved away and back
+    os.rename(os.path.join(root, "tmp"), os.path.join(root, "a"))
+    os.unlink(os.path.join(root, "a", "f000.bin"))
+    shutil.rmtree(os.path.join(root, "z"))  # a whole folder removed
+    os.chmod(os.path.join(root, "a-b"), 0o700)  # a folder's own record only
+    os.utime(os.path.join(root, "a.c", "f001.bin"), ns=(T0 + 999, T0 + 999))  # a file's time only
+    os.rename(os.path.join(root, "deep", "er", "f002.bin"), os.path.join(root, "deep", "moved.bin"))
+    os.makedirs(os.path.join(root, "z", "again"))  # a removed path made again
+    with open(os.path.join(root, "z", "again", "x"), "w") as f:
+        f.write("x")
+    os.rmdir(os.path.join(root, "empty", "inner"))
+
+
+def test_a_commit_rewrites_only_the_shards_around_its_changes(mounter, tmp_path):
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    src = _tree(tmp_path / "src")
+    artifact = f"{unique('p')}/big"
+    _cli(store, cache, "put", src, "--name", artifact, "--type", "dataset").ok()
+    m = mounter(store, "--refresh", "0.3", cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
+    shards_of_v0 = len(_manifest_keys(store)) - 1
+
+    # One file changed: a shard or two and a root are written, whatever the size.
+    draft = m.path(artifact, "drafts", "one")
+    os.mkdir(draft)
+    with open(os.path.join(draft, "a-b", "f020.bin"), "wb") as f:
+        f.write(b"one change")
+    before = _manifest_keys(store)
+    _cli(store, cache, "commit", draft).ok()
+    written = _manifest_keys(store) - before
+    assert 2 <= len(written) <= 4, f"{len(written)} manifest objects for a one-file change of {shards_of_v0} shards"
+    wait_for(lambda: os.path.isdir(m.path(artifact, "v1")), 10, "v1 in the mount")
+    with open(m.path(artifact, "v1", "a-b", "f020.bin"), "rb") as f:
+        assert f.read() == b"one change"
+
+    # Every kind of change at once, checked against the same changes on a local copy.
+    expected = tmp_path / "expected"
+    shutil.copytree(m.path(artifact, "v1"), expected)
+    draft = m.path(artifact, "drafts", "many")
+    os.mkdir(draft)
+    _edits(draft)
+    _edits(str(expected))
+    _cli(store, cache, "commit", draft).ok()
+    wait_for(lambda: os.path.isdir(m.path(artifact, "v2")), 10, "v2 in the mount")
+    _same_tree(str(expected), m.path(artifact, "v2"))
+    assert os.stat(m.path(artifact, "v2", "a-b")).st_mode & 0o777 == 0o500  # as kept, write bits off
+    assert os.stat(m.path(artifact, "v2", "a.c", "f001.bin")).st_mtime_ns == T0 + 999
+    got = tmp_path / "got"
+    _cli(store, str(tmp_path / "cache2"), "get", f"{artifact}:v2", "--root", str(got)).ok()
+    _same_tree(str(expected), str(got))
+    assert os.listdir(got / "empty") == []

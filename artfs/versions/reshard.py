@@ -1,0 +1,104 @@
+"""A commit on a sharded version rewrites only the shards that changed.
+
+A draft of a sharded base hands over what changed (new and changed entries and
+folder records, paths removed) and how many files the result has. Each change
+falls in one shard of the base (the first whose last key is at or after it); a
+removed folder spans a run of them. Those shards are read, patched and cut
+again where the paths say; every other shard is re-used by digest, unread, as
+long as the new shards so far end where it begins. So a one-file commit to a
+10M-file version reads and writes a shard or two and a new root.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from artfs.errors import InvalidInput
+from artfs.store.manifest import Entry, Folder, Manifest
+from artfs.store.shards import ShardedManifest, ShardWriter, merged_items
+
+
+class RemovedPaths:
+    """Paths removed from a draft; a folder's with everything below it."""
+
+    def __init__(self, removed: list[tuple[str, bool]]):
+        self.paths = {p for p, _ in removed}
+        self._folders = {p for p, folder in removed if folder}
+
+    def covers(self, key: str) -> bool:
+        if key in self.paths:
+            return True
+        cut = key.find("/")
+        while cut > 0:
+            if key[:cut] in self._folders:
+                return True
+            cut = key.find("/", cut + 1)
+        return False
+
+
+@dataclass
+class ShardPatch:
+    """What a draft of a sharded base changed (see drafts/draft.py _patch_snapshot)."""
+
+    base: ShardedManifest
+    entries: list[Entry] = field(default_factory=list)  # carried from the base, changed
+    folders: list[Folder] = field(default_factory=list)  # recorded folders below moved ones
+    removed: list[tuple[str, bool]] = field(default_factory=list)  # (path, is a folder)
+    files: int = 0  # how many files the new version has
+
+
+def apply(
+    patch: ShardPatch, entries: list[Entry], folders: list[Folder], put: Callable[[bytes, bytes], None]
+) -> ShardedManifest | None:
+    """The new manifest: the base with `entries` and `folders` (new or changed) put in and the
+    removed paths taken out. None if its file count is not the draft's (then the caller builds
+    the manifest whole: a safety net, never expected)."""
+    base = patch.base
+    by_key: dict[str, Entry | Folder] = {}
+    items: list[Entry | Folder] = [*patch.folders, *folders, *patch.entries, *entries]
+    for item in items:
+        if item.path in by_key and isinstance(by_key[item.path], Entry) != isinstance(item, Entry):
+            raise InvalidInput(f"{item.path!r} is both a file and a folder")
+        by_key[item.path] = item
+    keys = sorted(by_key)
+    gone = RemovedPaths(patch.removed)
+    his = [s.hi for s in base.shards]
+    last = len(his) - 1
+
+    def owner(key: str) -> int:
+        return min(bisect.bisect_left(his, key), last)
+
+    dirty = {owner(k) for k in keys}
+    for path, folder in patch.removed:
+        dirty.add(owner(path))
+        if folder:
+            dirty.update(range(owner(path + "/"), owner(path + "0") + 1))
+    writer = ShardWriter(put)
+    pos = 0
+    for k, info in enumerate(base.shards):
+        if k not in dirty and writer.at_cut:
+            writer.reuse(info)
+            continue
+        end = len(keys) if k == last else bisect.bisect_right(keys, info.hi, pos)
+        for item in _merge(base.shard(k), [by_key[key] for key in keys[pos:end]], gone):
+            writer.add(item)
+        pos = end
+    result = ShardedManifest(writer.finish(), base.shard_loader)
+    return result if len(result) == patch.files else None
+
+
+def _merge(part: Manifest, changed: list[Entry | Folder], gone: RemovedPaths):
+    """A shard's keys, less those removed, with `changed` (sorted) put in; a change wins."""
+    mine = [item for item in merged_items(part) if not gone.covers(item.path)]
+    i = j = 0
+    while i < len(mine) or j < len(changed):
+        if j == len(changed) or (i < len(mine) and mine[i].path < changed[j].path):
+            yield mine[i]
+            i += 1
+        else:
+            if i < len(mine) and mine[i].path == changed[j].path:
+                i += 1  # replaced
+            yield changed[j]
+            j += 1
