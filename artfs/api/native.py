@@ -53,7 +53,8 @@ from artfs.names import (
     parse_spec,
     version_name,
 )
-from artfs.versions.publish import FileSource, Stats, walk_sources
+from artfs.versions.publish import FileSource, Stats
+from artfs.versions.sources import walk_sources
 
 from artfs.api import store as store_facade
 from artfs.api.entries import ArtifactEntry, _default_root, _NewFile

@@ -24,6 +24,8 @@ from artfs.drafts.draft import Draft
 from artfs.drafts.info import DraftInfo
 from artfs.drafts.store import DraftStore
 from artfs.versions.lifecycle import add_hold, check_carried, commit_guard, live_base, release_hold
+from artfs.versions import streaming
+from artfs.versions.sources import TreeWalk
 from artfs.versions.publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from artfs.store.registry import SHARD_MEMORY, Registry, VersionRecord
 from artfs.store.backends.base import ObjectStore
@@ -97,7 +99,10 @@ class Store:
         """Uploads what is new in `files` (call under commit_guard) and returns their manifest,
         encoded; the caller stores it (Registry.commit or a distributed part)."""
         publisher = Publisher(self.objects, self.known_content(base), progress=progress)
-        built = publisher.build(files, carried)
+        if isinstance(files, TreeWalk):  # a folder of any size, streamed (carried: references)
+            built = streaming.build(publisher, files, carried)
+        else:
+            built = publisher.build(files, carried)
         publisher.known.settle()  # the dedupe index learns where the new small files went
         manifest, encoded = self.registry.seal(built)  # a big one: its shards are stored now
         return manifest, encoded, publisher.stats

@@ -115,7 +115,7 @@ def _commit_through_mount(path: str, options: dict) -> str:
 
 
 def _commit_folder(ctx, path: str, artifact, options: dict) -> str:
-    from artfs.versions.publish import walk_sources
+    from artfs.versions.sources import walk_sources
 
     reg = ctx.store.registry
     latest = reg.latest(artifact)

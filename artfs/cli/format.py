@@ -28,6 +28,10 @@ def note(line: str) -> None:
         print(line, file=sys.stderr)
 
 
+def progress_shown() -> bool:
+    return not QUIET and sys.stderr.isatty()
+
+
 @contextmanager
 def progress_bar(total: int | None, desc: str):
     """A byte progress bar on a terminal; nothing when stderr is not one, or with --quiet."""

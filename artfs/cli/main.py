@@ -10,7 +10,7 @@ import time
 import click
 
 from artfs.cli import format
-from artfs.cli.format import human_size, note, progress_bar, when
+from artfs.cli.format import human_size, note, progress_bar, progress_shown, when
 from artfs.cli.drafts import register as _register_draft_commands
 from artfs.cli.lifecycle import register as _register_lifecycle_commands
 from artfs.cli.mount import register as _register_mount_commands
@@ -118,12 +118,16 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
     A URI (s3://, gs://, http(s)://, file://) is added as a reference: its bytes stay
     at the source, pinned (ETag, version, size, blake3), and are never uploaded."""
     from artfs.references.access import default_name, is_uri, resolve
-    from artfs.versions.publish import walk_each, walk_sources
+    from artfs.versions.publish import SourceList
+    from artfs.versions.sources import TreeWalk, walk_each, walk_sources
 
     artifact = parse_artifact_name(name)
     meta = _metadata(metadata)
     local = [p for p in paths if not is_uri(p)]
-    if len(paths) == 1 and local and os.path.isdir(paths[0]):
+    files: TreeWalk | SourceList
+    if len(paths) == 1 and local and os.path.isdir(paths[0]) and distributed_id is None:
+        files = TreeWalk(paths[0])  # streamed: a tree of any size in bounded memory
+    elif len(paths) == 1 and local and os.path.isdir(paths[0]):
         files = walk_sources(paths[0], None)
     else:
         files = walk_each(local)  # (with their folders: a version keeps empty ones)
@@ -133,10 +137,13 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
         if is_uri(p)
         for e in resolve(p, None if len(paths) == 1 else default_name(p), not no_checksum, max_objects)
     ]
-    if not files and not refs:
+    if not (files.has_files() if isinstance(files, TreeWalk) else files) and not refs:
         raise InvalidInput(f"nothing to put: no files in {' '.join(paths)}")
     store = ctx.store
-    total = sum(os.path.getsize(f.local) for f in files)
+    if isinstance(files, TreeWalk):
+        total = files.totals()[1] if progress_shown() else 0  # a second walk, for the bar only
+    else:
+        total = sum(os.path.getsize(f.local) for f in files)
     if distributed_id is not None:
         from artfs.versions.distributed import Distributed
 
@@ -176,7 +183,7 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
 def finish(ctx, name, paths, distributed_id, type_, aliases, description, metadata, overwrite):
     """Commit the union of every writer's files as one new version (optionally adding PATHS first)."""
     from artfs.versions.distributed import Distributed
-    from artfs.versions.publish import walk_each, walk_sources
+    from artfs.versions.sources import walk_each, walk_sources
 
     artifact = parse_artifact_name(name)
     meta = _metadata(metadata)

@@ -19,12 +19,15 @@ while they stream to the store, aborting the upload if they changed.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import stat as stat_mod
+import tempfile
 import threading
 from array import array
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO
 from dataclasses import dataclass, field
 
 import blake3
@@ -40,7 +43,7 @@ from artfs.digest import (
     needs_chunks,
 )
 from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NotFound
-from artfs.names import join_path, normalize_path
+from artfs.names import normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest
@@ -51,6 +54,8 @@ from artfs.versions.reshard import ShardPatch
 from artfs.versions.dedupe import PackIndex  # noqa: F401 - its home before the shards; api/store.py imports it here
 
 SMALL_LIMIT = CHUNK_SIZE
+SMALL_REMEMBERED = 500_000  # new small files a publish remembers for dedupe within itself
+STORED_RECORD = 72  # digest, pack id, offset (uint64)
 PACK_TARGET = 16 << 20
 BLOCK_WINDOW = 4  # blocks of one file in flight to the store (each held in memory while sent)
 # Store files above BLOCK_SIZE as blocks: True, False, or None for "when this artfs's readers
@@ -115,7 +120,9 @@ class KnownContent:
     on_stored: Callable[[list[tuple[bytes, tuple[bytes, int]]]], None] | None = None
     # Stored objects `artfs verify` found damaged (keys): never reused, stored again instead.
     damaged: set[str] = field(default_factory=set)
-    added: list[bytes] = field(default_factory=list)  # small digests this publish packs anew
+    # Where this publish's new small files went, (digest, pack, offset) records spilled to a
+    # file as packs are sealed: ten million of them would not fit in memory as objects.
+    _stored: IO[bytes] | None = None
 
     def find_small(self, digest: bytes) -> tuple[bytes | None, int] | None:
         hit = self.small.get(digest)
@@ -123,15 +130,42 @@ class KnownContent:
             hit = self.lookup(digest)
             if hit is not None:
                 self.small[digest] = hit
-        if hit is None:
-            self.added.append(digest)
         return hit
 
+    def sealed(self, pack_id: bytes, members: list[tuple[bytes, int, int]]) -> None:
+        """A pack of new small files was sealed: they are known by it from now on."""
+        if self._stored is None:
+            self._stored = tempfile.TemporaryFile(prefix="artfs-stored-")
+        self._stored.write(b"".join(d + pack_id + offset.to_bytes(8, "little") for d, offset, _ in members))
+        small = self.small
+        for digest, offset, _ in members:
+            small[digest] = (pack_id, offset)
+        # Bounded: the oldest go first (insertion order); a duplicate of one of them found
+        # later is asked of the dedupe index, or stored again (space, never correctness).
+        excess = len(small) - SMALL_REMEMBERED
+        if excess > 0:
+            for digest in list(itertools.islice(iter(small), excess)):
+                if small[digest][0] is not None:
+                    del small[digest]
+
     def settle(self) -> None:
-        """After the publish stored its packs: tells on_stored where its new small files are."""
-        if self.on_stored is not None:
-            stored = [(d, self.small[d]) for d in self.added if self.small.get(d, (None,))[0] is not None]
-            self.on_stored(stored)  # type: ignore[arg-type]
+        """After the publish stored its packs: tells on_stored where its new small files are,
+        a sixteenth of the digests at a time."""
+        if self._stored is None:
+            return
+        f, self._stored = self._stored, None
+        with f:
+            if self.on_stored is not None:
+                for nibble in range(16):
+                    f.seek(0)
+                    batch = []
+                    while block := f.read(STORED_RECORD * 4096):
+                        for k in range(0, len(block), STORED_RECORD):
+                            rec = block[k : k + STORED_RECORD]
+                            if rec[0] >> 4 == nibble:
+                                batch.append((rec[:32], (rec[32:64], int.from_bytes(rec[64:], "little"))))
+                    if batch:
+                        self.on_stored(batch)
 
     def add_manifest(self, m: Manifest) -> None:
         # From the columns: an Entry object per entry costs more than all of this.
@@ -182,6 +216,7 @@ class Publisher:
         self._patching: dict[bytes, bytearray] = {}  # damaged packs being put right (see verify)
         self._blocks = stores_blocks()
         self._block_pool = ThreadPoolExecutor(max_workers=BLOCK_WINDOW, thread_name_prefix="artfs-block")
+        self.last_large: Future | None = None  # the upload `_add` just started (a large file)
 
     def build(
         self, files: Iterable[FileSource], carried: Iterable = (), folders: Iterable[Folder] | None = None
@@ -228,6 +263,7 @@ class Publisher:
             self.store.put(key, encoded)
 
     def _add(self, src: FileSource) -> Entry:
+        self.last_large = None
         try:
             st = os.stat(src.local)
         except OSError as e:
@@ -246,7 +282,8 @@ class Publisher:
                 entry.mtime_ns = st.st_mtime_ns
                 return entry
         entry = Entry(src.path, st.st_size, b"", mode, mtime_ns=st.st_mtime_ns)
-        self._futures.append(self._pool.submit(self._add_large, entry, src.local, src))
+        self.last_large = self._pool.submit(self._add_large, entry, src.local, src)
+        self._futures.append(self.last_large)
         return entry
 
     def _add_small(self, path: str, data: bytes, mode: int) -> Entry:
@@ -279,8 +316,7 @@ class Publisher:
         pack_id = digest_bytes(data)
         for entry, offset in self._pack_members:
             entry.pack, entry.offset = pack_id, offset
-        for digest, offset, _ in self._pack_index:
-            self.known.small[digest] = (pack_id, offset)
+        self.known.sealed(pack_id, self._pack_index)
         index = msgpack.packb(self._pack_index)
         self._pack, self._pack_members, self._pack_index = bytearray(), [], []
         self._resolve_duplicates()
@@ -530,50 +566,4 @@ def _carried_folders(ranges: list[CarriedRange]) -> list[Folder]:
                 continue  # the root: the caller records it
             rest = p[len(prefix) :]
             out.append(Folder(f"{r.new}/{rest}" if r.new else rest, base.folder_modes[i], base.folder_mtimes[i]))
-    return out
-
-
-def walk_sources(local: str, prefix: str | None) -> SourceList:
-    """Every regular file below `local` (or `local` itself) as FileSources under `prefix`,
-    with every folder walked (`local` itself included, as `prefix` or the root '')."""
-    local = os.path.abspath(local)
-    if os.path.isfile(local):
-        return SourceList([FileSource(normalize_path(prefix or os.path.basename(local)), local)])
-    if not os.path.isdir(local):
-        raise InvalidInput(f"{local}: no such file or directory")
-    out = SourceList()
-    # Symbolic links are followed, to folders as to files (a linked folder's files are
-    # part of the tree, not silently left out); a link back to an ancestor is a loop.
-    for dirpath, dirnames, filenames in os.walk(local, followlinks=True):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, local).replace(os.sep, "/")
-        try:
-            st = os.stat(dirpath)
-        except OSError as e:
-            raise InvalidInput(f"cannot read {dirpath}: {e.strerror}") from None
-        folder = join_path(prefix, rel_dir) if rel_dir != "." else normalize_path(prefix) if prefix else ""
-        out.folders.append(Folder(folder, st.st_mode & 0o7777, st.st_mtime_ns))
-        real = os.path.realpath(dirpath)
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                target = os.path.realpath(full)
-                if real == target or real.startswith(target.rstrip(os.sep) + os.sep):
-                    raise InvalidInput(f"{full}: symbolic link loop (points to {target})")
-        for fn in filenames:
-            full = os.path.join(dirpath, fn)
-            if os.path.islink(full) and not os.path.exists(full):
-                raise InvalidInput(f"{full}: broken symbolic link")
-            rel = os.path.relpath(full, local).replace(os.sep, "/")
-            out.append(FileSource(join_path(prefix, rel), full))
-    return out
-
-
-def walk_each(paths: list[str]) -> SourceList:
-    """Several local paths, each under its own basename (files and folders of all of them)."""
-    out = SourceList()
-    for p in paths:
-        got = walk_sources(p, os.path.basename(os.path.abspath(p)))
-        out.extend(got)
-        out.folders.extend(got.folders)
     return out

@@ -12,7 +12,7 @@ from conftest import read_tree
 from artfs.names import ArtifactName
 from artfs.store.manifest import BLOCK_SIZE
 from artfs.versions import lifecycle, publish
-from artfs.versions.publish import walk_sources
+from artfs.versions.sources import walk_sources
 
 A = ArtifactName("p", "big")
 SIZE = 2 * BLOCK_SIZE + (5 << 20)  # three blocks, the last one short

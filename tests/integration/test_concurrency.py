@@ -87,7 +87,7 @@ def _commit_at_barrier(url, cache, src, barrier, queue):
     try:
         from artfs import Store
         from artfs.names import ArtifactName
-        from artfs.versions.publish import walk_sources
+        from artfs.versions.sources import walk_sources
         from artfs.store.registry import Registry
 
         real_commit = Registry.commit
@@ -159,7 +159,7 @@ def _two_versions(artfs, tmp_path):
     """p/a:v0 and p/a:v1 (published in process: the race, not the put, is under test)."""
     from artfs import Store
     from artfs.names import ArtifactName
-    from artfs.versions.publish import walk_sources
+    from artfs.versions.sources import walk_sources
 
     store = Store(artfs.store, artfs.cache)
     for content in ("1", "2"):

@@ -14,7 +14,8 @@ from artfs import Store
 from artfs.digest import CHUNK_SIZE, PIECE_SIZE
 from artfs.errors import Conflict, CorruptRecord, InvalidInput, NotFound
 from artfs.names import ArtifactName
-from artfs.versions.publish import PACK_TARGET, walk_sources
+from artfs.versions.publish import PACK_TARGET
+from artfs.versions.sources import walk_sources
 from artfs.store.location import open_store
 
 A = ArtifactName("p", "a")

@@ -282,7 +282,7 @@ def test_upsert_racing_finish_is_never_silently_lost(store, tmp_path, monkeypatc
     either end up in the version or fail; here it is forced into exactly that window."""
     from artfs.versions.distributed import Distributed
     from artfs.names import ArtifactName
-    from artfs.versions.publish import walk_sources
+    from artfs.versions.sources import walk_sources
 
     a = ArtifactName("p", "table")
     write_tree(tmp_path / "a", {"a.txt": "a"})
@@ -320,7 +320,7 @@ def test_two_finishes_at_once_make_one_version(store, tmp_path):
 
     from artfs.versions.distributed import Distributed
     from artfs.names import ArtifactName
-    from artfs.versions.publish import walk_sources
+    from artfs.versions.sources import walk_sources
 
     a = ArtifactName("p", "table")
     for i in range(3):

@@ -78,7 +78,7 @@ class Ctx:
     def put(self, files: dict) -> str:
         """Publishes the next version (setup: in process, as `artfs put` would)."""
         from artfs.names import parse_artifact_name
-        from artfs.versions.publish import walk_sources
+        from artfs.versions.sources import walk_sources
 
         src = write_tree(os.path.join(self.tmp, unique("src")), files)
         st, a = self.setup_store, parse_artifact_name(self.artifact)

@@ -21,7 +21,7 @@ import pytest
 import artfs as artfs_api
 from artfs.errors import ArtfsError
 from artfs.names import ArtifactName
-from artfs.versions.publish import walk_sources
+from artfs.versions.sources import walk_sources
 from conftest import ArtfsCLI, read_tree, write_tree
 from mounts import mounter, wait_for  # noqa: F401  (mounter is a fixture)
 
