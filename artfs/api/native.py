@@ -42,7 +42,10 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from artfs import config
 from artfs.errors import Conflict, InvalidInput, NotFound
 from artfs.store.manifest import Entry
-from artfs.store.shards import AnyManifest
+from artfs.store.shards import AnyManifest, ShardedManifest
+from artfs.content.carry import CarriedRange
+from artfs.versions import reshard
+from artfs.versions.reshard import ShardPatch
 from artfs.names import (
     LATEST,
     ArtifactName,
@@ -126,6 +129,7 @@ class Artifact:
         self._base: "VersionRecord | None" = None  # for drafts made by new_draft()
         self._base_manifest: AnyManifest | None = None
         self._removed: set[int] = set()  # indices of _base_manifest entries not carried over
+        self._removed_folders: set[str] = set()  # base folders removed whole (with their records)
         # logged state
         self._store: "Store | None" = None
         self._record: "VersionRecord | None" = None
@@ -353,14 +357,27 @@ class Artifact:
                 if i not in self._removed:
                     self._removed.add(i)
                     removed += 1
+            if self._base_manifest.is_dir(path):
+                self._removed_folders.add(path)
         if not removed:
             raise NotFound(f"{self.qualified_name} has no file or folder {path!r}")
         return self
 
-    def _carried(self) -> Iterator[Entry]:
-        """Entries that go into the manifest unread: the base's kept ones, and references."""
+    def _carried(self) -> Iterator[Entry | ShardPatch]:
+        """Entries that go into the manifest unread: the base's kept ones, and references.
+        A sharded base's are named by range (runs of kept entries), never read."""
         m = self._base_manifest
-        if m is not None:
+        if isinstance(m, ShardedManifest):
+            ranges, at = [], 0
+            for i in [*sorted(self._removed), len(m)]:
+                if i > at:
+                    ranges.append(CarriedRange(m, at, i, "", ""))
+                at = i + 1
+            patch = reshard.from_ranges(m, ranges, list(self._refs.values()))
+            patch.removed += [(p, True) for p in self._removed_folders]  # their records too
+            yield patch
+            return
+        elif m is not None:
             yield from (m.entry(i) for i in range(len(m)) if i not in self._removed)
         yield from self._refs.values()
 
@@ -391,6 +408,7 @@ class Artifact:
         self._loaded = (self.description, copy.deepcopy(self.metadata), list(self.aliases))
         self._manifest = manifest
         self._files, self._base, self._base_manifest, self._removed = {}, None, None, set()
+        self._removed_folders = set()
         self._refs = {}
         if self._cleanup is not None:
             self._cleanup()

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 from artfs import config
 from artfs.versions import lineage
 from artfs.references import access as references
-from artfs.content.carry import expand
+from artfs.content.carry import CarriedRange, expand
 from artfs.digest import digest_bytes
 from artfs.versions.download import DownloadStats, Downloader
 from artfs.errors import InvalidInput, NotFound
@@ -25,6 +25,7 @@ from artfs.drafts.info import DraftInfo
 from artfs.drafts.store import DraftStore
 from artfs.versions.lifecycle import add_hold, check_carried, commit_guard, live_base, release_hold
 from artfs.versions import streaming
+from artfs.versions.reshard import ShardPatch
 from artfs.versions.sources import TreeWalk
 from artfs.versions.publish import FileSource, KnownContent, PackIndex, Publisher, Stats
 from artfs.store.registry import SHARD_MEMORY, Registry, VersionRecord
@@ -92,7 +93,7 @@ class Store:
     def store_content(
         self,
         files: Iterable[FileSource],
-        carried: Iterable[Entry],
+        carried: Iterable[Entry | CarriedRange | ShardPatch],
         base: AnyManifest | None,
         progress: Callable[[int], None] | None = None,
     ) -> tuple[AnyManifest, bytes, Stats]:
@@ -100,7 +101,10 @@ class Store:
         encoded; the caller stores it (Registry.commit or a distributed part)."""
         publisher = Publisher(self.objects, self.known_content(base), progress=progress)
         if isinstance(files, TreeWalk):  # a folder of any size, streamed (carried: references)
-            built = streaming.build(publisher, files, carried)
+            refs = list(carried)
+            if not all(isinstance(c, Entry) for c in refs):
+                raise ValueError("a streamed folder carries references only")
+            built = streaming.build(publisher, files, [c for c in refs if isinstance(c, Entry)])
         else:
             built = publisher.build(files, carried)
         publisher.known.settle()  # the dedupe index learns where the new small files went
@@ -112,7 +116,7 @@ class Store:
         name: ArtifactName,
         type_: str | None,
         files: Iterable[FileSource],
-        carried: Iterable[Entry] = (),
+        carried: Iterable[Entry | CarriedRange | ShardPatch] = (),
         *,
         base: VersionRecord | None = None,
         same_as: VersionRecord | list[VersionRecord] | None = None,

@@ -13,6 +13,7 @@ written `artfs#SOURCE`, and `-s` (sloppy), `-f` (fake), `-n`, `-v` and
 Options (`-o`, comma separated):
     cache=DIR          local content cache (default: ARTFS_CACHE or the user cache dir)
     cache_size=SIZE    bound on the cache, e.g. 50G
+    memory=SIZE        bound on manifest shards held in memory, e.g. 1G
     refresh=SECONDS    how often version lists and aliases are re-read
     pin_aliases        freeze aliases as they are at mount time
     allow_other        let other users read the mount
@@ -34,7 +35,13 @@ import sys
 USAGE = "usage: mount.fuse.artfs SOURCE MOUNTPOINT [-o OPTION[,OPTION…]]"
 
 # option -> (artfs mount flag, takes a value)
-VALUE_OPTIONS = {"cache_size": "--cache-size", "refresh": "--refresh", "timeout": "--timeout", "log_file": "--log-file"}
+VALUE_OPTIONS = {
+    "cache_size": "--cache-size",
+    "memory": "--memory",
+    "refresh": "--refresh",
+    "timeout": "--timeout",
+    "log_file": "--log-file",
+}
 FLAG_OPTIONS = {"pin_aliases": "--pin-aliases", "allow_other": "--allow-other"}
 IGNORED = {
     "rw",

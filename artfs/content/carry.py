@@ -16,6 +16,7 @@ from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import InvalidInput
 from artfs.names import normalize_path
 from artfs.store.manifest import OBJECT, REFERENCE, Entry, Manifest
+from artfs.store.shards import AnyManifest
 
 _ZERO = bytes(DIGEST_SIZE)
 
@@ -25,7 +26,7 @@ class CarriedRange:
     """Entries start..stop of `manifest`, whose paths begin with `old` ('' = the root),
     carried under `new` instead."""
 
-    manifest: Manifest
+    manifest: AnyManifest  # (assemble() takes whole manifests only; sharded ones are patched)
     start: int
     stop: int
     old: str
@@ -60,6 +61,7 @@ def assemble(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
     """The manifest of `entries` plus every range (all of one base manifest). The caller
     guarantees that they form a tree (a draft's namespace does); duplicates are refused."""
     base = ranges[0].manifest
+    assert isinstance(base, Manifest), "a sharded base is patched (versions/reshard.py)"
     if any(r.manifest is not base for r in ranges):
         raise ValueError("carried ranges of different manifests")
     paths: list[str] = []

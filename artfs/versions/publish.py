@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import blake3
 import msgpack
 
-from artfs.content.carry import CarriedRange, assemble, expand
+from artfs.content.carry import CarriedRange, assemble
 from artfs.digest import (
     CHUNK_SIZE,
     DIGEST_SIZE,
@@ -48,7 +48,7 @@ from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest
 from artfs.store.registry import manifest_key
-from artfs.store.shards import AnyManifest
+from artfs.store.shards import AnyManifest, ShardedManifest
 from artfs.versions import reshard
 from artfs.versions.reshard import ShardPatch
 from artfs.versions.dedupe import PackIndex  # noqa: F401 - its home before the shards; api/store.py imports it here
@@ -234,6 +234,9 @@ class Publisher:
                 patches.append(c)
             else:
                 (ranges if isinstance(c, CarriedRange) else entries).append(c)
+        if ranges and isinstance(ranges[0].manifest, ShardedManifest):  # carried by range: patched
+            patches.append(reshard.from_ranges(ranges[0].manifest, ranges, entries))
+            entries, ranges = [], []
         try:
             for src in sorted(files, key=lambda s: s.path):
                 entries.append(self._add(src))
@@ -244,13 +247,11 @@ class Publisher:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._block_pool.shutdown(wait=True, cancel_futures=True)
         if patches:  # a draft of a sharded version: only the shards around the changes
+            patches[0].files += len(entries) if not patches[0].counted_local else 0
             patched = reshard.apply(patches[0], entries, list(folders), self._put_shard)
             if patched is None:
                 raise ArtfsError("the draft's changes do not add up to its files; nothing was committed")
             return patched
-        if ranges and ranges[0].manifest.sharded:  # not by the column: entry by entry (see shards.py)
-            entries += expand(ranges)
-            ranges = []
         if not ranges:
             return Manifest.from_entries(entries, folders)
         m = assemble_kept(entries, ranges)
@@ -521,6 +522,7 @@ def assemble_kept(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
     folder, so its entries are contiguous in the new manifest too."""
     m = assemble(entries, ranges)
     base = ranges[0].manifest
+    assert isinstance(base, Manifest)  # (assemble checked it)
     times = array("q", bytes(8 * len(m))) if base.mtimes or any(e.mtime_ns for e in entries) else None
     for r in ranges:
         if r.stop <= r.start:
@@ -556,6 +558,7 @@ def _carried_folders(ranges: list[CarriedRange]) -> list[Folder]:
     out = []
     for r in ranges:
         base = r.manifest
+        assert isinstance(base, Manifest)  # whole manifests only (sharded ones are patched)
         prefix = f"{r.old}/" if r.old else ""
         lo = bisect.bisect_left(base.folders, prefix)
         for i in range(lo, len(base.folders)):

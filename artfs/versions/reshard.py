@@ -47,6 +47,26 @@ class ShardPatch:
     folders: list[Folder] = field(default_factory=list)  # recorded folders below moved ones
     removed: list[tuple[str, bool]] = field(default_factory=list)  # (path, is a folder)
     files: int = 0  # how many files the new version has
+    counted_local: bool = True  # `files` counts the local files too (a draft's snapshot does)
+
+
+def from_ranges(base: ShardedManifest, ranges: list, entries: list[Entry]) -> ShardPatch:
+    """A patch from carried ranges and entries (as a Python API draft or a bench carries a
+    base): base entries no range covers are removed, a moved range is removed where it was
+    and put in anew where it goes; kept in place, a range costs nothing."""
+    patch = ShardPatch(base, entries=list(entries), counted_local=False)
+    covered = sorted((r.start, r.stop) for r in ranges if r.stop > r.start)
+    at = 0
+    for start, stop in [*covered, (len(base), len(base))]:
+        patch.removed += [(base.paths[i], False) for i in range(at, start)]
+        at = max(at, stop)
+    for r in ranges:
+        patch.files += r.stop - r.start
+        if r.old != r.new:
+            patch.removed.append((r.old, True))
+            patch.entries += r.entries()
+    patch.files += len(entries)
+    return patch
 
 
 def apply(

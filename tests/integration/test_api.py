@@ -455,3 +455,37 @@ def test_new_file_discarded_on_error_and_use_artifact_of_a_draft(env):
     logged = artfs.use_artifact(art)  # an unlogged artifact is logged first, like wandb
     assert logged.version == "v0" and logged.files == ["ok.txt"]
     assert read_tree(logged.download()) == {"ok.txt": b"line\n"}
+
+
+def test_a_draft_of_a_sharded_version_writes_only_the_shards_it_changes(env, counting, monkeypatch):
+    from artfs.store import shards
+
+    monkeypatch.setattr(shards, "SHARDED_ABOVE", 40)
+    monkeypatch.setattr(shards, "SHARD_FILES", 5)
+    store, objects = counting
+    files = {f"{d}/{i:03d}.png": f"image {d} {i}" for d in ("a", "a-b", "b", "c") for i in range(60)}
+    src = write_tree(env / "v0", files)
+    from artfs.names import ArtifactName
+    from artfs.versions.sources import TreeWalk
+
+    published = store.publish(ArtifactName("demo", "sharded"), "dataset", TreeWalk(src))  # as `artfs put`
+    v0 = store.use_artifact("demo/sharded:v0")
+    assert published.version.name == "v0" and v0.manifest.folder("c") is not None
+    assert isinstance(store.use_artifact("demo/sharded:v0").manifest, shards.ShardedManifest)
+    shard_count = len(store.use_artifact("demo/sharded:v0").manifest.shards)
+
+    draft = store.use_artifact("demo/sharded:v0").new_draft()
+    new = write_tree(env / "new", {"x.txt": "new", "y.txt": "replaced"})
+    draft.add_file(os.path.join(new, "x.txt"), name="a-b/new.txt")
+    draft.add_file(os.path.join(new, "y.txt"), name="b/010.png")  # replaces a carried file
+    draft.remove("a/005.png")
+    draft.remove("c")  # a whole folder
+    objects.reset()
+    v1 = store.log_artifact(draft)
+    assert v1.version == "v1"
+    assert objects.puts["manifests"] < shard_count / 2, f"{objects.puts['manifests']} of {shard_count} shards"
+
+    expected = {k: v.encode() for k, v in files.items() if not k.startswith("c/") and k != "a/005.png"}
+    expected["a-b/new.txt"], expected["b/010.png"] = b"new", b"replaced"
+    assert read_tree(store.use_artifact("demo/sharded:v1").download(root="v1")) == expected
+    assert not os.path.exists("v1/c"), "a folder removed whole is gone, not left empty"
