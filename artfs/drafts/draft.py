@@ -413,16 +413,19 @@ class Draft(StagedDraft):
                     clean_record = not ctime_ns and not gone.covers(path) and base.folder(path) == kept
                 if not clean_record:
                     files.folders.append(Folder(path, mode, mtime_ns))
-                if origin is not None:  # never listed: the base folder's content as a whole
+                if origin is not None and not in_place:  # never listed, moved: put in anew
                     r = base.under(origin)
-                    patch.files += len(r)
-                    if not in_place:
-                        patch.entries.extend(CarriedRange(base, r.start, r.stop, origin, path).entries())
-                        patch.folders.extend(_folders_below(base, origin, path))
+                    patch.entries.extend(CarriedRange(base, r.start, r.stop, origin, path).entries())
+                    patch.folders.extend(_folders_below(base, origin, path))
+                    patch.files = None if patch.files is None else patch.files + len(r)
+                elif origin is not None:
+                    # Never listed and in place: kept as the base has it, unread. (Counting its
+                    # files would read the shards of every such folder: the count is not checked.)
+                    patch.files = None
                 for child in children.get(ino, ()):
                     walk(child, f"{path}/{child[2]}" if path else child[2])
                 return
-            patch.files += 1
+            patch.files = None if patch.files is None else patch.files + 1
             if origin is None:
                 files.append(self._local_source(path, ino, mode))
             elif not clean:

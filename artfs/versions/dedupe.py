@@ -224,14 +224,15 @@ class PackIndex:
                 return
             try:
                 if etag is None:
-                    written = self.store.put(key, encode_shard(merged), if_none_match=True)
+                    self.store.put(key, encode_shard(merged), if_none_match=True)
                 else:
-                    written = self.store.put(key, encode_shard(merged), if_match=etag)
+                    self.store.put(key, encode_shard(merged), if_match=etag)
             except PreconditionFailed:
                 known = None  # another commit changed it: read it again
                 continue
             with self._lock:
-                self._shards[prefix] = (merged, written)
+                # Not kept: recording ends a publish, and a big one records every shard in turn.
+                self._shards.pop(prefix, None)
             return
         log.warning("could not add to %s after %d tries: those files may be stored again later", key, TRIES)
 

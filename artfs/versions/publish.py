@@ -54,7 +54,7 @@ from artfs.versions.reshard import ShardPatch
 from artfs.versions.dedupe import PackIndex  # noqa: F401 - its home before the shards; api/store.py imports it here
 
 SMALL_LIMIT = CHUNK_SIZE
-SMALL_REMEMBERED = 500_000  # new small files a publish remembers for dedupe within itself
+SMALL_REMEMBERED = 200_000  # new small files a publish remembers for dedupe within itself
 STORED_RECORD = 72  # digest, pack id, offset (uint64)
 PACK_TARGET = 16 << 20
 BLOCK_WINDOW = 4  # blocks of one file in flight to the store (each held in memory while sent)
@@ -247,7 +247,8 @@ class Publisher:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._block_pool.shutdown(wait=True, cancel_futures=True)
         if patches:  # a draft of a sharded version: only the shards around the changes
-            patches[0].files += len(entries) if not patches[0].counted_local else 0
+            if not patches[0].counted_local and patches[0].files is not None:
+                patches[0].files += len(entries)
             patched = reshard.apply(patches[0], entries, list(folders), self._put_shard)
             if patched is None:
                 raise ArtfsError("the draft's changes do not add up to its files; nothing was committed")

@@ -46,7 +46,7 @@ class ShardPatch:
     entries: list[Entry] = field(default_factory=list)  # carried from the base, changed
     folders: list[Folder] = field(default_factory=list)  # recorded folders below moved ones
     removed: list[tuple[str, bool]] = field(default_factory=list)  # (path, is a folder)
-    files: int = 0  # how many files the new version has
+    files: int | None = 0  # how many files the new version has (None: not known, not checked)
     counted_local: bool = True  # `files` counts the local files too (a draft's snapshot does)
 
 
@@ -60,12 +60,13 @@ def from_ranges(base: ShardedManifest, ranges: list, entries: list[Entry]) -> Sh
     for start, stop in [*covered, (len(base), len(base))]:
         patch.removed += [(base.paths[i], False) for i in range(at, start)]
         at = max(at, stop)
+    files = len(entries)
     for r in ranges:
-        patch.files += r.stop - r.start
+        files += r.stop - r.start
         if r.old != r.new:
             patch.removed.append((r.old, True))
             patch.entries += r.entries()
-    patch.files += len(entries)
+    patch.files = files
     return patch
 
 
@@ -74,7 +75,8 @@ def apply(
 ) -> ShardedManifest | None:
     """The new manifest: the base with `entries` and `folders` (new or changed) put in and the
     removed paths taken out. None if its file count is not the draft's (then the caller builds
-    the manifest whole: a safety net, never expected)."""
+    the manifest whole: a safety net, never expected; a draft that kept folders unlisted
+    cannot count their files without reading them, and is not checked)."""
     base = patch.base
     by_key: dict[str, Entry | Folder] = {}
     items: list[Entry | Folder] = [*patch.folders, *folders, *patch.entries, *entries]
@@ -106,7 +108,7 @@ def apply(
             writer.add(item)
         pos = end
     result = ShardedManifest(writer.finish(), base.shard_loader)
-    return result if len(result) == patch.files else None
+    return result if patch.files is None or len(result) == patch.files else None
 
 
 def _merge(part: Manifest, changed: list[Entry | Folder], gone: RemovedPaths):

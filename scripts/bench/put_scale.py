@@ -24,13 +24,16 @@ PER_FOLDER = 1000
 ARTFS = os.path.join(os.path.dirname(sys.executable), "artfs")
 
 
-def make_tree(root: str, n: int) -> None:
+def make_tree(root: str, n: int, unique_every: int = 1) -> None:
+    """N files, one in `unique_every` with content of its own (64-200 bytes), the rest empty
+    (an inode and no block: ten million of them fit on this disk)."""
     for i in range(n):
         folder = os.path.join(root, f"c{i // PER_FOLDER:05d}")
         if i % PER_FOLDER == 0:
             os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"img_{i:08d}.bin"), "wb") as f:
-            f.write(i.to_bytes(8, "little") * (8 + i % 17))
+            if i % unique_every == 0:
+                f.write(i.to_bytes(8, "little") * (8 + i % 17))
 
 
 def put(tree: str, store: str, cache: str) -> tuple[float, float]:
@@ -53,14 +56,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--scratch", default=None, help="where to make the tree (default: a temporary folder)")
+    ap.add_argument(
+        "--unique-every", type=int, default=1, help="one file in K has content of its own, the rest are empty"
+    )
     args = ap.parse_args()
     scratch = tempfile.mkdtemp(prefix="artfs-put-", dir=args.scratch)
     try:
         tree = os.path.join(scratch, "tree")
         biggest = max(args.files)
         t = time.perf_counter()
-        make_tree(tree, biggest)
-        print(f"made {biggest:,} files in {time.perf_counter() - t:.0f} s")
+        make_tree(tree, biggest, args.unique_every)
+        print(f"made {biggest:,} files (1 in {args.unique_every} with content) in {time.perf_counter() - t:.0f} s")
         print(f"loadavg before: {open('/proc/loadavg').read().strip()}")
         print("| files | put s | µs/file | peak RSS MiB |")
         print("|---|---|---|---|")

@@ -71,6 +71,42 @@ def build(store_dir: str, n: int) -> dict:
     }
 
 
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def mounted(store_dir: str, digest: str, n: int) -> dict:
+    """A real mount of the version: the daemon's RSS after mounting, after a `stat` of one deep
+    file and an `ls` of its folder, and after an `ls` of the folder of all folders."""
+    from artfs.names import ArtifactName
+    from artfs.store.shards import decode
+
+    objects = LocalStore(store_dir)
+    reg = Registry(objects)
+    root = objects.get(manifest_key(digest))
+    reg.commit(ArtifactName("scale", "big"), "dataset", decode(root, "root", reg.shard), root)
+    mp, cache = tempfile.mkdtemp(prefix="artfs-mp-"), tempfile.mkdtemp(prefix="artfs-cache-")
+    artfs = os.path.join(os.path.dirname(sys.executable), "artfs")
+    subprocess.run([artfs, "--store", store_dir, "--cache", cache, "mount", mp], check=True, capture_output=True)
+    out: dict = {}
+    try:
+        pid = int(subprocess.run(["pgrep", "-f", f"mount {mp} "], capture_output=True, text=True).stdout.split()[0])
+        v0 = os.path.join(mp, "scale", "big", "v0")
+        out["rss_mounted"] = _rss_mib(pid)
+        deep = os.path.join(v0, _path(n * 7 // 10))
+        t = time.perf_counter()
+        os.stat(deep)
+        assert len(os.listdir(os.path.dirname(deep))) == PER_FOLDER
+        out["one_folder_s"], out["rss_one_folder"] = time.perf_counter() - t, _rss_mib(pid)
+        t = time.perf_counter()
+        out["train_names"] = len(os.listdir(os.path.join(v0, "train")))
+        out["train_s"], out["rss_train"] = time.perf_counter() - t, _rss_mib(pid)
+    finally:
+        subprocess.run(["fusermount3", "-u", mp], check=False)
+    return out
+
+
 def touch(store_dir: str, digest: str, n: int) -> dict:
     """In a fresh process: open, stat one deep file, list one folder; then a one-file commit."""
     from artfs.versions import reshard
@@ -129,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--touch", nargs=3, help=argparse.SUPPRESS)  # store digest n (the fresh process)
+    ap.add_argument("--mount", action="store_true", help="also mount each version and report the daemon's RSS")
     args = ap.parse_args()
     if args.touch:
         print(json.dumps(touch(args.touch[0], args.touch[1], int(args.touch[2]))))
@@ -140,6 +177,7 @@ def main() -> None:
         "| one-file commit: shards, KiB, s |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    mounts: list[tuple[int, dict]] = []
     for n in args.entries:
         with tempfile.TemporaryDirectory(prefix="artfs-shards-") as tmp:
             b = subprocess.run(
@@ -163,6 +201,7 @@ def main() -> None:
             if t.returncode:
                 sys.exit(t.stderr)
             r = json.loads(t.stdout)
+            mount = mounted(tmp, built["digest"], n) if args.mount else None
         print(
             f"| {n:,} | {built['seconds']:.1f} | {built['seconds'] / n * 1e6:.1f} | {built['peak_rss_mib']:.0f} "
             f"| {built['shards']:,} | {built['root_bytes'] / 1024:.0f} | {built['manifest_bytes'] / 2**20:.0f} "
@@ -170,6 +209,14 @@ def main() -> None:
             f"| {r['ls_train_reads']}, {r['ls_train_s']:.1f} | {r['rss_mib']:.0f} "
             f"| {r['commit_shards_written']}, {r['commit_bytes'] / 1024:.0f}, {r['commit_s']:.2f} |",
             flush=True,
+        )
+        if mount:
+            mounts.append((n, mount))
+    for n, r in mounts:
+        print(
+            f"mount of {n:,}: daemon RSS {r['rss_mounted']:.0f} MiB mounted, {r['rss_one_folder']:.0f} MiB after "
+            f"stat + ls of one folder ({r['one_folder_s']:.2f} s), {r['rss_train']:.0f} MiB after ls of "
+            f"train/ ({r['train_names']:,} folders, {r['train_s']:.1f} s)"
         )
     print(f"loadavg after: {open('/proc/loadavg').read().strip()}")
 
