@@ -139,3 +139,48 @@ def test_a_root_with_overlapping_shards_is_corrupt():
     data = shards.encode_root([info, shards.ShardInfo("b", "d", "b", 1, D, D, 1, 0)])
     with pytest.raises(CorruptRecord, match="overlap"):
         shards.decode(data, "root", lambda d: Manifest())
+
+
+# -- commits: a patched sharded manifest is the one made whole -------------------------------
+from artfs.versions import reshard  # noqa: E402
+
+
+@st.composite
+def edits(draw, m: Manifest):
+    files = list(m.paths)
+    removed_files = draw(st.lists(st.sampled_from(files), unique=True, max_size=5)) if files else []
+    dirs = sorted({p.rsplit("/", 1)[0] for p in files if "/" in p})
+    removed_dirs = draw(st.lists(st.sampled_from(dirs), unique=True, max_size=2)) if dirs else []
+    added = draw(st.lists(paths, max_size=6))
+    return removed_files, removed_dirs, added
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), m=trees())
+def test_a_patched_manifest_is_the_one_made_whole(data, m):
+    removed_files, removed_dirs, added = data.draw(edits(m))
+    gone = reshard.RemovedPaths([(p, False) for p in removed_files] + [(d, True) for d in removed_dirs])
+    kept = {e.path: e for e in m if not gone.covers(e.path)}
+    folders = {f.path: f for f in m.folder_entries() if not gone.covers(f.path)}
+    new_entries = []
+    for p in added:
+        # only where a file may go: not a folder, not below a file
+        below = [*kept, *folders]
+        if p in folders or any(q.startswith(p + "/") for q in below) or any(p.startswith(q + "/") for q in kept):
+            continue
+        if any(p.startswith(d + "/") for d in folders if d and gone.covers(d)):
+            continue
+        e = Entry(p, 9, bytes(32), 0o644, pack=bytes(range(32)), offset=1, mtime_ns=5)
+        kept[p] = e
+        new_entries.append(e)
+    expected = Manifest.from_entries(list(kept.values()), list(folders.values()))
+    s, objects = sharded(m)
+    patch = reshard.ShardPatch(
+        s, removed=[(p, False) for p in removed_files] + [(d, True) for d in removed_dirs], files=len(expected)
+    )
+    got = reshard.apply(patch, new_entries, [], objects.put)
+    assert got is not None
+    assert [e.path for e in got] == expected.paths and list(got) == list(expected)
+    assert [f.path for f in got.folder_entries()] == expected.folders
+    whole, _ = sharded(expected)
+    assert got.encode() == whole.encode(), "the same shards as the tree made whole"
