@@ -267,38 +267,33 @@ class ShardedManifest:
         for _, part in self.parts():
             yield from part
 
-    def index(self, path: str) -> int | None:
+    def _covering(self, key: str) -> int | None:
+        """The shard whose keys span `key`, if one does (else no shard holds it)."""
         if not self.shards:
             return None
-        k = self._shard_for(path)
-        if path > self.shards[k].hi or path < self.shards[k].lo:
-            return None
-        i = self.shard(k).index(path)
-        return None if i is None else self._starts[k] + i
+        k = self._shard_for(key)
+        return k if self.shards[k].lo <= key <= self.shards[k].hi else None
+
+    def index(self, path: str) -> int | None:
+        k = self._covering(path)
+        i = None if k is None else self.shard(k).index(path)
+        return None if k is None or i is None else self._starts[k] + i
 
     def entry(self, i: int) -> Entry:
         part, j = self.locate(i)
         return part.entry(j)
 
     def get(self, path: str) -> Entry | None:
-        if not self.shards:
-            return None
-        k = self._shard_for(path)
-        if path > self.shards[k].hi or path < self.shards[k].lo:
-            return None
-        return self.shard(k).get(path)
+        k = self._covering(path)
+        return None if k is None else self.shard(k).get(path)
 
     def stat(self, i: int) -> tuple[int, int, int]:
         part, j = self.locate(i)
         return part.stat(j)
 
     def folder(self, path: str) -> Folder | None:
-        if not self.shards:
-            return None
-        k = self._shard_for(path)
-        if path > self.shards[k].hi or path < self.shards[k].lo:
-            return None
-        return self.shard(k).folder(path)
+        k = self._covering(path)
+        return None if k is None else self.shard(k).folder(path)
 
     def _position(self, key: str) -> int:
         """The global index of the first file at or after `key`."""

@@ -239,13 +239,10 @@ class Publisher:
             entries, ranges = [], []
         try:
             for src in sorted(files, key=lambda s: s.path):
-                entries.append(self._add(src))
-            self._flush_pack()
-            for fut in self._futures:
-                fut.result()
+                entries.append(self.add(src))
+            self.wait()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._block_pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
         if patches:  # a draft of a sharded version: only the shards around the changes
             if not patches[0].counted_local and patches[0].files is not None:
                 patches[0].files += len(entries)
@@ -259,12 +256,24 @@ class Publisher:
         m.set_folders(list(folders) + _carried_folders(ranges))
         return m
 
+    def wait(self) -> None:
+        """Seals the last pack and waits for every upload (raising the first failure)."""
+        self.seal_pack()
+        for fut in self._futures:
+            fut.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._block_pool.shutdown(wait=True, cancel_futures=True)
+
     def _put_shard(self, digest: bytes, encoded: bytes) -> None:
         key = manifest_key(digest.hex())
         if not self.store.exists(key):
             self.store.put(key, encoded)
 
-    def _add(self, src: FileSource) -> Entry:
+    def add(self, src: FileSource) -> Entry:
+        """Stores `src` (a small file into the pack being built, a large one by an upload started
+        here: `last_large`) and returns its entry, complete once its pack is sealed or upload done."""
         self.last_large = None
         try:
             st = os.stat(src.local)
@@ -308,10 +317,10 @@ class Publisher:
             self._pack_index.append((digest, len(self._pack), len(data)))
             self._pack += data
             if len(self._pack) >= PACK_TARGET:
-                self._flush_pack()
+                self.seal_pack()
         return entry
 
-    def _flush_pack(self) -> None:
+    def seal_pack(self) -> None:
         if not self._pack_members:
             return
         data = bytes(self._pack)

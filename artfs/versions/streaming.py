@@ -44,19 +44,16 @@ def build(publisher: Publisher, walk: TreeWalk, extra: Iterable[Entry] = ()) -> 
     try:
         for _, _, item in stream:
             if isinstance(item, FileSource):
-                entry = publisher._add(item)
+                entry = publisher.add(item)
                 queue.append((entry, publisher.last_large))
             else:
                 queue.append((item, None))
             if len(queue) > QUEUE_LIMIT:
                 _wait_oldest(publisher, queue)
             _drain(queue, out)
-        publisher._flush_pack()
-        for fut in publisher._futures:
-            fut.result()
+        publisher.wait()
     finally:
-        publisher._pool.shutdown(wait=True, cancel_futures=True)
-        publisher._block_pool.shutdown(wait=True, cancel_futures=True)
+        publisher.close()
     _drain(queue, out)
     assert not queue, "every entry is placed once its pack and uploads are done"
     return out.finish()
@@ -83,7 +80,7 @@ def _wait_oldest(publisher: Publisher, queue: deque) -> None:
     if pending is not None:
         pending.result()
     elif isinstance(item, Entry) and item.pack is None and item.ref is None:
-        publisher._flush_pack()  # its pack is still being filled: seal it now
+        publisher.seal_pack()  # its pack is still being filled: seal it now
 
 
 class _Output:
