@@ -17,7 +17,7 @@ from artfs.digest import digest_bytes
 from artfs.errors import ArtfsError, NotFound
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker
-from artfs.store.manifest import Manifest
+from artfs.store.shards import AnyManifest
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Report:
 
 
 def verify_manifest(
-    objects: ObjectStore, manifest: Manifest, jobs: int = 8, progress: Callable[[int], None] | None = None
+    objects: ObjectStore, manifest: AnyManifest, jobs: int = 8, progress: Callable[[int], None] | None = None
 ) -> Report:
     owners: dict[Piece, list[str]] = {}
     references = files = 0

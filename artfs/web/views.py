@@ -15,7 +15,8 @@ from typing import Any
 
 from artfs.errors import NotFound
 from artfs.names import LATEST, ArtifactName, is_valid_name, parse_version
-from artfs.store.manifest import Entry, Manifest
+from artfs.store.manifest import Entry
+from artfs.store.shards import AnyManifest
 from artfs.store.registry import Registry, VersionRecord
 from artfs.versions import lineage
 
@@ -148,7 +149,7 @@ class VersionPage:
     references: int
 
 
-def version_page(reg: Registry, rec: VersionRecord, manifest: Manifest, folder: str, page: int) -> VersionPage:
+def version_page(reg: Registry, rec: VersionRecord, manifest: AnyManifest, folder: str, page: int) -> VersionPage:
     folder = folder.strip("/")
     if folder and not manifest.is_dir(folder):
         raise NotFound(f"{rec} has no folder {folder!r}")
@@ -212,7 +213,7 @@ class Diff:
     metadata: list[tuple[str, str, str]]  # (key, old JSON or '', new JSON or '')
 
 
-def diff(old: VersionRecord, new: VersionRecord, a: Manifest, b: Manifest) -> Diff:
+def diff(old: VersionRecord, new: VersionRecord, a: AnyManifest, b: AnyManifest) -> Diff:
     """What changed from `old` to `new`: files by path (a merge of two sorted lists), then metadata."""
     out = Diff(old, new, [], [], [], {"added": 0, "removed": 0, "changed": 0, "same": 0}, [], [])
     i = j = 0
