@@ -277,7 +277,7 @@ def test_fstab_helper_accepts_generic_mount_options_and_flags(local_store_url, m
     os.mkdir(mp)
     opts = (
         "rw,defaults,nofail,noauto,user,users,auto,dev,nodev,suid,nosuid,exec,noexec,_netdev,"
-        f"x-systemd.automount,x-systemd.mount-timeout=30,cache={tmp_path / 'c'},pin_aliases,timeout=7"
+        f"x-systemd.automount,x-systemd.mount-timeout=30,cache={tmp_path / 'c'},pin_aliases,timeout=7,memory=64M"
     )
     p = helper(f"artfs#{local_store_url}", mp, "-n", "-v", "-o", opts, "-t", "fuse.artfs")
     assert p.returncode == 0, p
@@ -288,6 +288,7 @@ def test_fstab_helper_accepts_generic_mount_options_and_flags(local_store_url, m
         if pid.isdigit() and mp in open(f"/proc/{pid}/cmdline").read().split("\0")
     )
     assert "--pin-aliases" in cmd and cmd[cmd.index("--timeout") + 1] == "7.0"
+    assert cmd[cmd.index("--memory") + 1] == str(64 << 20)
     subprocess.run(["fusermount3", "-u", mp], check=True, timeout=10)
 
 
