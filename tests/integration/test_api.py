@@ -489,3 +489,13 @@ def test_a_draft_of_a_sharded_version_writes_only_the_shards_it_changes(env, cou
     expected["a-b/new.txt"], expected["b/010.png"] = b"new", b"replaced"
     assert read_tree(store.use_artifact("demo/sharded:v1").download(root="v1")) == expected
     assert not os.path.exists("v1/c"), "a folder removed whole is gone, not left empty"
+
+    # artfs:// reads it too (a lookup and a listing read only their shards).
+    import fsspec
+
+    fs = fsspec.filesystem("artfs", store=store.url, cache=str(env / "fscache"), skip_instance_cache=True)
+    assert fs.cat("demo/sharded/v1/b/010.png") == b"replaced"
+    assert len(fs.ls("demo/sharded/v1/a-b", detail=False)) == 61
+    assert sorted(fs.find("demo/sharded/v1/a")) == sorted(
+        f"demo/sharded/v1/{p}" for p in expected if p.startswith("a/")
+    )
