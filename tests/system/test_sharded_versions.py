@@ -67,6 +67,10 @@ def test_a_sharded_version_reads_lists_commits_and_survives_gc(mounter, tmp_path
     info = json.loads(_cli(store, cache, "info", f"{artifact}:v0").ok().stdout)
     assert _root_format(store, info["digest"]) == 2, "stored as shards"
     assert info["files"] == 241
+    os.utime(os.path.join(src, "a", "f001.bin"), ns=(T0 + 5, T0 + 5))  # times are not content
+    again = _cli(store, cache, "put", src, "--name", artifact, "--type", "dataset").ok().stdout.strip()
+    assert again.endswith(":v0"), "the same tree makes no new version"
+    os.utime(os.path.join(src, "a", "f001.bin"), ns=(T0 + 1, T0 + 1))
 
     m = mounter(store, "--refresh", "0.3", cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
     v0 = m.path(artifact, "v0")
