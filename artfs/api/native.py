@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from artfs import config
 from artfs.errors import Conflict, InvalidInput, NotFound
-from artfs.store.manifest import Entry
+from artfs.store.manifest import Entry, Folder
 from artfs.store.shards import AnyManifest, ShardedManifest
 from artfs.content.carry import CarriedRange
 from artfs.versions import reshard
@@ -56,7 +56,7 @@ from artfs.names import (
     parse_spec,
     version_name,
 )
-from artfs.versions.publish import FileSource, Stats
+from artfs.versions.publish import FileSource, SourceList, Stats
 from artfs.versions.sources import walk_sources
 
 from artfs.api import store as store_facade
@@ -121,6 +121,7 @@ class Artifact:
         self.aliases: list[str] = []
         # draft state
         self._files: dict[str, FileSource] = {}  # added, to be hashed and uploaded at log time
+        self._folders: dict[str, Folder] = {}  # folders add_dir walked (empty ones are kept too)
         self._refs: dict[str, Entry] = {}  # references added (resolved and pinned when added)
         self._open_files: set[str] = set()
         self._tmpdir: str | None = None
@@ -280,6 +281,8 @@ class Artifact:
                 )
         for src in sources:
             self._put(src.path, src.local, True)
+        for folder in sources.folders:
+            self._folders[folder.path] = folder
         return self
 
     def new_file(self, name: str, mode: str = "w", encoding: str | None = None, overwrite: bool = False) -> _NewFile:
@@ -345,6 +348,9 @@ class Artifact:
         self._editable()
         path = normalize_path(item if isinstance(item, str) else getattr(item, "path", item))
         removed = 0
+        for folder in [f for f in self._folders if f == path or f.startswith(path + "/")]:
+            del self._folders[folder]
+            removed += 1
         for added in (self._files, self._refs):
             if added.pop(path, None) is not None:
                 removed += 1
@@ -408,6 +414,7 @@ class Artifact:
         self._loaded = (self.description, copy.deepcopy(self.metadata), list(self.aliases))
         self._manifest = manifest
         self._files, self._base, self._base_manifest, self._removed = {}, None, None, set()
+        self._folders = {}
         self._removed_folders = set()
         self._refs = {}
         if self._cleanup is not None:
@@ -549,7 +556,7 @@ def log_artifact(
     published = store.publish(
         name,
         artifact.type,
-        list(artifact._files.values()),
+        SourceList(artifact._files.values(), artifact._folders.values()),
         artifact._carried(),
         base=base,
         same_as=same_as,

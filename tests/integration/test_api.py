@@ -499,3 +499,18 @@ def test_a_draft_of_a_sharded_version_writes_only_the_shards_it_changes(env, cou
     assert sorted(fs.find("demo/sharded/v1/a")) == sorted(
         f"demo/sharded/v1/{p}" for p in expected if p.startswith("a/")
     )
+
+
+def test_add_dir_keeps_empty_folders_and_remove_takes_them(env):
+    src = write_tree(env / "src", {"a/x.txt": "x"})
+    os.makedirs(os.path.join(src, "a", "empty"))
+    os.makedirs(os.path.join(src, "gone", "deep"))
+    art = artfs.Artifact("demo/folders", "dataset")
+    art.add_dir(src)
+    art.remove("gone")  # an empty folder is something to remove
+    logged = artfs.log_artifact(art)
+    root = logged.download(root="got")
+    assert os.path.isdir(os.path.join(root, "a", "empty")) and os.listdir(os.path.join(root, "a", "empty")) == []
+    assert not os.path.exists(os.path.join(root, "gone"))
+    with pytest.raises(NotFound):
+        artfs.use_artifact("demo/folders:v0").new_draft().remove("nothing-here")
