@@ -17,6 +17,7 @@ from artfs.digest import digest_bytes
 from artfs.errors import ArtfsError, NotFound
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker
+from artfs.store.manifest import Manifest
 from artfs.store.shards import AnyManifest
 
 
@@ -37,13 +38,33 @@ class Report:
 def verify_manifest(
     objects: ObjectStore, manifest: AnyManifest, jobs: int = 8, progress: Callable[[int], None] | None = None
 ) -> Report:
+    report = Report(0, 0, [])
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for _, part in manifest.parts():  # a sharded manifest a shard at a time: bounded memory
+            _verify_part(objects, part, pool, progress, report)
+    damaged = report.damaged
+    for key in sorted({d.key for d in damaged}):
+        try:
+            objects.put(damaged_marker(key), b"")
+        except ArtfsError:
+            pass  # the report still names it; marking is what lets a later publish repair it
+    damaged.sort(key=lambda d: d.path)
+    return report
+
+
+def _verify_part(
+    objects: ObjectStore,
+    part: Manifest,
+    pool: ThreadPoolExecutor,
+    progress: Callable[[int], None] | None,
+    report: Report,
+) -> None:
     owners: dict[Piece, list[str]] = {}
-    references = files = 0
-    for entry in manifest:
+    for entry in part:
         if entry.ref is not None:
-            references += 1
+            report.references += 1
             continue
-        files += 1
+        report.files += 1
         for p in pieces(entry):
             owners.setdefault(p, []).append(entry.path)
     runs = list(group(owners))
@@ -69,12 +90,4 @@ def verify_manifest(
             progress(end - start)
         return found
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        damaged = [d for found in pool.map(check, runs) for d in found]
-    for key in sorted({d.key for d in damaged}):
-        try:
-            objects.put(damaged_marker(key), b"")
-        except ArtfsError:
-            pass  # the report still names it; marking is what lets a later publish repair it
-    damaged.sort(key=lambda d: d.path)
-    return Report(files, references, damaged)
+    report.damaged += [d for found in pool.map(check, runs) for d in found]
