@@ -43,7 +43,6 @@ from artfs import config
 from artfs.errors import Conflict, InvalidInput, NotFound
 from artfs.store.manifest import Entry, Folder
 from artfs.store.shards import AnyManifest, ShardedManifest
-from artfs.content.carry import CarriedRange
 from artfs.versions import reshard
 from artfs.versions.reshard import ShardPatch
 from artfs.names import (
@@ -374,16 +373,9 @@ class Artifact:
         A sharded base's are named by range (runs of kept entries), never read."""
         m = self._base_manifest
         if isinstance(m, ShardedManifest):
-            ranges, at = [], 0
-            for i in [*sorted(self._removed), len(m)]:
-                if i > at:
-                    ranges.append(CarriedRange(m, at, i, "", ""))
-                at = i + 1
-            patch = reshard.from_ranges(m, ranges, list(self._refs.values()))
-            patch.removed += [(p, True) for p in self._removed_folders]  # their records too
-            yield patch
+            yield reshard.kept_but(m, self._removed, self._removed_folders, list(self._refs.values()))
             return
-        elif m is not None:
+        if m is not None:
             yield from (m.entry(i) for i in range(len(m)) if i not in self._removed)
         yield from self._refs.values()
 

@@ -15,6 +15,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from artfs.content.carry import CarriedRange
 from artfs.errors import InvalidInput
 from artfs.store.manifest import Entry, Folder, Manifest
 from artfs.store.shards import ShardedManifest, ShardWriter, merged_items
@@ -67,6 +68,19 @@ def from_ranges(base: ShardedManifest, ranges: list, entries: list[Entry]) -> Sh
             patch.removed.append((r.old, True))
             patch.entries += r.entries()
     patch.files = files
+    return patch
+
+
+def kept_but(base: ShardedManifest, removed: set[int], folders: set[str], entries: list[Entry]) -> ShardPatch:
+    """A patch keeping every entry of `base` but those `removed` (by index) and the `folders`
+    removed whole (their records too), with `entries` (references) put in."""
+    ranges, at = [], 0
+    for i in [*sorted(removed), len(base)]:
+        if i > at:
+            ranges.append(CarriedRange(base, at, i, "", ""))
+        at = i + 1
+    patch = from_ranges(base, ranges, entries)
+    patch.removed += [(p, True) for p in sorted(folders)]
     return patch
 
 
