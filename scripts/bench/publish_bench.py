@@ -130,7 +130,10 @@ def child_verify(store_url: str, cache: str, artifact: str, version: str, local:
     is compared by digest; the others by path and size)."""
     import blake3
 
-    from artfs.store import Store
+    try:
+        from artfs.api.store import Store
+    except ImportError:  # an artfs before the layers (artfs/store.py)
+        from artfs.store import Store  # type: ignore[no-redef]
 
     s = Store(store_url, cache)
     rec = s.resolve(f"{artifact}:{version}")
