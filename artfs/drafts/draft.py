@@ -24,7 +24,7 @@ from typing import TypeVar
 import msgpack
 
 from artfs.content.carry import CarriedRange
-from artfs.drafts.files import remove_file
+from artfs.drafts.files import WouldBlock, remove_file
 from artfs.drafts.namespace import DIR, FILE, ROOT, Attr, check_entry_name, file_mode
 from artfs.drafts.staging import StagedDraft
 from artfs.drafts.table import REF_ORIGIN
@@ -126,14 +126,19 @@ class Draft(StagedDraft):
         os.close(fd)
         return attr
 
-    def create_open(self, parent: int, name: str, mode: int) -> tuple[Attr, int]:
+    def create_open(self, parent: int, name: str, mode: int, wait: bool = True) -> tuple[Attr, int]:
         """A new empty file written locally, and a read-write descriptor on it: all that
         FUSE's create needs, in one call. The data file exists before the row does; the row
-        is not flushed to disk here but when the file is closed (close_file)."""
+        is not flushed to disk here but when the file is closed (close_file). `wait` False
+        (the mount's trio thread): WouldBlock rather than wait for a lock."""
         fd = None
+        if not wait and parent not in self._listed:  # listing a base folder first: too long
+            raise WouldBlock()
+        if not self._lock.acquire(blocking=wait):
+            raise WouldBlock()
         try:
             with self._lock:
-                with self._tx(sync=False) as db:
+                with self._tx(sync=False, wait=wait) as db:
                     self._check_new(db, parent, name)
                     now = time.time_ns()
                     ino = db.execute(
@@ -157,6 +162,8 @@ class Draft(StagedDraft):
             if fd is not None:
                 os.close(fd)
             raise
+        finally:
+            self._lock.release()
         return attr, fd
 
     def _freeing(self, change: Callable[[], T]) -> T:

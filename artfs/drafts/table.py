@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import msgpack
 
-from artfs.drafts.files import Reserve, WriteTracker
+from artfs.drafts.files import Reserve, WouldBlock, WriteTracker
 from artfs.drafts.info import ADDED_COLUMNS, ADDED_INDEX, ADDED_REMOVED, DraftInfo
 from artfs.drafts.namespace import (
     DIR,
@@ -100,8 +100,9 @@ class DraftTable:
 
     # -- transactions ------------------------------------------------------------------
     @contextmanager
-    def _tx(self, sync: bool | None = None):
-        """A write transaction; `sync`: flushed to disk at commit (default: if durable)."""
+    def _tx(self, sync: bool | None = None, wait: bool = True):
+        """A write transaction; `sync`: flushed to disk at commit (default: if durable).
+        `wait` False: WouldBlock instead of waiting for another process's transaction."""
         sync = self.durable if sync is None else sync
         with self._lock:
             try:
@@ -109,7 +110,7 @@ class DraftTable:
                     self.db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
                     self._synchronous = sync
                 self._tx_listed = []
-                self.db.execute("BEGIN IMMEDIATE")
+                self._begin(wait)
                 self._ns_check()
                 changes = self.db.total_changes
                 yield self.db
@@ -126,6 +127,20 @@ class DraftTable:
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 raise
+
+    def _begin(self, wait: bool) -> None:
+        if wait:
+            self.db.execute("BEGIN IMMEDIATE")
+            return
+        self.db.execute("PRAGMA busy_timeout=0")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise WouldBlock() from None
+            raise
+        finally:
+            self.db.execute("PRAGMA busy_timeout=5000")
 
     # -- the namespace cache -----------------------------------------------------------------
     def _ns_check(self) -> None:

@@ -19,6 +19,7 @@ import trio
 from artfs.versions.download import copy_entry
 from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOnly
 from artfs.drafts.draft import Draft
+from artfs.drafts.files import WouldBlock
 from artfs.fs.content import ContentSource
 from artfs.fs.handles import Handles
 from artfs.fs.kernel import Kernel
@@ -127,8 +128,13 @@ class DraftChanges:
         parent = self.tree.node(parent_ino)
         name = file_name(raw_name)
         self._in_draft(parent)
-        # One worker-thread call makes the row, the data file and the descriptor.
-        attr, fd = await self._blocking(self._draft(parent).create_open, parent.dino, name, mode)
+        # One call makes the row, the data file and the descriptor: on this thread unless it
+        # would wait for a lock (a hand-off to a worker thread costs more than the call).
+        draft = self._draft(parent)
+        try:
+            attr, fd = draft.create_open(parent.dino, name, mode, wait=False)
+        except WouldBlock:
+            attr, fd = await self._blocking(draft.create_open, parent.dino, name, mode)
         child, reply = self._reply_new(parent, attr)
         f = DraftFile(child, fd)
         f.dirty = True
@@ -196,7 +202,11 @@ class DraftChanges:
         if not isinstance(f, DraftFile):
             raise FsError(errno.EBADF)
         f.dirty = True
-        return await self._blocking(self._draft(f.node).write, f.node.dino, f.fd, buf, off)
+        draft = self._draft(f.node)
+        try:  # a small file's page-cache write on this thread (see files.INLINE_WRITES)
+            return draft.write(f.node.dino, f.fd, buf, off, wait=False)
+        except WouldBlock:
+            return await self._blocking(draft.write, f.node.dino, f.fd, buf, off)
 
     async def flush(self, fh: int) -> None:
         """close() waits for this: with sync-on-close a closed draft file is durable across a
