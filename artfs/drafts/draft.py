@@ -17,6 +17,7 @@ import base64
 import errno
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -139,12 +140,16 @@ class Draft(StagedDraft):
         try:
             with self._lock:
                 with self._tx(sync=False, wait=wait) as db:
-                    self._check_new(db, parent, name)
+                    check_entry_name(name)
+                    self._materialize(db, parent)
                     now = time.time_ns()
-                    ino = db.execute(
-                        "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                        (parent, name, FILE, file_mode(mode), now),
-                    ).lastrowid
+                    try:  # (UNIQUE(parent, name) says whether it exists: no SELECT first)
+                        ino = db.execute(
+                            "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                            (parent, name, FILE, file_mode(mode), now),
+                        ).lastrowid
+                    except sqlite3.IntegrityError:
+                        raise FsError(errno.EEXIST) from None
                     self._touch(db, parent, now)
                     try:
                         fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -55,6 +55,7 @@ class DraftTable:
         self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")  # another process (a viewing mount, the CLI) writing
+        self._quick_db: sqlite3.Connection | None = None
         # NORMAL by default: a change survives the process dying, and reaches the disk with
         # the next synchronous (FULL) transaction, which flushes every frame before it.
         # Namespace changes are FULL only with sync-on-close (`durable`); else at the next fsync.
@@ -95,6 +96,8 @@ class DraftTable:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            if self._quick_db is not None:
+                self._quick_db.close()
             if self.ns is not None:
                 self.ns.close()
 
@@ -102,45 +105,47 @@ class DraftTable:
     @contextmanager
     def _tx(self, sync: bool | None = None, wait: bool = True):
         """A write transaction; `sync`: flushed to disk at commit (default: if durable).
-        `wait` False: WouldBlock instead of waiting for another process's transaction."""
+        `wait` False (with sync False): WouldBlock instead of waiting for another process's
+        transaction, on a second connection whose busy timeout is 0."""
         sync = self.durable if sync is None else sync
         with self._lock:
+            db = self.db if wait or sync else self._quick()
             try:
-                if sync != self._synchronous:
-                    self.db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
+                if db is self.db and sync != self._synchronous:
+                    db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
                     self._synchronous = sync
                 self._tx_listed = []
-                self._begin(wait)
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as e:
+                    if db is not self.db and ("locked" in str(e) or "busy" in str(e)):
+                        raise WouldBlock() from None
+                    raise
                 self._ns_check()
-                changes = self.db.total_changes
-                yield self.db
-                self.db.execute("COMMIT")
+                changes = db.total_changes
+                yield db
+                db.execute("COMMIT")
                 self._listed.update(self._tx_listed)
-                if self.ns is None and self.db.total_changes != changes:
+                if self.ns is None and db.total_changes != changes:
                     self._announce()
             except sqlite3.OperationalError as e:
-                self.db.execute("ROLLBACK") if self.db.in_transaction else None
+                db.execute("ROLLBACK") if db.in_transaction else None
                 if "full" in str(e):
                     raise self.no_space() from None
                 raise
             except BaseException:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
 
-    def _begin(self, wait: bool) -> None:
-        if wait:
-            self.db.execute("BEGIN IMMEDIATE")
-            return
-        self.db.execute("PRAGMA busy_timeout=0")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            if "locked" in str(e) or "busy" in str(e):
-                raise WouldBlock() from None
-            raise
-        finally:
-            self.db.execute("PRAGMA busy_timeout=5000")
+    def _quick(self) -> sqlite3.Connection:
+        """The connection of transactions that must not wait (see _tx)."""
+        if self._quick_db is None:
+            db = sqlite3.connect(os.path.join(self.path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._quick_db = db
+        return self._quick_db
 
     # -- the namespace cache -----------------------------------------------------------------
     def _ns_check(self) -> None:
