@@ -110,6 +110,12 @@ class WriteTracker:
         finally:
             self._lock.release()
 
+    def in_order(self, ino: int, end: int) -> bool:
+        """Whether the file's bytes up to `end` were all written in order from offset 0 (and
+        nothing after them yet)."""
+        seq = self._seq.get(ino)
+        return seq is not None and seq.size == end
+
     def digest(self, ino: int, size: int) -> tuple[Hashes, int] | None:
         """(digests, generation) if the file's `size` bytes were all hashed in order."""
         with self._lock:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import trio
 
 from artfs.versions.download import copy_entry
+from artfs.versions.publish import stores_blocks
 from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOnly
 from artfs.drafts.draft import Draft
+from artfs.drafts.early import EarlyBlocks
 from artfs.drafts.files import WouldBlock
 from artfs.fs.content import ContentSource
 from artfs.fs.handles import Handles
@@ -27,7 +29,7 @@ from artfs.fs.reader import OpenFile
 from artfs.fs.refs import RefHandle, RefReader
 from artfs.fs.replies import Opened, Reply
 from artfs.fs.tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Attr, Node, Tree
-from artfs.store.manifest import Entry
+from artfs.store.manifest import BLOCK_SIZE, Entry
 from artfs.names import kernel_name as file_name
 from artfs.store.registry import check_creator, check_metadata
 
@@ -59,6 +61,7 @@ class DraftChanges:
     kernel: Kernel
     _results: dict[str, bytes]
     _refs: RefReader
+    _early: EarlyBlocks | None = None  # large files' blocks uploaded as they are written
 
     if TYPE_CHECKING:
 
@@ -204,9 +207,17 @@ class DraftChanges:
         f.dirty = True
         draft = self._draft(f.node)
         try:  # a small file's page-cache write on this thread (see files.INLINE_WRITES)
-            return draft.write(f.node.dino, f.fd, buf, off, wait=False)
+            n = draft.write(f.node.dino, f.fd, buf, off, wait=False)
         except WouldBlock:
-            return await self._blocking(draft.write, f.node.dino, f.fd, buf, off)
+            n = await self._blocking(draft.write, f.node.dino, f.fd, buf, off)
+        if off + n >= BLOCK_SIZE and draft.writes.in_order(f.node.dino, off + n):
+            self._early_blocks().written(draft, f.node.dino, off, n)  # uploaded while written
+        return n
+
+    def _early_blocks(self) -> EarlyBlocks:
+        if self._early is None:
+            self._early = EarlyBlocks(self.content.store, enabled=stores_blocks)
+        return self._early
 
     async def flush(self, fh: int) -> None:
         """close() waits for this: with sync-on-close a closed draft file is durable across a
@@ -306,6 +317,8 @@ class DraftChanges:
             }
             artifact = node.artifact
             assert artifact is not None  # a draft belongs to an artifact
+            if self._early is not None:  # blocks still being sent: not sent twice
+                await trio.to_thread.run_sync(self._early.drain)
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed)
             )
