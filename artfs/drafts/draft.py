@@ -322,13 +322,23 @@ class Draft(StagedDraft):
         return ino == ancestor
 
     def setattr(
-        self, ino: int, mode: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None
+        self,
+        ino: int,
+        mode: int | None = None,
+        mtime_ns: int | None = None,
+        atime_ns: int | None = None,
+        wait: bool = True,
     ) -> Attr:
         """chmod and utime; the ctime moves to now, as on ext4 (a local file's data file
-        keeps its size and times; its row the mode and the ctime of a chmod)."""
-        with self._lock:
-            with self._tx() as db:
-                row = self._row(ino)
+        keeps its size and times; its row the mode and the ctime of a chmod). `wait` False
+        (the mount's trio thread): WouldBlock rather than wait for a lock or a flush."""
+        if not wait and self.durable:
+            raise WouldBlock()
+        if not self._lock.acquire(blocking=wait):
+            raise WouldBlock()
+        try:
+            with self._tx(wait=wait) as db:
+                row = self._row(ino, db)
                 db.execute("UPDATE node SET ctime_ns=? WHERE ino=?", (time.time_ns(), ino))
                 if mode is not None:
                     db.execute(
@@ -346,8 +356,10 @@ class Draft(StagedDraft):
                             db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
                         if atime_ns is not None:
                             db.execute("UPDATE node SET atime_ns=? WHERE ino=?", (atime_ns, ino))
-                row = self._row(ino)
+                row = self._row(ino, db)
             return self._attr(row)  # after the commit: into the cache too
+        finally:
+            self._lock.release()
 
     # -- committing -------------------------------------------------------------------------
     def note_committed(self, version: str) -> None:

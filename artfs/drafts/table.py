@@ -214,8 +214,8 @@ class DraftTable:
         if self.ns is not None:
             self.ns.drop(ino)
 
-    def _row(self, ino: int):
-        row = self.db.execute(f"SELECT {ROW} FROM node WHERE ino=?", (ino,)).fetchone()
+    def _row(self, ino: int, db: sqlite3.Connection | None = None):
+        row = (db or self.db).execute(f"SELECT {ROW} FROM node WHERE ino=?", (ino,)).fetchone()
         if row is None:
             raise FsError(errno.ENOENT)
         return row

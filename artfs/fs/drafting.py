@@ -279,7 +279,10 @@ class DraftChanges:
                     await self._redirect_readers(node)
                 await self._blocking(draft.truncate, node.dino, size)
             if mode is not None or mtime_ns is not None or atime_ns is not None:
-                await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)
+                try:  # (cp -a, rsync: a chmod and a utime per file, on this thread when nothing waits)
+                    draft.setattr(node.dino, mode, mtime_ns, atime_ns, wait=False)
+                except WouldBlock:
+                    await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)
         except ArtfsError as e:
             held = self.handles.held(node.ino, (DraftFile,)) if e.errno == errno.ENOENT else None
             if held is None:

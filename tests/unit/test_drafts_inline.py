@@ -131,3 +131,33 @@ def test_a_written_file_s_attributes_come_from_memory_and_are_the_table_s(drafts
         os.close(fd)
     owner.unlink(ROOT, "f")
     assert owner.cached_attr(attr.ino) is None  # gone: not answered from memory
+
+
+def test_chmod_and_utime_without_waiting_are_the_table_s(drafts):
+    owner, other = drafts
+    attr, fd = owner.create_open(ROOT, "f", 0o600)
+    os.close(fd)
+    sub = owner.mkdir(ROOT, "sub", 0o755)
+    got = owner.setattr(attr.ino, mode=0o755, wait=False)
+    assert got.mode == 0o755 and got == other.getattr(attr.ino)
+    got = owner.setattr(attr.ino, mtime_ns=1_234_567_890_123, atime_ns=1_000_000_000_000, wait=False)
+    assert (got.mtime_ns, got.atime_ns) == (1_234_567_890_123, 1_000_000_000_000)
+    assert got == other.getattr(attr.ino) == owner.cached_attr(attr.ino)
+    got = owner.setattr(sub.ino, mode=0o700, mtime_ns=5_000_000_000, wait=False)
+    assert (got.mode, got.mtime_ns) == (0o700, 5_000_000_000) and got == other.getattr(sub.ino)
+
+
+def test_chmod_would_block_while_another_process_writes_the_table(drafts):
+    owner, other = drafts
+    attr, fd = owner.create_open(ROOT, "f", 0o600)
+    os.close(fd)
+    db = sqlite3.connect(os.path.join(owner.path, "tree.sqlite"), isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(WouldBlock):
+            owner.setattr(attr.ino, mode=0o755, wait=False)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    assert other.getattr(attr.ino).mode == 0o600  # nothing changed
+    assert owner.setattr(attr.ino, mode=0o755).mode == 0o755
