@@ -17,6 +17,11 @@ loopback and measures, repeating each measurement --reps times (medians are repo
     small       --small-count files of 4 KiB in --folders folders, the same three ways (boto3:
                 a pool of 16 threads calling put_object). Seconds.
 
+For big and small, `artfs put` of the same folder (no mount), and the ceiling in the same run:
+`cp -r` alone into scripts/bench/passthrough_rw.py (a writable pyfuse3 + trio passthrough, one
+system call per request on the trio thread: what any Python FUSE daemon costs) and onto local
+disk. Issue 12 point 4's targets are rendered against this run's figures.
+
 Every system publishes into a prefix of its own that is new for each repetition (artfs dedupes
 content within a store, so a second publish of the same bytes into the same store would upload
 nothing). The source files are read once before each measurement, so every system starts with
