@@ -100,9 +100,17 @@ class EarlyBlocks:
         self.uploaded += 1
 
     def drain(self) -> None:
-        """Waits until every queued block is sent (a commit then finds them all stored)."""
+        """Waits until every queued block is sent."""
         with self._idle:
             while self._queue or self._running:
+                self._idle.wait()
+
+    def settle(self) -> None:
+        """Before a commit: drops the blocks not started (the commit sends them, more at once
+        than these workers) and waits for those being sent (so none is sent twice)."""
+        with self._idle:
+            self._queue.clear()
+            while self._running:
                 self._idle.wait()
 
     def close(self) -> None:

@@ -320,8 +320,8 @@ class DraftChanges:
             }
             artifact = node.artifact
             assert artifact is not None  # a draft belongs to an artifact
-            if self._early is not None:  # blocks still being sent: not sent twice
-                await trio.to_thread.run_sync(self._early.drain)
+            if self._early is not None:  # blocks being sent: not sent twice
+                await trio.to_thread.run_sync(self._early.settle)
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed)
             )

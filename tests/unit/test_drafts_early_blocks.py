@@ -120,3 +120,18 @@ def test_a_file_not_written_in_order_sends_nothing_early():
         assert await _commit_and_read(core, draft, b"big.bin") == data
 
     _run(body)
+
+
+def test_a_commit_right_after_the_copy_stores_every_block():
+    """The commit does not wait for the early uploads' queue: it sends what they did not."""
+    data = os.urandom(4 * BLOCK_SIZE + 777)
+    blocks = [data[k : k + BLOCK_SIZE] for k in range(0, len(data), BLOCK_SIZE)]
+
+    async def body(core, store_path):
+        fs = core.fs
+        draft = await _draft(fs)
+        await _write(fs, draft, b"big.bin", data, _in_order)
+        assert await _commit_and_read(core, draft, b"big.bin") == data
+        assert all(_stored(store_path, b) for b in blocks)
+
+    _run(body)
