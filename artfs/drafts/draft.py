@@ -17,6 +17,7 @@ import base64
 import errno
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -24,7 +25,7 @@ from typing import TypeVar
 import msgpack
 
 from artfs.content.carry import CarriedRange
-from artfs.drafts.files import remove_file
+from artfs.drafts.files import WouldBlock, remove_file
 from artfs.drafts.namespace import DIR, FILE, ROOT, Attr, check_entry_name, file_mode
 from artfs.drafts.staging import StagedDraft
 from artfs.drafts.table import REF_ORIGIN
@@ -126,20 +127,29 @@ class Draft(StagedDraft):
         os.close(fd)
         return attr
 
-    def create_open(self, parent: int, name: str, mode: int) -> tuple[Attr, int]:
+    def create_open(self, parent: int, name: str, mode: int, wait: bool = True) -> tuple[Attr, int]:
         """A new empty file written locally, and a read-write descriptor on it: all that
         FUSE's create needs, in one call. The data file exists before the row does; the row
-        is not flushed to disk here but when the file is closed (close_file)."""
+        is not flushed to disk here but when the file is closed (close_file). `wait` False
+        (the mount's trio thread): WouldBlock rather than wait for a lock."""
         fd = None
+        if not wait and parent not in self._listed:  # listing a base folder first: too long
+            raise WouldBlock()
+        if not self._lock.acquire(blocking=wait):
+            raise WouldBlock()
         try:
             with self._lock:
-                with self._tx(sync=False) as db:
-                    self._check_new(db, parent, name)
+                with self._tx(sync=False, wait=wait) as db:
+                    check_entry_name(name)
+                    self._materialize(db, parent)
                     now = time.time_ns()
-                    ino = db.execute(
-                        "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
-                        (parent, name, FILE, file_mode(mode), now),
-                    ).lastrowid
+                    try:  # (UNIQUE(parent, name) says whether it exists: no SELECT first)
+                        ino = db.execute(
+                            "INSERT INTO node(parent, name, kind, mode, mtime_ns) VALUES (?,?,?,?,?)",
+                            (parent, name, FILE, file_mode(mode), now),
+                        ).lastrowid
+                    except sqlite3.IntegrityError:
+                        raise FsError(errno.EEXIST) from None
                     self._touch(db, parent, now)
                     try:
                         fd = os.open(self.data_path(ino), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -157,6 +167,8 @@ class Draft(StagedDraft):
             if fd is not None:
                 os.close(fd)
             raise
+        finally:
+            self._lock.release()
         return attr, fd
 
     def _freeing(self, change: Callable[[], T]) -> T:
@@ -310,13 +322,23 @@ class Draft(StagedDraft):
         return ino == ancestor
 
     def setattr(
-        self, ino: int, mode: int | None = None, mtime_ns: int | None = None, atime_ns: int | None = None
+        self,
+        ino: int,
+        mode: int | None = None,
+        mtime_ns: int | None = None,
+        atime_ns: int | None = None,
+        wait: bool = True,
     ) -> Attr:
         """chmod and utime; the ctime moves to now, as on ext4 (a local file's data file
-        keeps its size and times; its row the mode and the ctime of a chmod)."""
-        with self._lock:
-            with self._tx() as db:
-                row = self._row(ino)
+        keeps its size and times; its row the mode and the ctime of a chmod). `wait` False
+        (the mount's trio thread): WouldBlock rather than wait for a lock or a flush."""
+        if not wait and self.durable:
+            raise WouldBlock()
+        if not self._lock.acquire(blocking=wait):
+            raise WouldBlock()
+        try:
+            with self._tx(wait=wait) as db:
+                row = self._row(ino, db)
                 db.execute("UPDATE node SET ctime_ns=? WHERE ino=?", (time.time_ns(), ino))
                 if mode is not None:
                     db.execute(
@@ -334,8 +356,10 @@ class Draft(StagedDraft):
                             db.execute("UPDATE node SET mtime_ns=? WHERE ino=?", (mtime_ns, ino))
                         if atime_ns is not None:
                             db.execute("UPDATE node SET atime_ns=? WHERE ino=?", (atime_ns, ino))
-                row = self._row(ino)
+                row = self._row(ino, db)
             return self._attr(row)  # after the commit: into the cache too
+        finally:
+            self._lock.release()
 
     # -- committing -------------------------------------------------------------------------
     def note_committed(self, version: str) -> None:

@@ -29,6 +29,10 @@ import threading
 from artfs.digest import Hasher, Hashes
 
 JOURNAL_LIMIT = 256 << 10  # files up to this size are journaled at close instead of fsynced
+# Writes ending within this many bytes of a file's start may be made on the mount's trio thread
+# (a page-cache write of a small file, ~10 µs: cheaper than the hand-off to a worker thread);
+# further ones, which dirty throttling may hold for long, go through a worker thread.
+INLINE_WRITES = 1 << 20
 RESERVE = 4 << 20  # disk space held back so that removing things works on a full disk
 
 _boot: str | None = None
@@ -44,6 +48,11 @@ def boot_id() -> str:
         except OSError:
             _boot = ""  # unknown: every open counts as after a reboot (restores: safe, slower)
     return os.environ.get("ARTFS_TEST_BOOT_ID", _boot)
+
+
+class WouldBlock(Exception):
+    """A call made with wait=False (on the mount's trio thread) would have had to wait for a
+    lock another thread or process holds: the caller runs it again in a worker thread."""
 
 
 class WriteTracker:
@@ -69,9 +78,12 @@ class WriteTracker:
             self._gen[ino] = self._gen.get(ino, 0) + 1
             self._seq.pop(ino, None)
 
-    def write(self, ino: int, fd: int, data: bytes, off: int) -> int:
-        """pwrite, feeding the sequential hash when the write continues it."""
+    def write(self, ino: int, fd: int, data: bytes, off: int, wait: bool = True) -> int:
+        """pwrite, feeding the sequential hash when the write continues it (`wait` False:
+        WouldBlock rather than wait for the lock)."""
         if ino not in self._seq:
+            if not wait:  # (rare: not worth a second lock-free path)
+                raise WouldBlock()
             n = os.pwrite(fd, data, off)
             with self._lock:
                 self._gen[ino] = self._gen.get(ino, 0) + 1
@@ -79,7 +91,9 @@ class WriteTracker:
             return n
         # Under the lock: the order of the bytes written and the order they are hashed
         # must be the same, whatever order concurrent WRITEs arrive in.
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            raise WouldBlock()
+        try:
             self._gen[ino] = self._gen.get(ino, 0) + 1
             seq = self._seq.get(ino)
             try:
@@ -93,6 +107,14 @@ class WriteTracker:
                 else:
                     del self._seq[ino]
             return n
+        finally:
+            self._lock.release()
+
+    def in_order(self, ino: int, end: int) -> bool:
+        """Whether the file's bytes up to `end` were all written in order from offset 0 (and
+        nothing after them yet)."""
+        seq = self._seq.get(ino)
+        return seq is not None and seq.size == end
 
     def digest(self, ino: int, size: int) -> tuple[Hashes, int] | None:
         """(digests, generation) if the file's `size` bytes were all hashed in order."""

@@ -82,6 +82,10 @@ class NamespaceCache:
         self.dirs: dict[int, dict[str, int]] = {}
         self.attrs: dict[int, Attr] = {}
         self.big: set[int] = set()  # folders too big to cache
+        # Local files written since their attributes were cached: ino -> (mode, ctime_ns) of
+        # their row, so that their attributes are those plus a stat of their data file, with
+        # no SQLite (a write changes only the data file's size and times).
+        self.written: dict[int, tuple[int, int]] = {}
         self.names = 0
 
     def valid(self) -> bool:
@@ -108,6 +112,7 @@ class NamespaceCache:
     def _clear(self) -> None:
         self.dirs.clear()
         self.attrs.clear()
+        self.written.clear()
         self.big.clear()
         self.names = 0
 
@@ -160,6 +165,7 @@ class NamespaceCache:
             if names is not None and names.pop(name, None) is not None:
                 self.names -= 1
             self.attrs.pop(ino, None)
+            self.written.pop(ino, None)
             self.dirs.pop(ino, None)
 
     def moved(self, parent: int, name: str, new_parent: int, new_name: str, ino: int, replaced: int | None) -> None:
@@ -170,6 +176,7 @@ class NamespaceCache:
                 self.names -= 1
             if replaced is not None:
                 self.attrs.pop(replaced, None)
+                self.written.pop(replaced, None)
                 self.dirs.pop(replaced, None)
             new = self.dirs.get(new_parent)
             if new is not None:
@@ -181,6 +188,7 @@ class NamespaceCache:
         if len(self.attrs) >= NS_CACHE_LIMIT:
             self._clear()
         self.attrs[attr.ino] = attr
+        self.written.pop(attr.ino, None)
 
     def put(self, attr: Attr) -> None:
         with self.lock:
@@ -192,10 +200,24 @@ class NamespaceCache:
         with self.lock:
             if current(attr.ino) == generation:
                 self._put(attr)
+            else:  # (its mode may be new: a chmod read these)
+                self.written.pop(attr.ino, None)
 
     def drop(self, ino: int) -> None:
         with self.lock:
             self.attrs.pop(ino, None)
+            self.written.pop(ino, None)
+
+    def wrote(self, ino: int) -> None:
+        """A local file's bytes changed: its cached size and times are stale, its row's mode
+        and ctime are not (see `written`)."""
+        with self.lock:
+            a = self.attrs.pop(ino, None)
+            if a is not None and a.kind == FILE:
+                if len(self.written) >= NS_CACHE_LIMIT:
+                    self.written.clear()
+                # (a.ctime_ns: the row's, or the data file's older one: the stat's is newer)
+                self.written[ino] = (a.mode, a.ctime_ns)
 
     # -- reads, on any thread -----------------------------------------------------------
     def lookup(self, parent: int, name: str) -> Attr | None:
@@ -216,6 +238,13 @@ class NamespaceCache:
             return None
         with self.lock:
             return self.attrs.get(ino)
+
+    def written_row(self, ino: int) -> tuple[int, int] | None:
+        """(mode, ctime_ns) of a local file written since its attributes were cached."""
+        if not self.valid():
+            return None
+        with self.lock:
+            return self.written.get(ino)
 
 
 def check_entry_name(name: str) -> None:

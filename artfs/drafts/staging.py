@@ -21,7 +21,9 @@ import sqlite3
 from collections.abc import Callable
 
 from artfs.drafts.files import (
+    INLINE_WRITES,
     JOURNAL_LIMIT,
+    WouldBlock,
     boot_id,
     create_empty,
     fsync_path,
@@ -40,6 +42,31 @@ class StagedDraft(DraftTable):
         super().__init__(path, base, durable, cache_namespace)
         self._journaled: set[int] = set()  # files whose bytes the journal holds (see close_file)
         self._open_journal()
+
+    # -- attributes of written files, without SQLite ----------------------------------
+    def _ns_written(self, ino: int) -> None:
+        """After a local file changed: its cached size and time are no longer right, but its
+        mode and ctime are (the kernel asks for the attributes of a file it wrote to: a stat
+        of the data file answers, on the mount's trio thread, see cached_attr)."""
+        if self.ns is not None:
+            self.ns.wrote(ino)
+
+    def cached_attr(self, ino: int) -> Attr | None:
+        a = super().cached_attr(ino)
+        if a is not None or self.ns is None:
+            return a
+        row = self.ns.written_row(ino)
+        if row is None:
+            return None
+        gen = self.writes.generation(ino)
+        try:
+            st = os.stat(self.data_path(ino))  # (its inode is cached: no disk read)
+        except FileNotFoundError:  # unlinked meanwhile: the worker thread's answer
+            return None
+        mode, ctime_ns = row
+        attr = Attr(ino, FILE, mode, st.st_size, st.st_mtime_ns, max(st.st_ctime_ns, ctime_ns), st.st_atime_ns)
+        self.ns.put_local(attr, gen, self.writes.generation)
+        return attr
 
     # -- the journal of closed small files (files.py) ----------------------------------
     def _open_journal(self) -> None:
@@ -119,17 +146,20 @@ class StagedDraft(DraftTable):
         else:
             self._journaled.add(ino)
 
-    def write(self, ino: int, fd: int, data: bytes, off: int) -> int:
+    def write(self, ino: int, fd: int, data: bytes, off: int, wait: bool = True) -> int:
         """pwrite into a local file. The first write after a close that journaled the file
         first makes that content durable in place (fsync), so the journal's copy is never
-        restored over newer bytes."""
+        restored over newer bytes. `wait` False (the mount's trio thread): WouldBlock
+        instead of anything that may wait (a lock, that fsync, a write past INLINE_WRITES)."""
+        if not wait and (ino in self._journaled or off + len(data) > INLINE_WRITES):
+            raise WouldBlock()
         if ino in self._journaled:
             os.fsync(fd)
             with self._tx(sync=True) as db:
                 db.execute("UPDATE journal SET data=NULL WHERE ino=?", (ino,))
                 self._journaled.discard(ino)
         try:
-            return self.writes.write(ino, fd, data, off)
+            return self.writes.write(ino, fd, data, off, wait)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise self.no_space() from None

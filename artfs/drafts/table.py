@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import msgpack
 
-from artfs.drafts.files import Reserve, WriteTracker
+from artfs.drafts.files import Reserve, WouldBlock, WriteTracker
 from artfs.drafts.info import ADDED_COLUMNS, ADDED_INDEX, ADDED_REMOVED, DraftInfo
 from artfs.drafts.namespace import (
     DIR,
@@ -55,6 +55,7 @@ class DraftTable:
         self.db = sqlite3.connect(os.path.join(path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA busy_timeout=5000")  # another process (a viewing mount, the CLI) writing
+        self._quick_db: sqlite3.Connection | None = None
         # NORMAL by default: a change survives the process dying, and reaches the disk with
         # the next synchronous (FULL) transaction, which flushes every frame before it.
         # Namespace changes are FULL only with sync-on-close (`durable`); else at the next fsync.
@@ -95,37 +96,56 @@ class DraftTable:
     def close(self) -> None:
         with self._lock:
             self.db.close()
+            if self._quick_db is not None:
+                self._quick_db.close()
             if self.ns is not None:
                 self.ns.close()
 
     # -- transactions ------------------------------------------------------------------
     @contextmanager
-    def _tx(self, sync: bool | None = None):
-        """A write transaction; `sync`: flushed to disk at commit (default: if durable)."""
+    def _tx(self, sync: bool | None = None, wait: bool = True):
+        """A write transaction; `sync`: flushed to disk at commit (default: if durable).
+        `wait` False (with sync False): WouldBlock instead of waiting for another process's
+        transaction, on a second connection whose busy timeout is 0."""
         sync = self.durable if sync is None else sync
         with self._lock:
+            db = self.db if wait or sync else self._quick()
             try:
-                if sync != self._synchronous:
-                    self.db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
+                if db is self.db and sync != self._synchronous:
+                    db.execute("PRAGMA synchronous=" + ("FULL" if sync else "NORMAL"))
                     self._synchronous = sync
                 self._tx_listed = []
-                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as e:
+                    if db is not self.db and ("locked" in str(e) or "busy" in str(e)):
+                        raise WouldBlock() from None
+                    raise
                 self._ns_check()
-                changes = self.db.total_changes
-                yield self.db
-                self.db.execute("COMMIT")
+                changes = db.total_changes
+                yield db
+                db.execute("COMMIT")
                 self._listed.update(self._tx_listed)
-                if self.ns is None and self.db.total_changes != changes:
+                if self.ns is None and db.total_changes != changes:
                     self._announce()
             except sqlite3.OperationalError as e:
-                self.db.execute("ROLLBACK") if self.db.in_transaction else None
+                db.execute("ROLLBACK") if db.in_transaction else None
                 if "full" in str(e):
                     raise self.no_space() from None
                 raise
             except BaseException:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
+
+    def _quick(self) -> sqlite3.Connection:
+        """The connection of transactions that must not wait (see _tx)."""
+        if self._quick_db is None:
+            db = sqlite3.connect(os.path.join(self.path, "tree.sqlite"), check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=0")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._quick_db = db
+        return self._quick_db
 
     # -- the namespace cache -----------------------------------------------------------------
     def _ns_check(self) -> None:
@@ -194,8 +214,8 @@ class DraftTable:
         if self.ns is not None:
             self.ns.drop(ino)
 
-    def _row(self, ino: int):
-        row = self.db.execute(f"SELECT {ROW} FROM node WHERE ino=?", (ino,)).fetchone()
+    def _row(self, ino: int, db: sqlite3.Connection | None = None):
+        row = (db or self.db).execute(f"SELECT {ROW} FROM node WHERE ino=?", (ino,)).fetchone()
         if row is None:
             raise FsError(errno.ENOENT)
         return row

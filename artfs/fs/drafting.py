@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 import trio
 
 from artfs.versions.download import copy_entry
+from artfs.versions.publish import stores_blocks
 from artfs.errors import ArtfsError, FsError, InvalidInput, NotSupported, ReadOnly
 from artfs.drafts.draft import Draft
+from artfs.drafts.early import EarlyBlocks
+from artfs.drafts.files import WouldBlock
 from artfs.fs.content import ContentSource
 from artfs.fs.handles import Handles
 from artfs.fs.kernel import Kernel
@@ -26,7 +29,7 @@ from artfs.fs.reader import OpenFile
 from artfs.fs.refs import RefHandle, RefReader
 from artfs.fs.replies import Opened, Reply
 from artfs.fs.tree import DRAFT, DRAFTS_DIR, IN_DRAFT, PROJECT, ROOT, Attr, Node, Tree
-from artfs.store.manifest import Entry
+from artfs.store.manifest import BLOCK_SIZE, Entry
 from artfs.names import kernel_name as file_name
 from artfs.store.registry import check_creator, check_metadata
 
@@ -58,6 +61,7 @@ class DraftChanges:
     kernel: Kernel
     _results: dict[str, bytes]
     _refs: RefReader
+    _early: EarlyBlocks | None = None  # large files' blocks uploaded as they are written
 
     if TYPE_CHECKING:
 
@@ -127,8 +131,13 @@ class DraftChanges:
         parent = self.tree.node(parent_ino)
         name = file_name(raw_name)
         self._in_draft(parent)
-        # One worker-thread call makes the row, the data file and the descriptor.
-        attr, fd = await self._blocking(self._draft(parent).create_open, parent.dino, name, mode)
+        # One call makes the row, the data file and the descriptor: on this thread unless it
+        # would wait for a lock (a hand-off to a worker thread costs more than the call).
+        draft = self._draft(parent)
+        try:
+            attr, fd = draft.create_open(parent.dino, name, mode, wait=False)
+        except WouldBlock:
+            attr, fd = await self._blocking(draft.create_open, parent.dino, name, mode)
         child, reply = self._reply_new(parent, attr)
         f = DraftFile(child, fd)
         f.dirty = True
@@ -196,7 +205,19 @@ class DraftChanges:
         if not isinstance(f, DraftFile):
             raise FsError(errno.EBADF)
         f.dirty = True
-        return await self._blocking(self._draft(f.node).write, f.node.dino, f.fd, buf, off)
+        draft = self._draft(f.node)
+        try:  # a small file's page-cache write on this thread (see files.INLINE_WRITES)
+            n = draft.write(f.node.dino, f.fd, buf, off, wait=False)
+        except WouldBlock:
+            n = await self._blocking(draft.write, f.node.dino, f.fd, buf, off)
+        if off + n >= BLOCK_SIZE and draft.writes.in_order(f.node.dino, off + n):
+            self._early_blocks().written(draft, f.node.dino, off, n)  # uploaded while written
+        return n
+
+    def _early_blocks(self) -> EarlyBlocks:
+        if self._early is None:
+            self._early = EarlyBlocks(self.content.store, enabled=stores_blocks)
+        return self._early
 
     async def flush(self, fh: int) -> None:
         """close() waits for this: with sync-on-close a closed draft file is durable across a
@@ -258,7 +279,10 @@ class DraftChanges:
                     await self._redirect_readers(node)
                 await self._blocking(draft.truncate, node.dino, size)
             if mode is not None or mtime_ns is not None or atime_ns is not None:
-                await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)
+                try:  # (cp -a, rsync: a chmod and a utime per file, on this thread when nothing waits)
+                    draft.setattr(node.dino, mode, mtime_ns, atime_ns, wait=False)
+                except WouldBlock:
+                    await self._blocking(draft.setattr, node.dino, mode, mtime_ns, atime_ns)
         except ArtfsError as e:
             held = self.handles.held(node.ino, (DraftFile,)) if e.errno == errno.ENOENT else None
             if held is None:
@@ -296,6 +320,8 @@ class DraftChanges:
             }
             artifact = node.artifact
             assert artifact is not None  # a draft belongs to an artifact
+            if self._early is not None:  # blocks being sent: not sent twice
+                await trio.to_thread.run_sync(self._early.settle)
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed)
             )
