@@ -56,10 +56,6 @@ RUNS = "runs"
 PARTS = "parts"
 QUEUE_BYTES = 256 << 20  # pieces waiting for a writer thread, at most
 WRITERS = 2
-# Writes go through the page cache: the kernel writes them back later in its own threads, off a
-# cold stream's path (an O_DIRECT write waits for the disk the store is reading from, and each
-# return re-takes the GIL from the thread answering the kernel). Reads stay O_DIRECT.
-DIRECT_WRITES = False
 STALE_TEMP = 3600.0  # seconds after which a temp file in the cache is a leftover
 
 
@@ -264,7 +260,7 @@ class ContentCache:
     def _put_part(self, name: str, data: bytes) -> None:
         obj, offset = name.split(".")
         os.makedirs(os.path.join(self.root, PARTS, name[:2]), exist_ok=True)
-        if self._store_file(name, data, direct=DIRECT_WRITES and self._use_direct(len(data))):
+        if self._store_file(name, data, direct=self._use_direct(len(data))):
             with self._lock:
                 if ("part", name) in self._queued:
                     self._parts.setdefault(obj, set()).add(int(offset))  # (evicted meanwhile)
@@ -273,7 +269,7 @@ class ContentCache:
 
     def put(self, digest: bytes, data: bytes) -> None:
         """Stores verified bytes. A full disk is logged and skipped: the cache is only a cache."""
-        self._store_file(digest.hex(), data, direct=DIRECT_WRITES and self._use_direct(len(data)))
+        self._store_file(digest.hex(), data, direct=self._use_direct(len(data)))
 
     # -- runs of small files --------------------------------------------------------------
     def put_run(self, pack_key: str, start: int, data: bytes) -> None:
