@@ -445,7 +445,7 @@ class ContentCache:
         try:
             aligned = len(data) - len(data) % _BLOCK
             buf = self._buffer()
-            buf[:aligned] = data[:aligned]
+            buf[:aligned] = memoryview(data)[:aligned]  # (slicing a bytearray would copy it first)
             _write_all(fd, memoryview(buf)[:aligned])
             if aligned < len(data):  # the tail is no whole block: through the page cache
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)

@@ -44,6 +44,48 @@ _PART = 16 << 20  # put_file: part size (at least), and parts sent at once
 _PARTS_AT_ONCE = 8
 
 
+# Parts this large are read straight off the socket into a buffer of their own (one copy,
+# kernel to buffer) instead of through botocore's and urllib3's read(n), which costs a fresh
+# bytes object per read and more CPU per byte (a 1 MiB part: 4.0 against 2.4-3.3 GB/s here).
+DIRECT_PART = 256 << 10
+
+
+def _wire(body):
+    """The http.client response under botocore's StreamingBody and urllib3's HTTPResponse, when
+    the body is sent as is (no content encoding, not chunked): what can be read into a buffer."""
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    if fp is None or not hasattr(fp, "readinto") or getattr(fp, "chunked", True):
+        return None
+    if raw.headers.get("content-encoding", "identity") != "identity":
+        return None
+    return fp
+
+
+def _read_into(wire, body, n: int) -> bytearray:
+    """Up to n bytes of the body (fewer only at its end), read into one new buffer. The urllib3
+    response's connection goes back to its pool once the body is read to its end, as its own
+    read() does (closing the body would otherwise close the connection)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    try:
+        while got < n:
+            k = wire.readinto(view[got:])
+            if not k:
+                break
+            got += k
+    finally:
+        view.release()
+    if got < n and wire.length:  # the connection broke off before the body's Content-Length
+        raise ConnectionError(f"the body ended {wire.length} bytes early")
+    if wire.isclosed():
+        body._raw_stream.release_conn()
+    if got < n:
+        del buf[got:]
+    return buf
+
+
 class _Abandoned(Exception):
     pass
 
@@ -148,8 +190,11 @@ class S3Store(ObjectStore):
             finally:
                 body.close()
 
-    def _read_part(self, key, body, n: int) -> bytes:
+    def _read_part(self, key, body, n: int) -> bytes | bytearray:
         try:
+            wire = _wire(body) if n >= DIRECT_PART else None
+            if wire is not None:
+                return _read_into(wire, body, n)
             part = body.read(n)
             while 0 < len(part) < n:  # a read may stop short of `amt` only at the end of the body
                 more = body.read(n - len(part))
