@@ -33,6 +33,16 @@ def test_what_is_put_comes_back(cache, size):
     assert ContentCache(os.path.dirname(cache.root), 1 << 30).get(digest, size) == data, "a new process reads it"
 
 
+@pytest.mark.parametrize("size", [65536, 100_000, 1 << 20])
+def test_bytes_read_into_a_buffer_are_cached_as_they_are(cache, size):
+    """What the S3 backend reads off the socket comes as a bytearray (its own buffer)."""
+    data = bytearray(os.urandom(size))
+    digest = digest_bytes(data)
+    cache.put_later(digest, data)
+    cache.drain()
+    assert ContentCache(os.path.dirname(cache.root), 1 << 30).get(digest, size) == data
+
+
 @pytest.mark.parametrize("size", [4096, 65536, 100_000, 1 << 20])
 @pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
 def test_a_damaged_file_is_dropped_never_served(cache, size, damage):
