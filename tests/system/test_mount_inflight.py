@@ -40,7 +40,9 @@ def test_a_cached_file_reads_at_once_while_streams_wait_on_a_hung_store(s3_endpo
     hot = rng.randbytes(4 * MiB)
     files = {"hot.bin": hot, **{f"cold{i}.bin": rng.randbytes(12 * MiB) for i in range(STREAMS)}}
     src = write_tree(tmp_path / "src", files)
-    run_artfs(["put", src, "--name", "p/queue", "--type", "dataset"], store=store, cache=str(tmp_path / "c"), env=env).ok()
+    run_artfs(
+        ["put", src, "--name", "p/queue", "--type", "dataset"], store=store, cache=str(tmp_path / "c"), env=env
+    ).ok()
     m = mounter(store, "--timeout", str(TIMEOUT), env=env)
     v0 = m.path("p/queue/v0")
     with open(os.path.join(v0, "hot.bin"), "rb") as f:
