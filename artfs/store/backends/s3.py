@@ -9,6 +9,7 @@ becomes StoreUnavailable within a bounded time instead of a hang.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -48,6 +49,7 @@ _PARTS_AT_ONCE = 8
 # kernel to buffer) instead of through botocore's and urllib3's read(n), which costs a fresh
 # bytes object per read and more CPU per byte (a 1 MiB part: 4.0 against 2.4-3.3 GB/s here).
 DIRECT_PART = 256 << 10
+_PAGE = 4096
 
 
 def _wire(body):
@@ -62,28 +64,29 @@ def _wire(body):
     return fp
 
 
-def _read_into(wire, body, n: int) -> bytearray:
-    """Up to n bytes of the body (fewer only at its end), read into one new buffer. The urllib3
+def _read_into(wire, body, n: int) -> bytes | memoryview:
+    """Up to n bytes of the body (fewer only at its end), read into one new page-aligned buffer
+    (so the disk cache can write it with O_DIRECT as it is, with no aligned copy). The urllib3
     response's connection goes back to its pool once the body is read to its end, as its own
     read() does (closing the body would otherwise close the connection)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
+    buf = bytearray(n + _PAGE)
+    pad = -_address(buf) % _PAGE
+    view = memoryview(buf)[pad : pad + n]
     got = 0
-    try:
-        while got < n:
-            k = wire.readinto(view[got:])
-            if not k:
-                break
-            got += k
-    finally:
-        view.release()
+    while got < n:
+        k = wire.readinto(view[got:])
+        if not k:
+            break
+        got += k
     if got < n and wire.length:  # the connection broke off before the body's Content-Length
         raise ConnectionError(f"the body ended {wire.length} bytes early")
     if wire.isclosed():
         body._raw_stream.release_conn()
-    if got < n:
-        del buf[got:]
-    return buf
+    return view if got == n else bytes(view[:got])  # (short: the end of the object)
+
+
+def _address(buf: bytearray) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))  # (the export ends with the c_char)
 
 
 class _Abandoned(Exception):
@@ -190,7 +193,7 @@ class S3Store(ObjectStore):
             finally:
                 body.close()
 
-    def _read_part(self, key, body, n: int) -> bytes | bytearray:
+    def _read_part(self, key, body, n: int) -> bytes | memoryview:
         try:
             wire = _wire(body) if n >= DIRECT_PART else None
             if wire is not None:
