@@ -75,3 +75,36 @@ def test_a_body_read_to_its_end_gives_its_connection_back(store_behind):
     for i in range(5):
         assert b"".join(store.get_parts("blob", i * MIB, [MIB])) == DATA[i * MIB : (i + 1) * MIB]
     assert proxy.connections == 1
+
+
+def test_random_reads_verify_against_a_piece_index_read_into_a_buffer(s3_endpoint, monkeypatch, tmp_path):
+    """A piece index of 256 KiB or more (a file of 512 MiB or more) comes as a view of a buffer;
+    the digests taken from it must still work as keys (a small threshold plays the large file)."""
+    import trio
+
+    from artfs import Store
+    from artfs.content.cache import ContentCache
+    from artfs.content.fetch import piece_index, pieces
+    from artfs.digest import CHUNK_SIZE
+    from artfs.fs.content import ContentSource
+    from artfs.store.backends import s3
+    from conftest import run_artfs, write_tree
+
+    monkeypatch.setattr(s3, "DIRECT_PART", 64)
+    url = f"s3://{make_bucket(s3_endpoint)}/reg"
+    data = os.urandom(3 * MIB + 777)
+    src = write_tree(tmp_path / "src", {"model.bin": data})
+    run_artfs(["put", src, "--name", "demo/w", "--type", "model"], store=url, cache=str(tmp_path / "c")).ok()
+    store = Store(url, str(tmp_path / "c"))
+    entry = store.use_artifact("demo/w:latest").manifest.get("model.bin")
+    content = ContentSource(store.objects, ContentCache(str(tmp_path / "mount-cache"), 1 << 30))
+    chunks = pieces(entry)
+
+    async def read(off: int, n: int) -> bytes:
+        first, last = off // CHUNK_SIZE, (off + n - 1) // CHUNK_SIZE
+        got = await content.read_pieces(piece_index(entry), chunks[first : last + 1], off, off + n)
+        assert got is not None, "the piece index was usable"
+        return bytes(got)
+
+    for off in (2 * MIB + 70000, MIB - 100, 12345):
+        assert trio.run(read, off, 4096) == data[off : off + 4096]
