@@ -35,6 +35,7 @@ is not cached (it is still served); `drain` at unmount writes what is queued.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import logging
@@ -444,9 +445,12 @@ class ContentCache:
             return False
         try:
             aligned = len(data) - len(data) % _BLOCK
-            buf = self._buffer()
-            buf[:aligned] = data[:aligned]
-            _write_all(fd, memoryview(buf)[:aligned])
+            view = memoryview(data)
+            if not _page_aligned(view):
+                buf = self._buffer()
+                buf[:aligned] = view[:aligned]
+                view = memoryview(buf)
+            _write_all(fd, view[:aligned])  # (a page-aligned piece, as S3 reads give, as it is)
             if aligned < len(data):  # the tail is no whole block: through the page cache
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
                 _write_all(fd, memoryview(data)[aligned:])
@@ -475,6 +479,13 @@ class ContentCache:
                 os.unlink(self._path(name))
             except OSError:
                 pass
+
+
+def _page_aligned(view: memoryview) -> bool:
+    """Whether the bytes start at a block boundary in memory (O_DIRECT can write them as they are)."""
+    if view.readonly or not view.contiguous:
+        return False  # (bytes: never aligned, and ctypes cannot look into a read-only buffer)
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % _BLOCK == 0
 
 
 def _write_all(fd: int, view: memoryview) -> None:

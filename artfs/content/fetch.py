@@ -72,7 +72,7 @@ def piece_index(entry: Entry) -> Piece | None:
     return Piece(entry.piece_index, count * DIGEST_SIZE, pieces_key(entry.digest), 0)
 
 
-def pieces_covering(chunks: list[Piece], index: bytes, start: int, end: int) -> list[Piece]:
+def pieces_covering(chunks: list[Piece], index: bytes | memoryview, start: int, end: int) -> list[Piece]:
     """The PIECE_SIZE pieces that hold bytes [start, end) of a large file, with their digests
     from its verified piece index; `chunks`: the file's chunks (in order) that hold those
     bytes, which say where each is stored (pieces never straddle chunks)."""
@@ -83,7 +83,7 @@ def pieces_covering(chunks: list[Piece], index: bytes, start: int, end: int) -> 
         c = chunks[(at - first) // CHUNK_SIZE]
         out.append(
             Piece(
-                index[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE],
+                bytes(index[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE]),  # (a key: the index may be a view)
                 min(PIECE_SIZE, c.file_offset + c.size - at),
                 c.key,
                 c.offset + at - c.file_offset,

@@ -15,10 +15,10 @@ fetched with it are served (`where` names the file in that EIO's message).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import trio
-from cachetools import LRUCache
 
 from artfs.content.cache import ContentCache
 from artfs.content.fetch import (
@@ -42,6 +42,68 @@ FAILURE_MEMO = 1.0
 # Pieces this large are handed to their readers the moment they are verified; a run of small
 # files is handed over whole (a thread-to-trio call per 4 KiB file would cost more than it saves).
 EARLY_PIECE_BYTES = 256 << 10
+# What a sequential stream's read-ahead may take of the memory cache, at most: a cold stream
+# through a large file must not push out the files read at random (no head-of-line blocking).
+STREAM_SHARE = 0.5
+
+
+class Memory:
+    """Verified pieces in memory, least recently used first out, in two segments: pieces read
+    ahead for a sequential stream, and the rest (read on demand, or read ahead and then read
+    again at random). Streams together hold at most `stream_bytes`; the rest may use what the
+    streams leave free, and streams take it back down to `max_bytes - stream_bytes`. So one
+    scan through a file larger than memory leaves the hot pieces where they are. Trio thread
+    only (no locks)."""
+
+    __slots__ = ("max_bytes", "stream_bytes", "_main", "_stream", "_main_used", "_stream_used")
+
+    def __init__(self, max_bytes: int, stream_bytes: int):
+        self.max_bytes = max_bytes
+        self.stream_bytes = min(stream_bytes, max_bytes)
+        self._main: OrderedDict[bytes, bytes] = OrderedDict()
+        self._stream: OrderedDict[bytes, bytes] = OrderedDict()
+        self._main_used = 0
+        self._stream_used = 0
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._main or digest in self._stream
+
+    def get(self, digest: bytes, promote: bool = False) -> bytes | None:
+        """The piece's bytes; `promote`: a read other than the stream's own moves it out of the
+        stream segment (it is wanted for itself now)."""
+        data = self._main.get(digest)
+        if data is not None:
+            self._main.move_to_end(digest)
+            return data
+        data = self._stream.get(digest)
+        if data is not None:
+            if promote:
+                del self._stream[digest]
+                self._stream_used -= len(data)
+                self.put(digest, data)
+            else:
+                self._stream.move_to_end(digest)
+        return data
+
+    def put(self, digest: bytes, data: bytes, stream: bool = False) -> None:
+        if digest in self:
+            return
+        if stream:
+            self._stream[digest] = data
+            self._stream_used += len(data)
+        else:
+            self._main[digest] = data
+            self._main_used += len(data)
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._stream_used > self.stream_bytes:
+            self._stream_used -= len(self._stream.popitem(last=False)[1])
+        while self._main_used + self._stream_used > self.max_bytes:
+            if self._stream and (self._main_used <= self.max_bytes - self.stream_bytes or not self._main):
+                self._stream_used -= len(self._stream.popitem(last=False)[1])
+            else:
+                self._main_used -= len(self._main.popitem(last=False)[1])
 
 
 class ContentSource:
@@ -64,7 +126,7 @@ class ContentSource:
         # Loads the disk cache holds whole never queue behind store fetches: a file already
         # cached reads at disk speed while another is read cold (no head-of-line blocking).
         self._disk_limiter = trio.CapacityLimiter(threads)
-        self._memory: LRUCache = LRUCache(maxsize=memory_bytes, getsizeof=len)
+        self._memory = Memory(memory_bytes, int(memory_bytes * STREAM_SHARE))
         self._inflight: dict[bytes, trio.Event] = {}
         self._failed: dict[bytes, tuple[float, str]] = {}  # digest -> (when, why) of a failed load
         self._failed_objects: dict[str, tuple[float, str]] = {}  # the same, by the object it is in
@@ -89,8 +151,11 @@ class ContentSource:
         *,
         where: str = "",
         deadline: float | None = None,
+        promote: bool = True,
     ) -> bytes:
         """The verified bytes of `piece`, loading `companions` (read-ahead) in the same trip.
+        `promote=False`: the read is a sequential stream's, which leaves what it read ahead
+        in the stream segment of memory (`Memory`).
         `on_loaded(piece, bytes)` is called in the worker thread for each piece this call loads.
         Raises StoreUnavailable once `deadline` (default: --timeout from now) has passed, and
         CorruptRecord, naming `where`, if the stored bytes of `piece` fail verification."""
@@ -99,7 +164,7 @@ class ContentSource:
         if deadline is None:
             deadline = self.deadline()
         while True:
-            data = self._memory.get(piece.digest)
+            data = self._memory.get(piece.digest, promote)
             if data is not None:
                 return data
             failed = self._failed.get(piece.digest) or self._failed_objects.get(_object_of(piece.key))
@@ -226,7 +291,7 @@ class ContentSource:
 
     async def _background(self, pieces: list[Piece], deadline: float) -> None:
         try:
-            await self._run_claimed(pieces, None, deadline, {})
+            await self._run_claimed(pieces, None, deadline, {}, stream=True)
         except Exception as e:  # read-ahead failures surface on the real read, once
             log.debug("read-ahead of %s failed: %s", pieces[0].key, e)
 
@@ -239,15 +304,21 @@ class ContentSource:
         return await self._run_claimed(todo, on_loaded, deadline, bad)
 
     async def _run_claimed(
-        self, pieces: list[Piece], on_loaded, deadline: float, bad: dict[bytes, CorruptRecord]
+        self,
+        pieces: list[Piece],
+        on_loaded,
+        deadline: float,
+        bad: dict[bytes, CorruptRecord],
+        stream: bool = False,
     ) -> dict[bytes, bytes]:
-        """Loads claimed pieces by `deadline`; those whose stored bytes are damaged go to `bad`."""
+        """Loads claimed pieces by `deadline`; those whose stored bytes are damaged go to `bad`.
+        `stream`: read ahead, kept in the stream segment of memory."""
         try:
             with trio.fail_at(deadline):
                 loaded = await trio.to_thread.run_sync(
                     self._load_blocking,
                     pieces,
-                    self._arrived_in_thread,
+                    self._arrived_stream if stream else self._arrived_in_thread,
                     on_loaded,
                     bad,
                     limiter=self._disk_limiter if self._on_disk(pieces) else self._fetch_limiter,
@@ -262,23 +333,26 @@ class ContentSource:
         finally:
             self._release(pieces)
         for digest, data in loaded.items():
-            self._memory[digest] = data
+            self._memory.put(digest, data, stream)
             self._failed.pop(digest, None)
         if loaded and self._failed_objects:
             for key in {p.key for p in pieces}:
                 self._failed_objects.pop(_object_of(key), None)
         return loaded
 
-    def _arrived_in_thread(self, piece: Piece, data: bytes) -> None:
+    def _arrived_in_thread(self, piece: Piece, data: bytes, stream: bool = False) -> None:
         """A large piece is verified: wake its readers now rather than when the run is done."""
         if piece.size >= EARLY_PIECE_BYTES and self._token is not None:
             try:  # fire and forget: the fetch thread goes on reading while trio wakes the readers
-                self._token.run_sync_soon(self._arrived, piece.digest, data)
+                self._token.run_sync_soon(self._arrived, piece.digest, data, stream)
             except trio.RunFinishedError:  # unmounting; nobody is waiting any more
                 pass
 
-    def _arrived(self, digest: bytes, data: bytes) -> None:
-        self._memory[digest] = data
+    def _arrived_stream(self, piece: Piece, data: bytes) -> None:
+        self._arrived_in_thread(piece, data, True)
+
+    def _arrived(self, digest: bytes, data: bytes, stream: bool = False) -> None:
+        self._memory.put(digest, data, stream)
         self._failed.pop(digest, None)
         event = self._inflight.pop(digest, None)
         if event is not None:

@@ -188,7 +188,10 @@ class StoredReader:
                 self.content.prefetch(ps[k : k + run])
         parts = []
         for p in ps[first : last + 1]:
-            parts.append(await self.content.get(p, where=describe(f.node), deadline=deadline))
+            # a stream's own reads leave its read-ahead in the stream segment of memory
+            parts.append(await self.content.get(p, where=describe(f.node), deadline=deadline, promote=not f.window))
         blob = parts[0] if len(parts) == 1 else b"".join(parts)
         start = off - first * CHUNK_SIZE
+        if start == 0 and len(blob) == end - off:
+            return blob  # a whole chunk: no copy (a chunk read off the socket is a bytearray)
         return blob[start : start + (end - off)]

@@ -389,7 +389,8 @@ class System:
                     "raw",
                     "--rate",
                     "250",
-                    "--nonblocking",
+                    # native frames need the process paused for each sample (skews timings more)
+                    *(["--native"] if self.bench.args.py_spy_native else ["--nonblocking"]),
                     "-o",
                     out,
                 ],
@@ -1698,6 +1699,11 @@ def main(argv=None) -> int:
         default=None,
         metavar="DIR",
         help="record py-spy profiles (collapsed stacks) of the artfs daemon into DIR (skews its timings)",
+    )
+    p.add_argument(
+        "--py-spy-native",
+        action="store_true",
+        help="with --py-spy: native (C) frames too, e.g. where pyfuse3, blake3 and socket reads spend it",
     )
     p.add_argument("--render", default=None, metavar="JSON", help="only render a previous run's JSON into --doc")
     args = p.parse_args(argv)

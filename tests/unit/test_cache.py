@@ -4,6 +4,7 @@ Sizes straddle the O_DIRECT boundaries (64 KiB minimum, 4 KiB blocks, the 1 MiB
 piece) because those take different paths through the cache.
 """
 
+import ctypes
 import os
 
 import pytest
@@ -31,6 +32,21 @@ def test_what_is_put_comes_back(cache, size):
     digest, data = _put(cache, size)
     assert cache.get(digest, size) == data
     assert ContentCache(os.path.dirname(cache.root), 1 << 30).get(digest, size) == data, "a new process reads it"
+
+
+@pytest.mark.parametrize("size", [65536, 100_000, 1 << 20])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_bytes_read_into_a_buffer_are_cached_as_they_are(cache, size, aligned):
+    """What the S3 backend reads off the socket comes as a view of a buffer of its own, which
+    starts at a page boundary (written with O_DIRECT as it is) or not (copied first)."""
+    buf = bytearray(size + 8192)
+    pad = -ctypes.addressof(ctypes.c_char.from_buffer(buf)) % 4096 + (0 if aligned else 16)
+    data = memoryview(buf)[pad : pad + size]
+    data[:] = os.urandom(size)
+    digest = digest_bytes(data)
+    cache.put_later(digest, data)
+    cache.drain()
+    assert ContentCache(os.path.dirname(cache.root), 1 << 30).get(digest, size) == data
 
 
 @pytest.mark.parametrize("size", [4096, 65536, 100_000, 1 << 20])

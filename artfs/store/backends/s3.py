@@ -9,6 +9,7 @@ becomes StoreUnavailable within a bounded time instead of a hang.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -42,6 +43,50 @@ _PASSING = {
 
 _PART = 16 << 20  # put_file: part size (at least), and parts sent at once
 _PARTS_AT_ONCE = 8
+
+
+# Parts this large are read straight off the socket into a buffer of their own (one copy,
+# kernel to buffer) instead of through botocore's and urllib3's read(n), which costs a fresh
+# bytes object per read and more CPU per byte (a 1 MiB part: 4.0 against 2.4-3.3 GB/s here).
+DIRECT_PART = 256 << 10
+_PAGE = 4096
+
+
+def _wire(body):
+    """The http.client response under botocore's StreamingBody and urllib3's HTTPResponse, when
+    the body is sent as is (no content encoding, not chunked): what can be read into a buffer."""
+    raw = getattr(body, "_raw_stream", None)
+    fp = getattr(raw, "_fp", None)
+    if fp is None or not hasattr(fp, "readinto") or getattr(fp, "chunked", True):
+        return None
+    if raw.headers.get("content-encoding", "identity") != "identity":
+        return None
+    return fp
+
+
+def _read_into(wire, body, n: int) -> bytes | memoryview:
+    """Up to n bytes of the body (fewer only at its end), read into one new page-aligned buffer
+    (so the disk cache can write it with O_DIRECT as it is, with no aligned copy). The urllib3
+    response's connection goes back to its pool once the body is read to its end, as its own
+    read() does (closing the body would otherwise close the connection)."""
+    buf = bytearray(n + _PAGE)
+    pad = -_address(buf) % _PAGE
+    view = memoryview(buf)[pad : pad + n]
+    got = 0
+    while got < n:
+        k = wire.readinto(view[got:])
+        if not k:
+            break
+        got += k
+    if got < n and wire.length:  # the connection broke off before the body's Content-Length
+        raise ConnectionError(f"the body ended {wire.length} bytes early")
+    if wire.isclosed():
+        body._raw_stream.release_conn()
+    return view if got == n else bytes(view[:got])  # (short: the end of the object)
+
+
+def _address(buf: bytearray) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))  # (the export ends with the c_char)
 
 
 class _Abandoned(Exception):
@@ -148,8 +193,11 @@ class S3Store(ObjectStore):
             finally:
                 body.close()
 
-    def _read_part(self, key, body, n: int) -> bytes:
+    def _read_part(self, key, body, n: int) -> bytes | memoryview:
         try:
+            wire = _wire(body) if n >= DIRECT_PART else None
+            if wire is not None:
+                return _read_into(wire, body, n)
             part = body.read(n)
             while 0 < len(part) < n:  # a read may stop short of `amt` only at the end of the body
                 more = body.read(n - len(part))
