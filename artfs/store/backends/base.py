@@ -33,7 +33,8 @@ class ObjectStore(abc.ABC):
     def get_parts(self, key: str, start: int, lengths: list[int]) -> Iterator[bytes]:
         """One ranged read from `start`, handed out as consecutive parts of these lengths as they
         arrive, so the first can be checked and served while the rest is still on the wire.
-        Past the end of the object parts come short or not at all: callers verify."""
+        Past the end of the object parts come short or not at all: callers verify. A part may
+        be any bytes-like object (S3 hands large parts out as views of a buffer of their own)."""
         blob = self.get(key, start, start + sum(lengths))
         pos = 0
         for n in lengths:
