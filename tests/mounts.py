@@ -357,3 +357,13 @@ class RestartableSeaweedFS(SeaweedFS):
             self._wait_ready(timeout)
         except Exception:
             raise RuntimeError(f"SeaweedFS did not come back\n--- weed log ---\n{self.log_tail()}") from None
+
+
+@pytest.fixture
+def weed():
+    """A SeaweedFS of the test's own, which the test may stop (SIGSTOP) and restart."""
+    server = RestartableSeaweedFS().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -16,21 +16,12 @@ import time
 import pytest
 
 from conftest import make_bucket, run_artfs, write_tree
-from mounts import MiB, RestartableSeaweedFS, mounter  # noqa: F401  (mounter is a fixture)
+from mounts import MiB, mounter, weed  # noqa: F401  (mounter, weed: fixtures)
 
 pytestmark = [pytest.mark.mount, pytest.mark.s3]
 
 STREAMS = 6
 TIMEOUT = 20.0  # the streams' READs wait this long on the hung store
-
-
-@pytest.fixture
-def weed():
-    server = RestartableSeaweedFS().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_cached_file_reads_at_once_while_streams_wait_on_a_hung_store(s3_endpoint, weed, mounter, tmp_path):

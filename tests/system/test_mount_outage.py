@@ -16,21 +16,12 @@ import pytest
 from artfs import Store
 
 from conftest import make_bucket, run_artfs, write_tree
-from mounts import MiB, RestartableSeaweedFS, errno_of, mounter, wait_for  # noqa: F401
+from mounts import MiB, errno_of, mounter, wait_for, weed  # noqa: F401  (mounter, weed: fixtures)
 
 pytestmark = [pytest.mark.mount, pytest.mark.s3]
 
 SIZE = 12 * MiB + 777
 TIMEOUT = 3.0
-
-
-@pytest.fixture
-def weed():
-    server = RestartableSeaweedFS().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _settled(m, quiet: float = 0.5):
