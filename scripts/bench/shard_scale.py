@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,8 @@ def mounted(store_dir: str, digest: str, n: int) -> dict:
         out["train_s"], out["rss_train"] = time.perf_counter() - t, _rss_mib(pid)
     finally:
         subprocess.run(["fusermount3", "-u", mp], check=False)
+        shutil.rmtree(mp, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
     return out
 
 
