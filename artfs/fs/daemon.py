@@ -153,7 +153,7 @@ def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSyste
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
     load_manifest = bounded(store.manifest, opts.timeout, store.url)  # a hung store: EIO after --timeout
     # So is a shard of a sharded manifest (read by the lookups and listings that need it).
-    store.registry.shard = bounded(store.registry.shard, opts.timeout, store.url)  # type: ignore[method-assign]
+    store.registry.fetch_shard = bounded(store.registry.fetch_manifest, opts.timeout, store.url)
     drafts = DraftSet(store, catalog, opts.sync_on_close)
     resources.callback(drafts.close)
     tree = Tree(catalog, load_manifest, drafts, uid=os.getuid(), gid=os.getgid())

@@ -55,6 +55,22 @@ def manifest_key(hexdigest: str) -> str:
     return f"manifests/{hexdigest}"
 
 
+def read_manifest(store: ObjectStore, hexdigest: str) -> bytes:
+    """An encoded manifest (or shard), checked against its name."""
+    key = manifest_key(hexdigest)
+    data = store.get(key)
+    if digest_bytes(data).hex() != hexdigest:
+        raise CorruptRecord(f"corrupt manifest {key}: digest does not match")
+    return data
+
+
+def store_manifest(store: ObjectStore, digest: bytes, encoded: bytes) -> None:
+    """Stores an encoded manifest (or shard) under its digest, unless it is there already."""
+    key = manifest_key(digest.hex())
+    if not store.exists(key):
+        store.put(key, encoded)
+
+
 @dataclass
 class VersionRecord:
     artifact: ArtifactName
@@ -184,6 +200,7 @@ class Registry:
         # Shards of sharded manifests, bounded by their size in memory (~200 B an entry).
         self._shards: LRUCache = LRUCache(maxsize=shard_memory, getsizeof=_shard_size)
         self._shard_loads: dict[bytes, threading.Lock] = {}  # one fetch per shard, however many wait
+        self.fetch_shard: Callable[[str], bytes] = self.fetch_manifest
         self._records: dict[str, tuple[str, VersionRecord]] = {}  # key -> (etag, record)
         self._index_refused: set[ArtifactName] = set()  # version index not writable here
         self._types: dict[ArtifactName, str] = {}  # artifact -> type, once seen (never changes)
@@ -476,17 +493,13 @@ class Registry:
         with self._lock:  # the cache is shared by the daemon's worker threads
             m = self._manifests.get(hexdigest)
         if m is None:
-            m = shards.decode(self._verified_manifest(hexdigest), manifest_key(hexdigest), self.shard)
+            m = shards.decode(self.fetch_manifest(hexdigest), manifest_key(hexdigest), self.shard)
             with self._lock:
                 self._manifests[hexdigest] = m
         return m
 
-    def _verified_manifest(self, hexdigest: str) -> bytes:
-        key = manifest_key(hexdigest)
-        data = self.store.get(key)
-        if digest_bytes(data).hex() != hexdigest:
-            raise CorruptRecord(f"corrupt manifest {key}: digest does not match")
-        return data
+    def fetch_manifest(self, hexdigest: str) -> bytes:
+        return read_manifest(self.store, hexdigest)
 
     def shard(self, digest: bytes) -> Manifest:
         """A shard of a sharded manifest, from memory or the store (one fetch at a time each)."""
@@ -500,7 +513,8 @@ class Registry:
                 m = self._shards.get(digest)
             if m is None:
                 hexdigest = digest.hex()
-                m = Manifest.decode(self._verified_manifest(hexdigest), f"manifest shard {hexdigest}")
+                # Through `fetch_shard`: a mount bounds it by --timeout (a cache hit costs nothing).
+                m = Manifest.decode(self.fetch_shard(hexdigest), f"manifest shard {hexdigest}")
                 with self._lock:
                     self._shards[digest] = m
         with self._lock:
@@ -514,15 +528,13 @@ class Registry:
             if isinstance(manifest, shards.ShardedManifest):  # shrunk below: one object again
                 manifest = Manifest.from_entries(list(manifest), manifest.folder_entries())
             return manifest, manifest.encode()
-        if isinstance(manifest, shards.ShardedManifest):
-            return manifest, manifest.encode()
+        if isinstance(manifest, shards.ShardedManifest):  # its shards read (verified) through here
+            return shards.ShardedManifest(manifest.shards, self.shard), manifest.encode()
         sealed = shards.ShardedManifest(shards.split(manifest, self.put_shard), self.shard)
         return sealed, sealed.encode()
 
     def put_shard(self, digest: bytes, encoded: bytes) -> None:
-        key = manifest_key(digest.hex())
-        if not self.store.exists(key):
-            self.store.put(key, encoded)
+        store_manifest(self.store, digest, encoded)
 
     # -- aliases ------------------------------------------------------------------
     def aliases(self, a: ArtifactName) -> dict[str, int]:

@@ -47,7 +47,7 @@ from artfs.names import normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest
-from artfs.store.registry import manifest_key
+from artfs.store.registry import store_manifest
 from artfs.store.shards import AnyManifest, ShardedManifest
 from artfs.versions import reshard
 from artfs.versions.reshard import ShardPatch
@@ -246,7 +246,7 @@ class Publisher:
         if patches:  # a draft of a sharded version: only the shards around the changes
             if not patches[0].counted_local and patches[0].files is not None:
                 patches[0].files += len(entries)
-            patched = reshard.apply(patches[0], entries, list(folders), self._put_shard)
+            patched = reshard.apply(patches[0], entries, list(folders), self.put_shard)
             if patched is None:
                 raise ArtfsError("the draft's changes do not add up to its files; nothing was committed")
             return patched
@@ -266,10 +266,8 @@ class Publisher:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._block_pool.shutdown(wait=True, cancel_futures=True)
 
-    def _put_shard(self, digest: bytes, encoded: bytes) -> None:
-        key = manifest_key(digest.hex())
-        if not self.store.exists(key):
-            self.store.put(key, encoded)
+    def put_shard(self, digest: bytes, encoded: bytes) -> None:
+        store_manifest(self.store, digest, encoded)
 
     def add(self, src: FileSource) -> Entry:
         """Stores `src` (a small file into the pack being built, a large one by an upload started

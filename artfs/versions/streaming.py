@@ -19,7 +19,7 @@ from concurrent.futures import Future
 
 from artfs.store import shards
 from artfs.store.manifest import Entry, Folder, Manifest
-from artfs.store.registry import manifest_key
+from artfs.store.registry import read_manifest
 from artfs.store.shards import AnyManifest, ShardedManifest, ShardWriter
 from artfs.versions.publish import FileSource, Publisher
 from artfs.versions.sources import TreeWalk
@@ -100,19 +100,13 @@ class _Output:
         self._head.append(item)
         self._files += isinstance(item, Entry)
         if self._files > shards.SHARDED_ABOVE:
-            self._writer = ShardWriter(self._put)
+            self._writer = ShardWriter(self._publisher.put_shard)
             for h in self._head:
                 self._writer.add(h)
             self._head = []
 
-    def _put(self, digest: bytes, encoded: bytes) -> None:
-        store = self._publisher.store
-        key = manifest_key(digest.hex())
-        if not store.exists(key):
-            store.put(key, encoded)
-
     def _load(self, digest: bytes) -> Manifest:
-        return Manifest.decode(self._publisher.store.get(manifest_key(digest.hex())))
+        return Manifest.decode(read_manifest(self._publisher.store, digest.hex()))
 
     def finish(self) -> AnyManifest:
         if self._writer is not None:
