@@ -281,12 +281,12 @@ class Manifest:
             return self._file_children(path)
         out = list(self._file_children(path))
         names = {name for name, _ in out}
-        extra: list[tuple[str, int | None]] = [(n, None) for n in self._folder_children(path) if n not in names]
+        extra: list[tuple[str, int | None]] = [(n, None) for n in self.folder_names(path) if n not in names]
         if not extra:
             return iter(out)
         return iter(sorted(out + extra, key=lambda c: c[0]))
 
-    def _folder_children(self, path: str) -> Iterator[str]:
+    def folder_names(self, path: str) -> Iterator[str]:
         """Names of recorded folders directly in `path`."""
         prefix = f"{path}/" if path else ""
         folders = self.folders
@@ -324,7 +324,7 @@ class Manifest:
     def subfolder_count(self, path: str) -> int:
         """How many folders are directly in `path`."""
         if self.folders:  # recorded: counted without walking the files
-            return sum(1 for _ in self._folder_children(path))
+            return sum(1 for _ in self.folder_names(path))
         return sum(1 for _, i in self._file_children(path) if i is None)
 
     def under(self, path: str) -> range:
@@ -371,11 +371,7 @@ class Manifest:
         if self.mtimes:  # the tree's times and folders: optional, older readers ignore them
             doc["mtimes"] = self.mtimes.tobytes()
         if self.folders:
-            doc["folders"] = {
-                "paths": self.folders,
-                "modes": self.folder_modes.tobytes(),
-                "mtimes": self.folder_mtimes.tobytes(),
-            }
+            doc["folders"] = self.folders_doc()
         raw = msgpack.packb(doc, use_bin_type=True)
         return zstandard.ZstdCompressor(level=3).compress(raw)
 
@@ -404,9 +400,7 @@ class Manifest:
             if "mtimes" in doc:
                 m.mtimes.frombytes(doc["mtimes"])
             if "folders" in doc:
-                m.folders = doc["folders"]["paths"]
-                m.folder_modes.frombytes(doc["folders"]["modes"])
-                m.folder_mtimes.frombytes(doc["folders"]["mtimes"])
+                m.load_folders(doc["folders"])
         except Exception as e:  # noqa: BLE001 -- any decoding failure is a corrupt record, whatever raised it
             raise CorruptRecord(f"corrupt {name}: {e}") from None
         m._validate(name)
@@ -423,7 +417,7 @@ class Manifest:
             raise CorruptRecord(f"corrupt {name}: column lengths differ")
         if any(not isinstance(p, str) for p in self.paths):
             raise CorruptRecord(f"corrupt {name}: a path is not text")
-        self._validate_folders(name)
+        self.validate_folders(name)
         if n == 0:
             return
         # One pass over the joined text finds any '..', '.', empty, absolute or NUL path.
@@ -441,7 +435,7 @@ class Manifest:
             if not (isinstance(b, bytes) and i in self.chunks and len(b) == block_count(self.sizes[i]) * DIGEST_SIZE):
                 raise CorruptRecord(f"corrupt {name}: bad blocks of entry {i}")
 
-    def _validate_folders(self, name: str) -> None:
+    def validate_folders(self, name: str) -> None:
         f = self.folders
         if not (isinstance(f, list) and len(f) == len(self.folder_modes) == len(self.folder_mtimes)):
             raise CorruptRecord(f"corrupt {name}: folder columns differ")
@@ -454,6 +448,15 @@ class Manifest:
             joined = "\n" + "\n".join(named) + "\n"
             if joined.count("\n") != len(named) + 1 or any(bad in joined for bad in _BAD_FRAGMENTS):
                 raise CorruptRecord(f"corrupt {name}: a folder path is not normalized")
+
+    def folders_doc(self) -> dict:
+        return {"paths": self.folders, "modes": self.folder_modes.tobytes(), "mtimes": self.folder_mtimes.tobytes()}
+
+    def load_folders(self, doc: dict) -> None:
+        """The folder columns from `folders_doc()` (unchecked: see validate_folders)."""
+        self.folders = doc["paths"]
+        self.folder_modes.frombytes(doc["modes"])
+        self.folder_mtimes.frombytes(doc["mtimes"])
 
     @property
     def digest(self) -> bytes:

@@ -529,8 +529,8 @@ class Registry:
                 manifest = Manifest.from_entries(list(manifest), manifest.folder_entries())
             return manifest, manifest.encode()
         if isinstance(manifest, shards.ShardedManifest):  # its shards read (verified) through here
-            return shards.ShardedManifest(manifest.shards, self.shard), manifest.encode()
-        sealed = shards.ShardedManifest(shards.split(manifest, self.put_shard), self.shard)
+            return manifest.with_loader(self.shard), manifest.encode()
+        sealed = shards.split(manifest, self.put_shard, self.shard)
         return sealed, sealed.encode()
 
     def put_shard(self, digest: bytes, encoded: bytes) -> None:

@@ -5,8 +5,8 @@ shards, each an ordinary (format 1) manifest of a contiguous run of the sorted
 keys (file paths and folder paths), stored content-addressed beside the
 manifests. The root keeps, per shard, its first and last key, its first file,
 file count, size and content digest, so a lookup costs one shard, a listing
-only the shards that hold the folder's own entries (a shard wholly inside one
-sub-folder is named, not read), and whole-version figures no shard at all.
+only the shards that hold the folder's own files (store/outline.py: the root
+also keeps the folders), and whole-version figures no shard at all.
 
 Where shards end is a function of the paths alone (a shard ends after a file
 whose path hashes to 0 modulo `SHARD_FILES`, as content-defined chunking does
@@ -29,6 +29,7 @@ import zstandard
 from artfs.digest import DIGEST_SIZE, digest_bytes
 from artfs.errors import CorruptRecord, InvalidInput
 from artfs.store.manifest import Entry, Folder, Manifest, decode_doc
+from artfs.store.outline import Outline, OutlineWriter, Parents
 
 FORMAT = 2
 # Files; smaller manifests stay one object (one GET, as before). The variables are for tests
@@ -73,6 +74,7 @@ class ShardWriter:
         self._last: str | None = None
         self._open_files: list[str] = []  # files that may still prefix a later key (a conflict)
         self.shards: list[ShardInfo] = []
+        self._outline = OutlineWriter()
 
     @property
     def at_cut(self) -> bool:
@@ -96,19 +98,23 @@ class ShardWriter:
         self._last = key
         if isinstance(item, Folder):
             self._folders.append(item)
+            self._outline.add_folder(item)
             return
         stack.append(key)
         self._files.append(item)
+        self._outline.add_file(key)
         if is_cut(key):
             self._flush()
 
-    def reuse(self, info: ShardInfo) -> None:
-        """Appends a stored shard as it is (only at a cut, with keys above the last one)."""
+    def reuse(self, info: ShardInfo, parents: Parents = None, folders: list[Folder] | None = None) -> None:
+        """Appends a stored shard as it is (only at a cut, with keys above the last one), with
+        its part of the base's outline (`folders` None: the base has none, nor will the result)."""
         if not self.at_cut:
             raise ValueError("a shard can be re-used only where one ends")
         if self._last is not None and info.lo <= self._last:
             raise ValueError(f"keys out of order: {info.lo!r} after {self._last!r}")
         self.shards.append(info)
+        self._outline.reuse(parents, folders)
         self._last = info.hi
         self._open_files = []
 
@@ -132,15 +138,19 @@ class ShardWriter:
                 m.reference_count,
             )
         )
+        self._outline.end_shard()
         self._files, self._folders = [], []
 
-    def finish(self) -> list[ShardInfo]:
+    def manifest(self, load: Callable[[bytes], Manifest]) -> ShardedManifest:
+        """The manifest written (every shard stored), reading shards through `load`."""
         self._flush()
-        return self.shards
+        return ShardedManifest(self.shards, load, self._outline.result())
 
 
-def encode_root(shards: list[ShardInfo]) -> bytes:
-    doc = {"format": FORMAT, "shards": [s.row() for s in shards]}
+def encode_root(shards: list[ShardInfo], outline: Outline | None = None) -> bytes:
+    doc: dict = {"format": FORMAT, "shards": [s.row() for s in shards]}
+    if outline is not None:  # optional: readers without it read the shards' own folder records
+        doc["outline"] = outline.doc()
     return zstandard.ZstdCompressor(level=3).compress(msgpack.packb(doc, use_bin_type=True))
 
 
@@ -170,16 +180,18 @@ def decode(data: bytes, name: str, load: Callable[[bytes], Manifest]) -> Manifes
     """An encoded manifest of either format; a sharded one reads its shards through `load`."""
     doc = decode_doc(data, name)
     if doc.get("format") == FORMAT:
-        return ShardedManifest(decode_root(doc, name), load)
+        rows = decode_root(doc, name)
+        outline = Outline.from_doc(doc["outline"], len(rows), name) if "outline" in doc else None
+        return ShardedManifest(rows, load, outline)
     return Manifest.from_doc(doc, name)
 
 
-def split(m: Manifest, put: Callable[[bytes, bytes], None]) -> list[ShardInfo]:
-    """The shards of a whole in-memory manifest."""
+def split(m: Manifest, put: Callable[[bytes, bytes], None], load: Callable[[bytes], Manifest]) -> ShardedManifest:
+    """A whole in-memory manifest as shards (stored through `put`, read through `load`)."""
     w = ShardWriter(put)
     for item in merged_items(m):
         w.add(item)
-    return w.finish()
+    return w.manifest(load)
 
 
 def merged_items(m: Manifest) -> Iterator[Entry | Folder]:
@@ -219,9 +231,10 @@ class ShardedManifest:
 
     sharded = True
 
-    def __init__(self, shards: list[ShardInfo], load: Callable[[bytes], Manifest]):
+    def __init__(self, shards: list[ShardInfo], load: Callable[[bytes], Manifest], outline: Outline | None = None):
         self.shards = shards
         self._load = load
+        self.outline = outline
         self._los = [s.lo for s in shards]
         self._starts: list[int] = []
         n = 0
@@ -234,6 +247,16 @@ class ShardedManifest:
     @property
     def shard_loader(self) -> Callable[[bytes], Manifest]:
         return self._load
+
+    def with_loader(self, load: Callable[[bytes], Manifest]) -> ShardedManifest:
+        return ShardedManifest(self.shards, load, self.outline)
+
+    def outline_part(self, k: int) -> tuple[Parents, list[Folder] | None]:
+        """Shard `k`'s part of the outline, for re-using the shard (None, None: no outline)."""
+        if self.outline is None:
+            return None, None
+        s = self.shards[k]
+        return self.outline.parents[k], self.outline.recorded_between(s.lo, s.hi)
 
     # -- shards ------------------------------------------------------------------------
     def shard(self, k: int) -> Manifest:
@@ -292,6 +315,8 @@ class ShardedManifest:
         return part.stat(j)
 
     def folder(self, path: str) -> Folder | None:
+        if self.outline is not None:
+            return self.outline.folder(path)
         k = self._covering(path)
         return None if k is None else self.shard(k).folder(path)
 
@@ -326,6 +351,9 @@ class ShardedManifest:
     def is_dir(self, path: str) -> bool:
         if path == "":
             return True
+        known = None if self.outline is None else self.outline.is_dir(path)
+        if known is not None:
+            return known
         return self.folder(path) is not None or self._has_files_under(path)
 
     def under(self, path: str) -> range:
@@ -340,13 +368,18 @@ class ShardedManifest:
         prefix = f"{path}/" if path else ""
         end = f"{path}0" if path else None
         found: dict[str, int | None] = {}
+        outline = self.outline
+        if outline is not None:
+            found.update((name, None) for name in outline.recorded.folder_names(path))
         k = self._shard_for(prefix)
         while k < len(self.shards):
             s = self.shards[k]
             if end is not None and s.lo >= end:
                 break
             inside = _only_child(s, prefix)
-            if inside is not None:  # wholly inside one sub-folder: named without reading it
+            if outline is not None and outline.holds_files_in(k, path) is False:  # sub-folders only, named
+                found.update((name, None) for name in outline.names_in(k, path))
+            elif inside is not None:  # wholly inside one sub-folder: named without reading it
                 found.setdefault(inside, None)
             elif s.hi >= prefix:
                 start = self._starts[k]
@@ -364,6 +397,8 @@ class ShardedManifest:
     def folders_under(self, path: str) -> list[Folder]:
         if not path:
             return self.folder_entries()
+        if self.outline is not None:
+            return self.outline.recorded.folders_under(path)
         out: list[Folder] = []
         k = self._shard_for(path)
         while k < len(self.shards) and self.shards[k].lo < path + "0":
@@ -373,9 +408,14 @@ class ShardedManifest:
         return out
 
     def folder_entries(self) -> list[Folder]:
+        if self.outline is not None:
+            return self.outline.recorded.folder_entries()
         return [f for _, part in self.parts() for f in part.folder_entries()]
 
     def empty_folders(self) -> list[str]:
+        known = None if self.outline is None else self.outline.empty_folders()
+        if known is not None:
+            return known
         return [f.path for f in self.folder_entries() if f.path and not self._has_files_under(f.path)]
 
     @property
@@ -397,7 +437,7 @@ class ShardedManifest:
 
     # -- identity --------------------------------------------------------------------
     def encode(self) -> bytes:
-        return encode_root(self.shards)
+        return encode_root(self.shards, self.outline)
 
     @property
     def digest(self) -> bytes:

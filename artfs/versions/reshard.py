@@ -115,13 +115,13 @@ def apply(
     pos = 0
     for k, info in enumerate(base.shards):
         if k not in dirty and writer.at_cut:
-            writer.reuse(info)
+            writer.reuse(info, *base.outline_part(k))
             continue
         end = len(keys) if k == last else bisect.bisect_right(keys, info.hi, pos)
         for item in _merge(base.shard(k), [by_key[key] for key in keys[pos:end]], gone):
             writer.add(item)
         pos = end
-    result = ShardedManifest(writer.finish(), base.shard_loader)
+    result = writer.manifest(base.shard_loader)
     return result if patch.files is None or len(result) == patch.files else None
 
 

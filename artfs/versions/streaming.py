@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from artfs.store import shards
 from artfs.store.manifest import Entry, Folder, Manifest
 from artfs.store.registry import read_manifest
-from artfs.store.shards import AnyManifest, ShardedManifest, ShardWriter
+from artfs.store.shards import AnyManifest, ShardWriter
 from artfs.versions.publish import FileSource, Publisher
 from artfs.versions.sources import TreeWalk
 
@@ -110,6 +110,6 @@ class _Output:
 
     def finish(self) -> AnyManifest:
         if self._writer is not None:
-            return ShardedManifest(self._writer.finish(), self._load)
+            return self._writer.manifest(self._load)
         entries = [h for h in self._head if isinstance(h, Entry)]
         return Manifest.from_entries(entries, [h for h in self._head if isinstance(h, Folder)])

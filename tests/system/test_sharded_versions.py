@@ -170,3 +170,43 @@ def test_a_commit_rewrites_only_the_shards_around_its_changes(mounter, tmp_path)
     _cli(store, str(tmp_path / "cache2"), "get", f"{artifact}:v2", "--root", str(got)).ok()
     _same_tree(str(expected), str(got))
     assert os.listdir(got / "empty") == []
+
+
+def test_listing_a_folder_of_many_sub_folders_reads_no_shard(mounter, tmp_path):
+    """Class folders spread over every shard: `ls -l` of the folder holding them and `stat` of
+    each come from the root (proved by taking every shard out of the store); a class's files
+    need its shards."""
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    src = tmp_path / "src"
+    for c in range(60):
+        for f in range(5):
+            path = src / "train" / f"c{c:03d}" / f"{f}.bin"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(10 + f))
+        os.utime(path.parent, ns=(T0 + c, T0 + c))
+    os.chmod(src / "train" / "c007", 0o700)
+    artifact = f"{unique('p')}/classes"
+    _cli(store, cache, "put", str(src), "--name", artifact, "--type", "dataset").ok()
+    info = json.loads(_cli(store, cache, "info", f"{artifact}:v0").ok().stdout)
+    assert _root_format(store, info["digest"]) == 2
+    m = mounter(store, "--refresh", "0.3", cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
+    v0 = m.path(artifact, "v0")
+    assert os.listdir(v0) == ["train"]  # the root manifest is read
+
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for key in _manifest_keys(store) - {info["digest"]}:
+        shutil.move(os.path.join(store, "manifests", key), aside / key)
+    assert len(os.listdir(aside)) > 20, "dozens of shards"
+    assert sorted(os.listdir(os.path.join(v0, "train"))) == [f"c{c:03d}" for c in range(60)]
+    for c in (0, 7, 59):
+        st = os.stat(os.path.join(v0, "train", f"c{c:03d}"))
+        assert st.st_mtime_ns == T0 + c and (st.st_mode & 0o777 == 0o500) == (c == 7)
+    with pytest.raises(OSError):
+        os.listdir(os.path.join(v0, "train", "c031"))  # its files are in a shard: not there
+
+    for key in os.listdir(aside):
+        shutil.move(aside / key, os.path.join(store, "manifests", key))
+    assert sorted(os.listdir(os.path.join(v0, "train", "c031"))) == [f"{f}.bin" for f in range(5)]
+    with open(os.path.join(v0, "train", "c031", "4.bin"), "rb") as f:
+        assert f.read() == (src / "train" / "c031" / "4.bin").read_bytes()

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from artfs.digest import digest_bytes
 from artfs.errors import CorruptRecord, InvalidInput
-from artfs.store import shards
+from artfs.store import outline, shards
 from artfs.store.manifest import Entry, Folder, Manifest
 from artfs.store.shards import ShardedManifest, ShardWriter
 
@@ -37,7 +37,7 @@ class Objects(dict):
 
 def sharded(m: Manifest) -> tuple[ShardedManifest, Objects]:
     objects = Objects()
-    root = shards.decode(ShardedManifest(shards.split(m, objects.put), objects.load).encode(), "root", objects.load)
+    root = shards.decode(shards.split(m, objects.put, objects.load).encode(), "root", objects.load)
     assert isinstance(root, ShardedManifest)
     objects.reads.clear()
     return root, objects
@@ -71,10 +71,18 @@ def all_dirs(m: Manifest) -> set[str]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
-@given(m=trees(), probes=st.lists(paths, max_size=8))
-def test_a_sharded_manifest_answers_as_the_whole_one(m, probes):
-    s, _ = sharded(m)
+# Roots with a full outline, with shards whose parents are too many to name, and with none.
+outlines = st.sampled_from([(1 << 16, 16), (1 << 16, 1), (0, 16)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=trees(), probes=st.lists(paths, max_size=8), limits=outlines)
+def test_a_sharded_manifest_answers_as_the_whole_one(m, probes, limits):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(outline, "ROOT_FOLDERS", limits[0])
+        mp.setattr(outline, "PARENTS_MAX", limits[1])
+        s, _ = sharded(m)
+    assert (s.outline is None) == (limits[0] == 0)
     assert len(s) == len(m) and list(s.paths) == m.paths
     assert [e.path for e in s] == m.paths
     assert s.total_size == m.total_size
@@ -117,10 +125,48 @@ def test_a_lookup_reads_one_shard_and_a_listing_only_its_folders_shards(monkeypa
     assert len(objects.reads) == 1
     objects.reads.clear()
     assert [n for n, _ in s.children("")] == [f"d{k:03d}" for k in range(20)]
-    assert len(objects.reads) < 2 * 20 + 2, "shards wholly inside one folder are not read to list the root"
-    objects.reads.clear()
+    assert not objects.reads, "the root names the folders: listing one of files in sub-folders reads no shard"
     assert s.total_size == 20_000 and not objects.reads, "whole-version figures come from the root"
-    assert s.is_dir("d019") and len(objects.reads) == 1
+    assert s.is_dir("d019") and s.folder("d019") and s.subfolder_count("") == 20 and not objects.reads
+    assert len([n for n, _ in s.children("d003")]) == 1000
+    assert len(objects.reads) <= len(s.shards) // 20 + 2, "a folder's listing reads the shards of its files"
+
+
+def test_listing_a_folder_of_many_sub_folders_reads_no_shard(monkeypatch):
+    """10,000 class folders (here 2,000 of 10 files) spread over every shard: `ls` of the
+    root and `stat` of each class come from the root; a class's files from the shards holding them."""
+    monkeypatch.setattr(shards, "SHARD_FILES", 64)
+    entries = [Entry(f"train/c{k // 10:04d}/{k:05d}.png", 1, D, pack=D, offset=k) for k in range(20_000)]
+    m = Manifest.from_entries(
+        entries, [Folder("train", 0o755, 1)] + [Folder(f"train/c{c:04d}", 0o700, 3) for c in range(2000)]
+    )
+    s, objects = sharded(m)
+    assert len(s.shards) > 200 and s.outline is not None
+    assert [n for n, _ in s.children("")] == ["train"]
+    assert len(list(s.children("train"))) == 2000 and s.subfolder_count("train") == 2000
+    assert s.folder("train/c1234") == Folder("train/c1234", 0o700, 3)
+    assert not objects.reads
+    assert [n for n, _ in s.children("train/c1234")] == [f"{k:05d}.png" for k in range(12340, 12350)]
+    assert 1 <= len(objects.reads) <= 3, "only the shards holding its files"
+
+
+def test_a_root_written_by_an_older_artfs_reads_as_before(monkeypatch):
+    """Roots without an outline (older writers) list by reading shards, with the same answers."""
+    monkeypatch.setattr(shards, "SHARD_FILES", 64)
+    m = _flat(5_000, folders=20)
+    s, objects = sharded(m)
+    old = ShardedManifest(s.shards, objects.load)  # as decoded from a root without "outline"
+    assert shards.decode(old.encode(), "root", objects.load).outline is None
+    assert list(old.children("")) == list(s.children("")) and old.folder_entries() == s.folder_entries()
+    assert [f.path for f in old.folders_under("d003")] == ["d003"] and old.empty_folders() == s.empty_folders() == []
+
+
+def test_a_damaged_outline_is_a_corrupt_record():
+    s, objects = sharded(_flat(300, folders=3))
+    doc = s.outline.doc()
+    doc["parents"] = doc["parents"][:-1]
+    with pytest.raises(CorruptRecord, match="outline"):
+        outline.Outline.from_doc(doc, len(s.shards), "root")
 
 
 def test_shards_refuse_keys_out_of_order_and_a_file_that_is_a_folder():
