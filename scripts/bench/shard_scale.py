@@ -58,8 +58,8 @@ def build(store_dir: str, n: int) -> dict:
             w.add(Folder(f"train/c{i // PER_FOLDER:05d}", 0o755, 1))
         digest = digest_bytes(i.to_bytes(8, "little"))
         w.add(Entry(_path(i), 4000 + i % 1000, digest, 0o644, pack=PACK, offset=i * 4096, mtime_ns=1 + i))
-    shards = w.finish()
-    root = ShardedManifest(shards, lambda d: None).encode()  # type: ignore[arg-type,return-value]
+    sharded = w.manifest(lambda d: None)  # type: ignore[arg-type,return-value]
+    shards, root = sharded.shards, sharded.encode()
     digest = digest_bytes(root).hex()
     objects.put(manifest_key(digest), root)
     return {
