@@ -78,6 +78,7 @@ class Catalog:
         # hung store costs callers `timeout` (not the S3 client's retries) and few threads.
         self._loading: dict[tuple, Future] = {}
         self._cache: dict[tuple, tuple[float, object]] = {}
+        self._took: dict[tuple, float] = {}  # how long each listing's last load took
         self._pinned: dict[ArtifactName, dict[str, int]] = {}
         self._outage = False
         self.started = time.time()
@@ -87,12 +88,13 @@ class Catalog:
         with self._lock:
             hit = self._cache.get(key)
             if hit and now - hit[0] < self.refresh:
+                # Reloaded ahead of expiry by what the last load took, answered from the cache
+                # meanwhile: a listing looked at often is then never older than `refresh`,
+                # however slow the bucket (a busy bucket would otherwise add its load time).
+                if now - hit[0] >= self.refresh - min(self._took.get(key, 0.0), self.refresh / 2):
+                    self._load(key, load, now)
                 return hit[1]
-            future = self._loading.get(key)
-            if future is None:
-                future = self._loading[key] = Future()
-                future.add_done_callback(functools.partial(self._loaded, key, now))
-                threading.Thread(target=_run, args=(future, load), name="artfs-catalog", daemon=True).start()
+            future = self._load(key, load, now)
             if hit is not None and self._outage:
                 return hit[1]  # known to be down: answer now; the load goes on in the background
         try:
@@ -109,12 +111,22 @@ class Catalog:
             log.warning("%s; showing listings as last seen until the store is back", error)
         return hit[1]
 
+    def _load(self, key: tuple, load, now: float) -> Future:
+        """The listing's load in progress, started if none is (the caller holds the lock)."""
+        future = self._loading.get(key)
+        if future is None:
+            future = self._loading[key] = Future()
+            future.add_done_callback(functools.partial(self._loaded, key, now))
+            threading.Thread(target=_run, args=(future, load), name="artfs-catalog", daemon=True).start()
+        return future
+
     def _loaded(self, key: tuple, started: float, future: Future) -> None:
         with self._lock:
             if self._loading.get(key) is not future:
                 return  # invalidated while loading: this result may predate the change
             del self._loading[key]
             if future.exception() is None:
+                self._took[key] = time.monotonic() - started
                 self._cache[key] = (started - self.refresh * random.uniform(0, JITTER), future.result())
                 if self._outage:
                     self._outage = False
