@@ -49,7 +49,7 @@ IMMUTABLE = {VERSION, DIR, FILE}
 IN_DRAFT = {DRAFT, DNODE}  # a draft's root folder, and anything below it
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # one per name the kernel holds: millions after a `find`
 class Node:
     ino: int
     kind: str

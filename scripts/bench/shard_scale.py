@@ -77,9 +77,10 @@ def _rss_mib(pid: int) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
 
 
-def mounted(store_dir: str, digest: str, n: int) -> dict:
+def mounted(store_dir: str, digest: str, n: int, find: bool) -> dict:
     """A real mount of the version: the daemon's RSS after mounting, after a `stat` of one deep
-    file and an `ls` of its folder, and after an `ls` of the folder of all folders."""
+    file and an `ls` of its folder, after an `ls` of the folder of all folders, and (`find`)
+    after a `find` of the whole version and after the kernel dropped the names it held."""
     from artfs.names import ArtifactName
     from artfs.store.shards import decode
 
@@ -103,6 +104,15 @@ def mounted(store_dir: str, digest: str, n: int) -> dict:
         t = time.perf_counter()
         out["train_names"] = len(os.listdir(os.path.join(v0, "train")))
         out["train_s"], out["rss_train"] = time.perf_counter() - t, _rss_mib(pid)
+        if find:
+            t = time.perf_counter()
+            found = subprocess.run(["find", v0], capture_output=True, check=True).stdout.count(b"\n")
+            out["find_names"], out["find_s"], out["rss_find"] = found, time.perf_counter() - t, _rss_mib(pid)
+            # The kernel lets go of the names it held (as under memory pressure): FORGETs follow.
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2\n")
+            time.sleep(2)
+            out["rss_dropped"] = _rss_mib(pid)
     finally:
         subprocess.run(["fusermount3", "-u", mp], check=False)
         shutil.rmtree(mp, ignore_errors=True)
@@ -169,6 +179,7 @@ def main() -> None:
     ap.add_argument("--entries", type=int, nargs="+", default=[1_000_000, 10_000_000])
     ap.add_argument("--touch", nargs=3, help=argparse.SUPPRESS)  # store digest n (the fresh process)
     ap.add_argument("--mount", action="store_true", help="also mount each version and report the daemon's RSS")
+    ap.add_argument("--find", action="store_true", help="with --mount: also `find` the whole version")
     args = ap.parse_args()
     if args.touch:
         print(json.dumps(touch(args.touch[0], args.touch[1], int(args.touch[2]))))
@@ -204,7 +215,7 @@ def main() -> None:
             if t.returncode:
                 sys.exit(t.stderr)
             r = json.loads(t.stdout)
-            mount = mounted(tmp, built["digest"], n) if args.mount else None
+            mount = mounted(tmp, built["digest"], n, args.find) if args.mount else None
         print(
             f"| {n:,} | {built['seconds']:.1f} | {built['seconds'] / n * 1e6:.1f} | {built['peak_rss_mib']:.0f} "
             f"| {built['shards']:,} | {built['root_bytes'] / 1024:.0f} | {built['manifest_bytes'] / 2**20:.0f} "
@@ -220,6 +231,12 @@ def main() -> None:
             f"mount of {n:,}: daemon RSS {r['rss_mounted']:.0f} MiB mounted, {r['rss_one_folder']:.0f} MiB after "
             f"stat + ls of one folder ({r['one_folder_s']:.2f} s), {r['rss_train']:.0f} MiB after ls of "
             f"train/ ({r['train_names']:,} folders, {r['train_s']:.1f} s)"
+            + (
+                f", {r['rss_find']:.0f} MiB after find ({r['find_names']:,} names, {r['find_s']:.0f} s), "
+                f"{r['rss_dropped']:.0f} MiB once the kernel dropped them"
+                if "find_s" in r
+                else ""
+            )
         )
     print(f"loadavg after: {open('/proc/loadavg').read().strip()}")
 
