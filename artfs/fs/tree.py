@@ -13,6 +13,8 @@ touch memory and are safe on the trio thread. One lock guards the tables.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import stat
 import threading
@@ -30,6 +32,7 @@ from artfs.store.shards import AnyManifest
 from artfs.store.registry import VersionRecord
 
 ROOT_INO = 1
+SHRINK_ABOVE = 1 << 16  # node tables are copied smaller only past this many nodes
 DRAFTS = "drafts"
 
 # kinds
@@ -100,6 +103,14 @@ class Node:
         return self.kind in IMMUTABLE and self.record.number >= 0  # pending distributed trees still grow
 
 
+def give_back_memory() -> None:
+    """Returns freed heap to the system (glibc keeps it otherwise); no-op elsewhere."""
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @dataclass
 class Attr:
     ino: int
@@ -139,6 +150,7 @@ class Tree:
         self._by_ino: dict[int, Node] = {}
         self._by_key: dict[tuple, Node] = {}
         self._next_ino = ROOT_INO + 1
+        self._peak = 0  # the most nodes held since the tables were last copied
         root = Node(ROOT_INO, ROOT, ("root",))
         self._by_ino[ROOT_INO] = root
         self._by_key[root.key] = root
@@ -180,6 +192,17 @@ class Tree:
                 del self._by_ino[ino]
                 if self._by_key.get(n.key) is n:
                     del self._by_key[n.key]
+                self._shrink()
+
+    def _shrink(self) -> None:
+        """Dicts keep their size after deletions: once the kernel has let go of most names it
+        held (after a `find`, under memory pressure), copy the tables and give the memory back."""
+        size = len(self._by_ino)
+        self._peak = max(self._peak, size)
+        if self._peak > SHRINK_ABOVE and size < self._peak // 4:
+            self._by_ino, self._by_key = dict(self._by_ino), dict(self._by_key)
+            self._peak = size
+            give_back_memory()
 
     # -- node factories ---------------------------------------------------------
     def _project(self, p: str) -> Node:
