@@ -58,7 +58,7 @@ class Outline:
         """Whether `path` is a folder of the version (None: not known without shards)."""
         if self.recorded.folder(path) is not None:
             return True
-        return path in self._all_folders().folders if self.complete else None
+        return self._all_folders().folder(path) is not None if self.complete else None
 
     def subfolders(self, path: str) -> list[str] | None:
         """Names of the folders directly in `path` (None: not known without shards)."""
