@@ -8,7 +8,13 @@ and every loop is bounded in count and time.
     .venv/bin/python scripts/bench/scale_bench.py listing  [--versions 1 100 1000]
     .venv/bin/python scripts/bench/scale_bench.py dedupe   [--entries 100000 1000000]
     .venv/bin/python scripts/bench/scale_bench.py hosts    [--hosts 8 32 64] [--seconds 40]
+    .venv/bin/python scripts/bench/scale_bench.py shards   [--entries ...]  (shard_scale.py --mount --find)
+    .venv/bin/python scripts/bench/scale_bench.py put      [--entries ...]  (put_scale.py: a streamed put)
     .venv/bin/python scripts/bench/scale_bench.py all      (each of the above, defaults)
+
+`shards` and `put` run their own scripts (local store; 10M entries take ~30 min
+and, with --find, memory for 10M names in the kernel and the daemon);
+`big_version.py` makes and mounts a real 10M-file version end to end.
 
 Figures are printed as Markdown tables (with /proc/loadavg beside them); --write
 appends them to docs/benchmarks.md under "Scale".
@@ -342,9 +348,16 @@ def bench_hosts(b: Bucket, counts: list[int], refresh: float, poll: float) -> tu
     return table, rate
 
 
+def _sibling(script: str, *args: str) -> str:
+    """What another scale script prints (its tables, with loadavg before and after)."""
+    return subprocess.run(
+        [sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["listing", "dedupe", "hosts", "all"])
+    ap.add_argument("what", choices=["listing", "dedupe", "hosts", "shards", "put", "all"])
     ap.add_argument("--versions", type=int, nargs="+", default=[1, 100, 1000])
     ap.add_argument("--entries", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--before", help="a folder holding an older `artfs` package to compare one-file commits with")
@@ -353,8 +366,18 @@ def main() -> None:
     ap.add_argument("--poll", type=float, default=30.0, help="seconds every host keeps looking at the artifact")
     ap.add_argument("--write", action="store_true", help="append the tables to docs/benchmarks.md")
     args = ap.parse_args()
-    b = Bucket()
     out = []
+    if args.what in ("shards", "all"):
+        entries = [str(n) for n in args.entries]
+        out.append(
+            "### Sharded manifests (local store)\n\n"
+            + _sibling("shard_scale.py", "--entries", *entries, "--mount", "--find")
+        )
+    if args.what in ("put", "all"):
+        out.append(
+            "### `artfs put`, streamed (local store)\n\n" + _sibling("put_scale.py", "--files", *map(str, args.entries))
+        )
+    b = Bucket() if args.what in ("listing", "dedupe", "hosts", "all") else None
     try:
         if args.what in ("listing", "all"):
             out.append("### Version listings (SeaweedFS, loopback)\n\n" + bench_listing(b, args.versions))
@@ -368,7 +391,8 @@ def main() -> None:
             out.append("### Many hosts on one bucket (SeaweedFS, loopback)\n\n" + table + "\n")
             out.append("### Requests the hosts send to the bucket\n\n" + rate + "\n")
     finally:
-        b.close()
+        if b is not None:
+            b.close()
     text = "\n".join(out)
     print(text)
     if args.write:
