@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -346,6 +347,15 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("artfs: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    except OSError as e:
+        if debug:
+            raise
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            click.echo(f"artfs: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", err=True)
+        else:  # a full disk no layer named: still one line the user can act on
+            where = f" writing {e.filename}" if e.filename else ""
+            click.echo(f"artfs: error: no space left on device{where}", err=True)
         sys.exit(EXIT_ERROR)
     except Exception as e:  # the last line of defence: never a traceback without --debug
         if debug:

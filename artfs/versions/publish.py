@@ -19,6 +19,8 @@ while they stream to the store, aborting the upload if they changed.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import errno
 import itertools
 import os
 import stat as stat_mod
@@ -42,7 +44,7 @@ from artfs.digest import (
     hash_file,
     needs_chunks,
 )
-from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NotFound
+from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NoSpace, NotFound
 from artfs.names import normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
@@ -134,9 +136,13 @@ class KnownContent:
 
     def sealed(self, pack_id: bytes, members: list[tuple[bytes, int, int]]) -> None:
         """A pack of new small files was sealed: they are known by it from now on."""
-        if self._stored is None:
-            self._stored = tempfile.TemporaryFile(prefix="artfs-stored-")
-        self._stored.write(b"".join(d + pack_id + offset.to_bytes(8, "little") for d, offset, _ in members))
+        try:
+            if self._stored is None:
+                self._stored = tempfile.TemporaryFile(prefix="artfs-stored-")
+            self._stored.write(b"".join(d + pack_id + offset.to_bytes(8, "little") for d, offset, _ in members))
+        except OSError as e:
+            self._drop_spill()
+            raise _spill_error(e) from None
         small = self.small
         for digest, offset, _ in members:
             small[digest] = (pack_id, offset)
@@ -153,6 +159,11 @@ class KnownContent:
         a sixteenth of the digests at a time."""
         if self._stored is None:
             return
+        try:
+            self._stored.flush()  # the last records reach the disk here: a full one fails now
+        except OSError as e:
+            self._drop_spill()
+            raise _spill_error(e) from None
         f, self._stored = self._stored, None
         with f:
             if self.on_stored is not None:
@@ -167,6 +178,12 @@ class KnownContent:
                     if batch:
                         self.on_stored(batch)
 
+    def _drop_spill(self) -> None:
+        f, self._stored = self._stored, None
+        if f is not None:
+            with contextlib.suppress(OSError):  # its unwritten records go with it
+                f.close()
+
     def add_manifest(self, m: Manifest) -> None:
         # From the columns: an Entry object per entry costs more than all of this.
         digests, pack_ids, offsets = m.digests, m.pack_ids, m.offsets
@@ -179,6 +196,15 @@ class KnownContent:
         for i, b in blocked.items():
             self.blocked[digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]] = b
             self.blocks.update(b[k : k + DIGEST_SIZE] for k in range(0, len(b), DIGEST_SIZE))
+
+
+def _spill_error(e: OSError) -> Exception:
+    """The spill file (in $TMPDIR) failed: a full disk is named, as the user can free it."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpace(
+            f"no space left on {tempfile.gettempdir()} (TMPDIR) for the list of stored files; nothing was committed"
+        )
+    return e
 
 
 class _VerifyingReader:
