@@ -141,8 +141,7 @@ class KnownContent:
                 self._stored = tempfile.TemporaryFile(prefix="artfs-stored-")
             self._stored.write(b"".join(d + pack_id + offset.to_bytes(8, "little") for d, offset, _ in members))
         except OSError as e:
-            self._drop_spill()
-            raise _spill_error(e) from None
+            raise self._spill_failed(e) from None
         small = self.small
         for digest, offset, _ in members:
             small[digest] = (pack_id, offset)
@@ -162,8 +161,7 @@ class KnownContent:
         try:
             self._stored.flush()  # the last records reach the disk here: a full one fails now
         except OSError as e:
-            self._drop_spill()
-            raise _spill_error(e) from None
+            raise self._spill_failed(e) from None
         f, self._stored = self._stored, None
         with f:
             if self.on_stored is not None:
@@ -178,11 +176,13 @@ class KnownContent:
                     if batch:
                         self.on_stored(batch)
 
-    def _drop_spill(self) -> None:
-        f, self._stored = self._stored, None
-        if f is not None:
-            with contextlib.suppress(OSError):  # its unwritten records go with it
-                f.close()
+    def _spill_failed(self, e: OSError) -> Exception:
+        """The spill file (in $TMPDIR) failed: dropped, records and all; a full disk is named."""
+        with contextlib.suppress(OSError, AttributeError):
+            self._stored.close()  # type: ignore[union-attr]
+        self._stored = None
+        where = f"no space left on {tempfile.gettempdir()} (TMPDIR) for the list of stored files"
+        return NoSpace(f"{where}; nothing was committed") if e.errno in (errno.ENOSPC, errno.EDQUOT) else e
 
     def add_manifest(self, m: Manifest) -> None:
         # From the columns: an Entry object per entry costs more than all of this.
@@ -196,15 +196,6 @@ class KnownContent:
         for i, b in blocked.items():
             self.blocked[digests[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]] = b
             self.blocks.update(b[k : k + DIGEST_SIZE] for k in range(0, len(b), DIGEST_SIZE))
-
-
-def _spill_error(e: OSError) -> Exception:
-    """The spill file (in $TMPDIR) failed: a full disk is named, as the user can free it."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpace(
-            f"no space left on {tempfile.gettempdir()} (TMPDIR) for the list of stored files; nothing was committed"
-        )
-    return e
 
 
 class _VerifyingReader:
