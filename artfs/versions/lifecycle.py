@@ -102,14 +102,17 @@ def commit_guard(objects: ObjectStore, wait: float = GC_WAIT):
             raise Conflict("a garbage collection is running on this store; try again when it has finished")
         time.sleep(1.0)
     beat = _Heartbeat(objects, key)
+    failed = True
     try:
         yield
+        failed = False
     finally:
         beat.stop()
         try:
             objects.delete(key)
         except Exception as e:  # a leftover marker only delays GC until it is stale
-            log.warning("could not remove commit marker %s: %s", key, e)
+            # Under a commit that failed (the store went away) its own error is the one line.
+            log.log(logging.DEBUG if failed else logging.WARNING, "could not remove commit marker %s: %s", key, e)
 
 
 def live_base(reg: Registry, base: VersionRecord | None) -> VersionRecord | None:

@@ -146,7 +146,7 @@ class S3Store(ObjectStore):
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
                 raise StoreUnavailable(f"access denied to {self.url} ({code})") from None
             if code in _PASSING:
-                raise Transient(f"{self.url}: {code}") from None
+                raise Transient(f"{self.url} answered {code} (the store is failing or overloaded)") from None
             raise StoreUnavailable(f"{self.url}: {code or e}") from None
         except botocore.exceptions.NoCredentialsError:
             raise StoreUnavailable(f"no S3 credentials found for {self.url} (see boto3 configuration)") from None
