@@ -11,6 +11,7 @@ keep_cache); listings above them live for the refresh interval.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterator
 
 import trio
 
-from artfs.errors import ArtfsError, FsError, NotSupported, ReadOnly
+from artfs.errors import ArtfsError, CorruptRecord, FsError, NotFound, NotSupported, ReadOnly
 from artfs.fs.content import ContentSource
 from artfs.fs.drafting import DraftChanges, DraftFile
 from artfs.fs.handles import Handles
@@ -32,6 +33,18 @@ from artfs.fs.tree import ALIAS, DRAFTS_DIR, FILE, IN_DRAFT, VERSION, Attr, Node
 IMMUTABLE_TIMEOUT = 24 * 3600.0
 DRAFT_TIMEOUT = 1.0  # drafts change only through this mount, but commits remove them
 RESULT_XATTR = "user.artfs.result."
+
+
+@contextlib.contextmanager
+def _naming_version(node: Node):
+    """A damaged manifest shard met under a version is named with the version: the shard
+    may be shared by many, and the one log line should say which one was being read."""
+    try:
+        yield
+    except CorruptRecord as e:
+        if node.version is None or str(e).startswith(f"{node.version}:"):
+            raise
+        raise CorruptRecord(f"{node.version}: {e}") from None
 
 
 class FileSystem(DraftChanges):
@@ -107,13 +120,14 @@ class FileSystem(DraftChanges):
         name = file_name(raw_name)
         if name in (".", ".."):
             raise FsError(errno.ENOENT)
-        if not self.tree.needs_thread(parent):
-            node, a = self.tree.lookup(parent, name), None
-        else:
-            # In a draft, names (and missing names: each file `cp` makes is looked up first)
-            # are mostly known in memory; else one worker-thread call brings node and attributes.
-            hit = self.tree.lookup_cached(parent, name)
-            node, a = hit if hit is not None else await self._blocking(self.tree.lookup_attr, parent, name)
+        with _naming_version(parent):
+            if not self.tree.needs_thread(parent):
+                node, a = self.tree.lookup(parent, name), None
+            else:
+                # In a draft, names (and missing names: each file `cp` makes is looked up first)
+                # are mostly known in memory; else one worker-thread call brings node and attributes.
+                hit = self.tree.lookup_cached(parent, name)
+                node, a = hit if hit is not None else await self._blocking(self.tree.lookup_attr, parent, name)
         reply = self.reply(node, a) if a is not None else await self.reply_of(node)
         self.tree.remember(node)
         return reply
@@ -134,11 +148,12 @@ class FileSystem(DraftChanges):
     # -- folders --------------------------------------------------------------------------
     async def opendir(self, ino: int) -> int:
         node = self.tree.node(ino)
-        if self.tree.needs_thread(node):
-            # Small, changing folders: resolve every child and its attributes at once.
-            children = await self._blocking(self._resolve_children, node)
-        else:
-            children = self.tree.children(node)  # version trees: children made as listed
+        with _naming_version(node):
+            if self.tree.needs_thread(node):
+                # Small, changing folders: resolve every child and its attributes at once.
+                children = await self._blocking(self._resolve_children, node)
+            else:
+                children = self.tree.children(node)  # version trees: children made as listed
         own = await self.reply_of(node)  # for '.' and '..'
         return self.handles.add((node, children, own))
 
@@ -148,8 +163,8 @@ class FileSystem(DraftChanges):
             try:
                 child = self.tree.child_node(node, name, how)
                 out.append((name, child, self.tree.attr(child)))
-            except ArtfsError:
-                continue  # vanished between listing and looking
+            except NotFound:
+                continue  # vanished between listing and looking (a store failure is the listing's)
         return out
 
     def listing(self, fh: int, start: int) -> Iterator[tuple[int, bytes, Reply, Node | None]]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from artfs.content.fetch import Piece, group, pieces
 from artfs.digest import digest_bytes
-from artfs.errors import ArtfsError, NotFound
+from artfs.errors import ArtfsError, CorruptRecord, NotFound
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker
 from artfs.store.manifest import Manifest
-from artfs.store.shards import AnyManifest
+from artfs.store.shards import AnyManifest, ShardedManifest
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Report:
     files: int  # stored files checked
     references: int  # entries whose bytes live at their source (not checked here)
     damaged: list[Damage]
+    unlisted: int = 0  # files of damaged manifest shards (each one Damage, not a Damage a file)
 
 
 def verify_manifest(
@@ -40,16 +41,36 @@ def verify_manifest(
 ) -> Report:
     report = Report(0, 0, [])
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for _, part in manifest.parts():  # a sharded manifest a shard at a time: bounded memory
+        for part in _readable_parts(manifest, report):  # a shard at a time: bounded memory
             _verify_part(objects, part, pool, progress, report)
     damaged = report.damaged
-    for key in sorted({d.key for d in damaged}):
+    # (A damaged shard is not marked: a publish stores a manifest object only if it is missing.)
+    for key in sorted({d.key for d in damaged if not d.key.startswith("manifests/")}):
         try:
             objects.put(damaged_marker(key), b"")
         except ArtfsError:
             pass  # the report still names it; marking is what lets a later publish repair it
     damaged.sort(key=lambda d: d.path)
     return report
+
+
+def _readable_parts(manifest: AnyManifest, report: Report) -> Iterator[Manifest]:
+    """The manifest's parts; a shard that cannot be read is reported (with the range of paths
+    it lists) and the others are still checked."""
+    if not isinstance(manifest, ShardedManifest):
+        yield from (part for _, part in manifest.parts())
+        return
+    for k, info in enumerate(manifest.shards):
+        try:
+            part = manifest.shard(k)
+        except (CorruptRecord, NotFound) as e:
+            report.files += info.files
+            report.unlisted += info.files
+            why = f"the manifest shard listing {info.files} file(s) cannot be read ({e})"
+            paths = info.lo if info.lo == info.hi else f"{info.lo} … {info.hi}"
+            report.damaged.append(Damage(paths, f"manifests/{info.digest.hex()}", why))
+            continue
+        yield part
 
 
 def _verify_part(

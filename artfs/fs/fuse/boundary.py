@@ -33,10 +33,11 @@ _SILENT = {"forget", "release", "releasedir", "init", "destroy", "stacktrace"}
 def _warn_once(handler: str, error: BaseException) -> None:
     """One log line per distinct failure a minute: an outage fails every read, and the
     kernel retries each one, but the log should say it once, with the entry and cause."""
-    line = f"{handler}: {error}"
-    if line not in _logged_recently:
-        _logged_recently[line] = True
-        log.warning("%s", line)
+    # Keyed by the error alone: lookup, opendir and getattr meeting one damaged shard say it once.
+    said = str(error)
+    if said not in _logged_recently:
+        _logged_recently[said] = True
+        log.warning("%s: %s", handler, said)
 
 
 def _answer(name: str, error: BaseException) -> pyfuse3.FUSEError:

@@ -1,0 +1,94 @@
+"""Failures under a mount of a sharded version, as a user meets them: a damaged shard object,
+a store that hangs while a folder's shards are fetched, two commits racing on one base.
+Reads fail with EIO and one log line, never with wrong or missing entries; the rest of the
+version still reads; the CLI says one line.
+
+Small thresholds (ARTFS_SHARDED_ABOVE, ARTFS_SHARD_FILES) make a few hundred files dozens of shards."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+from conftest import read_tree, run_artfs
+from mounts import errno_of, mounter  # noqa: F401  (mounter is a fixture)
+
+from artfs.store.manifest import Manifest
+
+pytestmark = pytest.mark.mount
+SMALL_SHARDS = {"ARTFS_SHARDED_ABOVE": "20", "ARTFS_SHARD_FILES": "6"}
+
+
+def _tree(root, folders: int = 6, files: int = 30) -> str:
+    for d in range(folders):
+        os.makedirs(os.path.join(root, f"d{d}"), exist_ok=True)
+        for f in range(files):
+            with open(os.path.join(root, f"d{d}", f"f{f:03d}"), "wb") as out:
+                out.write(os.urandom(40 + f))
+    return str(root)
+
+
+def _cli(store, cache, *args, env=None):
+    return run_artfs(list(args), store=store, cache=cache, env={**SMALL_SHARDS, **(env or {})})
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _shards(store: str, root: str) -> dict[str, list[str]]:
+    """digest -> file paths of every shard of a local store's manifest `root`."""
+    out = {}
+    folder = os.path.join(store, "manifests")
+    for name in os.listdir(folder):
+        if name != root:
+            out[name] = list(Manifest.decode(_read(os.path.join(folder, name))).paths)
+    return out
+
+
+# -- 4. a damaged shard ---------------------------------------------------------------------------
+
+
+def test_a_damaged_shard_fails_its_files_with_eio_and_one_log_line_naming_version_and_object(mounter, tmp_path):
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    src = _tree(tmp_path / "src")
+    _cli(store, cache, "put", src, "--name", "p/a", "--type", "dataset").ok()
+    root = json.loads(_cli(store, cache, "info", "p/a:v0").ok().stdout)["digest"]
+    shards = _shards(store, root)
+    # A shard of files of one folder, not that folder's first shard.
+    hexdigest, damaged = next(
+        (d, paths)
+        for d, paths in sorted(shards.items(), key=lambda kv: kv[1][:1])
+        if paths and paths[0].startswith("d2/") and paths[0] != "d2/f000"
+    )
+    path = os.path.join(store, "manifests", hexdigest)
+    data = bytearray(_read(path))
+    data[len(data) // 2] ^= 0x01
+    with open(path, "wb") as f:
+        f.write(data)
+
+    m = mounter(store, cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
+    v0 = m.path("p", "a", "v0")
+    expected = read_tree(src)
+    for rel, want in expected.items():
+        if rel in damaged:
+            assert errno_of(_read, os.path.join(v0, rel)) == errno.EIO, rel
+        else:
+            assert _read(os.path.join(v0, rel)) == want, rel
+    assert errno_of(os.listdir, os.path.join(v0, "d2")) == errno.EIO, "a listing never leaves files out"
+    for d in ("d0", "d1", "d3", "d4", "d5"):
+        assert sorted(os.listdir(os.path.join(v0, d))) == sorted(
+            p.split("/")[1] for p in expected if p.startswith(d + "/")
+        )
+    said = [line for line in m.log().splitlines() if hexdigest in line and " DEBUG " not in line]
+    assert len(said) == 1 and "p/a:v0" in said[0], said
+
+    # The CLI: `verify` names the shard and the paths it lists, and checks every other file.
+    fresh = str(tmp_path / "cache2")
+    verify = _cli(store, fresh, "verify", "p/a:v0")
+    verify.fails("p/a:v0", f"{len(damaged)} of 180 stored files damaged")
+    assert f"(object manifests/{hexdigest})" in verify.stdout and damaged[0] in verify.stdout
+    _cli(store, fresh, "get", "p/a:v0", "--root", str(tmp_path / "got")).fails(f"manifests/{hexdigest}")
