@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
+import time
 
 import pytest
-from conftest import read_tree, run_artfs
-from mounts import errno_of, mounter  # noqa: F401  (mounter is a fixture)
+from conftest import make_bucket, read_tree, run_artfs
+from mounts import errno_of, mounter, wait_for, weed  # noqa: F401  (mounter, weed are fixtures)
 
 from artfs.store.manifest import Manifest
 
@@ -92,3 +94,46 @@ def test_a_damaged_shard_fails_its_files_with_eio_and_one_log_line_naming_versio
     verify.fails("p/a:v0", f"{len(damaged)} of 180 stored files damaged")
     assert f"(object manifests/{hexdigest})" in verify.stdout and damaged[0] in verify.stdout
     _cli(store, fresh, "get", "p/a:v0", "--root", str(tmp_path / "got")).fails(f"manifests/{hexdigest}")
+
+
+# -- 5. the store hanging while a folder's shards are fetched --------------------------------------
+
+TIMEOUT = 3.0
+
+
+@pytest.mark.s3
+def test_a_shard_fetch_that_hangs_fails_within_the_timeout_and_recovers(s3_endpoint, weed, mounter, tmp_path):
+    env = {**SMALL_SHARDS, "AWS_ENDPOINT_URL": weed.endpoint, "ARTFS_S3_ATTEMPTS": "2", "ARTFS_S3_TIMEOUT": "30"}
+    store = f"s3://{make_bucket(weed.endpoint)}/reg"
+    src = _tree(tmp_path / "src")
+    run_artfs(["put", src, "--name", "p/a", "--type", "dataset"], store=store, cache=str(tmp_path / "c"), env=env).ok()
+    expected = read_tree(src)
+    names = {d: sorted(p.split("/")[1] for p in expected if p.startswith(d + "/")) for d in ("d0", "d3")}
+    m = mounter(store, "--timeout", str(TIMEOUT), "--refresh", "600", env=env)
+    v0 = m.path("p", "a", "v0")
+    assert sorted(os.listdir(os.path.join(v0, "d0"))) == names["d0"]
+    assert _read(os.path.join(v0, "d0", "f001")) == expected["d0/f001"]
+
+    os.killpg(weed.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        assert errno_of(os.listdir, os.path.join(v0, "d3")) == errno.EIO, "its shards were never read"
+        elapsed = time.monotonic() - t0
+        assert elapsed < 1.2 * TIMEOUT, f"EIO after {elapsed:.1f}s with --timeout {TIMEOUT:g}"
+        t0 = time.monotonic()
+        assert sorted(os.listdir(os.path.join(v0, "d0"))) == names["d0"], "a folder already read still lists"
+        assert _read(os.path.join(v0, "d0", "f001")) == expected["d0/f001"]
+        assert time.monotonic() - t0 < 1, "what was read is served without the store"
+    finally:
+        os.killpg(weed.proc.pid, signal.SIGCONT)
+    got = wait_for(lambda: _try(os.listdir, os.path.join(v0, "d3")), 30, "d3 to list after the store answers")
+    assert sorted(got) == names["d3"]
+    for name in names["d3"]:
+        assert _read(os.path.join(v0, "d3", name)) == expected[f"d3/{name}"]
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError:
+        return None
