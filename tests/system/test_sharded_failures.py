@@ -10,11 +10,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
+import subprocess
 import time
 
 import pytest
-from conftest import make_bucket, read_tree, run_artfs
+from conftest import ARTFS_BIN, fresh_s3_url, make_bucket, read_tree, run_artfs
 from mounts import errno_of, mounter, wait_for, weed  # noqa: F401  (mounter, weed are fixtures)
 
 from artfs.store.manifest import Manifest
@@ -137,3 +139,84 @@ def _try(fn, *args):
         return fn(*args)
     except OSError:
         return None
+
+
+# -- 3. two commits racing on one sharded base ------------------------------------------------------
+
+
+def _edit_a(root: str) -> None:
+    with open(os.path.join(root, "d1", "f005"), "wb") as f:
+        f.write(b"changed by A")
+    with open(os.path.join(root, "d2", "new-a"), "wb") as f:
+        f.write(b"added by A")
+    os.unlink(os.path.join(root, "d4", "f010"))
+
+
+def _edit_b(root: str) -> None:
+    with open(os.path.join(root, "d1", "f005"), "wb") as f:  # the same file (and shard) as A
+        f.write(b"changed by B")
+    with open(os.path.join(root, "d1", "new-b"), "wb") as f:
+        f.write(b"added by B")
+    shutil.rmtree(os.path.join(root, "d4"))
+    os.mkdir(os.path.join(root, "made-b"))
+
+
+def _listing(root: str) -> list[tuple[str, bool]]:
+    out = []
+    for dirpath, dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        out += [(os.path.normpath(os.path.join(rel, d)), True) for d in dirs]
+        out += [(os.path.normpath(os.path.join(rel, f)), False) for f in files]
+    return sorted(out)
+
+
+@pytest.mark.s3
+def test_two_commits_racing_on_one_sharded_base_land_as_two_versions_each_its_own_tree(
+    s3_test_bucket, mounter, tmp_path
+):
+    store = fresh_s3_url(s3_test_bucket)
+    src = _tree(tmp_path / "src")
+    _cli(store, str(tmp_path / "c"), "put", src, "--name", "p/a", "--type", "dataset").ok()
+    mounts = [mounter(store, "--refresh", "0.3", env=SMALL_SHARDS) for _ in range(2)]
+    expected = {}
+    for name, m, edit in (("a", mounts[0], _edit_a), ("b", mounts[1], _edit_b)):
+        draft = m.path("p", "a", "drafts", name)
+        os.mkdir(draft)
+        edit(draft)
+        expected[name] = str(tmp_path / f"expected-{name}")
+        shutil.copytree(src, expected[name])
+        edit(expected[name])
+    env = {**os.environ, **SMALL_SHARDS}
+    commits = [
+        subprocess.Popen(
+            [ARTFS_BIN, "commit", m.path("p", "a", "drafts", name)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name, m in (("a", mounts[0]), ("b", mounts[1]))
+    ]
+    results = [p.communicate(timeout=120) for p in commits]
+    assert all(p.returncode == 0 for p in commits), results
+    made = sorted(out.strip() for out, _ in results)
+    assert made == ["p/a:v1", "p/a:v2"], f"dense and distinct: {made}"
+
+    # Each version is exactly its own draft's tree, through a mount and through `get`.
+    for (out, _), name in zip(results, ("a", "b")):
+        version = out.strip().split(":")[1]
+        want = read_tree(expected[name])
+        got = mounts[0].path("p", "a", version)
+        wait_for(lambda got=got: os.path.isdir(got), 10, f"{version} in the mount")
+        assert _listing(got) == _listing(expected[name]) and read_tree(got) == want, version
+        fetched = tmp_path / f"got-{version}"
+        _cli(store, str(tmp_path / f"c-{version}"), "get", f"p/a:{version}", "--root", str(fetched)).ok()
+        assert _listing(str(fetched)) == _listing(expected[name]) and read_tree(fetched) == want
+    assert read_tree(mounts[1].path("p", "a", "v0")) == read_tree(src), "the base is as it was"
+
+    # gc keeps every shard of every live version.
+    for m in mounts:
+        m.umount()
+    _cli(store, str(tmp_path / "c"), "gc", "--grace", "0").ok()
+    for version in ("v0", "v1", "v2"):
+        _cli(store, str(tmp_path / "c-verify"), "verify", f"p/a:{version}").ok()
