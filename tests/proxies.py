@@ -4,8 +4,10 @@ the requests (tests/hosts.py, the bucket's load)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+from urllib.parse import urlparse
 
 
 class LoopbackProxy:
@@ -80,3 +82,30 @@ class CuttingProxy(LoopbackProxy):
                 except OSError:
                     pass
                 s.close()
+
+
+@contextlib.contextmanager
+def stores_behind_proxies(s3_endpoint: str, monkeypatch, data: bytes, proxy_class: type = CuttingProxy):
+    """make(**proxy options) -> (S3Store, proxy): a store on one fresh bucket holding `data` as
+    "blob", reached through a fresh `proxy_class` in front of `s3_endpoint` (with short retry
+    waits); every proxy is closed on exit."""
+    from artfs.store.backends.s3 import S3Store
+    from conftest import make_bucket
+
+    bucket = make_bucket(s3_endpoint)
+    S3Store(bucket, "p").put("blob", data)
+    u = urlparse(s3_endpoint)
+    proxies: list = []
+
+    def make(**options):
+        proxy = proxy_class((u.hostname, u.port), **options)
+        proxies.append(proxy)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        monkeypatch.setenv("ARTFS_RETRY_WAIT", "0.01")
+        return S3Store(bucket, "p"), proxy
+
+    try:
+        yield make
+    finally:
+        for p in proxies:
+            p.close()

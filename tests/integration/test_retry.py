@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import os
 import time
-from urllib.parse import urlparse
 
 import pytest
 
 from artfs.errors import NotFound, StoreUnavailable, Transient
-from artfs.store.backends.s3 import S3Store
 from artfs.store.retry import RetryPolicy
-from conftest import make_bucket
-from proxies import CuttingProxy
+from proxies import stores_behind_proxies
 
 pytestmark = pytest.mark.s3
 DATA = os.urandom(3 << 20)
@@ -21,21 +18,8 @@ DATA = os.urandom(3 << 20)
 
 @pytest.fixture
 def behind_proxy(s3_endpoint, monkeypatch):
-    bucket = make_bucket(s3_endpoint)
-    S3Store(bucket, "p").put("blob", DATA)
-    u = urlparse(s3_endpoint)
-    proxies = []
-
-    def make(after: int, cuts: int) -> tuple[S3Store, CuttingProxy]:
-        proxy = CuttingProxy((u.hostname, u.port), after=after, cuts=cuts)
-        proxies.append(proxy)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        monkeypatch.setenv("ARTFS_RETRY_WAIT", "0.01")
-        return S3Store(bucket, "p"), proxy
-
-    yield make
-    for p in proxies:
-        p.close()
+    with stores_behind_proxies(s3_endpoint, monkeypatch, DATA) as make:
+        yield make
 
 
 def test_a_body_broken_off_midway_is_fetched_again(behind_proxy):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import socket
-from urllib.parse import urlparse
 
 import pytest
 
-from artfs.store.backends.s3 import DIRECT_PART, S3Store
+from artfs.store.backends.s3 import DIRECT_PART
 from conftest import make_bucket
-from proxies import CuttingProxy
+from proxies import CuttingProxy, stores_behind_proxies
 
 pytestmark = pytest.mark.s3
 MIB = 1 << 20
@@ -35,21 +34,8 @@ class CountingProxy(CuttingProxy):
 
 @pytest.fixture
 def store_behind(s3_endpoint, monkeypatch):
-    bucket = make_bucket(s3_endpoint)
-    S3Store(bucket, "p").put("blob", DATA)
-    u = urlparse(s3_endpoint)
-    proxies = []
-
-    def make(**kw) -> tuple[S3Store, CountingProxy]:
-        proxy = CountingProxy((u.hostname, u.port), **kw)
-        proxies.append(proxy)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        monkeypatch.setenv("ARTFS_RETRY_WAIT", "0.01")
-        return S3Store(bucket, "p"), proxy
-
-    yield make
-    for p in proxies:
-        p.close()
+    with stores_behind_proxies(s3_endpoint, monkeypatch, DATA, CountingProxy) as make:
+        yield make
 
 
 def test_large_parts_hold_the_objects_bytes_up_to_its_end(store_behind):
