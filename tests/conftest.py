@@ -24,11 +24,14 @@ instead of starting SeaweedFS.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -363,6 +366,22 @@ def write_tree(root, files: dict) -> str:
         with open(path, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
     return root
+
+
+@contextlib.contextmanager
+def tmpfs(size: str):
+    """A fresh tmpfs of `size` (as mount(8) takes it: "20m"), a small disk to fill; unmounted
+    and removed on exit, pass or fail. Skips the test unless run as root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path = tempfile.mkdtemp(prefix="artfs-small-disk-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], check=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", path], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", path], capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_tree(root) -> dict:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
-from conftest import ARTFS_BIN, make_bucket, read_tree, run_artfs
+from conftest import ARTFS_BIN, make_bucket, read_tree, run_artfs, tmpfs
 from mounts import wait_for, weed  # noqa: F401  (weed is a fixture)
 
 SMALL_SHARDS = {"ARTFS_SHARDED_ABOVE": "20", "ARTFS_SHARD_FILES": "6"}
@@ -42,18 +40,9 @@ def _latest(store, cache, artifact) -> str:
 
 
 @pytest.fixture
-def tiny_disk(tmp_path):
-    """A 1 MiB tmpfs (unmounted afterwards, pass or fail)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path = tempfile.mkdtemp(prefix="artfs-tiny-disk-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", path], check=True)
-    try:
+def tiny_disk():
+    with tmpfs("1m") as path:
         yield path
-    finally:
-        if subprocess.run(["umount", path], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", path], capture_output=True)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _fill_but(disk: str, left: int) -> str:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
-from conftest import read_tree
+from conftest import read_tree, tmpfs
 from mounts import cleanup, mounter  # noqa: F401  (mounter is a fixture)
 from drafts_common import commit, read, write
 
@@ -26,18 +24,12 @@ KEEP = {f"keep/{i}.bin": bytes([i]) * (100_000 + i) for i in range(5)}
 def small_disk(mounter):
     """A 20 MiB tmpfs for the cache. Set up after `mounter`, so it is torn down first: the
     mounts whose cache it holds are stopped, then it is unmounted."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    path = tempfile.mkdtemp(prefix="artfs-small-disk-")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", path], check=True)
-    try:
-        yield path
-    finally:
-        for m in mounter.mounts:
-            cleanup(m.mp)
-        if subprocess.run(["umount", path], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", path], capture_output=True)
-        shutil.rmtree(path, ignore_errors=True)
+    with tmpfs("20m") as path:
+        try:
+            yield path
+        finally:
+            for m in mounter.mounts:
+                cleanup(m.mp)
 
 
 def fill(path: str) -> int:
