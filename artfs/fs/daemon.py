@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from artfs.content.cache import ContentCache
-from artfs.errors import ArtfsError, InvalidInput
+from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NotFound
 from artfs.fs.catalog import Catalog, bounded
 from artfs.fs.content import ContentSource
 from artfs.fs.draftset import DraftSet
@@ -144,6 +144,16 @@ def setup_logging(debug: bool, log_file: str | None) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
+def _shard_fetcher(fetch):
+    def fetch_shard(hexdigest: str) -> bytes:
+        try:
+            return fetch(hexdigest)
+        except NotFound:  # a root names it: a missing shard is damage (EIO), not "no such file"
+            raise CorruptRecord(f"manifest shard manifests/{hexdigest} is missing from the store") from None
+
+    return fetch_shard
+
+
 def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSystem:
     """The layers a mount serves, each registered on `resources` to be closed at unmount."""
     from artfs.api.store import Store
@@ -153,7 +163,7 @@ def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSyste
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
     load_manifest = bounded(store.manifest, opts.timeout, store.url)  # a hung store: EIO after --timeout
     # So is a shard of a sharded manifest (read by the lookups and listings that need it).
-    store.registry.fetch_shard = bounded(store.registry.fetch_manifest, opts.timeout, store.url)
+    store.registry.fetch_shard = _shard_fetcher(bounded(store.registry.fetch_manifest, opts.timeout, store.url))
     drafts = DraftSet(store, catalog, opts.sync_on_close)
     resources.callback(drafts.close)
     tree = Tree(catalog, load_manifest, drafts, uid=os.getuid(), gid=os.getgid())

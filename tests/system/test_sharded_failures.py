@@ -56,7 +56,8 @@ def _shards(store: str, root: str) -> dict[str, list[str]]:
 # -- 4. a damaged shard ---------------------------------------------------------------------------
 
 
-def test_a_damaged_shard_fails_its_files_with_eio_and_one_log_line_naming_version_and_object(mounter, tmp_path):
+@pytest.mark.parametrize("harm", ["flipped", "missing"])
+def test_a_damaged_shard_fails_its_files_with_eio_and_one_log_line_naming_version_and_object(mounter, tmp_path, harm):
     store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
     src = _tree(tmp_path / "src")
     _cli(store, cache, "put", src, "--name", "p/a", "--type", "dataset").ok()
@@ -69,10 +70,13 @@ def test_a_damaged_shard_fails_its_files_with_eio_and_one_log_line_naming_versio
         if paths and paths[0].startswith("d2/") and paths[0] != "d2/f000"
     )
     path = os.path.join(store, "manifests", hexdigest)
-    data = bytearray(_read(path))
-    data[len(data) // 2] ^= 0x01
-    with open(path, "wb") as f:
-        f.write(data)
+    if harm == "missing":  # (a missing shard is no "no such file": its files exist)
+        os.unlink(path)
+    else:
+        data = bytearray(_read(path))
+        data[len(data) // 2] ^= 0x01
+        with open(path, "wb") as f:
+            f.write(data)
 
     m = mounter(store, cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
     v0 = m.path("p", "a", "v0")
