@@ -144,6 +144,16 @@ def setup_logging(debug: bool, log_file: str | None) -> None:
     logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
+def _manifest_loader(load):
+    def load_manifest(rec):
+        try:
+            return load(rec)
+        except NotFound:  # a version listed is there: its manifest missing is damage (EIO), not ENOENT
+            raise CorruptRecord(f"{rec}: manifest manifests/{rec.manifest} is missing from the store") from None
+
+    return load_manifest
+
+
 def _shard_fetcher(fetch):
     def fetch_shard(hexdigest: str) -> bytes:
         try:
@@ -161,7 +171,7 @@ def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSyste
     store = Store(opts.store_url, opts.cache_dir, shard_memory=opts.memory)
     cache = ContentCache(store.cache_dir, opts.cache_size)
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
-    load_manifest = bounded(store.manifest, opts.timeout, store.url)  # a hung store: EIO after --timeout
+    load_manifest = _manifest_loader(bounded(store.manifest, opts.timeout, store.url))  # hung: EIO after --timeout
     # So is a shard of a sharded manifest (read by the lookups and listings that need it).
     store.registry.fetch_shard = _shard_fetcher(bounded(store.registry.fetch_manifest, opts.timeout, store.url))
     drafts = DraftSet(store, catalog, opts.sync_on_close)

@@ -224,3 +224,17 @@ def test_two_commits_racing_on_one_sharded_base_land_as_two_versions_each_its_ow
     _cli(store, str(tmp_path / "c"), "gc", "--grace", "0").ok()
     for version in ("v0", "v1", "v2"):
         _cli(store, str(tmp_path / "c-verify"), "verify", f"p/a:{version}").ok()
+
+
+def test_a_missing_root_manifest_is_eio_not_no_such_file(mounter, tmp_path):
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    _cli(store, cache, "put", _tree(tmp_path / "src"), "--name", "p/a", "--type", "dataset").ok()
+    root = json.loads(_cli(store, cache, "info", "p/a:v0").ok().stdout)["digest"]
+    os.unlink(os.path.join(store, "manifests", root))
+    m = mounter(store, cache=str(tmp_path / "mcache"), env=SMALL_SHARDS)
+    assert "v0" in os.listdir(m.path("p", "a"))
+    assert errno_of(os.listdir, m.path("p", "a", "v0")) == errno.EIO
+    assert errno_of(_read, m.path("p", "a", "v0", "d0", "f000")) == errno.EIO
+    said = [line for line in m.log().splitlines() if root in line and " DEBUG " not in line]
+    assert len(said) == 1 and "p/a:v0" in said[0], said
+    _cli(store, str(tmp_path / "c2"), "get", "p/a:v0", "--root", str(tmp_path / "got")).fails(f"manifests/{root}")
