@@ -14,12 +14,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass
 
 from artfs.content.cache import ContentCache
-from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NotFound
+from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NotFound, StoreUnavailable
 from artfs.fs.catalog import Catalog, bounded
 from artfs.fs.content import ContentSource
 from artfs.fs.draftset import DraftSet
@@ -154,14 +157,43 @@ def _manifest_loader(load):
     return load_manifest
 
 
-def _shard_fetcher(fetch):
-    def fetch_shard(hexdigest: str) -> bytes:
+class ShardFetches:
+    """A mount's shard fetches, each given up after `timeout` (EIO), the fetch left to finish in
+    its own thread. The registry lets one caller at a time fetch a shard; one that comes while
+    an earlier fetch of it still hangs fails at once instead of waiting its own `timeout`
+    after the earlier caller's (with N users of one shard, the N-th waited N x --timeout)."""
+
+    def __init__(self, fetch, timeout: float | None, url: str):
+        self._fetch, self._timeout, self._url = fetch, timeout, url
+        self._lock = threading.Lock()
+        self._hung: dict[str, Future] = {}
+
+    def __call__(self, hexdigest: str) -> bytes:
+        with self._lock:
+            if hexdigest in self._hung:
+                raise StoreUnavailable(f"{self._url} did not answer: an earlier fetch of this shard still waits")
+            future: Future = Future()
+            self._hung[hexdigest] = future
+        threading.Thread(target=self._run, args=(hexdigest, future), name="artfs-shard", daemon=True).start()
         try:
-            return fetch(hexdigest)
+            return future.result(timeout=self._timeout)
+        except FutureTimeout:
+            raise StoreUnavailable(f"{self._url} did not answer within {self._timeout:g}s") from None
         except NotFound:  # a root names it: a missing shard is damage (EIO), not "no such file"
             raise CorruptRecord(f"manifest shard manifests/{hexdigest} is missing from the store") from None
 
-    return fetch_shard
+    def _run(self, hexdigest: str, future: Future) -> None:
+        data, error = None, None
+        try:
+            data = self._fetch(hexdigest)
+        except BaseException as e:  # handed to the caller, if it still waits
+            error = e
+        with self._lock:  # done before the caller hears: the next caller fetches anew
+            del self._hung[hexdigest]
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(data)
 
 
 def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSystem:
@@ -173,7 +205,7 @@ def build(opts: MountOptions, kernel: Kernel, resources: ExitStack) -> FileSyste
     catalog = Catalog(store.registry, opts.refresh, opts.pin_aliases, timeout=opts.timeout)
     load_manifest = _manifest_loader(bounded(store.manifest, opts.timeout, store.url))  # hung: EIO after --timeout
     # So is a shard of a sharded manifest (read by the lookups and listings that need it).
-    store.registry.fetch_shard = _shard_fetcher(bounded(store.registry.fetch_manifest, opts.timeout, store.url))
+    store.registry.fetch_shard = ShardFetches(store.registry.fetch_manifest, opts.timeout, store.url)
     drafts = DraftSet(store, catalog, opts.sync_on_close)
     resources.callback(drafts.close)
     tree = Tree(catalog, load_manifest, drafts, uid=os.getuid(), gid=os.getgid())
