@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import trio
@@ -59,7 +60,7 @@ class DraftChanges:
     content: ContentSource
     handles: Handles
     kernel: Kernel
-    _results: dict[str, bytes]
+    _results: MutableMapping[str, bytes]
     _refs: RefReader
     _early: EarlyBlocks | None = None  # large files' blocks uploaded as they are written
 

@@ -18,8 +18,8 @@ from artfs.api.store import Published, Store
 from artfs.digest import digest_bytes
 from artfs.drafts.draft import Draft
 from artfs.drafts.store import DraftStore
-from artfs.errors import FsError
-from artfs.fs.catalog import Catalog
+from artfs.errors import FsError, StoreUnavailable
+from artfs.fs.catalog import Catalog, bounded
 from artfs.names import ArtifactName
 from artfs.store.manifest import Manifest
 from artfs.store.registry import VersionRecord
@@ -60,6 +60,16 @@ class DraftSet:
             hit = self._pending.get(a)
         if hit and now - hit[0] < self.catalog.refresh:
             return hit[1]
+        try:  # within --timeout, as listings: the drafts folder lists while the store is away
+            out = bounded(self._load_pending, self.catalog.timeout, self.store.url)(a)
+        except StoreUnavailable as e:
+            log.debug("distributed versions of %s as last seen: %s", a, e)
+            return hit[1] if hit else {}
+        with self._lock:
+            self._pending[a] = (now, out)
+        return out
+
+    def _load_pending(self, a: ArtifactName) -> dict[str, tuple[VersionRecord, Manifest]]:
         dist = Distributed(self.store)
         out = {}
         for pid in dist.pending_ids(a):
@@ -76,8 +86,6 @@ class DraftSet:
                 description=f"distributed version {pid!r}, not finished",
             )
             out[pid] = (rec, merged.manifest)
-        with self._lock:
-            self._pending[a] = (now, out)
         return out
 
     def get(self, a: ArtifactName, name: str) -> Draft:

@@ -15,9 +15,11 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import MutableMapping
 from typing import Any, Callable, Iterator
 
 import trio
+from cachetools import TTLCache
 
 from artfs.errors import ArtfsError, CorruptRecord, FsError, NotFound, NotSupported, ReadOnly
 from artfs.fs.content import ContentSource
@@ -64,7 +66,8 @@ class FileSystem(DraftChanges):
         self.handles = Handles()
         self.stored = StoredReader(tree, content, self.kernel)
         self._read_versions: set = set()
-        self._results: dict[str, bytes] = {}  # commit token -> JSON outcome
+        # commit token -> JSON outcome, read by the committing `artfs commit` (bounded: one nobody reads goes)
+        self._results: MutableMapping[str, bytes] = TTLCache(maxsize=4096, ttl=600)
         self._refs = RefReader(
             self._blocking, content.timeout
         )  # reference entries: read from their source (fs/refs.py)
@@ -246,7 +249,8 @@ class FileSystem(DraftChanges):
             raise FsError(errno.ENODATA)
         node = self.tree.node(ino)
         if text.startswith(RESULT_XATTR) and node.kind == DRAFTS_DIR:
-            result = self._results.pop(text[len(RESULT_XATTR) :], None)
+            # Kept, not popped: a reader with too small a buffer (ERANGE) asks again.
+            result = self._results.get(text[len(RESULT_XATTR) :])
             if result is None:
                 raise FsError(errno.ENODATA)
             return result
