@@ -508,17 +508,17 @@ class Registry:
             if m is not None:
                 return m
             gate = self._shard_loads.setdefault(digest, threading.Lock())
-        with gate:
-            with self._lock:
-                m = self._shards.get(digest)
-            if m is None:
-                hexdigest = digest.hex()
-                # Through `fetch_shard`: a mount bounds it by --timeout (a cache hit costs nothing).
-                m = Manifest.decode(self.fetch_shard(hexdigest), f"manifest shard {hexdigest}")
+        try:
+            with gate:
                 with self._lock:
-                    self._shards[digest] = m
-        with self._lock:
-            self._shard_loads.pop(digest, None)
+                    m = self._shards.get(digest)
+                if m is None:  # through `fetch_shard`: a mount bounds it by --timeout
+                    m = Manifest.decode(self.fetch_shard(digest.hex()), f"manifest shard {digest.hex()}")
+                    with self._lock:
+                        self._shards[digest] = m
+        finally:  # a failed fetch leaves no gate behind either
+            with self._lock:
+                self._shard_loads.pop(digest, None)
         return m
 
     def seal(self, manifest: AnyManifest) -> tuple[AnyManifest, bytes]:
