@@ -70,6 +70,7 @@ class DraftChanges:
         def reply(self, node: Node, a: Attr | None = None) -> Reply: ...
         async def reply_of(self, node: Node) -> Reply: ...
         async def _open_stored(self, node: Node, entry: Entry) -> OpenFile | RefHandle: ...
+        async def node(self, ino: int) -> Node: ...
 
     @staticmethod
     def _draft(node: Node) -> Draft:
@@ -266,7 +267,7 @@ class DraftChanges:
     async def setattr(
         self, ino: int, size: int | None, mode: int | None, mtime_ns: int | None, atime_ns: int | None = None
     ) -> Reply:
-        node = self.tree.node(ino)
+        node = await self.node(ino)
         self._in_draft(node)
         draft = self._draft(node)
         try:
@@ -297,7 +298,7 @@ class DraftChanges:
         return await self.reply_of(node)
 
     async def setxattr(self, ino: int, raw_name: bytes, value: bytes) -> None:
-        node = self.tree.node(ino)
+        node = await self.node(ino)
         if os.fsdecode(raw_name) == COMMIT_XATTR and node.kind == DRAFT:
             return await self._commit(node, value)
         if node.kind in IN_DRAFT:
@@ -344,7 +345,7 @@ class DraftChanges:
             self.kernel.invalidate_attr(artifact.ino)
 
     async def removexattr(self, ino: int, raw_name: bytes) -> None:
-        node = self.tree.node(ino)
+        node = await self.node(ino)
         if node.kind in IN_DRAFT:
             raise NotSupported("extended attributes of draft files are not kept")
         raise _read_only(node)

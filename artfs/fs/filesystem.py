@@ -30,7 +30,7 @@ from artfs.fs.reader import OpenFile, StoredReader
 from artfs.fs.refs import RefHandle, RefReader
 from artfs.fs.replies import Opened, Reply
 from artfs.names import kernel_name as file_name
-from artfs.fs.tree import ALIAS, DRAFTS_DIR, FILE, IN_DRAFT, VERSION, Attr, Node, Tree
+from artfs.fs.tree import ALIAS, DRAFTS_DIR, FILE, IN_DRAFT, VERSION, Attr, Node, NotLoaded, Tree
 
 IMMUTABLE_TIMEOUT = 24 * 3600.0
 DRAFT_TIMEOUT = 1.0  # drafts change only through this mount, but commits remove them
@@ -139,11 +139,21 @@ class FileSystem(DraftChanges):
         for ino, count in inodes:
             self.tree.forget(ino, count)
 
+    async def node(self, ino: int) -> Node:
+        """The node of `ino`; a file's made again in a worker thread if its shard must be fetched."""
+        try:
+            return self.tree.node(ino)
+        except NotLoaded:
+            return await self._blocking(self.tree.node_blocking, ino)
+
     async def getattr(self, ino: int) -> Reply:
-        return await self.reply_of(self.tree.node(ino))
+        return await self.reply_of(await self.node(ino))
 
     def readlink(self, ino: int) -> bytes:
-        node = self.tree.node(ino)
+        try:
+            node = self.tree.node(ino)
+        except NotLoaded:  # a file
+            raise FsError(errno.EINVAL) from None
         if node.kind != ALIAS:
             raise FsError(errno.EINVAL)
         return os.fsencode(node.target)
@@ -198,7 +208,7 @@ class FileSystem(DraftChanges):
 
     # -- files ----------------------------------------------------------------------------
     async def open(self, ino: int, flags: int) -> Opened:
-        node = self.tree.node(ino)
+        node = await self.node(ino)
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND))
         if node.kind in IN_DRAFT:
             return await self._open_draft_file(node, flags, writing)
@@ -247,7 +257,7 @@ class FileSystem(DraftChanges):
             raise NotSupported(f"no {text} on artfs")
         if not text.startswith("user.artfs."):
             raise FsError(errno.ENODATA)
-        node = self.tree.node(ino)
+        node = await self.node(ino)
         if text.startswith(RESULT_XATTR) and node.kind == DRAFTS_DIR:
             # Kept, not popped: a reader with too small a buffer (ERANGE) asks again.
             result = self._results.get(text[len(RESULT_XATTR) :])
@@ -265,7 +275,7 @@ class FileSystem(DraftChanges):
         return self.tree.xattrs(node)
 
     async def listxattr(self, ino: int) -> list[bytes]:
-        return [os.fsencode(k) for k in await self.xattrs(self.tree.node(ino))]
+        return [os.fsencode(k) for k in await self.xattrs(await self.node(ino))]
 
     async def statfs(self) -> os.statvfs_result:
         """What drafts can still hold: the free space of the disk they live on."""

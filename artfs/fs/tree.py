@@ -6,9 +6,14 @@
 
 Nodes get inode numbers on first sight and keep them while the kernel knows
 them (lookup counts). Version trees are immutable, so their nodes carry the
-version and entry index and nothing ever needs invalidating. Methods that may
-list the store (`*_blocking`) must run in a worker thread; the rest only
-touch memory and are safe on the trio thread. One lock guards the tables.
+version and entry index and nothing ever needs invalidating. A file of a
+version has an inode number made of its version's slot and its entry index,
+so its node can be dropped (a bounded LRU holds FILE_NODES of them, whatever
+the kernel holds: a `find` over ten million files) and made again on demand;
+made again, it may need its shard, which `node` does not wait for (NotLoaded:
+the caller asks `node_blocking` in a worker thread). Methods that may list the
+store (`*_blocking`) must run in a worker thread; the rest only touch memory
+and are safe on the trio thread. One lock guards the tables.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import os
 import stat
 import threading
 import time
 from dataclasses import dataclass, field
+
+from cachetools import LRUCache
 
 from artfs.drafts.draft import Draft
 from artfs.drafts.namespace import ROOT as DRAFT_ROOT
@@ -33,6 +41,17 @@ from artfs.store.registry import VersionRecord
 
 ROOT_INO = 1
 SHRINK_ABOVE = 1 << 16  # node tables are copied smaller only past this many nodes
+FILE_INOS = 1 << 62  # files of versions: FILE_INOS + (version slot << INDEX_BITS) + entry index
+INDEX_BITS = 36
+# File nodes kept made (~600 B each); the rest are made again from their inode number.
+FILE_NODES = int(os.environ.get("ARTFS_FILE_NODES", 1 << 16))
+
+
+class NotLoaded(Exception):
+    """A file's node must be made again and its shard is not in memory: call `node_blocking`
+    in a worker thread."""
+
+
 DRAFTS = "drafts"
 
 # kinds
@@ -151,16 +170,62 @@ class Tree:
         self._by_key: dict[tuple, Node] = {}
         self._next_ino = ROOT_INO + 1
         self._peak = 0  # the most nodes held since the tables were last copied
+        self._files: LRUCache = LRUCache(maxsize=FILE_NODES)  # file nodes of versions, by inode
+        self._slots: list[tuple] = []  # version node keys by slot (one per version seen: few)
+        self._slot_of: dict[tuple, int] = {}  # version node key -> slot
         root = Node(ROOT_INO, ROOT, ("root",))
         self._by_ino[ROOT_INO] = root
         self._by_key[root.key] = root
 
     # -- inode table ----------------------------------------------------------
     def node(self, ino: int) -> Node:
+        if ino >= FILE_INOS:
+            return self._file_node(ino, wait=False)
         n = self._by_ino.get(ino)
         if n is None:
             raise NotFound(f"inode {ino} is no longer known")
         return n
+
+    def node_blocking(self, ino: int) -> Node:
+        """`node`, fetching the shard a file's node needs (in a worker thread)."""
+        return self._file_node(ino, wait=True) if ino >= FILE_INOS else self.node(ino)
+
+    def _file_node(self, ino: int, wait: bool) -> Node:
+        with self._lock:
+            n = self._files.get(ino)
+            if n is not None:
+                return n
+            slot, index = divmod(ino - FILE_INOS, 1 << INDEX_BITS)
+            # The kernel holds a file's folders while it holds the file: its version's node too.
+            version = self._by_key.get(self._slots[slot]) if slot < len(self._slots) else None
+            if version is None or version.manifest is None:
+                raise NotFound(f"inode {ino} is no longer known")
+        m = version.manifest
+        found = m.locate(index) if wait else m.locate_loaded(index)
+        if found is None:
+            raise NotLoaded(ino)
+        part, local = found
+        path = part.paths[local]
+        return self._file(version, ino, path, index, part, local)
+
+    def _file(self, version: Node, ino: int, path: str, index: int, part: Manifest, local: int) -> Node:
+        rec = version.record
+        key = ("e", rec.artifact, rec.number, rec.manifest, index)
+        with self._lock:
+            n = self._files.get(ino)
+            if n is None:
+                n = Node(ino, FILE, key, version.project, version.artifact_name, rec, path, local, index - local)
+                n.manifest = part
+                self._files[ino] = n
+            return n
+
+    def _slot(self, version: Node) -> int:
+        with self._lock:
+            slot = self._slot_of.get(version.key)
+            if slot is None:
+                slot = self._slot_of[version.key] = len(self._slots)
+                self._slots.append(version.key)
+            return slot
 
     def _get(self, key: tuple, make) -> Node:
         with self._lock:
@@ -176,6 +241,9 @@ class Tree:
         """The kernel now holds one more reference (lookup, readdirplus entry)."""
         with self._lock:
             node.lookups += 1
+            if node.ino >= FILE_INOS:  # made again from its number whenever needed
+                self._files[node.ino] = node
+                return
             if self._by_ino.get(node.ino) is not node:
                 # forgotten between being found (in a worker thread) and this reply: the
                 # kernel is about to hold it again, so it must stay resolvable.
@@ -184,6 +252,11 @@ class Tree:
 
     def forget(self, ino: int, count: int) -> None:
         with self._lock:
+            if ino >= FILE_INOS:  # files of versions are made again from their number
+                made = self._files.get(ino)
+                if made is not None:
+                    made.lookups = max(made.lookups - count, 0)
+                return
             n = self._by_ino.get(ino)
             if n is None or ino == ROOT_INO:
                 return
@@ -255,6 +328,10 @@ class Tree:
         )
 
     def known(self, key: tuple) -> Node | None:
+        if key[0] == "e":  # a file of a version: made, if its version has a slot
+            slot = self._slot_of.get(("v", *key[1:4]))
+            with self._lock:
+                return None if slot is None else self._files.get(FILE_INOS + (slot << INDEX_BITS) + key[4])
         return self._by_key.get(key)
 
     def drop(self, node: Node) -> None:
@@ -272,14 +349,18 @@ class Tree:
             key = ("f", rec.artifact, rec.number, rec.manifest, path)
             kind = DIR
         else:
-            key = ("e", rec.artifact, rec.number, rec.manifest, index)
-            kind = FILE
-            known = self._by_key.get(key)
-            if known is not None:
-                return known
             # A file keeps the part of the manifest it is in (one shard of a sharded one):
             # its attributes and reads need no other.
-            manifest, local = parent.the_manifest.locate(index)
+            version = self._by_key.get(("v", rec.artifact, rec.number, rec.manifest))
+            if version is None or version.manifest is None:  # forgotten meanwhile: the parent's
+                version = self._version(rec, parent.manifest)
+            ino = FILE_INOS + (self._slot(version) << INDEX_BITS) + index
+            with self._lock:
+                known = self._files.get(ino)
+            if known is not None:
+                return known
+            part, local = parent.the_manifest.locate(index)
+            return self._file(version, ino, path, index, part, local)
         return self._get(
             key,
             lambda ino: Node(

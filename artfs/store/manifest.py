@@ -228,6 +228,8 @@ class Manifest:
         """The part holding entry `i`, and its index there."""
         return self, i
 
+    locate_loaded = locate  # one part, always in memory
+
     def folder(self, path: str) -> Folder | None:
         """A recorded folder's mode and time (None: not recorded, as in older manifests)."""
         i = bisect.bisect_left(self.folders, path)

@@ -95,9 +95,7 @@ class VersionRecord:
         return f"{self.artifact}:{self.name}"
 
     def to_json(self) -> bytes:
-        doc = asdict(self)
-        for k in ("artifact", "number", "etag"):
-            doc.pop(k)
+        doc = {k: v for k, v in asdict(self).items() if k not in ("artifact", "number", "etag")}
         doc["format"] = RECORD_FORMAT
         return json.dumps(doc, sort_keys=True, indent=1).encode()
 
@@ -493,7 +491,7 @@ class Registry:
         with self._lock:  # the cache is shared by the daemon's worker threads
             m = self._manifests.get(hexdigest)
         if m is None:
-            m = shards.decode(self.fetch_manifest(hexdigest), manifest_key(hexdigest), self.shard)
+            m = shards.decode(self.fetch_manifest(hexdigest), manifest_key(hexdigest), self.shard, self.loaded_shard)
             with self._lock:
                 self._manifests[hexdigest] = m
         return m
@@ -503,23 +501,26 @@ class Registry:
 
     def shard(self, digest: bytes) -> Manifest:
         """A shard of a sharded manifest, from memory or the store (one fetch at a time each)."""
+        m = self.loaded_shard(digest)
+        if m is not None:
+            return m
         with self._lock:
-            m = self._shards.get(digest)
-            if m is not None:
-                return m
             gate = self._shard_loads.setdefault(digest, threading.Lock())
         try:
             with gate:
-                with self._lock:
-                    m = self._shards.get(digest)
+                m = self.loaded_shard(digest)
                 if m is None:  # through `fetch_shard`: a mount bounds it by --timeout
                     m = Manifest.decode(self.fetch_shard(digest.hex()), f"manifest shard {digest.hex()}")
-                    with self._lock:
-                        self._shards[digest] = m
+                    with self._lock:  # (one larger than the whole bound is used, not kept)
+                        self._shards.update({digest: m} if _shard_size(m) <= self._shards.maxsize else {})
         finally:  # a failed fetch leaves no gate behind either
             with self._lock:
                 self._shard_loads.pop(digest, None)
         return m
+
+    def loaded_shard(self, digest: bytes) -> Manifest | None:
+        with self._lock:  # LRUCache.get moves the entry
+            return self._shards.get(digest)
 
     def seal(self, manifest: AnyManifest) -> tuple[AnyManifest, bytes]:
         """A manifest as stored: one of more than shards.SHARDED_ABOVE files is split into shards,
@@ -528,10 +529,9 @@ class Registry:
             if isinstance(manifest, shards.ShardedManifest):  # shrunk below: one object again
                 manifest = Manifest.from_entries(list(manifest), manifest.folder_entries())
             return manifest, manifest.encode()
-        if isinstance(manifest, shards.ShardedManifest):  # its shards read (verified) through here
-            return manifest.with_loader(self.shard), manifest.encode()
-        sealed = shards.split(manifest, self.put_shard, self.shard)
-        return sealed, sealed.encode()
+        if not isinstance(manifest, shards.ShardedManifest):
+            manifest = shards.split(manifest, self.put_shard, self.shard)
+        return manifest.with_loader(self.shard, self.loaded_shard), manifest.encode()  # shards read (verified) here
 
     def put_shard(self, digest: bytes, encoded: bytes) -> None:
         store_manifest(self.store, digest, encoded)

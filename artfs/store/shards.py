@@ -176,13 +176,16 @@ def decode_root(doc: dict, name: str) -> list[ShardInfo]:
     return shards
 
 
-def decode(data: bytes, name: str, load: Callable[[bytes], Manifest]) -> Manifest | ShardedManifest:
-    """An encoded manifest of either format; a sharded one reads its shards through `load`."""
+def decode(
+    data: bytes, name: str, load: Callable[[bytes], Manifest], peek: Callable[[bytes], Manifest | None] | None = None
+) -> Manifest | ShardedManifest:
+    """An encoded manifest of either format; a sharded one reads its shards through `load`
+    (and `peek`: a shard if it is in memory, without waiting)."""
     doc = decode_doc(data, name)
     if doc.get("format") == FORMAT:
         rows = decode_root(doc, name)
         outline = Outline.from_doc(doc["outline"], len(rows), name) if "outline" in doc else None
-        return ShardedManifest(rows, load, outline)
+        return ShardedManifest(rows, load, outline, peek)
     return Manifest.from_doc(doc, name)
 
 
@@ -231,9 +234,16 @@ class ShardedManifest:
 
     sharded = True
 
-    def __init__(self, shards: list[ShardInfo], load: Callable[[bytes], Manifest], outline: Outline | None = None):
+    def __init__(
+        self,
+        shards: list[ShardInfo],
+        load: Callable[[bytes], Manifest],
+        outline: Outline | None = None,
+        peek: Callable[[bytes], Manifest | None] | None = None,
+    ):
         self.shards = shards
         self._load = load
+        self._peek = peek
         self.outline = outline
         self._los = [s.lo for s in shards]
         self._starts: list[int] = []
@@ -248,8 +258,10 @@ class ShardedManifest:
     def shard_loader(self) -> Callable[[bytes], Manifest]:
         return self._load
 
-    def with_loader(self, load: Callable[[bytes], Manifest]) -> ShardedManifest:
-        return ShardedManifest(self.shards, load, self.outline)
+    def with_loader(
+        self, load: Callable[[bytes], Manifest], peek: Callable[[bytes], Manifest | None] | None = None
+    ) -> ShardedManifest:
+        return ShardedManifest(self.shards, load, self.outline, peek)
 
     def outline_part(self, k: int) -> tuple[Parents, list[Folder] | None]:
         """Shard `k`'s part of the outline, for re-using the shard (None, None: no outline)."""
@@ -272,12 +284,22 @@ class ShardedManifest:
 
     def locate(self, i: int) -> tuple[Manifest, int]:
         """The shard holding entry `i`, and its index there."""
+        k = self._shard_of(i)
+        return self.shard(k), i - self._starts[k]
+
+    def locate_loaded(self, i: int) -> tuple[Manifest, int] | None:
+        """`locate`, if the shard is in memory (None: it would have to be fetched)."""
+        k = self._shard_of(i)
+        part = self._peek(self.shards[k].digest) if self._peek is not None else None
+        return None if part is None else (part, i - self._starts[k])
+
+    def _shard_of(self, i: int) -> int:
         if not 0 <= i < self._count:
             raise IndexError(i)
         k = bisect.bisect_right(self._starts, i) - 1
         while self.shards[k].files == 0:  # folder-only shards share the next one's start
             k += 1
-        return self.shard(k), i - self._starts[k]
+        return k
 
     def _shard_for(self, key: str) -> int:
         return max(bisect.bisect_right(self._los, key) - 1, 0)

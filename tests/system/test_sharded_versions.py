@@ -210,3 +210,28 @@ def test_listing_a_folder_of_many_sub_folders_reads_no_shard(mounter, tmp_path):
     assert sorted(os.listdir(os.path.join(v0, "train", "c031"))) == [f"{f}.bin" for f in range(5)]
     with open(os.path.join(v0, "train", "c031", "4.bin"), "rb") as f:
         assert f.read() == (src / "train" / "c031" / "4.bin").read_bytes()
+
+
+def test_file_nodes_dropped_and_made_again_read_the_same(mounter, tmp_path):
+    """The mount keeps a bounded number of file nodes whatever the kernel holds (a `find`
+    over millions of files): a file whose node was dropped is made again from its inode
+    number (fetching its shard again if that was dropped too), with the same number."""
+    store, cache = str(tmp_path / "store"), str(tmp_path / "cache")
+    src = _tree(tmp_path / "src")
+    artifact = f"{unique('p')}/nodes"
+    _cli(store, cache, "put", src, "--name", artifact, "--type", "dataset").ok()
+    env = {**SMALL_SHARDS, "ARTFS_FILE_NODES": "8"}
+    m = mounter(store, "--memory", "1K", cache=str(tmp_path / "mcache"), env=env)
+    v0 = m.path(artifact, "v0")
+    inos = {}
+    for root, _, files in os.walk(v0):
+        for name in files:
+            inos[os.path.join(root, name)] = os.stat(os.path.join(root, name)).st_ino
+    assert len(inos) == 241 and len(set(inos.values())) == 241
+    held = open(os.path.join(v0, "a", "f001.bin"), "rb")  # open while its node is dropped
+    _same_tree(src, v0)  # every file opened and read again: nodes made again
+    assert held.read() == open(os.path.join(src, "a", "f001.bin"), "rb").read()
+    held.close()
+    for path, ino in inos.items():
+        assert os.stat(path).st_ino == ino
+    assert os.getxattr(os.path.join(v0, "z", "f003.bin"), "user.artfs.digest")
