@@ -24,6 +24,7 @@ from artfs.names import parse_artifact_name, parse_spec, version_name
 from artfs.store.registry import check_metadata
 
 EXIT_ERROR = 1
+GLOBAL_OPTIONS = ("--store", "--cache", "--debug", "--quiet")  # the group's: before the command
 INFO_REFERENCE_URIS = 100  # `artfs info` lists at most this many reference URIs
 
 
@@ -335,6 +336,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("artfs: interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # one line, naming where help is (click prints three)
+        where = (
+            f"artfs {' '.join(e.ctx.command_path.split()[1:])} --help".replace("  ", " ") if e.ctx else "artfs --help"
+        )
+        text = e.format_message()
+        if isinstance(e, click.NoSuchOption) and e.option_name in GLOBAL_OPTIONS:
+            text = f"{e.option_name} goes before the command: artfs {e.option_name} VALUE COMMAND …"
+        click.echo(f"artfs: error: {text} (see {where})", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

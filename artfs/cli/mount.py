@@ -97,6 +97,8 @@ def mount(
         from artfs.fs.metrics import parse_address
 
         parse_address(metrics)  # a bad address is one line now, not a daemon that fails to start
+    if not foreground or ready_fd is None:  # (once: not again in the daemon it starts)
+        _mark_store(opts.store_url)
     if foreground:
         setup_logging(ctx.debug, log_file)
         run_foreground(opts, ready_fd)
@@ -127,6 +129,18 @@ def mount(
     argv += ["--metrics", metrics] if metrics else []
     start_daemon(opts, argv)
     click.echo(opts.mountpoint)
+
+
+def _mark_store(url: str) -> None:
+    """A mount of a location holding no store makes one there and says so (as put and commit
+    do), so a mistyped --store is seen at once, not as an empty tree."""
+    from artfs.cli.format import note
+    from artfs.store.location import open_store
+    from artfs.store.registry import Registry
+
+    store = open_store(url)
+    if Registry(store).mark_store():
+        note(f"artfs: created a new store at {store.url}")
 
 
 @click.command()

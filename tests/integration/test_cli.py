@@ -342,7 +342,13 @@ def test_usage_errors_exit_non_zero_without_traceback(local_cli):
     for args in (["put", "x"], ["frobnicate"], ["get"], ["alias", "add", "p/a:v0"]):
         r = local_cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r
-        assert "Usage" in r.stderr or "Error" in r.stderr, r
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("artfs: error: "), r
+        assert "(see artfs " in r.stderr and "--help)" in r.stderr, r
+    r = local_cli("mount", "mnt", "--cache", "c")
+    assert (
+        r.stderr.strip()
+        == "artfs: error: --cache goes before the command: artfs --cache VALUE COMMAND … (see artfs mount --help)"
+    )
 
 
 def test_debug_shows_the_traceback(local_cli):

@@ -53,6 +53,17 @@ def test_mount_returns_once_mounted_and_the_daemon_is_detached(store, mounter):
     assert os.getsid(pid) == pid, "the daemon runs in a session of its own"
 
 
+def test_a_mount_of_a_location_with_no_store_makes_one_and_says_so(tmp_path, mounter):
+    """A mistyped --store is seen at once (as `put` says it), not served as an empty tree."""
+    new = str(tmp_path / "new-store")
+    m = mounter(new)
+    assert m.result.stderr.strip() == f"artfs: created a new store at {new}"
+    assert os.listdir(m.mp) == []
+    assert run_artfs(["ls"], store=new).ok().stdout == "", "a store now, if an empty one"
+    again = mounter(new)
+    assert again.result.stderr == ""
+
+
 def test_artfs_umount_unmounts_and_the_daemon_exits(store, mounter):
     m = mounter(store)
     pids = m.pids()

@@ -40,6 +40,11 @@ def _warn_once(handler: str, error: BaseException) -> None:
         log.warning("%s: %s", handler, said)
 
 
+def _failed(answer: BaseException) -> bool:
+    """ENOSYS is an answer by design (FLUSH, ACCESS: the kernel stops asking), not a failure."""
+    return getattr(answer, "errno", None) != errno.ENOSYS
+
+
 def _answer(name: str, error: BaseException) -> pyfuse3.FUSEError:
     if isinstance(error, pyfuse3.FUSEError):
         return error
@@ -67,7 +72,7 @@ def _wrap(name: str, handler):
                     raise
                 answer = _answer(name, e)
                 if metrics.enabled:
-                    metrics.observe_request(name, time.perf_counter() - started, True)
+                    metrics.observe_request(name, time.perf_counter() - started, _failed(answer))
                 if name in _SILENT:
                     return None
                 raise answer from None
