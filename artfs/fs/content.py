@@ -223,7 +223,11 @@ class ContentSource:
         return d in self._memory or d in self._inflight or self.cache.known(d)
 
     def _on_disk(self, pieces: list[Piece]) -> bool:
-        """Whether the disk cache holds every one of these pieces (no store GET needed)."""
+        """Whether the disk cache holds every one of these pieces (no store GET needed). Asked on
+        the trio thread for every load and read-ahead, so from memory: a stat of the cache folder
+        there waits on a disk that a cold stream keeps busy, and every request waits with it. A
+        wrong answer (another mount added or removed the piece) only picks the other thread
+        pool: the load itself looks at the disk cache first."""
         for p in pieces:
             if is_pack(p.key):
                 if not self.cache.covers(p.key, p.offset, p.size):
@@ -231,7 +235,7 @@ class ContentSource:
             elif p.part:
                 if not self.cache.has_part(p.key, p.offset):
                     return False
-            elif not self.cache.contains(p.digest):
+            elif not self.cache.known(p.digest):
                 return False
         return True
 
