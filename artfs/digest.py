@@ -26,18 +26,34 @@ class Hashes(NamedTuple):
 
 
 class Hasher:
-    """blake3 of a byte stream, of its chunks and of its pieces, fed in order."""
+    """blake3 of a byte stream, of its chunks and of its pieces (and of its blocks, given a
+    block size: a whole number of chunks), fed in order."""
 
-    __slots__ = ("size", "chunked", "_whole", "_chunk", "_piece", "_chunks", "_pieces")
+    __slots__ = (
+        "size",
+        "chunked",
+        "block_size",
+        "_whole",
+        "_chunk",
+        "_piece",
+        "_block",
+        "_chunks",
+        "_pieces",
+        "_blocks",
+    )
 
-    def __init__(self, chunked: bool = True):
+    def __init__(self, chunked: bool = True, block_size: int = 0):
+        assert block_size % CHUNK_SIZE == 0 and (chunked or not block_size)
         self.size = 0
         self.chunked = chunked
+        self.block_size = block_size
         self._whole = blake3.blake3()
         self._chunk = blake3.blake3()
         self._piece = blake3.blake3()
+        self._block = blake3.blake3()
         self._chunks = bytearray()
         self._pieces = bytearray()
+        self._blocks = bytearray()
 
     def update(self, data) -> None:
         mv = memoryview(data)
@@ -51,6 +67,8 @@ class Hasher:
             part, mv = mv[:take], mv[take:]
             self._piece.update(part)
             self._chunk.update(part)
+            if self.block_size:
+                self._block.update(part)
             self.size += take
             if self.size % PIECE_SIZE == 0:
                 self._pieces += self._piece.digest()
@@ -58,6 +76,20 @@ class Hasher:
                 if self.size % CHUNK_SIZE == 0:
                     self._chunks += self._chunk.digest()
                     self._chunk = blake3.blake3()
+                    if self.block_size and self.size % self.block_size == 0:
+                        self._blocks += self._block.digest()
+                        self._block = blake3.blake3()
+
+    def last_block(self) -> bytes:
+        """The digest of the last whole block hashed."""
+        return bytes(self._blocks[-DIGEST_SIZE:])
+
+    def blocks(self) -> bytes:
+        """The digests of the blocks so far (the last one partial unless the size is a whole
+        number of blocks), concatenated."""
+        if self.block_size and self.size % self.block_size:
+            return bytes(self._blocks) + self._block.digest()
+        return bytes(self._blocks)
 
     def result(self) -> Hashes:
         if not self.chunked:

@@ -33,7 +33,7 @@ from artfs.errors import ArtfsError, FsError, InvalidInput
 from artfs.names import normalize_path
 from artfs.store.manifest import Entry, Folder
 from artfs.store.shards import AnyManifest, ShardedManifest
-from artfs.versions.publish import FileSource, SourceList
+from artfs.versions.publish import SMALL_LIMIT, FileSource, SourceList
 from artfs.versions.reshard import RemovedPaths, ShardPatch
 
 
@@ -471,9 +471,11 @@ class Draft(StagedDraft):
             size = os.stat(local).st_size
         except FileNotFoundError:
             return src
-        known = self.writes.digest(ino, size)
+        if size <= SMALL_LIMIT:
+            return src  # (packed: the commit reads it whole anyway, and hashes what it packs)
+        known = self.writes.digest(ino, size, local)
         if known is not None:
-            src.hashed, gen = known
+            src.hashed, src.blocks, gen = known
             src.unchanged = lambda: self.writes.generation(ino) == gen
         return src
 

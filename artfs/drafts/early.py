@@ -1,31 +1,35 @@
-"""Uploading a large draft file's blocks while it is still being written.
+"""Hashing and uploading a large draft file's blocks while it is still being written.
 
 A file above BLOCK_SIZE is stored as BLOCK_SIZE blocks, each the object
 `objects/<blake3 of the block>` (versions/publish.py). Once a file written in
-order from offset 0 (cp, a download) has all of a block's bytes, that block's
-object is final: `EarlyBlocks` reads it back from the data file (page cache),
-hashes it and uploads it in the background, so the commit finds it stored
-(`Publisher._block_needed` asks the store, under the commit guard) and
-uploads only what was not sent yet, plus the manifest.
+order from offset 0 (cp, a download) has all of a block's bytes, that block is
+final: `EarlyBlocks` reads it back from the data file (page cache) and hashes
+it, once, for everything the commit needs (the file's digest, chunk, piece
+and block digests: WriteTracker.hash_block), then uploads it in the
+background, so the commit finds it stored (`Publisher._block_needed` asks the
+store, under the commit guard) and uploads only what was not sent yet, plus
+the manifest. A WRITE only counts bytes: hashing and uploading run in these
+threads, off the request path.
 
-Nothing here is trusted by the commit: it re-reads and re-hashes the file and
-checks each block's object exists, so a block uploaded from bytes changed
-later is only an unreferenced object, collected by gc after its grace period
-like any other (as is every block of a draft that is discarded). At most
-`workers` blocks are in memory at once; blocks completed while they are busy
-wait in a queue of (draft, inode, block number), read when their turn comes.
+A block is uploaded under the digest of the very bytes sent, so whatever
+happens to the file later, no object holds bytes other than its name says.
+If the file is changed other than by appending, its state is dropped and the
+commit hashes it again, whole; a block sent from the old bytes is then an
+unreferenced object, collected by gc after its grace period like any other (as
+is every block of a draft that is discarded). At most `workers` files are
+hashed at once, one block at a time each, and at most `workers` blocks are
+being sent: a few blocks in memory, whatever the number of files.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from artfs.digest import digest_bytes
+from artfs.drafts.files import WriteTracker
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import object_key
 from artfs.store.manifest import BLOCK_SIZE
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 
 class _Draft(Protocol):
+    writes: WriteTracker
+
     def data_path(self, ino: int) -> str: ...
 
 
@@ -46,21 +52,29 @@ class EarlyBlocks:
     def __init__(self, store: ObjectStore, workers: int = 2, enabled: Callable[[], bool] = lambda: True):
         self.store = store
         self.enabled = enabled
-        self._queue: deque[tuple[_Draft, int, int]] = deque()
+        self._queue: deque[tuple[_Draft, int]] = deque()  # files with a block to hash
+        self._queued: set[tuple[_Draft, int]] = set()  # queued or being hashed
+        self._busy: dict[_Draft, int] = {}  # per draft: files queued or being hashed, blocks being sent
+        self._stopping: set[_Draft] = set()  # drafts being committed: hash and send no more
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
+        self._sending = threading.BoundedSemaphore(workers)
         self._running = 0
         self._workers = workers
         self.uploaded = 0  # blocks sent (for tests and logs)
         self.found = 0  # blocks the store had already
 
     def written(self, draft: _Draft, ino: int, off: int, n: int) -> None:
-        """After an in-order write of `n` bytes at `off`: queues the blocks it completed."""
-        blocks = completed_blocks(off, n)
-        if not blocks or not self.enabled():
+        """After an in-order write of `n` bytes at `off`: hashes and sends the blocks it completed."""
+        if not completed_blocks(off, n) or not self.enabled():
             return
+        key = (draft, ino)
         with self._lock:
-            self._queue.extend((draft, ino, k) for k in blocks)
+            if key in self._queued or draft in self._stopping:
+                return  # (a thread on it takes every block ready before it lets go)
+            self._queued.add(key)
+            self._queue.append(key)
+            self._busy[draft] = self._busy.get(draft, 0) + 1
             start = self._running < self._workers
             if start:
                 self._running += 1
@@ -74,45 +88,86 @@ class EarlyBlocks:
                     self._running -= 1
                     self._idle.notify_all()
                     return
-                draft, ino, k = self._queue.popleft()
+                draft, ino = self._queue.popleft()
             try:
-                self._send(draft, ino, k)
-            except Exception as e:  # the commit uploads it instead
-                log.debug("early upload of block %d of draft file %d: %s", k, ino, e)
+                self._hash_file(draft, ino)
+            except Exception as e:  # the commit hashes and uploads it instead
+                log.debug("early upload of draft file %d: %s", ino, e)
+                with self._lock:
+                    self._queued.discard((draft, ino))
+            finally:
+                with self._lock:
+                    self._done(draft)
 
-    def _send(self, draft: _Draft, ino: int, k: int) -> None:
+    def _hash_file(self, draft: _Draft, ino: int) -> None:
+        """Hashes the file's blocks ready, in order, handing each to a sending thread."""
+        while True:
+            got = None
+            with self._lock:
+                stop = draft in self._stopping
+            if not stop:
+                got = draft.writes.hash_block(ino, draft.data_path(ino))
+            if got is None:
+                with self._lock:
+                    # Decided under the lock `written` takes: a block completed meanwhile is
+                    # either seen here or queues the file again once this thread lets go.
+                    if draft in self._stopping or not draft.writes.block_ready(ino):
+                        self._queued.discard((draft, ino))
+                        return
+                continue
+            self._sending.acquire()
+            with self._lock:
+                self._busy[draft] = self._busy.get(draft, 0) + 1
+            data, digest = got
+            threading.Thread(
+                target=self._send, args=(draft, data, digest), name="artfs-early-send", daemon=True
+            ).start()
+
+    def _send(self, draft: _Draft, data: bytes, digest: bytes) -> None:
         try:
-            fd = os.open(draft.data_path(ino), os.O_RDONLY)
-        except FileNotFoundError:  # unlinked (or the draft committed) meanwhile
-            return
-        try:
-            data = os.pread(fd, BLOCK_SIZE, k * BLOCK_SIZE)
+            key = object_key(digest)
+            info = self.store.head(key)
+            if info is not None and info.size == len(data):
+                self.found += 1
+                return
+            self.store.put(key, data)
+            self.uploaded += 1
+        except Exception as e:  # the commit uploads it instead
+            log.debug("early upload of block %s: %s", digest.hex()[:16], e)
         finally:
-            os.close(fd)
-        if len(data) != BLOCK_SIZE:  # truncated meanwhile
-            return
-        key = object_key(digest_bytes(data))
-        info = self.store.head(key)
-        if info is not None and info.size == len(data):
-            self.found += 1
-            return
-        self.store.put(key, data)
-        self.uploaded += 1
+            self._sending.release()
+            with self._lock:
+                self._done(draft)
+
+    def _done(self, draft: _Draft) -> None:
+        left = self._busy.get(draft, 0) - 1
+        if left > 0:
+            self._busy[draft] = left
+        else:
+            self._busy.pop(draft, None)
+        self._idle.notify_all()
 
     def drain(self) -> None:
-        """Waits until every queued block is sent."""
+        """Waits until every block ready is hashed and sent."""
         with self._idle:
-            while self._queue or self._running:
+            while self._busy:
                 self._idle.wait()
 
-    def settle(self) -> None:
-        """Before a commit: drops the blocks not started (the commit sends them, more at once
-        than these workers) and waits for those being sent (so none is sent twice)."""
+    def settle(self, draft: _Draft) -> None:
+        """Before a commit of `draft`: no block of it is hashed or sent any more once this
+        returns (the commit hashes the rest and sends what the store lacks, more at once
+        than these workers; none is sent twice)."""
         with self._idle:
-            self._queue.clear()
-            while self._running:
-                self._idle.wait()
+            self._stopping.add(draft)
+            try:
+                while self._busy.get(draft):
+                    self._idle.wait()
+            finally:
+                self._stopping.discard(draft)
 
     def close(self) -> None:
         with self._lock:
-            self._queue.clear()
+            while self._queue:
+                key = self._queue.popleft()
+                self._queued.discard(key)
+                self._done(key[0])

@@ -12,12 +12,15 @@ only when the host has booted since the draft was last opened
 (in the page cache) and the newer of the two. Larger files are fsynced; their
 journal row has no data (nothing to restore), it only makes the row durable.
 
-Hashing while writing. A file written from offset 0 in order (cp, a download,
-a tar member) has its blake3 digest and chunk digests computed as the bytes
-pass through `write`, so committing it needs no hashing pass. Any other change
-(a write elsewhere, a truncate, a copy-up) drops that state and the commit
-hashes the file as before; `generation` lets the commit check the file did not
-change while it was being uploaded.
+Hashing what was written in order. For a file written from offset 0 in order
+(cp, a download, a tar member) `write` only counts how far it got; its blake3
+digests (whole file, chunks, pieces, 16 MiB blocks) are computed once, from
+the data file, block by block in the background as blocks complete (and
+uploaded then: drafts/early.py), the rest at the commit; so the commit has no
+second hashing pass and a WRITE never waits for a hash. Any other change (a
+write elsewhere, a truncate, a copy-up) drops that state and the commit hashes
+the file as before; `generation` lets the commit check the file did not change
+while it was being uploaded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 import threading
 
 from artfs.digest import Hasher, Hashes
+from artfs.store.manifest import BLOCK_SIZE
 
 JOURNAL_LIMIT = 256 << 10  # files up to this size are journaled at close instead of fsynced
 # Writes ending within this many bytes of a file's start may be made on the mount's trio thread
@@ -34,6 +38,7 @@ JOURNAL_LIMIT = 256 << 10  # files up to this size are journaled at close instea
 # further ones, which dirty throttling may hold for long, go through a worker thread.
 INLINE_WRITES = 1 << 20
 RESERVE = 4 << 20  # disk space held back so that removing things works on a full disk
+_READ = 4 << 20  # read back this much at a time to hash what the background did not
 
 _boot: str | None = None
 
@@ -55,22 +60,36 @@ class WouldBlock(Exception):
     lock another thread or process holds: the caller runs it again in a worker thread."""
 
 
+class _InOrder:
+    """A file written in order from offset 0 so far: how far, and its hashes (computed from
+    the data file behind the writes, up to `hasher.size`)."""
+
+    __slots__ = ("written", "hasher", "reading")
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.hasher = Hasher(block_size=BLOCK_SIZE)
+        self.reading = threading.Lock()  # one thread hashes the file at a time, in order
+
+
 class WriteTracker:
-    """Per-inode write state of one draft: generations and sequential hashes."""
+    """Per-inode write state of one draft: generations, and the hashes of files written in
+    order (each byte hashed once, after it was written, by `hash_block` in the background
+    or by `digest` at the commit, never on the path of a WRITE)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._gen: dict[int, int] = {}
-        self._seq: dict[int, Hasher] = {}
+        self._seq: dict[int, _InOrder] = {}
 
     def generation(self, ino: int) -> int:
         return self._gen.get(ino, 0)
 
     def start(self, ino: int) -> None:
-        """The file is empty now (created, or opened with O_TRUNC): hash what follows."""
+        """The file is empty now (created, or opened with O_TRUNC): track what follows."""
         with self._lock:
             self._gen[ino] = self._gen.get(ino, 0) + 1
-            self._seq[ino] = Hasher()
+            self._seq[ino] = _InOrder()
 
     def changed(self, ino: int) -> None:
         """Changed other than by an in-order write: its bytes must be hashed at commit."""
@@ -79,7 +98,7 @@ class WriteTracker:
             self._seq.pop(ino, None)
 
     def write(self, ino: int, fd: int, data: bytes, off: int, wait: bool = True) -> int:
-        """pwrite, feeding the sequential hash when the write continues it (`wait` False:
+        """pwrite, noting whether the write continues the file in order (`wait` False:
         WouldBlock rather than wait for the lock)."""
         if ino not in self._seq:
             if not wait:  # (rare: not worth a second lock-free path)
@@ -89,8 +108,9 @@ class WriteTracker:
                 self._gen[ino] = self._gen.get(ino, 0) + 1
                 self._seq.pop(ino, None)  # started meanwhile (O_TRUNC elsewhere): these bytes missed it
             return n
-        # Under the lock: the order of the bytes written and the order they are hashed
-        # must be the same, whatever order concurrent WRITEs arrive in.
+        # Under the lock, the pwrite and what it means for the file's order together: a thread
+        # hashing the file checks under this lock that the bytes it read are still in order
+        # (a write that changed them has dropped the file's state by then).
         if not self._lock.acquire(blocking=wait):
             raise WouldBlock()
         try:
@@ -102,8 +122,8 @@ class WriteTracker:
                 self._seq.pop(ino, None)
                 raise
             if seq is not None:
-                if off == seq.size:
-                    seq.update(memoryview(data)[:n])
+                if off == seq.written:
+                    seq.written += n
                 else:
                     del self._seq[ino]
             return n
@@ -114,17 +134,75 @@ class WriteTracker:
         """Whether the file's bytes up to `end` were all written in order from offset 0 (and
         nothing after them yet)."""
         seq = self._seq.get(ino)
-        return seq is not None and seq.size == end
+        return seq is not None and seq.written == end
 
-    def digest(self, ino: int, size: int) -> tuple[Hashes, int] | None:
-        """(digests, generation) if the file's `size` bytes were all hashed in order."""
+    def block_ready(self, ino: int) -> bool:
+        """Whether a whole block written in order is not hashed yet."""
         with self._lock:
             seq = self._seq.get(ino)
-            if seq is None or seq.size != size:
+            return seq is not None and seq.written - seq.hasher.size >= BLOCK_SIZE
+
+    def hash_block(self, ino: int, path: str) -> tuple[bytes, bytes] | None:
+        """The next whole BLOCK_SIZE block written in order and not hashed yet, read back from
+        the data file `path` and hashed: (its bytes, its digest); None if there is none (or
+        the file stopped being written in order)."""
+        seq = self._seq.get(ino)
+        if seq is None:
+            return None
+        with seq.reading:
+            start = seq.hasher.size
+            if seq.written - start < BLOCK_SIZE:
                 return None
-            return seq.result(), self._gen.get(ino, 0)
+            data = _pread(path, start, BLOCK_SIZE)
+            if len(data) != BLOCK_SIZE:  # gone or cut short behind the writes' back: hashed at commit
+                self._drop(ino, seq)
+                return None
+            if not self._current(ino, seq, start + BLOCK_SIZE):
+                return None
+            seq.hasher.update(data)
+            return data, seq.hasher.last_block()
+
+    def _drop(self, ino: int, seq: _InOrder) -> None:
+        with self._lock:
+            if self._seq.get(ino) is seq:
+                del self._seq[ino]
+
+    def _current(self, ino: int, seq: _InOrder, end: int) -> bool:
+        """Whether bytes just read up to `end` are those written in order: no write changed
+        them since (it would have dropped `seq`, under the lock, in the same step)."""
+        with self._lock:
+            return self._seq.get(ino) is seq and seq.written >= end
+
+    def digest(self, ino: int, size: int, path: str) -> tuple[Hashes, bytes, int] | None:
+        """(digests, BLOCK_SIZE block digests, generation) if the file's `size` bytes were all
+        written in order; the bytes not hashed yet are read back from `path` and hashed now."""
+        seq = self._seq.get(ino)
+        if seq is None or seq.written != size:
+            return None
+        with seq.reading:
+            while seq.hasher.size < size:
+                start = seq.hasher.size
+                data = _pread(path, start, min(_READ, size - start))
+                if not data or not self._current(ino, seq, start + len(data)):
+                    return None
+                seq.hasher.update(data)
+            with self._lock:
+                if self._seq.get(ino) is not seq or seq.written != size:
+                    return None
+                return seq.hasher.result(), seq.hasher.blocks(), self._gen.get(ino, 0)
 
     forget = changed
+
+
+def _pread(path: str, off: int, n: int) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # unlinked (or its draft committed) meanwhile
+        return b""
+    try:
+        return os.pread(fd, n, off)
+    finally:
+        os.close(fd)
 
 
 def create_empty(path: str) -> None:

@@ -322,8 +322,9 @@ class DraftChanges:
             }
             artifact = node.artifact
             assert artifact is not None  # a draft belongs to an artifact
-            if self._early is not None:  # blocks being sent: not sent twice
-                await trio.to_thread.run_sync(self._early.settle)
+            if self._early is not None:  # blocks being hashed or sent: not done twice
+                early, draft = self._early, self._draft(node)
+                await trio.to_thread.run_sync(lambda: early.settle(draft))
             result = await trio.to_thread.run_sync(
                 lambda: self.tree.drafts.commit(artifact, node.draft_name, **allowed)
             )

@@ -80,10 +80,11 @@ class FileSource:
     path: str
     local: str
     mode: int | None = None  # None: take the executable bit from the local file
-    # Digests computed as the file was written (drafts, see draft_files.py), and
-    # `unchanged()`, False once the file has been written to since.
+    # Digests computed as the file was written (drafts, see drafts/files.py), with its
+    # BLOCK_SIZE block digests, and `unchanged()`, False once the file has been written to since.
     hashed: Hashes | None = None
     unchanged: Callable[[], bool] | None = None
+    blocks: bytes = b""
 
 
 class SourceList(list[FileSource]):
@@ -395,7 +396,8 @@ class Publisher:
         entry.digest, entry.size, entry.chunks = digest, size, chunks if chunked else b""
         self._count_hashed(size)  # (hashed earlier; counted for progress and statistics)
         if self._blocks and size > BLOCK_SIZE:
-            self._add_blocks(entry, src.local, piece_digests, src.unchanged)
+            known = src.blocks if len(src.blocks) == -(-size // BLOCK_SIZE) * DIGEST_SIZE else None
+            self._add_blocks(entry, src.local, piece_digests, src.unchanged, known)
             return
         stored = self._stored_already(digest, size)
         self._add_piece_index(entry, piece_digests if chunked else b"", new=not stored)
@@ -406,11 +408,19 @@ class Publisher:
         self._repaired(object_key(digest))
         self._count_uploaded(size)
 
-    def _add_blocks(self, entry: Entry, local: str, piece_digests: bytes, unchanged: Callable[[], bool] | None) -> None:
+    def _add_blocks(
+        self,
+        entry: Entry,
+        local: str,
+        piece_digests: bytes,
+        unchanged: Callable[[], bool] | None,
+        known_blocks: bytes | None = None,
+    ) -> None:
         """A large file (entry.digest, size, chunks known) stored as BLOCK_SIZE blocks, each
         uploaded unless the store has it: a small change to a large file stores one block.
         Read again, block by block (BLOCK_WINDOW blocks in memory at most), and checked
-        against the whole file's digest: a file changed since it was hashed is refused."""
+        against the whole file's digest: a file changed since it was hashed is refused.
+        With `known_blocks` (hashed as it was written) only the blocks the store lacks are read."""
         with self._lock:
             blocks = self.known.blocked.get(entry.digest)
         whole = object_key(entry.digest)
@@ -427,6 +437,10 @@ class Publisher:
                 self.stats.entries_reused += 1
             entry.blocks = blocks
             self._add_piece_index(entry, piece_digests, new=False)
+            return
+        if known_blocks is not None:
+            assert unchanged is not None  # (known blocks come with their file's generation)
+            self._add_known_blocks(entry, local, piece_digests, known_blocks, unchanged)
             return
         digests: list[bytes] = []
         sending: list[Future] = []
@@ -451,6 +465,33 @@ class Publisher:
         entry.blocks = b"".join(digests)
         with self._lock:
             self.known.blocked[entry.digest] = entry.blocks
+        self._add_piece_index(entry, piece_digests, new=True)
+
+    def _add_known_blocks(
+        self, entry: Entry, local: str, piece_digests: bytes, blocks: bytes, unchanged: Callable[[], bool]
+    ) -> None:
+        """Only the blocks the store lacks are read, each checked against its digest as it is
+        sent (a block sent while the file was written, drafts/early.py, is not read again)."""
+        sending: list[Future] = []
+        with open(local, "rb", buffering=0) as f:
+            for k in range(len(blocks) // DIGEST_SIZE):
+                d = blocks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE]
+                n = min(BLOCK_SIZE, entry.size - k * BLOCK_SIZE)
+                if not self._block_needed(d, n):
+                    continue
+                data = os.pread(f.fileno(), n, k * BLOCK_SIZE)
+                if len(data) != n or digest_bytes(data) != d:  # (stored only under its own digest)
+                    raise CorruptRecord(f"{local} changed while it was being uploaded")
+                while len(sending) >= BLOCK_WINDOW:
+                    sending.pop(0).result()
+                sending.append(self._block_pool.submit(self._upload_block, d, data))
+            for fut in sending:
+                fut.result()
+        if not unchanged():
+            raise CorruptRecord(f"{local} changed while it was being uploaded")
+        entry.blocks = blocks
+        with self._lock:
+            self.known.blocked[entry.digest] = blocks
         self._add_piece_index(entry, piece_digests, new=True)
 
     def _block_needed(self, digest: bytes, size: int) -> bool:

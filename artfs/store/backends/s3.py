@@ -41,6 +41,8 @@ _PASSING = {
 }  # worth sending again
 
 
+# Keys whose name is the blake3 of their bytes (store/keys.py), checked by every read.
+_SELF_CHECKED = ("objects/", "packs/")
 _PART = 16 << 20  # put_file: part size (at least), and parts sent at once
 _PARTS_AT_ONCE = 8
 
@@ -227,8 +229,11 @@ class S3Store(ObjectStore):
             kwargs["IfNoneMatch"] = "*"
         if if_match is not None:
             kwargs["IfMatch"] = if_match
+        # Content named by its own digest goes through the client that neither signs nor
+        # checksums the body (see _uploader); records, refs and conditional writes do not.
+        client = self._uploader() if not kwargs and key.startswith(_SELF_CHECKED) else self.client
         try:
-            r = self._call(key, self.client.put_object, Key=self.prefix + key, Body=data, **kwargs)
+            r = self._call(key, client.put_object, Key=self.prefix + key, Body=data, **kwargs)
         except NotFound:
             if if_match is None:
                 raise
@@ -257,16 +262,25 @@ class S3Store(ObjectStore):
             raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
 
     def _uploader(self):
-        """The client for put_file: the same, but computing a checksum of the body only where
-        the operation requires one (not for every part: a CRC32 pass over each byte)."""
+        """The client for content named by the blake3 of its bytes (put_file, and put of
+        _SELF_CHECKED keys): the same, but with no checksum of the body unless the operation
+        requires one (botocore's default is a CRC32 pass over every byte) and the body not
+        signed (UNSIGNED-PAYLOAD; over plain http botocore otherwise hashes every byte with
+        SHA-256). Together they cost ~3 CPU-s per GiB here. Neither is needed for integrity:
+        every read checks the bytes against the digest the key names (and `artfs verify`
+        finds a damaged object), so a body altered on the way is refused when read, never
+        served. The request itself stays signed. ARTFS_S3_SIGN_PAYLOAD=1 signs bodies anyway."""
         c = getattr(self, "_upload_client", None)
         if c is None:
+            s3 = dict(self.client.meta.config.s3 or {})
+            if os.environ.get("ARTFS_S3_SIGN_PAYLOAD", "") not in ("1", "true", "yes"):
+                s3["payload_signing_enabled"] = False
             c = self._upload_client = boto3.session.Session().client(
                 "s3",
                 endpoint_url=self.client.meta.endpoint_url,
                 region_name=self.client.meta.region_name,
                 config=self.client.meta.config.merge(
-                    botocore.config.Config(request_checksum_calculation="when_required")
+                    botocore.config.Config(request_checksum_calculation="when_required", s3=s3)
                 ),
             )
         return c
