@@ -1,4 +1,4 @@
-"""Digests of a byte stream, its 1 MiB chunks and its 64 KiB pieces, however it is fed."""
+"""Digests of a byte stream, its 1 MiB chunks, its 64 KiB pieces (and blocks), however it is fed."""
 
 import os
 import random
@@ -24,6 +24,21 @@ def test_any_way_of_feeding_gives_the_same_digests(size):
             h.update(data[last:cut])
             last = cut
         assert tuple(h.result()) == expected(data), cuts
+
+
+@pytest.mark.parametrize("size", [0, 2 * CHUNK_SIZE, 5 * CHUNK_SIZE + 1])
+def test_block_digests_however_it_is_fed(size):
+    block = 2 * CHUNK_SIZE
+    data = random.Random(size).randbytes(size)
+    blocks = b"".join(blake3.blake3(data[i : i + block]).digest() for i in range(0, size, block))
+    for cuts in ([], [block], [PIECE_SIZE - 1, block + 5], list(range(0, size, 3 << 20))):
+        h, last = Hasher(block_size=block), 0
+        for cut in [c for c in cuts if c < size] + [size]:
+            h.update(data[last:cut])
+            last = cut
+            if cut and cut % block == 0:
+                assert h.last_block() == blocks[(cut // block - 1) * 32 : cut // block * 32]
+        assert h.blocks() == blocks and tuple(h.result()) == expected(data), cuts
 
 
 def test_hash_file_of_a_small_file_has_no_chunks(tmp_path):

@@ -10,6 +10,7 @@ import json
 import os
 import tempfile
 
+import pytest
 import trio
 from test_core_properties import SCRATCH, open_core
 
@@ -63,6 +64,10 @@ def _stored(store_path: str, block: bytes) -> bool:
     return os.path.exists(os.path.join(store_path, object_key(digest_bytes(block))))
 
 
+def _inode(store_path: str, block: bytes) -> int:
+    return os.stat(os.path.join(store_path, object_key(digest_bytes(block)))).st_ino
+
+
 async def _commit_and_read(core, draft: int, name: bytes) -> bytes:
     fs = core.fs
     await fs.setxattr(draft, b"user.artfs.commit", json.dumps({"token": "t", "type_": "dataset"}).encode())
@@ -70,18 +75,26 @@ async def _commit_and_read(core, draft: int, name: bytes) -> bytes:
     return await core.read_all((await fs.lookup(version, name)).attr.ino)
 
 
-def test_blocks_of_a_file_written_in_order_are_stored_before_the_commit():
-    data = os.urandom(2 * BLOCK_SIZE + 12345)
+@pytest.mark.parametrize("wait", [True, False], ids=["after-the-early-uploads", "right-after-the-copy"])
+def test_a_file_written_in_order_has_every_block_stored_once(wait):
+    """Blocks are stored as they fill, before any commit; the commit sends only the rest (all
+    of them if it comes before the early uploads did anything) and none twice."""
+    data = os.urandom(3 * BLOCK_SIZE + 12345)
     blocks = [data[k : k + BLOCK_SIZE] for k in range(0, len(data), BLOCK_SIZE)]
 
     async def body(core, store_path):
         fs = core.fs
         draft = await _draft(fs)
         await _write(fs, draft, b"big.bin", data, _in_order)
-        await trio.to_thread.run_sync(fs._early.drain)
-        assert _stored(store_path, blocks[0]) and _stored(store_path, blocks[1])  # before any commit
-        assert not _stored(store_path, blocks[2])  # the tail: only the commit knows it is the end
+        sent = {}
+        if wait:
+            await trio.to_thread.run_sync(fs._early.drain)
+            assert all(_stored(store_path, b) for b in blocks[:-1])  # before any commit
+            assert not _stored(store_path, blocks[-1])  # the tail: only the commit knows it is the end
+            sent = {k: _inode(store_path, blocks[k]) for k in range(len(blocks) - 1)}
         assert await _commit_and_read(core, draft, b"big.bin") == data
+        assert all(_stored(store_path, b) for b in blocks)
+        assert {k: _inode(store_path, blocks[k]) for k in sent} == sent  # not stored again
 
     _run(body)
 
@@ -118,20 +131,5 @@ def test_a_file_not_written_in_order_sends_nothing_early():
             await trio.to_thread.run_sync(fs._early.drain)
         assert not _stored(store_path, data[:BLOCK_SIZE])
         assert await _commit_and_read(core, draft, b"big.bin") == data
-
-    _run(body)
-
-
-def test_a_commit_right_after_the_copy_stores_every_block():
-    """The commit does not wait for the early uploads' queue: it sends what they did not."""
-    data = os.urandom(4 * BLOCK_SIZE + 777)
-    blocks = [data[k : k + BLOCK_SIZE] for k in range(0, len(data), BLOCK_SIZE)]
-
-    async def body(core, store_path):
-        fs = core.fs
-        draft = await _draft(fs)
-        await _write(fs, draft, b"big.bin", data, _in_order)
-        assert await _commit_and_read(core, draft, b"big.bin") == data
-        assert all(_stored(store_path, b) for b in blocks)
 
     _run(body)
