@@ -754,11 +754,17 @@ class PublishBench:
             store = self.store_url(f"put-{tag}")
             cache = os.path.join(self.work, "caches", f"put-{tag}")
             w0 = self.weed_cpu()
-            total, cpu, _ = self.run(
-                self.artfs_argv()
-                + ["--store", store, "--cache", cache, "put", src, "--name", f"{PROJECT}/{ds}", "--type", "dataset"],
-                env=self.artfs_env(),
-            )
+            argv = self.artfs_argv() + [
+                *("--store", store, "--cache", cache, "put", src),
+                *("--name", f"{PROJECT}/{ds}", "--type", "dataset"),
+            ]
+            if profile:  # `artfs put` run under py-spy, to compare with the commit's profile
+                out = os.path.join(self.args.py_spy, f"{ds}-put.txt")
+                spy = [self.py_spy, "record", "--format", "raw", "--rate", "200", "-o", out]
+                self.run(spy + self.args.py_spy_args.split() + ["--"] + argv, env=self.artfs_env())
+                self.profiles[f"{ds}-put"] = summarize_profile(out)
+                return
+            total, cpu, _ = self.run(argv, env=self.artfs_env())
             self.record(f"{ds}_client_cpu", system, cpu)
             self.record(f"{ds}_store_cpu", system, self.weed_cpu() - w0)
             shutil.rmtree(cache, ignore_errors=True)
@@ -869,6 +875,8 @@ class PublishBench:
             for ds in ("big", "small"):
                 if ds in a.scenarios:
                     self.publish(ds, "artfs", 0, profile=True)
+                    if "artfs-put" in a.systems:
+                        self.publish(ds, "artfs-put", 0, profile=True)
         return {
             "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "duration_s": round(time.time() - started),
