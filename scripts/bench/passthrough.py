@@ -151,25 +151,30 @@ async def raise_read_ahead(ops: Passthrough, mountpoint: str) -> None:
             f.write(str(READ_AHEAD_KB))
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1]):
-        print("usage: passthrough.py SOURCE_FOLDER MOUNTPOINT", file=sys.stderr)
-        return 2
-    ops = Passthrough(os.path.abspath(argv[0]))
-    mountpoint = os.path.abspath(argv[1])
-    pyfuse3.init(ops, mountpoint, set(pyfuse3.default_options) | {"fsname=passthrough", "subtype=passthrough", "ro"})
+def serve(ops: Passthrough, mountpoint: str, options: set[str]) -> int:
+    """Mounts `ops` at `mountpoint` and answers requests until it is unmounted."""
+    pyfuse3.init(
+        ops, mountpoint, set(pyfuse3.default_options) | {"fsname=passthrough", "subtype=passthrough"} | options
+    )
 
-    async def serve():
+    async def run():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(raise_read_ahead, ops, mountpoint)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 
     try:
-        trio.run(serve)
+        trio.run(run)
     finally:
         pyfuse3.close(unmount=True)
     return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1]):
+        print("usage: passthrough.py SOURCE_FOLDER MOUNTPOINT", file=sys.stderr)
+        return 2
+    return serve(Passthrough(os.path.abspath(argv[0])), os.path.abspath(argv[1]), {"ro"})
 
 
 if __name__ == "__main__":

@@ -19,10 +19,9 @@ import os
 import sys
 
 import pyfuse3
-import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from passthrough import Passthrough, raise_read_ahead  # noqa: E402
+from passthrough import Passthrough, serve  # noqa: E402
 
 DRAFT_TIMEOUT = 1.0  # as artfs answers for draft nodes (fs/filesystem.py DRAFT_TIMEOUT)
 
@@ -104,21 +103,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or not os.path.isdir(argv[0]) or not os.path.isdir(argv[1]):
         print("usage: passthrough_rw.py FOLDER MOUNTPOINT", file=sys.stderr)
         return 2
-    ops = WritablePassthrough(os.path.abspath(argv[0]))
-    mountpoint = os.path.abspath(argv[1])
-    pyfuse3.init(ops, mountpoint, set(pyfuse3.default_options) | {"fsname=passthrough", "subtype=passthrough"})
-
-    async def serve():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(raise_read_ahead, ops, mountpoint)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(serve)
-    finally:
-        pyfuse3.close(unmount=True)
-    return 0
+    return serve(WritablePassthrough(os.path.abspath(argv[0])), os.path.abspath(argv[1]), set())
 
 
 if __name__ == "__main__":
