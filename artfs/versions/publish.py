@@ -472,12 +472,14 @@ class Publisher:
     ) -> None:
         """Only the blocks the store lacks are read, each checked against its digest as it is
         sent (a block sent while the file was written, drafts/early.py, is not read again)."""
+        count = len(blocks) // DIGEST_SIZE
+        digests = [blocks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE] for k in range(count)]
+        sizes = [min(BLOCK_SIZE, entry.size - k * BLOCK_SIZE) for k in range(count)]
+        needed = list(self._block_pool.map(self._block_needed, digests, sizes))  # (HEADs, several at once)
         sending: list[Future] = []
         with open(local, "rb", buffering=0) as f:
-            for k in range(len(blocks) // DIGEST_SIZE):
-                d = blocks[k * DIGEST_SIZE : (k + 1) * DIGEST_SIZE]
-                n = min(BLOCK_SIZE, entry.size - k * BLOCK_SIZE)
-                if not self._block_needed(d, n):
+            for k, d, n in zip(range(count), digests, sizes):
+                if not needed[k]:
                     continue
                 data = os.pread(f.fileno(), n, k * BLOCK_SIZE)
                 if len(data) != n or digest_bytes(data) != d:  # (stored only under its own digest)
