@@ -64,12 +64,22 @@ class _InOrder:
     """A file written in order from offset 0 so far: how far, and its hashes (computed from
     the data file behind the writes, up to `hasher.size`)."""
 
-    __slots__ = ("written", "hasher", "reading")
+    __slots__ = ("written", "_hasher", "reading")
 
     def __init__(self) -> None:
         self.written = 0
-        self.hasher = Hasher(block_size=BLOCK_SIZE)
+        self._hasher: Hasher | None = None  # (made when first needed: most files are small)
         self.reading = threading.Lock()  # one thread hashes the file at a time, in order
+
+    @property
+    def hashed(self) -> int:
+        return 0 if self._hasher is None else self._hasher.size
+
+    @property
+    def hasher(self) -> Hasher:
+        if self._hasher is None:
+            self._hasher = Hasher(block_size=BLOCK_SIZE)
+        return self._hasher
 
 
 class WriteTracker:
@@ -140,7 +150,7 @@ class WriteTracker:
         """Whether a whole block written in order is not hashed yet."""
         with self._lock:
             seq = self._seq.get(ino)
-            return seq is not None and seq.written - seq.hasher.size >= BLOCK_SIZE
+            return seq is not None and seq.written - seq.hashed >= BLOCK_SIZE
 
     def hash_block(self, ino: int, path: str) -> tuple[bytes, bytes] | None:
         """The next whole BLOCK_SIZE block written in order and not hashed yet, read back from
@@ -150,7 +160,7 @@ class WriteTracker:
         if seq is None:
             return None
         with seq.reading:
-            start = seq.hasher.size
+            start = seq.hashed
             if seq.written - start < BLOCK_SIZE:
                 return None
             data = _pread(path, start, BLOCK_SIZE)

@@ -133,3 +133,37 @@ def test_a_file_not_written_in_order_sends_nothing_early():
         assert await _commit_and_read(core, draft, b"big.bin") == data
 
     _run(body)
+
+
+def test_a_file_written_again_from_the_start_commits_its_new_bytes():
+    """Rewritten with O_TRUNC after its blocks were hashed and sent: the version has the
+    second content, all of whose blocks are stored."""
+    first, second = os.urandom(2 * BLOCK_SIZE + 5), os.urandom(2 * BLOCK_SIZE + 7)
+
+    async def body(core, store_path):
+        fs = core.fs
+        draft = await _draft(fs)
+        ino = await _write(fs, draft, b"big.bin", first, _in_order)
+        await trio.to_thread.run_sync(fs._early.drain)
+        opened = await fs.open(ino, os.O_WRONLY | os.O_TRUNC)
+        for off in _in_order(len(second)):
+            await fs.write(opened.fh, off, second[off : off + WRITE])
+        await fs.release(opened.fh)
+        assert await _commit_and_read(core, draft, b"big.bin") == second
+        assert all(_stored(store_path, second[k : k + BLOCK_SIZE]) for k in range(0, len(second), BLOCK_SIZE))
+
+    _run(body)
+
+
+@pytest.mark.parametrize("size", [(1 << 20) + 1, BLOCK_SIZE, BLOCK_SIZE + 1])
+def test_files_up_to_a_block_and_a_bit_commit_exact(size):
+    """No whole block to send early (or just one): the commit hashes what the background did not."""
+    data = os.urandom(size)
+
+    async def body(core, store_path):
+        fs = core.fs
+        draft = await _draft(fs)
+        await _write(fs, draft, b"f.bin", data, _in_order)
+        assert await _commit_and_read(core, draft, b"f.bin") == data
+
+    _run(body)
