@@ -18,7 +18,6 @@ while they stream to the store, aborting the upload if they changed.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import itertools
@@ -26,7 +25,6 @@ import os
 import stat as stat_mod
 import tempfile
 import threading
-from array import array
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO
@@ -35,7 +33,7 @@ from dataclasses import dataclass, field
 import blake3
 import msgpack
 
-from artfs.content.carry import CarriedRange, assemble
+from artfs.content.carry import CarriedRange
 from artfs.digest import (
     CHUNK_SIZE,
     DIGEST_SIZE,
@@ -45,7 +43,6 @@ from artfs.digest import (
     needs_chunks,
 )
 from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NoSpace, NotFound
-from artfs.names import normalize_path
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest
@@ -53,6 +50,7 @@ from artfs.store.registry import store_manifest
 from artfs.store.shards import AnyManifest, ShardedManifest
 from artfs.versions import reshard
 from artfs.versions.reshard import ShardPatch
+from artfs.versions.assemble import carried_folders, assemble_kept
 from artfs.versions.dedupe import PackIndex  # noqa: F401 - its home before the shards; api/store.py imports it here
 
 SMALL_LIMIT = CHUNK_SIZE
@@ -271,7 +269,7 @@ class Publisher:
         if not ranges:
             return Manifest.from_entries(entries, folders)
         m = assemble_kept(entries, ranges)
-        m.set_folders(list(folders) + _carried_folders(ranges))
+        m.set_folders(list(folders) + carried_folders(ranges))
         return m
 
     def wait(self) -> None:
@@ -582,59 +580,3 @@ class Publisher:
         with self._lock:
             self.stats.objects_uploaded += 1
             self.stats.bytes_uploaded += n
-
-
-def assemble_kept(entries: list[Entry], ranges: list[CarriedRange]) -> Manifest:
-    """carry.assemble, plus what it leaves out: the times and the blocks of every entry, and
-    the full mode bits of `entries` (it keeps only their executable bit). A range is a whole
-    folder, so its entries are contiguous in the new manifest too."""
-    m = assemble(entries, ranges)
-    base = ranges[0].manifest
-    assert isinstance(base, Manifest)  # (assemble checked it)
-    times = array("q", bytes(8 * len(m))) if base.mtimes or any(e.mtime_ns for e in entries) else None
-    for r in ranges:
-        if r.stop <= r.start:
-            continue
-        first = base.paths[r.start]
-        if r.old != r.new:
-            rest = first[len(r.old) + 1 :] if r.old else first
-            first = f"{r.new}/{rest}" if r.new else rest
-        j = m.index(first)
-        if j is None:
-            continue
-        if times is not None and base.mtimes:
-            times[j : j + r.stop - r.start] = base.mtimes[r.start : r.stop]
-        for i, b in base.blocks.items():
-            if r.start <= i < r.stop:
-                m.blocks[j + i - r.start] = b
-    for e in entries:
-        j = m.index(normalize_path(e.path))
-        if j is None:
-            continue
-        if times is not None:
-            times[j] = e.mtime_ns
-        m.modes[j] = e.mode & 0o7777
-        if e.blocks:
-            m.blocks[j] = e.blocks
-    if times is not None:
-        m.mtimes = times
-    return m
-
-
-def _carried_folders(ranges: list[CarriedRange]) -> list[Folder]:
-    """The base's recorded folders below each carried range, under the range's new name."""
-    out = []
-    for r in ranges:
-        base = r.manifest
-        assert isinstance(base, Manifest)  # whole manifests only (sharded ones are patched)
-        prefix = f"{r.old}/" if r.old else ""
-        lo = bisect.bisect_left(base.folders, prefix)
-        for i in range(lo, len(base.folders)):
-            p = base.folders[i]
-            if not p.startswith(prefix):
-                break
-            if not p:
-                continue  # the root: the caller records it
-            rest = p[len(prefix) :]
-            out.append(Folder(f"{r.new}/{rest}" if r.new else rest, base.folder_modes[i], base.folder_mtimes[i]))
-    return out

@@ -11,7 +11,7 @@ from artfs.content.carry import CarriedRange, assemble, expand
 from artfs.digest import CHUNK_SIZE, DIGEST_SIZE
 from artfs.errors import InvalidInput
 from artfs.store.manifest import Entry, Manifest
-from artfs.versions.publish import assemble_kept
+from artfs.versions.assemble import assemble_kept
 
 
 def _base() -> Manifest:
