@@ -148,7 +148,8 @@ class Run:
             py_spy=None,
             warm_store=False,
             timeout=args.timeout,
-            systems=["artfs", "local"],
+            systems=["artfs", "passthrough", "local"],
+            fuse_max_background=0,
             keep=args.keep,
             artfs_args=args.artfs_args,
         )
@@ -221,12 +222,18 @@ class Run:
         if r.returncode != 0:
             raise mb.BenchError(f"artfs put failed: {r.stderr.strip()}")
         artfs = mb.Artfs(b)
-        b.systems = {"artfs": artfs}
-        roots = {"artfs": os.path.join(artfs.mp, mb.PROJECT, "images", "v0"), "local": data}
+        ceiling = mb.Passthrough(b)  # pyfuse3 + trio over the same local files: the stack's ceiling
+        b.systems = {"artfs": artfs, "passthrough": ceiling}
+        roots = {
+            "artfs": os.path.join(artfs.mp, mb.PROJECT, "images", "v0"),
+            "passthrough": os.path.join(ceiling.mp, "images"),
+            "local": data,
+        }
+        order = ("artfs", "passthrough", "local")
         for rep in range(a.reps):
             for workers in a.workers:
                 seed = 100 * rep + workers
-                for system in ("artfs", "local") if rep % 2 == 0 else ("local", "artfs"):
+                for system in order if rep % 2 == 0 else order[::-1]:
                     self.loadavgs.append(mb.read_loadavg())
                     mb.log(f"rep {rep + 1}/{a.reps} num_workers={workers} {system} (load {self.loadavgs[-1]})")
                     if system == "artfs":
@@ -240,11 +247,17 @@ class Run:
                         finally:
                             artfs.unmount()
                     else:
+                        if system == "passthrough":
+                            ceiling.mount(fresh_cache=False)
                         b.drop()
-                        cold = self.epoch(roots[system], workers, seed)
-                        self.record(system, workers, "cold", cold)
-                        self.record(system, workers, "warm disk", cold)
-                        self.record(system, workers, "warm page", self.epoch(roots[system], workers, seed))
+                        try:
+                            cold = self.epoch(roots[system], workers, seed)
+                            self.record(system, workers, "cold", cold)
+                            self.record(system, workers, "warm disk", cold)
+                            self.record(system, workers, "warm page", self.epoch(roots[system], workers, seed))
+                        finally:
+                            if system == "passthrough":
+                                ceiling.unmount()
         return {
             "date": time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
             "duration_s": round(time.time() - started),
@@ -288,16 +301,18 @@ def render(res: dict) -> str:
         f"Machine: {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
         f"artfs measured: {res['artfs']}.",
         "",
-        "| num_workers | state | artfs samples/s | local disk samples/s | artfs ÷ local |",
-        "|---|---|---|---|---|",
+        "| num_workers | state | artfs samples/s | ceiling (passthrough) samples/s | local disk samples/s "
+        "| artfs ÷ local | ceiling ÷ local | artfs ÷ ceiling |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for w in cfg["workers"]:
         for state in STATES:
-            a, loc = med("artfs", w, state), med("local", w, state)
+            a, c, loc = med("artfs", w, state), med("passthrough", w, state), med("local", w, state)
             if a is None or loc is None:
                 continue
-            note = " (local: the same as cold)" if state == "warm disk" else ""
-            lines.append(f"| {w} | {state}{note} | {a:,.0f} | {loc:,.0f} | {a / loc:.2f}× |")
+            note = " (local, ceiling: the same as cold)" if state == "warm disk" else ""
+            ceil = f"{c:,.0f} | {a / loc:.2f}× | {c / loc:.2f}× | {a / c:.2f}×" if c else f"— | {a / loc:.2f}× | — | —"
+            lines.append(f"| {w} | {state}{note} | {a:,.0f} | {ceil} |")
     lines += [
         "",
         "Target (issue 13): ≥ 0.5 × local disk warm with num_workers=4.",
