@@ -311,7 +311,8 @@ def render(res: dict) -> str:
             if a is None or loc is None:
                 continue
             note = " (local, ceiling: the same as cold)" if state == "warm disk" else ""
-            ceil = f"{c:,.0f} | {a / loc:.2f}× | {c / loc:.2f}× | {a / c:.2f}×" if c else f"— | {a / loc:.2f}× | — | —"
+            ceil = f"{c:,.0f} | {loc:,.0f} | {a / loc:.2f}× | {c / loc:.2f}× | {a / c:.2f}×" if c else None
+            ceil = ceil or f"— | {loc:,.0f} | {a / loc:.2f}× | — | —"
             lines.append(f"| {w} | {state}{note} | {a:,.0f} | {ceil} |")
     lines += [
         "",
