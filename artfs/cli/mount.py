@@ -97,8 +97,6 @@ def mount(
         from artfs.fs.metrics import parse_address
 
         parse_address(metrics)  # a bad address is one line now, not a daemon that fails to start
-    if not foreground or ready_fd is None:  # (once: not again in the daemon it starts)
-        _mark_store(opts.store_url)
     if foreground:
         setup_logging(ctx.debug, log_file)
         run_foreground(opts, ready_fd)
@@ -128,19 +126,26 @@ def mount(
     argv += ["--allow-other"] if allow_other else []
     argv += ["--metrics", metrics] if metrics else []
     start_daemon(opts, argv)
+    _mark_store(opts.store_url, timeout)
     click.echo(opts.mountpoint)
 
 
-def _mark_store(url: str) -> None:
-    """A mount of a location holding no store makes one there and says so (as put and commit
-    do), so a mistyped --store is seen at once, not as an empty tree."""
+def _mark_store(url: str, timeout: float) -> None:
+    """Once mounted, a location that held no store is made one and said so (as put and commit
+    do), so a mistyped --store is seen at once, not as an empty tree. Within --timeout: the
+    mount is up whatever the store does now."""
     from artfs.cli.format import note
+    from artfs.errors import ArtfsError
+    from artfs.fs.catalog import bounded
     from artfs.store.location import open_store
     from artfs.store.registry import Registry
 
-    store = open_store(url)
-    if Registry(store).mark_store():
-        note(f"artfs: created a new store at {store.url}")
+    try:
+        store = open_store(url)
+        if bounded(Registry(store).mark_store, timeout, store.url)():
+            note(f"artfs: created a new store at {store.url}")
+    except (ArtfsError, OSError):
+        pass  # the daemon logs what the store does
 
 
 @click.command()
