@@ -258,6 +258,8 @@ class S3Store(ObjectStore):
             streamer.upload_fileobj(stream, self.bucket, self.prefix + key, Config=self._transfer)
         except boto3.exceptions.S3UploadFailedError as e:
             raise StoreUnavailable(f"upload of {key} to {self.url} failed: {e}") from None
+        except botocore.exceptions.ClientError as e:  # upload_fileobj passes these on unwrapped
+            raise StoreUnavailable(f"upload of {key} to {self.url} failed: {error_code(e) or e}") from None
         except (botocore.exceptions.BotoCoreError, OSError) as e:
             raise StoreUnavailable(f"cannot reach {self.url}: {e}") from None
 
