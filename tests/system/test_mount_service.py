@@ -264,7 +264,12 @@ def test_fstab_helper_mounts_with_the_fstab_options(published, mounter, tmp_path
     assert "allow_other" in mount_options(mp)
     check_mount(mp)
     assert os.path.exists(os.path.join(cache, "mount.log")), "cache= is the cache (and where the log goes)"
-    assert any(files for _d, _s, files in os.walk(os.path.join(cache, "content")))
+    # The disk cache is written behind the read, so the file may land a moment after `read` returned.
+    wait_for(
+        lambda: any(files for _d, _s, files in os.walk(os.path.join(cache, "content"))),
+        10,
+        "the read to land in the cache= folder",
+    )
     subprocess.run(["fusermount3", "-u", mp], check=True, timeout=10)
 
 
