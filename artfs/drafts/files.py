@@ -163,7 +163,7 @@ class WriteTracker:
             start = seq.hashed
             if seq.written - start < BLOCK_SIZE:
                 return None
-            data = _pread(path, start, BLOCK_SIZE)
+            data = _pread(path, start, BLOCK_SIZE, release=start)
             if len(data) != BLOCK_SIZE:  # gone or cut short behind the writes' back: hashed at commit
                 self._drop(ino, seq)
                 return None
@@ -204,13 +204,21 @@ class WriteTracker:
     forget = changed
 
 
-def _pread(path: str, off: int, n: int) -> bytes:
+def _pread(path: str, off: int, n: int, release: int = 0) -> bytes:
+    """`n` bytes at `off`; `release`: the file's first bytes, already hashed, leave the page
+    cache once written back (the advice starts their writeback; a later call drops them)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:  # unlinked (or its draft committed) meanwhile
         return b""
     try:
-        return os.pread(fd, n, off)
+        data = os.pread(fd, n, off)
+        if release:
+            # A large file written through a draft would otherwise fill the page cache with
+            # pages touched once. On a VM whose freed memory goes back to the host, each new
+            # page costs a host fault (1 GiB staged: 6-13 s against 0.5-0.7 s with this).
+            os.posix_fadvise(fd, 0, release, os.POSIX_FADV_DONTNEED)
+        return data
     finally:
         os.close(fd)
 
