@@ -21,6 +21,8 @@ from artfs.store.backends.base import ObjectInfo, ObjectStore
 
 _INTERNAL = ".artfs-tmp"
 
+_DROP_ABOVE = 4 << 20  # objects at least this large are dropped from the page cache once durable
+
 
 def _etag(st: os.stat_result) -> str:
     return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
@@ -86,6 +88,7 @@ class LocalStore(ObjectStore):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+                _written_once(f.fileno(), len(data))
         except BaseException:
             os.unlink(tmp)
             raise
@@ -141,6 +144,7 @@ class LocalStore(ObjectStore):
                         out.write(buf)
                     out.flush()
                     os.fsync(out.fileno())
+                    _written_once(out.fileno(), out.tell())
                 os.rename(tmp, dest)
             finally:
                 if os.path.exists(tmp):
@@ -192,6 +196,14 @@ class LocalStore(ObjectStore):
                 if self._current_etag(path) != if_match:
                     raise PreconditionFailed(f"{key}: changed since it was read")
                 os.unlink(path)
+
+
+def _written_once(fd: int, size: int) -> None:
+    """A large object just made durable leaves the page cache: it is written once and read,
+    if ever, later (a cache of pages touched once crowds out what is read; and on a VM whose
+    freed memory goes back to the host, every new page costs a host fault)."""
+    if size >= _DROP_ABOVE:
+        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(path: str) -> None:
