@@ -7,7 +7,9 @@ worker-thread hand-offs); what it spends above local disk is FUSE + pyfuse3 + tr
 Everything is done on the trio thread with one system call per request (no worker
 thread, no durability beyond the page cache): the cheapest a pyfuse3 program can be.
 Like artfs, FLUSH is answered ENOSYS once (the kernel then stops sending it) and
-`security.*` xattrs get ENOTSUP.
+`security.*` xattrs get ENOTSUP. Like artfs (drafts/files.py), a file written in order
+lets its bytes 16 MiB behind the write leave the page cache (on this VM every fresh
+page-cache page costs a host fault: without it this "ceiling" was slower than artfs).
 
     passthrough_rw.py FOLDER MOUNTPOINT     # foreground; unmount with fusermount3 -u
 """
@@ -23,6 +25,7 @@ import pyfuse3
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from passthrough import Passthrough, serve  # noqa: E402
 
+DROP_BEHIND = 16 << 20  # artfs's BLOCK_SIZE: its early hashing drops what it has read
 DRAFT_TIMEOUT = 1.0  # as artfs answers for draft nodes (fs/filesystem.py DRAFT_TIMEOUT)
 
 
@@ -67,7 +70,11 @@ class WritablePassthrough(Passthrough):
 
     @_fuse_errors
     async def write(self, fh, off, buf):
-        return os.pwrite(fh, buf, off)
+        n = os.pwrite(fh, buf, off)
+        behind = (off + n) // DROP_BEHIND * DROP_BEHIND - DROP_BEHIND
+        if behind > 0 and off < behind + DROP_BEHIND <= off + n:  # crossed a 16 MiB boundary
+            os.posix_fadvise(fh, 0, behind, os.POSIX_FADV_DONTNEED)
+        return n
 
     async def flush(self, fh):
         raise pyfuse3.FUSEError(errno.ENOSYS)
