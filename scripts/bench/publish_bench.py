@@ -542,6 +542,9 @@ class PublishBench:
         """Waits until no mount_bench.py runs (up to --other-wait s) and the 1-minute load average is
         below --load-max (up to --load-wait s, and --load-budget s over the whole run); records the load."""
         a = self.args
+        # What the last system (or the data set-up) left dirty is written back now, not by the
+        # kernel's flusher during the next measurement (1 GiB of someone else's writeback).
+        os.sync()
         t0 = time.monotonic()
         said = -60.0
         other_s = 0.0  # time spent waiting for another benchmark: not charged to the load budget
