@@ -15,6 +15,11 @@ def human_size(n: float) -> str:
     return str(n)
 
 
+def file_count(n: int) -> str:
+    """'1 file', '4 files'."""
+    return "1 file" if n == 1 else f"{n} files"
+
+
 def when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
