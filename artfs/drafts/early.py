@@ -3,7 +3,8 @@
 A file above BLOCK_SIZE is stored as BLOCK_SIZE blocks, each the object
 `objects/<blake3 of the block>` (versions/publish.py). Once a file written in
 order from offset 0 (cp, a download) has all of a block's bytes, that block is
-final: `EarlyBlocks` reads it back from the data file (page cache) and hashes
+final: `EarlyBlocks` reads it back from the data file (from the page cache, or
+from disk once the writes are two blocks ahead: drafts/files.py) and hashes
 it, once, for everything the commit needs (the file's digest, chunk, piece
 and block digests: WriteTracker.hash_block), then uploads it in the
 background, so the commit finds it stored (`Publisher._block_needed` asks the

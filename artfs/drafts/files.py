@@ -29,6 +29,7 @@ import ctypes
 import os
 import threading
 
+from artfs.store import pagecache
 from artfs.digest import Hasher, Hashes
 from artfs.store.manifest import BLOCK_SIZE
 
@@ -141,12 +142,9 @@ class WriteTracker:
         finally:
             self._lock.release()
         if behind > 2 * BLOCK_SIZE:
-            # A file streamed in: what lies two blocks behind the write leaves the page cache
-            # once written back (the advice starts that), whether or not it was hashed yet (the
-            # hashing reads it back from disk then). Otherwise a writer ahead of the uploads
-            # fills the page cache with pages touched once, and on a VM whose freed memory goes
-            # back to the host, every new page costs a host fault (most of a 1 GiB cp's time).
-            os.posix_fadvise(fd, 0, behind - 2 * BLOCK_SIZE, os.POSIX_FADV_DONTNEED)
+            # A file streamed in keeps two blocks behind the write in the page cache, hashed
+            # or not (the hashing, which waits for upload slots, reads older ones from disk).
+            pagecache.drop(fd, 0, behind - 2 * BLOCK_SIZE)
         return n
 
     def in_order(self, ino: int, end: int) -> bool:
@@ -163,7 +161,7 @@ class WriteTracker:
 
     def hash_block(self, ino: int, path: str) -> tuple[bytes, bytes] | None:
         """The next whole BLOCK_SIZE block written in order and not hashed yet, read back from
-        the data file `path` and hashed: (its bytes, its digest); None if there is none (or
+        the data file `path` (page cache, or disk once the writes are two blocks ahead) and hashed: (its bytes, its digest); None if there is none (or
         the file stopped being written in order)."""
         seq = self._seq.get(ino)
         if seq is None:
@@ -221,7 +219,7 @@ def _crossed(off: int, n: int) -> int:
 
 def _pread(path: str, off: int, n: int, release: int = 0) -> bytes:
     """`n` bytes at `off`; `release`: the file's first bytes, already hashed, leave the page
-    cache once written back (the advice starts their writeback; a later call drops them)."""
+    cache (store/pagecache.py)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:  # unlinked (or its draft committed) meanwhile
@@ -229,10 +227,7 @@ def _pread(path: str, off: int, n: int, release: int = 0) -> bytes:
     try:
         data = os.pread(fd, n, off)
         if release:
-            # A large file written through a draft would otherwise fill the page cache with
-            # pages touched once. On a VM whose freed memory goes back to the host, each new
-            # page costs a host fault (1 GiB staged: 6-13 s against 0.5-0.7 s with this).
-            os.posix_fadvise(fd, 0, release, os.POSIX_FADV_DONTNEED)
+            pagecache.drop(fd, 0, release)
         return data
     finally:
         os.close(fd)

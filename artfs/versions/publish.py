@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import blake3
 import msgpack
 
+from artfs.store import pagecache
 from artfs.content.carry import CarriedRange
 from artfs.digest import (
     CHUNK_SIZE,
@@ -480,8 +481,7 @@ class Publisher:
                 if not needed[k]:
                     continue
                 data = os.pread(f.fileno(), n, k * BLOCK_SIZE)
-                # A draft's data file, read once more: its pages go back as soon as read.
-                os.posix_fadvise(f.fileno(), k * BLOCK_SIZE, n, os.POSIX_FADV_DONTNEED)
+                pagecache.drop(f.fileno(), k * BLOCK_SIZE, n)  # (a draft's data file, read once more)
                 if len(data) != n or digest_bytes(data) != d:  # (stored only under its own digest)
                     raise CorruptRecord(f"{local} changed while it was being uploaded")
                 while len(sending) >= BLOCK_WINDOW:

@@ -16,6 +16,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+from artfs.store import pagecache
 from artfs.errors import NoSpace, NotFound, PreconditionFailed, StoreUnavailable
 from artfs.store.backends.base import ObjectInfo, ObjectStore
 
@@ -199,11 +200,10 @@ class LocalStore(ObjectStore):
 
 
 def _written_once(fd: int, size: int) -> None:
-    """A large object just made durable leaves the page cache: it is written once and read,
-    if ever, later (a cache of pages touched once crowds out what is read; and on a VM whose
-    freed memory goes back to the host, every new page costs a host fault)."""
+    """A large object just made durable leaves the page cache: written once, read (if ever)
+    later (store/pagecache.py)."""
     if size >= _DROP_ABOVE:
-        os.posix_fadvise(fd, 0, size, os.POSIX_FADV_DONTNEED)
+        pagecache.drop(fd, 0, size)
 
 
 def _fsync_dir(path: str) -> None:
