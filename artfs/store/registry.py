@@ -17,6 +17,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -386,7 +387,9 @@ class Registry:
             return rec
         aliases = self.aliases(a)
         if sel not in aliases:
-            raise NotFound(f"{a} has no alias {sel!r}")
+            # (v01 or a number past any version's is not a version number, but reads as one)
+            what = "version" if re.fullmatch(r"v[0-9]+", sel) else "alias"
+            raise NotFound(f"{a} has no {what} {sel!r}")
         return self.version(a, aliases[sel])
 
     def commit(
