@@ -165,10 +165,3 @@ class EarlyBlocks:
                     self._idle.wait()
             finally:
                 self._stopping.discard(draft)
-
-    def close(self) -> None:
-        with self._lock:
-            while self._queue:
-                key = self._queue.popleft()
-                self._queued.discard(key)
-                self._done(key[0])
