@@ -17,7 +17,6 @@ import getpass
 import json
 import logging
 import os
-import re
 import socket
 import sys
 import threading
@@ -387,9 +386,7 @@ class Registry:
             return rec
         aliases = self.aliases(a)
         if sel not in aliases:
-            # (v01 or a number past any version's is not a version number, but reads as one)
-            what = "version" if re.fullmatch(r"v[0-9]+", sel) else "alias"
-            raise NotFound(f"{a} has no {what} {sel!r}")
+            raise NotFound(f"{a} has no {'version' if sel[1:].isdigit() and sel[0] == 'v' else 'alias'} {sel!r}")
         return self.version(a, aliases[sel])
 
     def commit(
