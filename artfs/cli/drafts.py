@@ -68,8 +68,8 @@ def commit(ctx, path, aliases, description, metadata, type_, name):
     if len(parts) == 4 and parts[2] == "drafts" and not os.path.isabs(path):
         click.echo(_commit_stored_draft(ctx, parse_artifact_name("/".join(parts[:2])), parts[3], path, options))
         return
-    if not os.path.exists(path):
-        raise NotFound(f"no draft at {path}")
+    if not os.path.exists(path):  # (with --name a plain folder was meant)
+        raise NotFound(f"no {'folder' if name else 'draft'} at {path}")
     raise InvalidInput(f"{path}: not a draft folder in a mount, a plain folder, or PROJECT/ARTIFACT/drafts/NAME")
 
 

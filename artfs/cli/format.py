@@ -15,9 +15,13 @@ def human_size(n: float) -> str:
     return str(n)
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 file', '4 files'; '1 version', '2 versions'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def file_count(n: int) -> str:
-    """'1 file', '4 files'."""
-    return "1 file" if n == 1 else f"{n} files"
+    return counted(n, "file")
 
 
 def when(ts: float) -> str:

@@ -11,7 +11,7 @@ import time
 import click
 
 from artfs.cli import format
-from artfs.cli.format import file_count, human_size, note, progress_bar, progress_shown, when
+from artfs.cli.format import counted, file_count, human_size, note, progress_bar, progress_shown, when
 from artfs.cli.drafts import register as _register_draft_commands
 from artfs.cli.lifecycle import register as _register_lifecycle_commands
 from artfs.cli.mount import register as _register_mount_commands
@@ -239,7 +239,7 @@ def ls_(ctx, what):
         for a in artifacts:
             name = ArtifactName(what, a)
             versions = reg.versions(name)
-            click.echo(f"{a}\t{reg.artifact_type(name) or '?'}\t{len(versions)} versions")
+            click.echo(f"{a}\t{reg.artifact_type(name) or '?'}\t{counted(len(versions), 'version')}")
         return
     spec = parse_spec(what)
     if spec.selector is None:

@@ -143,6 +143,13 @@ def test_get_large_files_and_modes(artfs, tmp_path):
     assert not os.stat(tmp_path / "out" / "model.bin").st_mode & 0o111
 
 
+def test_commit_of_a_missing_path_names_what_was_meant(artfs, data):
+    """With --name the path was meant as a plain folder; without, as a draft."""
+    artfs("put", "data", "--name", "demo/bikes", "--type", "dataset").ok()
+    artfs("commit", "./nope", "--name", "demo/bikes").fails("no folder at ./nope")
+    artfs("commit", "./nope").fails("no draft at ./nope")
+
+
 def test_ls_four_forms(artfs, data, tmp_path):
     artfs("ls").fails("no artfs store at")  # nothing published yet: not a store, and none is made
     artfs("put", "data", "--name", "demo/bikes", "--type", "dataset", "--alias", "best").ok()
@@ -152,7 +159,7 @@ def test_ls_four_forms(artfs, data, tmp_path):
     artfs("put", "data/labels.csv", "--name", "other/x", "--type", "dataset").ok()
 
     assert artfs("ls").ok().out.splitlines() == ["demo", "other"]
-    assert artfs("ls", "demo").ok().out.splitlines() == ["bikes\tdataset\t2 versions", "model\tmodel\t1 versions"]
+    assert artfs("ls", "demo").ok().out.splitlines() == ["bikes\tdataset\t2 versions", "model\tmodel\t1 version"]
     lines = [line.split("\t") for line in artfs("ls", "demo/bikes").ok().out.splitlines()]
     assert [row[0] for row in lines] == ["v0", "v1"]
     assert lines[0][1] == "best" and lines[1][1] == "latest"
@@ -323,7 +330,7 @@ def test_symbolic_links_are_followed_and_loops_refused(local_cli, tmp_path):
     os.unlink(tmp_path / "d" / "loop")
     os.symlink(tmp_path / "nowhere", tmp_path / "d" / "dangling")
     local_cli("put", "d", "--name", "p/loop", "--type", "dataset").fails("dangling")
-    assert local_cli("ls", "p").ok().out.splitlines() == ["links\tdataset\t1 versions"]
+    assert local_cli("ls", "p").ok().out.splitlines() == ["links\tdataset\t1 version"]
 
 
 def test_put_with_clashing_names_and_get_into_an_obstructed_folder(local_cli, tmp_path):
