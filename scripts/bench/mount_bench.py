@@ -322,6 +322,18 @@ def allocated_bytes(path: str) -> int:
     return total
 
 
+def warm_memory(gib: int) -> float:
+    """Touches `gib` GiB of anonymous memory and frees it; the seconds it took. On a VM that hands
+    free memory back to its host, the first touch of memory left unused costs a host fault: a
+    benchmark warms before each measurement so no system pays it (publish_bench.py --warm-gib)."""
+    t = time.monotonic()
+    chunk = bytes(1 << 20)
+    with mmap.mmap(-1, gib << 30) as m:
+        for _ in range(gib << 10):
+            m.write(chunk)
+    return time.monotonic() - t
+
+
 def cpu_seconds(pid: int) -> float:
     """utime+stime of a process (all its threads), from /proc."""
     try:

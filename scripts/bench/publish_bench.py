@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
 import random
 import resource
@@ -70,7 +69,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mount_bench as mb  # noqa: E402  (SeaweedFS, artfs export, rclone env, process bookkeeping)
-from mount_bench import BUCKET, MB, VENV_BIN, BenchError, Procs, cpu_seconds, fuse_unmount, log, machine_busy, mounted  # noqa: E402
+from mount_bench import (
+    BUCKET,
+    MB,
+    VENV_BIN,
+    BenchError,
+    Procs,
+    cpu_seconds,
+    fuse_unmount,
+    log,
+    machine_busy,
+    mounted,
+    warm_memory,
+)  # noqa: E402
 
 PROJECT = "bench"
 # artfs-put: `artfs put` of the folder, no mount. passthrough and local: the ceiling, `cp` only (nothing
@@ -197,16 +208,6 @@ def other_benchmarks() -> list[str]:
         if any(a.endswith(b"mount_bench.py") for a in argv) and b"python" in os.path.basename(argv[0]):
             found.append(f"{pid}: " + b" ".join(argv).decode(errors="replace")[:120])
     return found
-
-
-def warm_memory(gib: int) -> float:
-    """Touches `gib` GiB of anonymous memory and frees it (see --warm-gib); the seconds it took."""
-    t = time.monotonic()
-    chunk = bytes(1 << 20)
-    with mmap.mmap(-1, gib << 30) as m:
-        for _ in range(gib << 10):
-            m.write(chunk)
-    return time.monotonic() - t
 
 
 def tree_stats(root: str) -> tuple[int, int]:

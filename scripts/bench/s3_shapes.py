@@ -25,7 +25,6 @@ rotates each repetition, and medians are reported.
 from __future__ import annotations
 
 import argparse
-import mmap
 import os
 import statistics
 import sys
@@ -40,23 +39,11 @@ import boto3  # noqa: E402
 import botocore.config  # noqa: E402
 from servers import SeaweedFS  # noqa: E402 - after the path is set
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mount_bench import cpu_seconds, warm_memory  # noqa: E402
+
 BLOCK = 16 << 20
 BUCKET = "shapes"
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def warm_memory(gib: int) -> float:
-    t = time.monotonic()
-    chunk = bytes(1 << 20)
-    with mmap.mmap(-1, gib << 30) as m:
-        for _ in range(gib << 10):
-            m.write(chunk)
-    return time.monotonic() - t
 
 
 class Shapes:
