@@ -11,7 +11,7 @@ import time
 import click
 
 from artfs.cli import format
-from artfs.cli.format import counted, file_count, human_size, note, progress_bar, progress_shown, when
+from artfs.cli.format import counted, human_size, note, progress_bar, progress_shown, when
 from artfs.cli.drafts import register as _register_draft_commands
 from artfs.cli.lifecycle import register as _register_lifecycle_commands
 from artfs.cli.mount import register as _register_mount_commands
@@ -153,7 +153,9 @@ def put(ctx, paths, name, type_, aliases, description, metadata, no_checksum, ma
             raise InvalidInput("--alias, --description and --metadata go with `artfs finish` for a distributed version")
         with progress_bar(total, "hashing and uploading") as bar:
             Distributed(store).upsert(artifact, type_, distributed_id, files, refs, progress=bar)
-        click.echo(f"{artifact}: {file_count(len(files) + len(refs))} added to distributed version {distributed_id!r}")
+        click.echo(
+            f"{artifact}: {counted(len(files) + len(refs), 'file')} added to distributed version {distributed_id!r}"
+        )
         return
     latest = store.registry.latest(artifact)
     with progress_bar(total, "hashing and uploading") as bar:
@@ -249,7 +251,7 @@ def ls_(ctx, what):
         by_version = reg.aliases_by_version(spec.artifact, versions)
         for r in versions:
             aliases = ",".join(by_version.get(r.number, [])) or "-"
-            click.echo(f"{r.name}\t{aliases}\t{human_size(r.size)}\t{file_count(r.files)}\t{when(r.created)}")
+            click.echo(f"{r.name}\t{aliases}\t{human_size(r.size)}\t{counted(r.files, 'file')}\t{when(r.created)}")
         return
     rec = reg.resolve(spec)
     for e in ctx.store.manifest(rec):

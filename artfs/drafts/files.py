@@ -29,8 +29,8 @@ import ctypes
 import os
 import threading
 
-from artfs.store import pagecache
 from artfs.digest import Hasher, Hashes
+from artfs.store import pagecache
 from artfs.store.manifest import BLOCK_SIZE
 
 JOURNAL_LIMIT = 256 << 10  # files up to this size are journaled at close instead of fsynced
@@ -161,8 +161,9 @@ class WriteTracker:
 
     def hash_block(self, ino: int, path: str) -> tuple[bytes, bytes] | None:
         """The next whole BLOCK_SIZE block written in order and not hashed yet, read back from
-        the data file `path` (page cache, or disk once the writes are two blocks ahead) and hashed: (its bytes, its digest); None if there is none (or
-        the file stopped being written in order)."""
+        the data file `path` (page cache, or disk once the writes are two blocks ahead) and
+        hashed: (its bytes, its digest); None if there is none (or the file stopped being
+        written in order)."""
         seq = self._seq.get(ino)
         if seq is None:
             return None

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import blake3
 import msgpack
 
-from artfs.store import pagecache
 from artfs.content.carry import CarriedRange
 from artfs.digest import (
     CHUNK_SIZE,
@@ -44,6 +43,7 @@ from artfs.digest import (
     needs_chunks,
 )
 from artfs.errors import ArtfsError, CorruptRecord, InvalidInput, NoSpace, NotFound
+from artfs.store import pagecache
 from artfs.store.backends.base import ObjectStore
 from artfs.store.keys import damaged_marker, index_key, object_key, pack_key, pieces_key
 from artfs.store.manifest import BLOCK_SIZE, OBJECT, Entry, Folder, Manifest

@@ -16,8 +16,8 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from artfs.store import pagecache
 from artfs.errors import NoSpace, NotFound, PreconditionFailed, StoreUnavailable
+from artfs.store import pagecache
 from artfs.store.backends.base import ObjectInfo, ObjectStore
 
 _INTERNAL = ".artfs-tmp"
